@@ -1,0 +1,155 @@
+"""alpha-CROWN: CROWN with optimised ReLU lower-relaxation slopes.
+
+Every bounded row (each neuron's lower bound, each neuron's upper bound as the lower bound of its
+negation, each specification row) gets its own slopes alpha in [0, 1] for every ReLU between the
+input and the bounded node — the standard per-row parameterisation, so the rows are optimised
+independently by one Adam run on their sum. Slopes start at CROWN's adaptive choice, are projected
+back to [0, 1] after every Adam step, and each row keeps the best bound seen, so the result is never
+looser than CROWN with the same intermediate bounds. Intermediate bounds are optimised node by node
+(each using the already optimised bounds of earlier nodes) and intersected with `base` (CROWN by
+default), so `alpha_crown_bounds` is never looser than `crown_bounds`.
+
+Cost: about 3 * (steps + 1) CROWN backward passes over the rows that are still unstable after
+CROWN, in chunks of `chunk` neurons; memory holds per-row slopes for one chunk.
+
+References:
+  Xu et al., Fast and Complete: Enabling Complete Neural Network Verification with Rapid and
+    Massively Parallel Incomplete Verifiers (alpha-CROWN), ICLR 2021; Zhang et al. 2018 (CROWN).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from lnjax.bounds.crown import (
+    CHUNK,
+    backward_lower,
+    crown_bounds,
+    default_alpha,
+    input_bounds_of,
+    interval_spec_lower,
+    refine_bounds,
+)
+from lnjax.bounds.interval import LayerBounds
+from lnjax.models import layers as L
+
+
+def optimized_lower(
+    view: L.LayerView,
+    bounds: LayerBounds,
+    k: int,
+    a: jax.Array,
+    lower: jax.Array,
+    upper: jax.Array,
+    *,
+    steps: int,
+    lr: float,
+) -> jax.Array:
+    """Best lower bounds of a · z_k over the box found by optimising per-row ReLU slopes.
+
+    Args:
+      view, bounds, k, a, lower, upper: as in `crown.backward_lower`; a: [R, *shape of z_k].
+      steps: Adam steps (static).
+      lr: Adam learning rate.
+
+    Returns:
+      [R] lower bounds, each >= the CROWN bound of its row with the same `bounds`.
+    """
+    rows = a.shape[0]
+    relus = [j for j in range(k + 1) if isinstance(view.ops[j], L.ReLU)]
+    init = {}
+    for j in relus:
+        lo, hi = input_bounds_of(bounds, j, lower, upper)
+        init[j] = jnp.broadcast_to(default_alpha(lo, hi), (rows, *lo.shape))
+
+    def bound(alphas):
+        return backward_lower(view, bounds, k, a, lower, upper, alphas)
+
+    if not relus or steps == 0:
+        return bound(init)
+    opt = optax.adam(lr)
+
+    def step(_, carry):
+        alphas, opt_state, best = carry
+        vals, pull = jax.vjp(bound, alphas)
+        (grads,) = pull(-jnp.ones_like(vals))  # ascend every row's bound
+        best = jnp.maximum(best, vals)
+        updates, opt_state = opt.update(grads, opt_state, alphas)
+        alphas = jax.tree.map(lambda x: jnp.clip(x, 0.0, 1.0), optax.apply_updates(alphas, updates))
+        return alphas, opt_state, best
+
+    carry = (init, opt.init(init), jnp.full((rows,), -jnp.inf))
+    alphas, _, best = lax.fori_loop(0, steps, step, carry)
+    return jnp.maximum(best, bound(alphas))
+
+
+def alpha_crown_bounds(
+    view: L.LayerView,
+    lower: jax.Array,
+    upper: jax.Array,
+    *,
+    steps: int = 20,
+    lr: float = 0.1,
+    base: LayerBounds | None = None,
+    chunk: int = CHUNK,
+) -> LayerBounds:
+    """alpha-CROWN bounds of every op output over the box `[lower, upper]`.
+
+    Same nodes and masks as `crown_bounds`, with optimised slopes per bounded neuron and side.
+
+    Args:
+      view: the network.
+      lower, upper: [*view.input_shape] input box.
+      steps: Adam steps per chunk (static).
+      lr: Adam learning rate for the slopes.
+      base: bounds to intersect with; `crown_bounds` if None.
+      chunk: neurons per optimisation (static).
+
+    Returns:
+      LayerBounds: (lower, upper) of the output of each op.
+
+    References:
+      Xu et al. 2021 (alpha-CROWN).
+    """
+    if base is None:
+        base = crown_bounds(view, lower, upper, chunk=chunk)
+
+    def row_lower(bounds, k, a):
+        return optimized_lower(view, bounds, k, a, lower, upper, steps=steps, lr=lr)
+
+    return refine_bounds(view, lower, upper, base, row_lower, chunk)
+
+
+def alpha_crown_spec_lower(
+    view: L.LayerView,
+    lower: jax.Array,
+    upper: jax.Array,
+    c: jax.Array,
+    *,
+    bounds: LayerBounds,
+    steps: int = 20,
+    lr: float = 0.1,
+) -> jax.Array:
+    """alpha-CROWN lower bounds of the specification c @ logits over the box.
+
+    Args:
+      view: the network.
+      lower, upper: [*view.input_shape] input box.
+      c: [M, K] specification rows.
+      bounds: intermediate bounds (best: `alpha_crown_bounds`).
+      steps: Adam steps (static).
+      lr: Adam learning rate.
+
+    Returns:
+      [M] lower bounds, never looser than `crown_spec_lower` with the same `bounds`.
+
+    References:
+      Xu et al. 2021 (alpha-CROWN).
+    """
+    k = len(view.ops) - 1
+    a = c.reshape(c.shape[0], *bounds[k][0].shape)
+    opt = optimized_lower(view, bounds, k, a, lower, upper, steps=steps, lr=lr)
+    return jnp.maximum(opt, interval_spec_lower(c, bounds[k]))

@@ -1,0 +1,371 @@
+"""CROWN: backward linear bounds over the layer view, per example.
+
+A bound on a linear function `a · z_k` of the output of op k is propagated backwards op by op to
+an affine function of the input and concretised against the input box:
+- affine ops (Conv, Dense, Flatten, AvgPool): exactly, through the transpose of their linear part
+  (`jax.vjp`, so strides and padding need no hand-written transposed convolution);
+- ReLU with input bounds [l, u]: identity if l >= 0, zero if u <= 0, otherwise the standard
+  relaxation alpha*x <= relu(x) <= u/(u-l) * (x - l), with the adaptive lower slope
+  alpha = 1 if u >= -l else 0 (alpha-CROWN optimises alpha instead);
+- MaxPool with input bounds: per window, j = the input with the largest lower bound. Lower
+  relaxation: y >= x_j (always sound). Upper relaxation: y <= x_j when x_j dominates the window
+  (l_j >= u_i for every other i; then y = x_j exactly), otherwise the constant y <= max_i u_i.
+  Padded cells (-inf) never win.
+
+`crown_bounds` applies this to every pre-activation (the output of an affine op that feeds a ReLU or
+MaxPool) and to the logits, intersected with interval (or the given `base`) bounds; ops in between
+are propagated by interval arithmetic from the tightened bounds. Rows are computed only for
+neurons that can still matter (unstable ReLU inputs; inputs of undecided max-pool windows; all
+logits), in fixed-size chunks of `chunk` neurons inside a `lax` loop, so one compilation serves
+every box of the same shape. The first pre-activation layer (one affine map of the box) is exact
+under interval arithmetic and is skipped.
+
+All bounds are float32 and sound up to float rounding; see `interval`.
+
+References:
+  Zhang et al., Efficient Neural Network Robustness Certification with General Activation
+    Functions (CROWN), NeurIPS 2018; Xu et al., Fast and Complete: Enabling Complete Neural Network
+    Verification with Rapid and Massively Parallel Incomplete Verifiers (alpha-CROWN), ICLR 2021.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from lnjax.bounds.interval import LayerBounds, interval_bounds, interval_op, linear_part
+from lnjax.models import layers as L
+
+CHUNK = 256
+"""Neurons per backward pass (each gives two rows: lower and upper)."""
+
+# A function from rows A: [R, *shape of op k's output] to lower bounds [R] of A · z_k over the box.
+RowLower = Callable[[LayerBounds, int, jax.Array], jax.Array]
+
+
+# ----------------------------------------------------------------------------- relaxations
+
+
+def default_alpha(lower: jax.Array, upper: jax.Array) -> jax.Array:
+    """CROWN's adaptive ReLU lower slope: 1 where u >= -l, else 0."""
+    return (upper >= -lower).astype(lower.dtype)
+
+
+def relu_relaxation(lower, upper, alpha=None):
+    """Linear bounds lo_slope*x <= relu(x) <= up_slope*x + up_bias for x in [lower, upper].
+
+    Args:
+      lower, upper: [*S] pre-activation bounds.
+      alpha: lower slopes in [0, 1] for unstable neurons, broadcastable against [*S] (e.g. [R, *S]);
+        None for `default_alpha`.
+
+    Returns:
+      (lo_slope, up_slope, up_bias), broadcast shapes.
+    """
+    unstable = (lower < 0) & (upper > 0)
+    active = (lower >= 0).astype(lower.dtype)
+    denom = jnp.where(unstable, upper - lower, 1.0)
+    up_slope = jnp.where(unstable, upper / denom, active)
+    up_bias = jnp.where(unstable, -up_slope * lower, 0.0)
+    if alpha is None:
+        alpha = default_alpha(lower, upper)
+    lo_slope = jnp.where(unstable, alpha, active)
+    return lo_slope, up_slope, up_bias
+
+
+def _pool_index(in_hw, window, strides, padding) -> np.ndarray:
+    """[H', W', P] indices into the flattened [H * W] input (H * W marks a padded cell)."""
+    (h, w), (kh, kw), (sh, sw) = in_hw, window, strides
+    (pt, pb), (pl, pr) = padding
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    r = np.arange(oh)[:, None, None, None] * sh + np.arange(kh)[None, None, :, None] - pt
+    c = np.arange(ow)[None, :, None, None] * sw + np.arange(kw)[None, None, None, :] - pl
+    r, c = np.broadcast_arrays(r, c)
+    idx = np.where((r >= 0) & (r < h) & (c >= 0) & (c < w), r * w + c, h * w)
+    return idx.reshape(oh, ow, kh * kw)
+
+
+def _patches(x: jax.Array, idx: np.ndarray, fill: float) -> jax.Array:
+    """x: [H, W, C] -> [H', W', P, C] window cells (padded cells = fill)."""
+    h, w, c = x.shape
+    flat = jnp.pad(x.reshape(h * w, c), ((0, 1), (0, 0)), constant_values=fill)
+    return flat[idx]
+
+
+def _patches_transpose(a: jax.Array, in_shape, idx: np.ndarray) -> jax.Array:
+    """Transpose of `_patches(., idx, 0)`: a: [R, H', W', P, C] -> [R, H, W, C] (scatter-add)."""
+    _, vjp = jax.vjp(lambda x: _patches(x, idx, 0.0), jnp.zeros(in_shape, a.dtype))
+    return jax.vmap(lambda ai: vjp(ai)[0])(a)
+
+
+def maxpool_relaxation(op: L.MaxPool, lower, upper):
+    """Linear bounds of max-pooling given input bounds (see the module docstring).
+
+    Args:
+      op: the pooling op.
+      lower, upper: [H, W, C] input bounds.
+
+    Returns:
+      idx: [H', W', P] window cell indices (`_pool_index`);
+      w_lo: [H', W', P, C] one-hot lower-bound weights (y >= sum_p w_lo x_p);
+      w_up: [H', W', P, C] upper-bound weights (y <= sum_p w_up x_p + up_bias);
+      up_bias: [H', W', C];
+      undecided: [H', W', C] bool, windows where no input dominates.
+    """
+    idx = _pool_index(lower.shape[:2], op.window, op.strides, op.padding)
+    lp, up = _patches(lower, idx, -jnp.inf), _patches(upper, idx, -jnp.inf)
+    p = idx.shape[-1]
+    onehot = jnp.argmax(lp, axis=2)[:, :, None, :] == jnp.arange(p)[None, None, :, None]
+    u_other = jnp.max(jnp.where(onehot, -jnp.inf, up), axis=2)
+    decided = jnp.max(lp, axis=2) >= u_other
+    w_lo = onehot.astype(lower.dtype)
+    w_up = (onehot & decided[:, :, None, :]).astype(lower.dtype)
+    up_bias = jnp.where(decided, 0.0, jnp.max(up, axis=2))
+    return idx, w_lo, w_up, up_bias, ~decided
+
+
+def _undecided_pool_inputs(op: L.MaxPool, lower, upper) -> jax.Array:
+    """[H, W, C] bool: inputs that lie in some window where no input dominates."""
+    idx, _, _, _, undecided = maxpool_relaxation(op, lower, upper)
+    cells = jnp.broadcast_to(undecided[:, :, None, :], (*idx.shape, lower.shape[-1]))
+    hits = _patches_transpose(cells[None].astype(lower.dtype), lower.shape, idx)[0]
+    return hits > 0
+
+
+# ----------------------------------------------------------------------------- backward pass
+
+
+def _row_sum(x: jax.Array) -> jax.Array:
+    return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
+
+
+def _linear_transpose(op: L.Op, in_shape, a: jax.Array) -> jax.Array:
+    """Rows a: [R, *out] -> [R, *in_shape] through the transpose of the op's linear part."""
+    if isinstance(op, L.Dense):
+        return jnp.dot(a, op.kernel.T, precision=lax.Precision.HIGHEST)
+    if isinstance(op, L.Flatten):
+        return a.reshape(a.shape[0], *in_shape)
+    _, vjp = jax.vjp(lambda x: linear_part(op, x), jnp.zeros(in_shape, a.dtype))
+    return jax.vmap(lambda ai: vjp(ai)[0])(a)
+
+
+def input_bounds_of(bounds: LayerBounds, j: int, lower, upper):
+    """Bounds of the input of op j (the box for j = 0)."""
+    return (lower, upper) if j == 0 else bounds[j - 1]
+
+
+def backward_lower(
+    view: L.LayerView,
+    bounds: LayerBounds,
+    k: int,
+    a: jax.Array,
+    lower: jax.Array,
+    upper: jax.Array,
+    alphas: Mapping[int, jax.Array] | None = None,
+) -> jax.Array:
+    """Lower bounds of a · z_k over the box, z_k the output of op k.
+
+    Args:
+      view: the network.
+      bounds: bounds of the outputs of ops 0..k-1 (at least), used by the relaxations.
+      k: op index.
+      a: [R, *shape of op k's output] rows.
+      lower, upper: [*input_shape] input box.
+      alphas: optional ReLU lower slopes {relu op index: [R, *its input shape]} (alpha-CROWN);
+        missing ReLUs use `default_alpha`.
+
+    Returns:
+      [R] lower bounds.
+    """
+    alphas = alphas or {}
+    bias = jnp.zeros((a.shape[0],), a.dtype)
+    for j in range(k, -1, -1):
+        op = view.ops[j]
+        l_in, u_in = input_bounds_of(bounds, j, lower, upper)
+        if isinstance(op, L.ReLU):
+            lo_s, up_s, up_b = relu_relaxation(l_in, u_in, alphas.get(j))
+            a_pos, a_neg = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
+            bias = bias + _row_sum(a_neg * up_b)
+            a = a_pos * lo_s + a_neg * up_s
+        elif isinstance(op, L.MaxPool):
+            idx, w_lo, w_up, up_b, _ = maxpool_relaxation(op, l_in, u_in)
+            a_pos, a_neg = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
+            bias = bias + _row_sum(a_neg * up_b)
+            cells = a_pos[:, :, :, None, :] * w_lo + a_neg[:, :, :, None, :] * w_up
+            a = _patches_transpose(cells, l_in.shape, idx)
+        elif isinstance(op, (L.Conv, L.Dense)):
+            bias = bias + _row_sum(a * op.bias)
+            a = _linear_transpose(op, l_in.shape, a)
+        elif isinstance(op, L.LINEAR_OPS):
+            a = _linear_transpose(op, l_in.shape, a)
+        else:
+            raise TypeError(f"unknown op {type(op).__name__}")
+    flat = a.reshape(a.shape[0], -1)
+    mid, rad = ((upper + lower) / 2).reshape(-1), ((upper - lower) / 2).reshape(-1)
+    hi = lax.Precision.HIGHEST
+    return jnp.dot(flat, mid, precision=hi) - jnp.dot(jnp.abs(flat), rad, precision=hi) + bias
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _exact_by_interval(view: L.LayerView, k: int) -> bool:
+    """True if op k's output is a single affine map of the box (interval bounds are exact)."""
+    prefix = view.ops[: k + 1]
+    affine = sum(isinstance(op, (L.Conv, L.Dense, L.AvgPool)) for op in prefix)
+    return all(isinstance(op, L.LINEAR_OPS) for op in prefix) and affine <= 1
+
+
+def refine_mask(view: L.LayerView, k: int, lower, upper) -> jax.Array | None:
+    """Neurons of op k's output worth a backward pass, or None for no pass at all.
+
+    Outputs of affine ops that feed a ReLU (unstable neurons) or a MaxPool (inputs of undecided
+    windows), and the logits (all), unless interval bounds are already exact there.
+    """
+    op = view.ops[k]
+    if not isinstance(op, L.LINEAR_OPS) or _exact_by_interval(view, k):
+        return None
+    if k == len(view.ops) - 1:
+        return jnp.ones(lower.shape, bool)
+    nxt = view.ops[k + 1]
+    if isinstance(nxt, L.ReLU):
+        return (lower < 0) & (upper > 0)
+    if isinstance(nxt, L.MaxPool):
+        return _undecided_pool_inputs(nxt, lower, upper)
+    return None
+
+
+def _node_bounds(row_lower: Callable[[jax.Array], jax.Array], mask: jax.Array, chunk: int):
+    """Bounds of the masked neurons of one node, `chunk` neurons per call of row_lower.
+
+    Args:
+      row_lower: rows [2 * chunk, *S] -> lower bounds [2 * chunk].
+      mask: [*S] bool, neurons to bound.
+      chunk: neurons per call (static).
+
+    Returns:
+      (lower, upper) [*S]; -inf / +inf where not masked.
+    """
+    shape, n = mask.shape, math.prod(mask.shape)
+    chunk = min(chunk, n)
+    n_pad = -(-n // chunk) * chunk
+    ids = jnp.nonzero(mask.reshape(-1), size=n_pad, fill_value=n)[0]
+    n_chunks = (jnp.sum(mask) + chunk - 1) // chunk
+
+    def body(c, carry):
+        lo, hi = carry
+        sel = lax.dynamic_slice(ids, (c * chunk,), (chunk,))
+        e = jax.nn.one_hot(sel, n, dtype=jnp.float32).reshape(chunk, *shape)  # id n -> zero row
+        res = row_lower(jnp.concatenate([e, -e]))
+        lo = lo.at[sel].set(res[:chunk], mode="drop")
+        hi = hi.at[sel].set(-res[chunk:], mode="drop")
+        return lo, hi
+
+    init = (jnp.full((n,), -jnp.inf), jnp.full((n,), jnp.inf))
+    lo, hi = lax.fori_loop(0, n_chunks, body, init)
+    return lo.reshape(shape), hi.reshape(shape)
+
+
+def refine_bounds(
+    view: L.LayerView, lower, upper, base: LayerBounds, row_lower: RowLower, chunk: int
+) -> LayerBounds:
+    """Walks the ops: interval from the tightened bounds ∩ base, then `row_lower` where it matters."""
+    out: list[tuple[jax.Array, jax.Array]] = []
+    lo, hi = lower, upper
+    for k, op in enumerate(view.ops):
+        lo, hi = interval_op(op, lo, hi)
+        lo, hi = jnp.maximum(lo, base[k][0]), jnp.minimum(hi, base[k][1])
+        mask = refine_mask(view, k, lo, hi)
+        if mask is not None:
+            fn = functools.partial(row_lower, tuple(out), k)
+            node_lo, node_hi = _node_bounds(fn, mask, chunk)
+            lo, hi = jnp.maximum(lo, node_lo), jnp.minimum(hi, node_hi)
+        # Sound bounds from different computations can cross by float rounding; never leave an
+        # empty interval behind (an infeasible MILP would read as "robust").
+        lo, hi = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
+        out.append((lo, hi))
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def crown_bounds(
+    view: L.LayerView,
+    lower: jax.Array,
+    upper: jax.Array,
+    *,
+    base: LayerBounds | None = None,
+    chunk: int = CHUNK,
+) -> LayerBounds:
+    """CROWN bounds of every op output over the box `[lower, upper]`.
+
+    Pre-activations (outputs of affine ops feeding a ReLU or MaxPool) and the logits get backward
+    linear bounds, intersected with `base` (interval bounds by default); other outputs are
+    propagated by interval arithmetic from the tightened bounds.
+
+    Args:
+      view: the network.
+      lower, upper: [*view.input_shape] input box.
+      base: bounds to intersect with (e.g. from an earlier, cheaper method); interval if None.
+      chunk: neurons per backward pass (static; memory ~ 2 * chunk * largest activation).
+
+    Returns:
+      LayerBounds: (lower, upper) of the output of each op.
+
+    References:
+      Zhang et al. 2018 (CROWN).
+    """
+    if base is None:
+        base = interval_bounds(view, lower, upper)
+
+    def row_lower(bounds, k, a):
+        return backward_lower(view, bounds, k, a, lower, upper)
+
+    return refine_bounds(view, lower, upper, base, row_lower, chunk)
+
+
+def interval_spec_lower(c: jax.Array, logit_bounds) -> jax.Array:
+    """Lower bounds [M] of c @ z from elementwise logit bounds. c: [M, K]."""
+    lo, hi = logit_bounds
+    return jnp.maximum(c, 0.0) @ lo.reshape(-1) + jnp.minimum(c, 0.0) @ hi.reshape(-1)
+
+
+def crown_spec_lower(
+    view: L.LayerView, lower: jax.Array, upper: jax.Array, c: jax.Array, *, bounds: LayerBounds
+) -> jax.Array:
+    """CROWN lower bounds of the specification c @ logits over the box.
+
+    Args:
+      view: the network.
+      lower, upper: [*view.input_shape] input box.
+      c: [M, K] specification rows (e.g. z_t - z_j as e_t - e_j).
+      bounds: intermediate bounds (`interval_bounds`, `crown_bounds`, `alpha_crown_bounds`).
+
+    Returns:
+      [M] lower bounds, never looser than the interval bound from `bounds[-1]`.
+
+    References:
+      Zhang et al. 2018 (CROWN).
+    """
+    k = len(view.ops) - 1
+    a = c.reshape(c.shape[0], *bounds[k][0].shape)
+    return jnp.maximum(backward_lower(view, bounds, k, a, lower, upper), interval_spec_lower(c, bounds[k]))
+
+
+def unstable_counts(view: L.LayerView, bounds: LayerBounds) -> tuple[int, ...]:
+    """Number of unstable ReLUs (l < 0 < u on the ReLU's input) for each ReLU op, in order (host)."""
+    counts = []
+    for k, op in enumerate(view.ops):
+        if isinstance(op, L.ReLU):
+            if k == 0:
+                raise ValueError("a ReLU as the first op has no input bounds in LayerBounds")
+            lo, hi = bounds[k - 1]
+            counts.append(int(jnp.sum((lo < 0) & (hi > 0))))
+    return tuple(counts)
