@@ -1,0 +1,101 @@
+"""Verdicts: what the verifier may claim, and what it carries for the optimizer.
+
+Trust rules (enforced by `verifier`, documented here):
+- ROBUST only when a proven lower bound on the spec margin over the whole box exceeds
+  `safety = atol + rtol · max(1, ‖z(centre)‖∞)` (defaults 1e-4, 1e-4). The bound comes from
+  interval / CROWN / α-CROWN rows (float32 JAX) or from CBC: the model proven infeasible under the
+  cutoff `safety` (sign question), or solved to optimality with a proven bound > safety. The
+  margin covers float32 rounding of the JAX bounds and CBC's feasibility/integrality tolerances
+  (1e-6, amplified by big-M coefficients). A time-limited solve is never a proof.
+- NOT_ROBUST only with a counterexample: a point clipped into the box whose margin, evaluated by
+  the JAX model (`apply_layers`, float32), is ≤ 0. Ties count as violations: top-k holds iff
+  fewer than k competitors have z_j ≥ z_t, so margin = 0 already breaks it.
+- UNKNOWN otherwise (time-out, solver error, a MILP "solution" the network does not confirm).
+
+References:
+  Tjeng, Xiao & Tedrake, Evaluating Robustness of Neural Networks with Mixed Integer Programming,
+  ICLR 2019 (MIPVerify).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+import numpy as np
+
+
+class Status(str, enum.Enum):
+    """The answer to "does the property hold on the whole box?"."""
+
+    ROBUST = "robust"
+    NOT_ROBUST = "not_robust"
+    UNKNOWN = "unknown"
+
+
+@dataclasses.dataclass
+class VerifyStats:
+    """How an answer was reached.
+
+    Attributes:
+      decided_by: the stage that decided ("pgd", "interval", "crown", "alpha_crown", "milp"),
+        or None for UNKNOWN.
+      time_s: seconds per stage, in the order run (plus "total").
+      unstable: unstable ReLUs per ReLU layer after each bound method ("interval", "crown", ...).
+      margin_lower: the proven margin lower bound of each bound stage.
+      binaries: binaries in the MILP (0 if no MILP was built).
+      milp_status: the MILP result's status ("infeasible", "optimal", "feasible", "no_solution",
+        "timeout", "error") or None.
+      milp: other MILP facts (columns, rows, unstable units as encoded, build/solve seconds).
+      safety: the safety margin used for ROBUST.
+      notes: anything surprising (e.g. a MILP solution the JAX model does not confirm).
+    """
+
+    decided_by: str | None = None
+    time_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    unstable: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    margin_lower: dict[str, float] = dataclasses.field(default_factory=dict)
+    binaries: int = 0
+    milp_status: str | None = None
+    milp: dict[str, Any] = dataclasses.field(default_factory=dict)
+    safety: float = 0.0
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Verdict:
+    """The verifier's answer for one box and one spec.
+
+    Attributes:
+      status: ROBUST / NOT_ROBUST / UNKNOWN.
+      proven_bound: the best proven lower bound on the margin over the box (None if none).
+      best_objective: the smallest margin the JAX model confirmed at any point found (attack or
+        solver), i.e. an upper bound on the true minimum (None if nothing was evaluated).
+      counterexample: [*input_shape] float32 inside the box with margin ≤ 0 (NOT_ROBUST only).
+      weakest_points: [(x [*input_shape], margin)] — the solver's solutions and the best attack
+        point, clipped into the box, with their JAX margins, smallest margin first.
+      stats: `VerifyStats`.
+    """
+
+    status: Status
+    proven_bound: float | None = None
+    best_objective: float | None = None
+    counterexample: np.ndarray | None = None
+    weakest_points: list[tuple[np.ndarray, float]] = dataclasses.field(default_factory=list)
+    stats: VerifyStats = dataclasses.field(default_factory=VerifyStats)
+
+    @property
+    def robust(self) -> bool:
+        return self.status is Status.ROBUST
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-friendly summary (no arrays)."""
+        return {
+            "status": self.status.value,
+            "proven_bound": self.proven_bound,
+            "best_objective": self.best_objective,
+            "has_counterexample": self.counterexample is not None,
+            "weakest_margins": [m for _, m in self.weakest_points],
+            "stats": dataclasses.asdict(self.stats),
+        }

@@ -1,0 +1,341 @@
+"""The staged verifier: cheapest stage first, stop at the first sound answer.
+
+Stages (each optional, in this order):
+  pgd          PGD on the spec margin inside the box; a point whose JAX margin is ≤ 0 → NOT_ROBUST.
+  (interval)   always computed (the base of every other bound); rows proven → ROBUST.
+  crown        CROWN bounds of every pre-activation and of the spec rows → ROBUST if proven.
+  alpha_crown  α-CROWN (optimised slopes) on top of CROWN → ROBUST if proven.
+  milp         MIPVerify MILP over the tightest bounds, asked as a sign question (cutoff at the
+               safety margin, stop at the first solution) or solved to optimality ("optimise"),
+               in a worker process killed at the query's deadline.
+
+The whole query has one wall-clock budget (`time_limit`); the JAX stages are checked against it
+between stages and the MILP gets what is left (a hard limit, see `milp.MilpWorker`). A time-out is
+UNKNOWN, never ROBUST. See `verdict` for the trust rules.
+
+References:
+  Tjeng, Xiao & Tedrake, Evaluating Robustness of Neural Networks with Mixed Integer Programming,
+    ICLR 2019 (MIPVerify; progressive bound tightening, the sign question).
+  Zhang et al., NeurIPS 2018 (CROWN); Xu et al., ICLR 2021 (α-CROWN); Madry et al., ICLR 2018 (PGD).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from lnjax import bounds as B
+from lnjax.models import layers as L
+from lnjax.verify import milp as M
+from lnjax.verify.pgd_box import make_pgd_box
+from lnjax.verify.specs import Spec, SpecRows, kth_smallest, margin_lower_bound
+from lnjax.verify.verdict import Status, Verdict, VerifyStats
+
+STAGES = ("pgd", "crown", "alpha_crown", "milp")
+_KNOWN = set(STAGES) | {"interval"}
+
+VerifyFn = Callable[[jax.Array, jax.Array, jax.Array, Spec], Verdict]
+
+
+def _rows_margin(view: L.LayerView, x: jax.Array, c: jax.Array, offset: jax.Array, k: int) -> jax.Array:
+    return kth_smallest(c @ L.apply_layers(view, x) + offset, k)
+
+
+def make_verifier(
+    *,
+    view: L.LayerView,
+    stages: Sequence[str] = STAGES,
+    time_limit: float | None = 60.0,
+    milp_mode: str = "sign",
+    atol: float = 1e-4,
+    rtol: float = 1e-4,
+    pgd_steps: int = 40,
+    pgd_restarts: int = 4,
+    pgd_step_size: float = 0.25,
+    alpha_steps: int = 20,
+    alpha_lr: float = 0.1,
+    lp_tighten: bool = False,
+    milp_options: M.MilpOptions | None = None,
+    cbc_fraction: float = 0.6,
+    worker: M.MilpWorker | None = None,
+) -> VerifyFn:
+    """Builds `verify(key, x_lower, x_upper, spec) -> Verdict` for one network.
+
+    Args:
+      view: the network (`models.layer_view`).
+      stages: a subset of ("pgd", "crown", "alpha_crown", "milp"), run cheapest first. Interval
+        bounds are always computed; "interval" may be listed but changes nothing.
+      time_limit: wall-clock budget per query in seconds (None: unlimited).
+      milp_mode: "sign" (cutoff, first solution) or "optimise" (to optimality or the time limit;
+        returns every saved solution as a weakest point).
+      atol, rtol: safety margin = atol + rtol · max(1, ‖z(centre)‖∞); ROBUST needs a proven
+        margin bound above it.
+      pgd_steps, pgd_restarts, pgd_step_size: the box PGD (`pgd_box.make_pgd_box`).
+      alpha_steps, alpha_lr: α-CROWN's Adam steps and learning rate.
+      lp_tighten: per-neuron LP tightening in the MILP worker (off: it costs ~0.1 s per LP and adds
+        little over CROWN).
+      milp_options: base `milp.MilpOptions` (threads, emphasis, slack, ...); mode, cutoff and the
+        CBC time limit are set per query.
+      cbc_fraction: CBC's own (soft) limit as a fraction of the remaining budget, so it usually
+        stops by itself before the hard kill and returns what it found.
+      worker: the MILP worker process (default: the shared one).
+
+    Returns:
+      verify(key, x_lower, x_upper, spec): key a typed PRNG key; x_lower, x_upper:
+      [*view.input_shape] (clipped to [0, 1] here); spec a `specs` object.
+
+    References:
+      Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify).
+    """
+    unknown = set(stages) - _KNOWN
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; expected a subset of {STAGES}")
+    if milp_mode not in ("sign", "optimise"):
+        raise ValueError(f"milp_mode must be 'sign' or 'optimise', got {milp_mode!r}")
+    stages = tuple(
+        s for s in ("pgd", "interval", "crown", "alpha_crown", "milp") if s in stages or s == "interval"
+    )
+    base_options = milp_options or M.MilpOptions()
+    num_classes = int(math.prod(view.output_shapes[-1]))
+    relu_ops = [i for i, op in enumerate(view.ops) if isinstance(op, L.ReLU)]
+    net: M.MilpNetwork | None = None
+
+    attack = make_pgd_box(steps=pgd_steps, step_size=pgd_step_size, restarts=pgd_restarts)
+
+    @functools.partial(jax.jit, static_argnames="k")
+    def margin_fn(view, x, c, offset, *, k):
+        return _rows_margin(view, x, c, offset, k)
+
+    @functools.partial(jax.jit, static_argnames="k")
+    def pgd_fn(key, view, lo, hi, c, offset, x0, *, k):
+        return attack(key, lambda x: _rows_margin(view, x, c, offset, k), lo, hi, x0)
+
+    logits_fn = jax.jit(L.apply_layers)
+    interval_fn = jax.jit(B.interval_bounds)
+    crown_fn = jax.jit(lambda view, lo, hi, base: B.crown_bounds(view, lo, hi, base=base))
+    crown_spec_fn = jax.jit(lambda view, lo, hi, c, b: B.crown_spec_lower(view, lo, hi, c, bounds=b))
+    alpha_fn = jax.jit(
+        lambda view, lo, hi, base: B.alpha_crown_bounds(
+            view, lo, hi, steps=alpha_steps, lr=alpha_lr, base=base
+        )
+    )
+    alpha_spec_fn = jax.jit(
+        lambda view, lo, hi, c, b: B.alpha_crown_spec_lower(
+            view, lo, hi, c, bounds=b, steps=alpha_steps, lr=alpha_lr
+        )
+    )
+
+    def counts(b) -> tuple[int, ...]:
+        return tuple(int(jnp.sum((b[i - 1][0] < 0) & (b[i - 1][1] > 0))) for i in relu_ops if i > 0)
+
+    def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
+        nonlocal net
+        t_start = time.monotonic()
+        deadline = math.inf if time_limit is None else t_start + time_limit
+        stats = VerifyStats()
+        lo, hi = B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
+        if lo.shape != tuple(view.input_shape) or hi.shape != lo.shape:
+            raise ValueError(
+                f"box shapes {lo.shape}, {hi.shape} do not match the input shape {view.input_shape}"
+            )
+        if bool(jnp.any(lo > hi)):
+            raise ValueError("empty box: x_lower > x_upper somewhere after clipping to [0, 1]")
+        rows: SpecRows = spec.rows(num_classes)
+        c, offset, k = jnp.asarray(rows.c), jnp.asarray(rows.offset), rows.k
+        points: list[tuple[np.ndarray, float]] = []
+        proven: list[float] = []
+
+        z_centre = logits_fn(view, (lo + hi) / 2)
+        stats.safety = safety = float(atol + rtol * max(1.0, float(jnp.max(jnp.abs(z_centre)))))
+
+        def lap(name: str, t0: float) -> float:
+            now = time.monotonic()
+            stats.time_s[name] = stats.time_s.get(name, 0.0) + now - t0
+            return now
+
+        def evaluate(x) -> tuple[np.ndarray, float]:
+            x = jnp.clip(jnp.asarray(x, jnp.float32).reshape(lo.shape), lo, hi)
+            m = float(margin_fn(view, x, c, offset, k=k))
+            points.append((np.asarray(x), m))
+            return points[-1]
+
+        def finish(status: Status, decided_by: str | None, counterexample=None) -> Verdict:
+            stats.decided_by = decided_by
+            stats.time_s["total"] = time.monotonic() - t_start
+            pts = sorted(points, key=lambda p: p[1])
+            return Verdict(
+                status=status,
+                proven_bound=max(proven) if proven else None,
+                best_objective=pts[0][1] if pts else None,
+                counterexample=counterexample,
+                weakest_points=pts,
+                stats=stats,
+            )
+
+        def out_of_time(after: str) -> bool:
+            if time.monotonic() > deadline:
+                stats.notes.append(f"time limit reached after {after}")
+                return True
+            return False
+
+        key_pgd, key_refine = jax.random.split(key)
+        # --- PGD -------------------------------------------------------------------------------
+        if "pgd" in stages:
+            t0 = time.monotonic()
+            res = pgd_fn(key_pgd, view, lo, hi, c, offset, (lo + hi) / 2, k=k)
+            x, m = evaluate(res.x)
+            lap("pgd", t0)
+            if m <= 0:
+                return finish(Status.NOT_ROBUST, "pgd", x)
+            if out_of_time("pgd"):
+                return finish(Status.UNKNOWN, None)
+
+        # --- bounds ----------------------------------------------------------------------------
+        t0 = time.monotonic()
+        best = interval_fn(view, lo, hi)
+        row_lower = _interval_rows(rows, best[-1])
+        stats.unstable["interval"] = counts(best)
+        m_lb = margin_lower_bound(rows, row_lower)
+        stats.margin_lower["interval"] = m_lb
+        proven.append(m_lb)
+        lap("interval", t0)
+        if m_lb > safety:
+            return finish(Status.ROBUST, "interval")
+        for name, bounds_fn, spec_fn in (
+            ("crown", crown_fn, crown_spec_fn),
+            ("alpha_crown", alpha_fn, alpha_spec_fn),
+        ):
+            if name not in stages:
+                continue
+            if out_of_time(stages[stages.index(name) - 1]):
+                return finish(Status.UNKNOWN, None)
+            t0 = time.monotonic()
+            best = bounds_fn(view, lo, hi, best)
+            row_lower = np.maximum(row_lower, np.asarray(spec_fn(view, lo, hi, c, best), np.float64))
+            stats.unstable[name] = counts(best)
+            m_lb = margin_lower_bound(rows, row_lower)
+            stats.margin_lower[name] = m_lb
+            proven.append(m_lb)
+            lap(name, t0)
+            if m_lb > safety:
+                return finish(Status.ROBUST, name)
+
+        if "milp" not in stages:
+            return finish(Status.UNKNOWN, None)
+        if out_of_time("bounds"):
+            return finish(Status.UNKNOWN, None)
+
+        # --- MILP ------------------------------------------------------------------------------
+        t0 = time.monotonic()
+        if net is None:
+            net = M.network_from_view(view)
+        query = _make_query(net, lo, hi, best, rows, row_lower)
+        remaining = deadline - time.monotonic()
+        cbc_seconds = 1e9 if math.isinf(remaining) else max(cbc_fraction * remaining, 0.01)
+        options = base_options._replace(
+            mode=milp_mode,
+            cutoff=safety,
+            cbc_seconds=cbc_seconds,
+            lp_tighten=lp_tighten or base_options.lp_tighten,
+        )
+        w = worker or M.shared_worker()
+        result = w.solve(net, query, options, deadline=deadline)
+        lap("milp", t0)
+        stats.milp_status = result.status
+        stats.binaries = result.num_binaries
+        stats.milp = {
+            f: getattr(result, f)
+            for f in (
+                "objective",
+                "bound",
+                "num_columns",
+                "num_rows",
+                "unstable",
+                "build_s",
+                "tighten_s",
+                "solve_s",
+                "wall_s",
+            )
+        }
+        if result.status == "error":
+            logging.warning("MILP worker error: %s", result.message)
+            stats.notes.append(
+                f"milp error: {result.message.strip().splitlines()[-1] if result.message else ''}"
+            )
+        if result.status == "infeasible":
+            if milp_mode == "sign":
+                proven.append(safety)
+                return finish(Status.ROBUST, "milp")
+            logging.warning("optimise-mode MILP infeasible: the bounds fed to it were not sound")
+            stats.notes.append("optimise-mode MILP infeasible (unsound bounds?)")
+            return finish(Status.UNKNOWN, None)
+        if result.status == "optimal" and result.bound is not None:
+            # Optimise mode: CBC's bound is proven. Sign mode: nodes above the cutoff were pruned,
+            # so an optimal solution above the cutoff proves margin ≥ cutoff (the bound itself only
+            # for a pure LP, i.e. no binaries, where CBC ignores the cutoff).
+            if milp_mode == "optimise" or result.num_binaries == 0:
+                bound, holds = result.bound, result.bound > safety
+            else:
+                bound, holds = min(result.bound, safety), result.objective > safety
+            proven.append(bound)
+            if holds:
+                for x, _ in result.solutions:
+                    evaluate(x)
+                return finish(Status.ROBUST, "milp")
+        # Candidates: confirm in JAX, clipped into the box.
+        for x, _ in result.solutions:
+            xc, m = evaluate(x)
+            if m <= 0:
+                return finish(Status.NOT_ROBUST, "milp", xc)
+        if result.solutions and time.monotonic() < deadline:
+            # A MILP point the network does not confirm (tolerances): a short PGD from it.
+            t0 = time.monotonic()
+            x0 = jnp.asarray(result.solutions[0][0], jnp.float32).reshape(lo.shape)
+            res = pgd_fn(key_refine, view, lo, hi, c, offset, x0, k=k)
+            xc, m = evaluate(res.x)
+            lap("milp_refine", t0)
+            stats.notes.append(f"MILP objective {result.objective:.3g} not confirmed; refined margin {m:.3g}")
+            if m <= 0:
+                return finish(Status.NOT_ROBUST, "milp", xc)
+        return finish(Status.UNKNOWN, None)
+
+    return verify
+
+
+def _interval_rows(rows: SpecRows, logit_bounds) -> np.ndarray:
+    """Lower bounds [M] of c @ z (without offset) from elementwise logit bounds."""
+    zl, zu = (np.asarray(v, np.float64).ravel() for v in logit_bounds)
+    c = rows.c.astype(np.float64)
+    return np.maximum(c, 0.0) @ zl + np.minimum(c, 0.0) @ zu
+
+
+def _make_query(net: M.MilpNetwork, lo, hi, bounds, rows: SpecRows, row_lower: np.ndarray) -> M.MilpQuery:
+    """Host data for one MILP query from the box, the layer bounds and the spec rows."""
+    lo64 = np.asarray(lo, np.float64).ravel()
+    hi64 = np.asarray(hi, np.float64).ravel()
+    pre = []
+    for i in M.nonlinear_op_indices(net):
+        if i == 0:
+            pre.append((lo64, hi64))
+        else:
+            pre.append(tuple(np.asarray(v, np.float64).ravel() for v in bounds[i - 1]))
+    zl, zu = (np.asarray(v, np.float64).ravel() for v in bounds[-1])
+    cp, cn = np.maximum(rows.c, 0.0).astype(np.float64), np.minimum(rows.c, 0.0).astype(np.float64)
+    off = rows.offset.astype(np.float64)
+    return M.MilpQuery(
+        lower=lo64,
+        upper=hi64,
+        pre_bounds=tuple(pre),
+        c=rows.c.astype(np.float64),
+        offset=off,
+        k=rows.k,
+        row_lower=np.maximum(cp @ zl + cn @ zu, row_lower) + off,
+        row_upper=cp @ zu + cn @ zl + off,
+    )
