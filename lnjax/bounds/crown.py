@@ -366,6 +366,6 @@ def unstable_counts(view: L.LayerView, bounds: LayerBounds) -> tuple[int, ...]:
         if isinstance(op, L.ReLU):
             if k == 0:
                 raise ValueError("a ReLU as the first op has no input bounds in LayerBounds")
-            lo, hi = bounds[k - 1]
-            counts.append(int(jnp.sum((lo < 0) & (hi > 0))))
+            lo, hi = np.asarray(bounds[k - 1][0]), np.asarray(bounds[k - 1][1])
+            counts.append(int(np.sum((lo < 0) & (hi > 0))))
     return tuple(counts)

@@ -1,0 +1,301 @@
+"""Interval, CROWN and alpha-CROWN bounds: soundness, tightness order, exactness, one compilation."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnjax import bounds as B
+from lnjax import models
+from lnjax.bounds import crown as C
+
+STEPS = 4  # alpha-CROWN steps in tests (soundness and order hold for any number)
+TOL = 1e-4  # float32 rounding slack for sampled values
+
+TRACES = {"crown": 0, "alpha": 0, "crown_spec": 0, "alpha_spec": 0}
+
+
+def _counted(name, fn):
+    """jax.jit(fn), counting its traces in TRACES[name] (one per compiled shape)."""
+
+    def traced(*args, **kwargs):
+        TRACES[name] += 1
+        return fn(*args, **kwargs)
+
+    return jax.jit(traced)
+
+
+# One jit per API function, shared by the tests: each shape compiles once for the whole file.
+interval_jit = jax.jit(B.interval_bounds)
+crown_jit = _counted("crown", B.crown_bounds)
+alpha_jit = _counted("alpha", functools.partial(B.alpha_crown_bounds, steps=STEPS))
+crown_spec_jit = _counted("crown_spec", B.crown_spec_lower)
+alpha_spec_jit = _counted("alpha_spec", functools.partial(B.alpha_crown_spec_lower, steps=STEPS))
+
+
+def _view(model: models.Sequential, key, bias_scale=0.1):
+    """Random params with random (not zero) biases, as after training."""
+    params = model.init_params(key)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    leaves = [
+        v + bias_scale * jax.random.normal(k, v.shape) if path[-1].key == "bias" else v
+        for (path, v), k in zip(leaves, keys, strict=True)
+    ]
+    return models.layer_view(model, jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def _box(key, shape, eps):
+    x = jax.random.uniform(key, shape)
+    return B.clip_box(x - eps, x + eps)
+
+
+def _samples(key, lower, upper, n):
+    """Half uniform points, half random vertices of the box: [n, *shape]."""
+    k1, k2 = jax.random.split(key)
+    u = jax.random.uniform(k1, (n // 2, *lower.shape))
+    v = jax.random.bernoulli(k2, 0.5, (n - n // 2, *lower.shape)).astype(lower.dtype)
+    return lower + (upper - lower) * jnp.concatenate([u, v])
+
+
+@jax.jit
+def _all_outputs(view, xs):
+    """Outputs of every op for a batch of inputs: list of [N, *shape]."""
+    outs = []
+    for op in view.ops:
+        xs = jax.vmap(functools.partial(models.apply_op, op))(xs)
+        outs.append(xs)
+    return outs
+
+
+def _assert_contains(bounds, outs, what):
+    for i, ((lo, hi), z) in enumerate(zip(bounds, outs, strict=True)):
+        lo, hi, z = np.asarray(lo), np.asarray(hi), np.asarray(z)  # host checks: no eager compiles
+        assert lo.shape == hi.shape == z.shape[1:], (what, i)
+        scale = TOL * (1.0 + np.abs(z))
+        assert np.all(z >= lo - scale), f"{what}: op {i} below lower bound"
+        assert np.all(z <= hi + scale), f"{what}: op {i} above upper bound"
+
+
+def _assert_nested(inner, outer, what):
+    for i, ((li, hi_), (lo, ho)) in enumerate(zip(inner, outer, strict=True)):
+        assert np.all(np.asarray(li) >= np.asarray(lo) - 1e-5), f"{what}: op {i}"
+        assert np.all(np.asarray(hi_) <= np.asarray(ho) + 1e-5), f"{what}: op {i}"
+
+
+def _margin_spec(k, target=0):
+    """z_target - z_j for j != target: [K - 1, K]."""
+    eye = jnp.eye(k)
+    return eye[target][None] - jnp.delete(eye, target, axis=0)
+
+
+CONV_POOL = models.Sequential(  # conv -> maxpool (pre-activation feeds a max-pool), overlapping SAME pool
+    specs=(
+        models.ConvSpec(4, (3, 3), (1, 1), "SAME"),
+        models.MaxPoolSpec((2, 2)),
+        models.ReLUSpec(),
+        models.ConvSpec(6, (3, 3), (1, 1), "VALID"),
+        models.ReLUSpec(),
+        models.MaxPoolSpec((3, 3), (2, 2), "SAME"),
+        models.FlattenSpec(),
+        models.DenseSpec(8),
+        models.ReLUSpec(),
+        models.DenseSpec(3),
+    ),
+    input_shape=(12, 12, 2),
+)
+CONV_AVG = models.Sequential(  # strided padded conv, average pooling, dense ReLU layer
+    specs=(
+        models.ConvSpec(4, (3, 3), (2, 2), "SAME"),
+        models.ReLUSpec(),
+        models.AvgPoolSpec((2, 2)),
+        models.ConvSpec(5, (2, 2), (1, 1), "VALID"),
+        models.ReLUSpec(),
+        models.FlattenSpec(),
+        models.DenseSpec(6),
+        models.ReLUSpec(),
+        models.DenseSpec(4),
+    ),
+    input_shape=(10, 10, 1),
+)
+NETS = {  # 2-input MLPs: see the grid test
+    "mlp5": (models.mlp((5,), (10, 10, 10), 4), 0.2),
+    "conv_pool": (CONV_POOL, 0.1),
+    "conv_avg": (CONV_AVG, 0.1),
+}
+
+
+def test_clip_box():
+    lo, hi = B.clip_box(jnp.array([-0.5, 0.2, 0.9, 1.2]), jnp.array([0.1, 0.3, 1.4, 1.5]))
+    np.testing.assert_array_equal(lo, np.float32([0.0, 0.2, 0.9, 1.0]))
+    np.testing.assert_array_equal(hi, np.float32([0.1, 0.3, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_bounds_sound_nested_and_ordered(name):
+    model, eps = NETS[name]
+    for trial in range(2):
+        key = jax.random.fold_in(jax.random.key(0), trial)
+        view = _view(model, key)
+        lower, upper = _box(jax.random.fold_in(key, 2), model.input_shape, eps)
+        ib = interval_jit(view, lower, upper)
+        cb = crown_jit(view, lower, upper)
+        ab = alpha_jit(view, lower, upper, base=cb)  # base=cb: no second CROWN compile
+        outs = _all_outputs(view, _samples(jax.random.fold_in(key, 3), lower, upper, 2000))
+        for what, b in (("interval", ib), ("crown", cb), ("alpha", ab)):
+            _assert_contains(b, outs, what)
+        _assert_nested(cb, ib, "crown within interval")
+        _assert_nested(ab, cb, "alpha within crown")
+        ci, cc, ca = (B.unstable_counts(view, b) for b in (ib, cb, ab))
+        assert all(a <= c <= i for i, c, a in zip(ci, cc, ca, strict=True)), (ci, cc, ca)
+
+        c = _margin_spec(outs[-1].shape[-1])
+        lo_i = C.interval_spec_lower(c, ib[-1])
+        lo_c = crown_spec_jit(view, lower, upper, c, bounds=cb)
+        lo_a = alpha_spec_jit(view, lower, upper, c, bounds=cb)
+        lo_aa = alpha_spec_jit(view, lower, upper, c, bounds=ab)
+        sampled = jnp.min(outs[-1] @ c.T, axis=0)
+        assert bool(jnp.all(lo_i <= lo_c + 1e-6)) and bool(jnp.all(lo_c <= lo_a + 1e-6))
+        assert bool(jnp.all(lo_a <= sampled + TOL)) and bool(jnp.all(lo_aa <= sampled + TOL))
+
+
+def test_tightness_order_against_exact_minimum_on_a_grid():
+    model = models.mlp((2,), (12, 12), 3)
+    view = _view(model, jax.random.key(5), bias_scale=0.3)
+    lower, upper = jnp.array([0.2, 0.3]), jnp.array([0.6, 0.8])
+    t = jnp.linspace(0.0, 1.0, 501)
+    grid = lower + (upper - lower) * jnp.stack(jnp.meshgrid(t, t), -1).reshape(-1, 2)
+    outs = _all_outputs(view, grid)
+    c = jnp.array([[1.0, -1.0, 0.0], [1.0, 0.0, -1.0], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
+    exact = jnp.min(outs[-1] @ c.T, axis=0)  # >= the true minimum, within ~1e-3 of it
+
+    ib = B.interval_bounds(view, lower, upper)
+    cb = crown_jit(view, lower, upper)
+    ab = jax.jit(functools.partial(B.alpha_crown_bounds, steps=30))(view, lower, upper)  # base: CROWN
+    for what, b in (("interval", ib), ("crown", cb), ("alpha", ab)):
+        _assert_contains(b, outs, what)
+    _assert_nested(ab, cb, "alpha within crown")
+    assert B.unstable_counts(view, ab) <= B.unstable_counts(view, cb) <= B.unstable_counts(view, ib)
+
+    alpha_spec = jax.jit(functools.partial(B.alpha_crown_spec_lower, steps=30))
+    lo_i = C.interval_spec_lower(c, ib[-1])
+    lo_c = crown_spec_jit(view, lower, upper, c, bounds=cb)
+    lo_a = alpha_spec(view, lower, upper, c, bounds=cb)
+    lo_aa = alpha_spec(view, lower, upper, c, bounds=ab)
+    for lo in (lo_i, lo_c, lo_a, lo_aa):
+        assert bool(jnp.all(lo <= exact + 1e-5)), (lo, exact)
+    assert bool(jnp.all(lo_i <= lo_c + 1e-6)) and bool(jnp.all(lo_c <= lo_a + 1e-6))
+    # The relaxations must be worth something here: CROWN beats interval, alpha beats CROWN somewhere.
+    assert bool(jnp.any(lo_c > lo_i + 1e-3)) and bool(jnp.any(lo_a > lo_c + 1e-4))
+
+
+def test_crown_is_exact_without_unstable_relus():
+    model = models.mlp((3,), (6, 6), 2)
+    params = model.init_params(jax.random.key(7))
+    # Large biases of both signs: every ReLU is stably active or stably inactive on the box.
+    for i in (1, 3):
+        n = params[f"layer_{i}"]["bias"].shape[0]
+        params[f"layer_{i}"]["bias"] = jnp.where(jnp.arange(n) % 2 == 0, 5.0, -5.0)
+    view = models.layer_view(model, params)
+    lower, upper = jnp.array([0.1, 0.4, 0.2]), jnp.array([0.5, 0.6, 0.9])
+    cb = crown_jit(view, lower, upper)
+    assert B.unstable_counts(view, cb) == (0, 0)
+
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
+    outs = [mid]
+    for op in view.ops:
+        outs.append(models.apply_op(op, outs[-1]))
+    # The net is affine on the box, so the exact range of op i's output is f_i(mid) ± |J_i| rad. Stable
+    # pre-activations are left to interval arithmetic (nothing to gain for the ReLU); the logits,
+    # bounded by CROWN in full, and the specification are exact.
+    for i in range(len(view.ops)):
+        jac = jax.jacobian(lambda x, i=i: _all_outputs(view, x[None])[i][0])(mid)
+        spread = jnp.abs(jac) @ rad
+        assert bool(jnp.all(cb[i][0] <= outs[i + 1] - spread + 1e-5)), i
+        assert bool(jnp.all(cb[i][1] >= outs[i + 1] + spread - 1e-5)), i
+        if i == len(view.ops) - 1:
+            np.testing.assert_allclose(cb[i][0], outs[i + 1] - spread, atol=1e-5)
+            np.testing.assert_allclose(cb[i][1], outs[i + 1] + spread, atol=1e-5)
+            assert bool(jnp.any(B.interval_bounds(view, lower, upper)[i][0] < cb[i][0] - 1e-2))
+    c = jnp.array([[1.0, -1.0], [-2.0, 0.5]])
+    jac = jax.jacobian(lambda x: c @ models.apply_layers(view, x))(mid)
+    exact = c @ outs[-1] - jnp.abs(jac) @ rad
+    np.testing.assert_allclose(crown_spec_jit(view, lower, upper, c, bounds=cb), exact, atol=1e-5)
+
+
+def test_maxpool_relaxation_exact_when_one_input_dominates():
+    op = models.MaxPool(window=(2, 2), strides=(2, 2))
+    lower = jnp.array([[0.0, 2.0], [0.5, -1.0]])[:, :, None]
+    upper = jnp.array([[1.0, 3.0], [1.9, 0.0]])[:, :, None]
+    _, w_lo, w_up, up_bias, undecided = C.maxpool_relaxation(op, lower, upper)
+    np.testing.assert_array_equal(w_lo[0, 0, :, 0], [0, 1, 0, 0])
+    np.testing.assert_array_equal(w_up[0, 0, :, 0], [0, 1, 0, 0])
+    assert float(up_bias[0, 0, 0]) == 0.0 and not bool(undecided[0, 0, 0])
+    upper = upper.at[1, 0, 0].set(2.5)  # now input (1, 0) may beat input (0, 1)
+    _, w_lo, w_up, up_bias, undecided = C.maxpool_relaxation(op, lower, upper)
+    np.testing.assert_array_equal(w_lo[0, 0, :, 0], [0, 1, 0, 0])
+    np.testing.assert_array_equal(w_up[0, 0, :, 0], [0, 0, 0, 0])
+    assert float(up_bias[0, 0, 0]) == 3.0 and bool(undecided[0, 0, 0])
+
+
+def test_dmnist_cnn_bounds_sound_and_ordered():
+    model = models.get_model("dmnist_cnn")
+    view = _view(model, jax.random.key(11))
+    key = jax.random.key(12)
+    x = jnp.where(jax.random.uniform(key, model.input_shape) > 0.8, 1.0, 0.0)  # sparse "ink"
+    lower, upper = B.clip_box(x - 0.01, x + 0.01)
+    ib = interval_jit(view, lower, upper)
+    cb = crown_jit(view, lower, upper)
+    ab = alpha_jit(view, lower, upper, base=cb)  # base=cb: no second CROWN compile
+    outs = _all_outputs(view, _samples(jax.random.fold_in(key, 1), lower, upper, 256))
+    for what, b in (("interval", ib), ("crown", cb), ("alpha", ab)):
+        _assert_contains(b, outs, what)
+    _assert_nested(cb, ib, "crown within interval")
+    _assert_nested(ab, cb, "alpha within crown")
+    ci, cc, ca = (B.unstable_counts(view, b) for b in (ib, cb, ab))
+    assert ci[0] == cc[0] == ca[0]  # the first layer is exact under interval arithmetic
+    assert ca[1] <= cc[1] < ci[1], (ci, cc, ca)
+    c = _margin_spec(10, target=3)
+    lo_i = C.interval_spec_lower(c, ib[-1])
+    lo_c = crown_spec_jit(view, lower, upper, c, bounds=cb)
+    lo_a = alpha_spec_jit(view, lower, upper, c, bounds=cb)
+    sampled = jnp.min(outs[-1] @ c.T, axis=0)
+    assert bool(jnp.all(lo_i <= lo_c + 1e-6)) and bool(jnp.all(lo_c <= lo_a + 1e-6))
+    assert bool(jnp.all(lo_a <= sampled + TOL))
+
+
+def test_jit_compiles_once_per_shape():
+    model, eps = NETS["mlp5"]
+    c = _margin_spec(4)
+
+    def run(seed):  # new params and a new box of the same shapes
+        view = _view(model, jax.random.key(100 + seed))
+        lower, upper = _box(jax.random.key(200 + seed), model.input_shape, eps * (seed + 1))
+        cb = crown_jit(view, lower, upper)
+        ab = alpha_jit(view, lower, upper, base=cb)
+        crown_spec_jit(view, lower, upper, c, bounds=cb)
+        alpha_spec_jit(view, lower, upper, c, bounds=ab)
+
+    run(0)  # compiles unless an earlier test already did
+    before = dict(TRACES)
+    run(1)
+    run(2)
+    assert TRACES == before
+    assert all(n >= 1 for n in before.values())
+
+
+def test_batched_with_vmap_matches_per_example():
+    model, eps = NETS["mlp5"]
+    view = _view(model, jax.random.key(3))
+    x = jax.random.uniform(jax.random.key(4), (3, *model.input_shape))
+    lower, upper = B.clip_box(x - eps, x + eps)
+    batched = jax.jit(jax.vmap(B.crown_bounds, in_axes=(None, 0, 0)))(view, lower, upper)
+    for b in range(3):
+        single = crown_jit(view, lower[b], upper[b])
+        for (lb, ub), (ls, us) in zip(batched, single, strict=True):
+            np.testing.assert_allclose(lb[b], ls, atol=1e-5)
+            np.testing.assert_allclose(ub[b], us, atol=1e-5)
