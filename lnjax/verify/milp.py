@@ -8,7 +8,7 @@ of every nonlinear layer (from `lnjax.bounds`) and the spec rows. The encoder th
 
 - affine layers: no variables; each value is a sparse row over the MILP columns (one `LinExpr`
   per emitted constraint);
-- ReLU with bounds [l, u] (widened by `bound_slack`): u ≤ 0 → the constant 0; l ≥ 0 → the
+- ReLU with bounds [l, u]: u ≤ 0 → the constant 0; l ≥ 0 → the
   identity (a continuous column tied by one equality, or inlined when the row has ≤
   `inline_max_terms` terms); otherwise one binary a and y ≥ x, y ≥ 0, y ≤ u·a, y ≤ x − l(1 − a);
 - max-pool: binaries only over the window inputs whose upper bound reaches the largest lower
@@ -16,6 +16,10 @@ of every nonlinear layer (from `lnjax.bounds`) and the spec rows. The encoder th
 - the spec: with d = C z + c0, minimise s = the k-th smallest d_j through one binary per row
   that can be among the k smallest (Σ b_j = k, s ≥ d_j − (u_j − L)(1 − b_j)); rows that can never
   be among them are dropped, and with exactly k rows left no binary is needed.
+
+Stability and max-pool candidates are decided on the bounds as given; every bound that constrains
+the model (big-M coefficients, column bounds) is first widened by `bound_slack`·(1 + |v|), so the
+float32 bounds from JAX never cut off a true point of the float64 model.
 
 Two modes: `sign` sets CBC's cutoff to `cutoff` and stops at the first solution (a proof when
 CBC reports the model infeasible, a candidate counterexample otherwise); `optimise` runs to
@@ -219,6 +223,20 @@ def network_from_view(view: L.LayerView) -> MilpNetwork:
     )
 
 
+def network_forward(net: MilpNetwork, x: np.ndarray) -> np.ndarray:
+    """Runs the host network in float64. x: [n_in] (or any shape with n_in entries) -> logits [K]."""
+    v = np.asarray(x, np.float64).ravel()
+    for layer in net.layers:
+        if isinstance(layer, AffineLayer):
+            v = layer.w @ v + layer.b
+        elif isinstance(layer, ReluLayer):
+            v = np.maximum(v, 0.0)
+        else:
+            padded = np.concatenate([v, [-np.inf]])  # index −1 reads −inf
+            v = padded[layer.windows].max(axis=1)
+    return v
+
+
 def nonlinear_op_indices(net: MilpNetwork) -> list[int]:
     """The `view.ops` index of every ReLU / max-pool layer, in order (their input bounds are needed)."""
     return [layer.op_index for layer in net.layers if not isinstance(layer, AffineLayer)]
@@ -310,6 +328,50 @@ class MilpResult(NamedTuple):
     solve_s: float = 0.0
     wall_s: float = 0.0
     message: str = ""
+
+
+def interval_row_lower(rows, logit_bounds) -> np.ndarray:
+    """Lower bounds [M] of c @ z (without the offset) from elementwise logit bounds ([K] each)."""
+    zl, zu = (np.asarray(v, np.float64).ravel() for v in logit_bounds)
+    c = np.asarray(rows.c, np.float64)
+    return np.maximum(c, 0.0) @ zl + np.minimum(c, 0.0) @ zu
+
+
+def make_query(net: MilpNetwork, lower, upper, bounds, rows, row_lower=None) -> MilpQuery:
+    """Host data for one query.
+
+    Args:
+      net: the network (`network_from_view`).
+      lower, upper: [*input_shape] the box, already clipped to [0, 1].
+      bounds: `lnjax.bounds.LayerBounds` over that box (output of every op).
+      rows: the spec's `SpecRows`.
+      row_lower: optional [M] proven lower bounds of c @ z (e.g. `crown_spec_lower`); combined with
+        the interval bound from `bounds[-1]`.
+    """
+    lo64 = np.asarray(lower, np.float64).ravel()
+    hi64 = np.asarray(upper, np.float64).ravel()
+    pre = []
+    for i in nonlinear_op_indices(net):
+        if i == 0:
+            pre.append((lo64, hi64))
+        else:
+            pre.append(tuple(np.asarray(v, np.float64).ravel() for v in bounds[i - 1]))
+    zl, zu = (np.asarray(v, np.float64).ravel() for v in bounds[-1])
+    c = np.asarray(rows.c, np.float64)
+    off = np.asarray(rows.offset, np.float64)
+    low = interval_row_lower(rows, bounds[-1])
+    if row_lower is not None:
+        low = np.maximum(low, np.asarray(row_lower, np.float64))
+    return MilpQuery(
+        lower=lo64,
+        upper=hi64,
+        pre_bounds=tuple(pre),
+        c=c,
+        offset=off,
+        k=int(rows.k),
+        row_lower=low + off,
+        row_upper=np.maximum(c, 0.0) @ zu + np.minimum(c, 0.0) @ zl + off,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -437,27 +499,32 @@ def encode(net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline
             a.eliminate_zeros()
             b = layer.w @ b + layer.b
             continue
-        lo, hi = _widen(query.pre_bounds[nl], slack)
+        # Stability and max-pool candidates are decided on the bounds as given (a wrong call from
+        # float32 rounding changes a value by ~1e-6, covered by the safety margin); every bound
+        # that constrains the model (big-M, column bounds) is widened, so no true point is cut off.
+        raw = tuple(np.asarray(v, np.float64).ravel() for v in query.pre_bounds[nl])
+        lo, hi = _widen(raw, slack)
         nl += 1
         if options.lp_tighten and not first_nonlinear and isinstance(layer, ReluLayer):
             t0 = time.monotonic()
             lo, hi = _lp_tighten(enc, a, b, lo, hi, min(deadline, t0 + options.lp_tighten_seconds))
+            raw = (np.maximum(raw[0], lo), np.minimum(raw[1], hi))
             tighten_s += time.monotonic() - t0
         first_nonlinear = False
         if isinstance(layer, ReluLayer):
-            a, b, n_unstable = _encode_relu(enc, enc.resize(a), b, lo, hi, options.inline_max_terms)
+            a, b, n_unstable = _encode_relu(enc, enc.resize(a), b, raw, lo, hi, options.inline_max_terms)
         else:
-            a, b, n_unstable = _encode_maxpool(enc, enc.resize(a), b, lo, hi, layer.windows)
+            a, b, n_unstable = _encode_maxpool(enc, enc.resize(a), b, raw, lo, hi, layer.windows)
         unstable.append(n_unstable)
     s_col = _encode_objective(enc, enc.resize(a), b, query)
     enc.model.objective = enc.mip.LinExpr(variables=[enc.cols[s_col]], coeffs=[1.0])
     return enc, x_cols, s_col, {"unstable": tuple(unstable), "tighten_s": tighten_s}
 
 
-def _encode_relu(enc: _Encoder, a, b, lo, hi, inline_max_terms: int):
+def _encode_relu(enc: _Encoder, a, b, raw, lo, hi, inline_max_terms: int):
     n = a.shape[0]
-    active = lo >= 0
-    inactive = (hi <= 0) & ~active
+    active = raw[0] >= 0
+    inactive = (raw[1] <= 0) & ~active
     unstable = ~active & ~inactive
     nnz = np.diff(a.indptr)
     tie = active & (nnz > inline_max_terms)
@@ -495,7 +562,7 @@ def _encode_relu(enc: _Encoder, a, b, lo, hi, inline_max_terms: int):
     return out.tocsr(), out_b, int(unstable.sum())
 
 
-def _encode_maxpool(enc: _Encoder, a, b, lo, hi, windows: np.ndarray):
+def _encode_maxpool(enc: _Encoder, a, b, raw, lo, hi, windows: np.ndarray):
     n_out = windows.shape[0]
     out_rows, out_cols, out_vals = [], [], []
     out_b = np.zeros(n_out)
@@ -504,8 +571,7 @@ def _encode_maxpool(enc: _Encoder, a, b, lo, hi, windows: np.ndarray):
     for o in range(n_out):
         w = windows[o]
         w = w[w >= 0]
-        big_l = lo[w].max()
-        cand = w[hi[w] >= big_l]
+        cand = w[raw[1][w] >= raw[0][w].max()]
         if len(cand) == 1:
             i = cand[0]
             rs, re = a.indptr[i], a.indptr[i + 1]
@@ -515,7 +581,7 @@ def _encode_maxpool(enc: _Encoder, a, b, lo, hi, windows: np.ndarray):
             out_b[o] = b[i]
             continue
         n_unstable += 1
-        pending.append((o, cand, big_l, hi[cand].max()))
+        pending.append((o, cand, lo[w].max(), hi[cand].max()))
     # Columns first (one y per open window, one binary per candidate), then the rows.
     if pending:
         ys = enc.add_columns(np.array([p[2] for p in pending]), np.array([p[3] for p in pending]))

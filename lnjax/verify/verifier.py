@@ -25,6 +25,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,36 +105,12 @@ def make_verifier(
     )
     base_options = milp_options or M.MilpOptions()
     num_classes = int(math.prod(view.output_shapes[-1]))
-    relu_ops = [i for i, op in enumerate(view.ops) if isinstance(op, L.ReLU)]
     net: M.MilpNetwork | None = None
 
-    attack = make_pgd_box(steps=pgd_steps, step_size=pgd_step_size, restarts=pgd_restarts)
-
-    @functools.partial(jax.jit, static_argnames="k")
-    def margin_fn(view, x, c, offset, *, k):
-        return _rows_margin(view, x, c, offset, k)
-
-    @functools.partial(jax.jit, static_argnames="k")
-    def pgd_fn(key, view, lo, hi, c, offset, x0, *, k):
-        return attack(key, lambda x: _rows_margin(view, x, c, offset, k), lo, hi, x0)
-
-    logits_fn = jax.jit(L.apply_layers)
-    interval_fn = jax.jit(B.interval_bounds)
-    crown_fn = jax.jit(lambda view, lo, hi, base: B.crown_bounds(view, lo, hi, base=base))
-    crown_spec_fn = jax.jit(lambda view, lo, hi, c, b: B.crown_spec_lower(view, lo, hi, c, bounds=b))
-    alpha_fn = jax.jit(
-        lambda view, lo, hi, base: B.alpha_crown_bounds(
-            view, lo, hi, steps=alpha_steps, lr=alpha_lr, base=base
-        )
-    )
-    alpha_spec_fn = jax.jit(
-        lambda view, lo, hi, c, b: B.alpha_crown_spec_lower(
-            view, lo, hi, c, bounds=b, steps=alpha_steps, lr=alpha_lr
-        )
-    )
-
-    def counts(b) -> tuple[int, ...]:
-        return tuple(int(jnp.sum((b[i - 1][0] < 0) & (b[i - 1][1] > 0))) for i in relu_ops if i > 0)
+    fns = _jitted(pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr)
+    margin_fn, pgd_fn, logits_fn = fns.margin, fns.pgd, fns.logits
+    interval_fn, crown_fn, crown_spec_fn = fns.interval, fns.crown, fns.crown_spec
+    alpha_fn, alpha_spec_fn = fns.alpha, fns.alpha_spec
 
     def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
         nonlocal net
@@ -200,8 +177,8 @@ def make_verifier(
         # --- bounds ----------------------------------------------------------------------------
         t0 = time.monotonic()
         best = interval_fn(view, lo, hi)
-        row_lower = _interval_rows(rows, best[-1])
-        stats.unstable["interval"] = counts(best)
+        row_lower = M.interval_row_lower(rows, best[-1])
+        stats.unstable["interval"] = B.unstable_counts(view, best)
         m_lb = margin_lower_bound(rows, row_lower)
         stats.margin_lower["interval"] = m_lb
         proven.append(m_lb)
@@ -219,7 +196,7 @@ def make_verifier(
             t0 = time.monotonic()
             best = bounds_fn(view, lo, hi, best)
             row_lower = np.maximum(row_lower, np.asarray(spec_fn(view, lo, hi, c, best), np.float64))
-            stats.unstable[name] = counts(best)
+            stats.unstable[name] = B.unstable_counts(view, best)
             m_lb = margin_lower_bound(rows, row_lower)
             stats.margin_lower[name] = m_lb
             proven.append(m_lb)
@@ -236,7 +213,7 @@ def make_verifier(
         t0 = time.monotonic()
         if net is None:
             net = M.network_from_view(view)
-        query = _make_query(net, lo, hi, best, rows, row_lower)
+        query = M.make_query(net, lo, hi, best, rows, row_lower)
         remaining = deadline - time.monotonic()
         cbc_seconds = 1e9 if math.isinf(remaining) else max(cbc_fraction * remaining, 0.01)
         options = base_options._replace(
@@ -309,33 +286,47 @@ def make_verifier(
     return verify
 
 
-def _interval_rows(rows: SpecRows, logit_bounds) -> np.ndarray:
-    """Lower bounds [M] of c @ z (without offset) from elementwise logit bounds."""
-    zl, zu = (np.asarray(v, np.float64).ravel() for v in logit_bounds)
-    c = rows.c.astype(np.float64)
-    return np.maximum(c, 0.0) @ zl + np.minimum(c, 0.0) @ zu
+class _Jitted(NamedTuple):
+    margin: Callable
+    pgd: Callable
+    logits: Callable
+    interval: Callable
+    crown: Callable
+    crown_spec: Callable
+    alpha: Callable
+    alpha_spec: Callable
 
 
-def _make_query(net: M.MilpNetwork, lo, hi, bounds, rows: SpecRows, row_lower: np.ndarray) -> M.MilpQuery:
-    """Host data for one MILP query from the box, the layer bounds and the spec rows."""
-    lo64 = np.asarray(lo, np.float64).ravel()
-    hi64 = np.asarray(hi, np.float64).ravel()
-    pre = []
-    for i in M.nonlinear_op_indices(net):
-        if i == 0:
-            pre.append((lo64, hi64))
-        else:
-            pre.append(tuple(np.asarray(v, np.float64).ravel() for v in bounds[i - 1]))
-    zl, zu = (np.asarray(v, np.float64).ravel() for v in bounds[-1])
-    cp, cn = np.maximum(rows.c, 0.0).astype(np.float64), np.minimum(rows.c, 0.0).astype(np.float64)
-    off = rows.offset.astype(np.float64)
-    return M.MilpQuery(
-        lower=lo64,
-        upper=hi64,
-        pre_bounds=tuple(pre),
-        c=rows.c.astype(np.float64),
-        offset=off,
-        k=rows.k,
-        row_lower=np.maximum(cp @ zl + cn @ zu, row_lower) + off,
-        row_upper=cp @ zu + cn @ zl + off,
+@functools.lru_cache(maxsize=16)
+def _jitted(pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr) -> _Jitted:
+    """Jitted stage functions, shared by every verifier with the same hyperparameters.
+
+    The view is an argument (not a closure constant), so networks of the same architecture reuse
+    one compilation.
+    """
+    attack = make_pgd_box(steps=pgd_steps, step_size=pgd_step_size, restarts=pgd_restarts)
+
+    @functools.partial(jax.jit, static_argnames="k")
+    def margin(view, x, c, offset, *, k):
+        return _rows_margin(view, x, c, offset, k)
+
+    @functools.partial(jax.jit, static_argnames="k")
+    def pgd(key, view, lo, hi, c, offset, x0, *, k):
+        return attack(key, lambda x: _rows_margin(view, x, c, offset, k), lo, hi, x0)
+
+    def alpha(view, lo, hi, base):
+        return B.alpha_crown_bounds(view, lo, hi, steps=alpha_steps, lr=alpha_lr, base=base)
+
+    def alpha_spec(view, lo, hi, c, b):
+        return B.alpha_crown_spec_lower(view, lo, hi, c, bounds=b, steps=alpha_steps, lr=alpha_lr)
+
+    return _Jitted(
+        margin=margin,
+        pgd=pgd,
+        logits=jax.jit(L.apply_layers),
+        interval=jax.jit(B.interval_bounds),
+        crown=jax.jit(lambda view, lo, hi, base: B.crown_bounds(view, lo, hi, base=base)),
+        crown_spec=jax.jit(lambda view, lo, hi, c, b: B.crown_spec_lower(view, lo, hi, c, bounds=b)),
+        alpha=jax.jit(alpha),
+        alpha_spec=jax.jit(alpha_spec),
     )

@@ -1,0 +1,246 @@
+"""lnjax.verify.milp: host network, exactness against brute force, top-k vs pairwise, LP tightening,
+and the killable worker (hard time limit, overhead, restart)."""
+
+import itertools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnjax import bounds as B
+from lnjax import models
+from lnjax.models import sequential as S
+from lnjax.verify import milp as M
+from lnjax.verify import specs
+from lnjax.verify.reference import brute_force_min
+
+SPECS = {
+    "top2": lambda t: specs.TopK(t, 2),
+    "argmax": specs.Argmax,
+    "threshold": lambda t: specs.Threshold(t, 0.1),
+}
+
+
+def tiny_mlp(seed, n_in=3, hidden=(5, 4), k=4):
+    model = models.mlp((n_in,), hidden, k)
+    return models.layer_view(model, model.init_params(jax.random.key(seed)))
+
+
+def small_cnn(seed):
+    """7×7×2 input: conv SAME s2 → ReLU → conv VALID → ReLU → max-pool (padded) → avg-pool → dense."""
+    model = S.Sequential(
+        specs=(
+            S.ConvSpec(3, (3, 3), (2, 2), "SAME"),
+            S.ReLUSpec(),
+            S.ConvSpec(4, (2, 2), (1, 1), "VALID"),
+            S.ReLUSpec(),
+            S.MaxPoolSpec((2, 2), (1, 1), "SAME"),
+            S.AvgPoolSpec((2, 2), (1, 1)),
+            S.FlattenSpec(),
+            S.DenseSpec(3),
+        ),
+        input_shape=(7, 7, 2),
+    )
+    params = model.init_params(jax.random.key(seed))
+    # Nonzero biases, as in trained nets (flax initialises them at 0).
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(seed + 99), p.shape), params)
+    return models.layer_view(model, params)
+
+
+def query_for(view, net, lo, hi, rows, method="interval"):
+    lo, hi = jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
+    b = B.interval_bounds(view, lo, hi)
+    row_lower = None
+    if method == "crown":
+        b = B.crown_bounds(view, lo, hi, base=b)
+        row_lower = B.crown_spec_lower(view, lo, hi, jnp.asarray(rows.c), bounds=b)
+    return M.make_query(net, lo, hi, b, rows, row_lower)
+
+
+def box(seed, n, eps):
+    x0 = np.random.default_rng(seed).uniform(0.2, 0.8, n).astype(np.float32)
+    return np.clip(x0 - eps, 0, 1), np.clip(x0 + eps, 0, 1), x0
+
+
+def jax_margin(view, spec, x):
+    x = jnp.asarray(x, jnp.float32).reshape(view.input_shape)
+    return float(spec.margin(models.apply_layers(view, x)))
+
+
+# ------------------------------------------------------------------------------------- host network
+
+
+def test_host_network_matches_jax():
+    view = small_cnn(0)
+    net = M.network_from_view(view)
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "AffineLayer", "ReluLayer", "AffineLayer", "ReluLayer", "AffineLayer", "MaxPoolLayer", "AffineLayer",
+    ]  # fmt: skip
+    x = jax.random.uniform(jax.random.key(1), (5, 7, 7, 2))
+    z = models.apply_layers_batch(view, x)
+    for xi, zi in zip(x, z, strict=True):
+        np.testing.assert_allclose(M.network_forward(net, np.asarray(xi)), zi, atol=1e-5)
+    assert M.network_from_view(small_cnn(0)).key == net.key != M.network_from_view(small_cnn(1)).key
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_degenerate_box_objective_is_the_margin(name):
+    view = small_cnn(2)
+    net = M.network_from_view(view)
+    x = np.asarray(jax.random.uniform(jax.random.key(3), (7, 7, 2)))
+    spec = SPECS[name](1)
+    r = M.solve(net, query_for(view, net, x, x, spec.rows(3)), M.MilpOptions(mode="optimise"))
+    assert r.status == "optimal" and r.num_columns >= 1
+    assert r.objective == pytest.approx(jax_margin(view, spec, x), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------ exact vs brute force
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_optimum_matches_brute_force(seed, name):
+    view = tiny_mlp(seed)
+    net = M.network_from_view(view)
+    lo, hi, x0 = box(seed, 3, 0.15)
+    spec = SPECS[name](int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
+    rows = spec.rows(4)
+    ref = brute_force_min(view, lo, hi, rows)
+    for method in ("interval", "crown"):
+        r = M.solve(net, query_for(view, net, lo, hi, rows, method), M.MilpOptions(mode="optimise"))
+        assert r.status == "optimal"
+        assert r.objective == pytest.approx(ref.minimum, abs=1e-5)
+        assert r.bound <= ref.minimum + 1e-5
+        x, obj = r.solutions[0]
+        assert np.all(x >= lo - 1e-6) and np.all(x <= hi + 1e-6)
+        assert jax_margin(view, spec, np.clip(x, lo, hi)) == pytest.approx(obj, abs=1e-4)
+        # Sign question at 0: infeasible iff the true minimum is positive.
+        s = M.solve(net, query_for(view, net, lo, hi, rows, method), M.MilpOptions(mode="sign", cutoff=0.0))
+        if ref.minimum > 1e-4:
+            assert s.status == "infeasible" or (s.num_binaries == 0 and s.objective > 0)
+        elif ref.minimum < -1e-4:
+            assert s.status in ("feasible", "optimal") and s.objective <= 1e-6
+            assert jax_margin(view, spec, np.clip(s.solutions[0][0], lo, hi)) <= 1e-4
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_topk_single_milp_equals_pairwise(k):
+    """One MILP with a binary per competitor == the worst of the C(K−1, k) subset queries."""
+    for seed in range(3):
+        view = tiny_mlp(10 + seed, hidden=(4, 4), k=5)
+        net = M.network_from_view(view)
+        lo, hi, x0 = box(seed, 3, 0.2)
+        spec = specs.TopK(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))), k)
+        rows = spec.rows(5)
+        single = M.solve(net, query_for(view, net, lo, hi, rows), M.MilpOptions(mode="optimise"))
+        subset_optima = []
+        for subset in itertools.combinations(range(4), k):
+            sub = specs.SpecRows(rows.c[list(subset)], rows.offset[list(subset)], k)  # s = max of k rows
+            r = M.solve(net, query_for(view, net, lo, hi, sub), M.MilpOptions(mode="optimise"))
+            assert r.status == "optimal"
+            subset_optima.append(r.objective)
+        assert single.status == "optimal"
+        assert single.objective == pytest.approx(min(subset_optima), abs=1e-5)
+        assert single.objective == pytest.approx(brute_force_min(view, lo, hi, rows).minimum, abs=1e-5)
+
+
+def test_stable_relus_need_no_binaries():
+    view = tiny_mlp(0)
+    net = M.network_from_view(view)
+    lo, hi, _ = box(0, 3, 0.0)
+    lo, hi = lo, hi + 1e-3
+    r = M.solve(net, query_for(view, net, lo, hi, specs.Threshold(0).rows(4)), M.MilpOptions(mode="optimise"))
+    b = B.interval_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    assert sum(B.unstable_counts(view, b)) == sum(r.unstable) == 0
+    assert r.num_binaries == 0 and r.status == "optimal"
+
+
+def test_lp_tightening_only_tightens():
+    view = tiny_mlp(4, hidden=(6, 6, 5), k=4)
+    net = M.network_from_view(view)
+    lo, hi, x0 = box(4, 3, 0.25)
+    rows = specs.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))).rows(4)
+    q = query_for(view, net, lo, hi, rows)
+    plain = M.solve(net, q, M.MilpOptions(mode="optimise"))
+    tight = M.solve(net, q, M.MilpOptions(mode="optimise", lp_tighten=True))
+    assert tight.status == plain.status == "optimal"
+    assert all(t <= p for t, p in zip(tight.unstable, plain.unstable, strict=True))
+    assert tight.unstable[0] == plain.unstable[0]  # the first layer is exact already
+    assert tight.objective == pytest.approx(plain.objective, abs=1e-5)
+    assert tight.tighten_s > 0
+
+
+def test_cnn_optimum_is_sound_and_attained():
+    view = small_cnn(5)
+    net = M.network_from_view(view)
+    x0 = np.asarray(jax.random.uniform(jax.random.key(6), (7, 7, 2)))
+    lo, hi = np.clip(x0 - 0.02, 0, 1), np.clip(x0 + 0.02, 0, 1)
+    spec = specs.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
+    r = M.solve(net, query_for(view, net, lo, hi, spec.rows(3), "crown"), M.MilpOptions(mode="optimise"))
+    assert r.status == "optimal" and r.num_binaries > 0
+    x, obj = r.solutions[0]
+    assert jax_margin(view, spec, np.clip(x.reshape(lo.shape), lo, hi)) == pytest.approx(obj, abs=1e-4)
+    samples = jax.random.uniform(jax.random.key(7), (4096, 7, 7, 2)) * (hi - lo) + lo
+    corners = jnp.where(jax.random.bernoulli(jax.random.key(8), 0.5, (4096, 7, 7, 2)), hi, lo)
+    sampled = spec.margin(models.apply_layers_batch(view, jnp.concatenate([samples, corners])))
+    assert r.objective <= float(jnp.min(sampled)) + 1e-5
+
+
+# ------------------------------------------------------------------------------------------- worker
+
+
+@pytest.fixture(scope="module")
+def worker():
+    w = M.MilpWorker()
+    yield w
+    w.close()
+
+
+def test_worker_matches_in_process_with_small_overhead(worker):
+    view = tiny_mlp(1)
+    net = M.network_from_view(view)
+    lo, hi, _ = box(1, 3, 0.15)
+    q = query_for(view, net, lo, hi, specs.TopK(0, 2).rows(4))
+    opts = M.MilpOptions(mode="optimise")
+    worker.solve(net, q, opts)  # start + cache the network
+    local = M.solve(net, q, opts)
+    walls, inner = [], []
+    for _ in range(10):
+        r = worker.solve(net, q, opts, deadline=time.monotonic() + 30)
+        assert r.status == local.status and r.objective == pytest.approx(local.objective, abs=1e-9)
+        walls.append(r.wall_s)
+        inner.append(r.build_s + r.tighten_s + r.solve_s)
+    overhead = float(np.median(np.array(walls) - np.array(inner)))
+    assert overhead < 0.05, overhead
+
+
+def hard_instance():
+    """The DOUBLE-MNIST CNN at init (zero biases: thousands of unstable ReLUs) over a 0.02 box."""
+    model = models.get_model("dmnist_cnn")
+    view = models.layer_view(model, model.init_params(jax.random.key(0)))
+    x0 = np.asarray(jax.random.uniform(jax.random.key(1), (64, 64, 1))) * 0.5
+    lo, hi = np.clip(x0 - 0.02, 0, 1), np.clip(x0 + 0.02, 0, 1)
+    net = M.network_from_view(view)
+    t = int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))
+    return view, net, query_for(view, net, lo, hi, specs.TopK(t, 2).rows(10))
+
+
+def test_worker_hard_time_limit_and_restart(worker):
+    _, net, q = hard_instance()
+    budget = 2.0
+    t0 = time.monotonic()
+    r = worker.solve(net, q, M.MilpOptions(mode="optimise", cbc_seconds=600), deadline=t0 + budget)
+    elapsed = time.monotonic() - t0
+    assert r.status == "timeout" and r.solutions == ()
+    assert elapsed < budget + 0.25, elapsed
+    assert worker.restarts >= 1
+    # The restarted worker answers the next query.
+    view = tiny_mlp(2)
+    small = M.network_from_view(view)
+    lo, hi, _ = box(2, 3, 0.1)
+    rows = specs.Argmax(0).rows(4)
+    r2 = worker.solve(small, query_for(view, small, lo, hi, rows), M.MilpOptions(mode="optimise"))
+    assert r2.status == "optimal"
+    assert r2.objective == pytest.approx(brute_force_min(view, lo, hi, rows).minimum, abs=1e-5)
