@@ -242,6 +242,28 @@ def test_maxpool_relaxation_exact_when_one_input_dominates():
     assert float(up_bias[0, 0, 0]) == 3.0 and bool(undecided[0, 0, 0])
 
 
+@pytest.mark.parametrize(
+    "hw,kernel,strides,padding",
+    [
+        ((7, 9), (3, 3), (2, 2), "SAME"),
+        ((8, 8), (2, 4), (3, 2), "VALID"),
+        ((9, 6), (5, 5), (1, 1), ((1, 2), (0, 3))),
+        ((6, 7), (1, 1), (2, 3), "VALID"),
+    ],
+)
+def test_conv_transpose_equals_vjp(hw, kernel, strides, padding):
+    if isinstance(padding, str):
+        pads = jax.lax.padtype_to_pads(hw, kernel, strides, padding)
+        padding = tuple((int(lo), int(hi)) for lo, hi in pads)
+    k1, k2 = jax.random.split(jax.random.key(9))
+    op = models.Conv(jax.random.normal(k1, (*kernel, 3, 4)), jnp.zeros(4), strides, padding)
+    in_shape = (*hw, 3)
+    out, vjp = jax.vjp(lambda x: models.apply_op(op, x), jnp.zeros(in_shape))
+    a = jax.random.normal(k2, (2, *out.shape))
+    expected = jax.vmap(lambda ai: vjp(ai)[0])(a)
+    np.testing.assert_allclose(C.conv_transpose(op, in_shape, a), expected, atol=1e-4)
+
+
 def test_dmnist_cnn_bounds_sound_and_ordered():
     model = models.get_model("dmnist_cnn")
     view = _view(model, jax.random.key(11))
