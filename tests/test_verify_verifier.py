@@ -1,0 +1,253 @@
+"""lnjax.verify.make_verifier: verdicts vs brute force, the bound chain, counterexamples, time-outs."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnjax import bounds as B
+from lnjax import models
+from lnjax.models import sequential as S
+from lnjax.verify import Argmax, MilpWorker, Status, Threshold, TopK, make_pgd_box, make_verifier
+from lnjax.verify import milp as M
+from lnjax.verify.reference import brute_force_min
+
+SPECS = {"top2": lambda t: TopK(t, 2), "argmax": Argmax, "threshold": lambda t: Threshold(t, 0.05)}
+
+
+@pytest.fixture(scope="module")
+def worker():
+    w = MilpWorker()
+    yield w
+    w.close()
+
+
+def tiny_mlp(seed, hidden=(4, 3), k=4):
+    model = models.mlp((3,), hidden, k)
+    params = model.init_params(jax.random.key(seed))
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(seed + 7), p.shape), params)
+    return models.layer_view(model, params)
+
+
+def small_cnn(seed):
+    model = S.Sequential(
+        specs=(
+            S.ConvSpec(4, (3, 3), (2, 2), "SAME"),
+            S.ReLUSpec(),
+            S.ConvSpec(6, (2, 2), (1, 1), "VALID"),
+            S.ReLUSpec(),
+            S.MaxPoolSpec((2, 2), (2, 2), "VALID"),
+            S.FlattenSpec(),
+            S.DenseSpec(5),
+        ),
+        input_shape=(8, 8, 1),
+    )
+    params = model.init_params(jax.random.key(seed))
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(seed + 99), p.shape), params)
+    return models.layer_view(model, params)
+
+
+def violates(spec, logits) -> bool:
+    """The property fails at these logits, by its set definition (not via the margin)."""
+    z = np.asarray(logits)
+    t = spec.target
+    if isinstance(spec, TopK):
+        return int(np.sum(np.delete(z, t) >= z[t])) >= spec.k
+    if isinstance(spec, Argmax):
+        return bool(np.any(np.delete(z, t) >= z[t]))
+    return bool(z[t] <= spec.tau)
+
+
+def check_verdict(view, spec, lo, hi, v, reference=None):
+    """Invariants every verdict must satisfy; returns nothing."""
+    for x, m in v.weakest_points:
+        assert np.all(x >= lo) and np.all(x <= hi)
+        assert m == pytest.approx(float(spec.margin(models.apply_layers(view, jnp.asarray(x)))), abs=1e-6)
+    margins = [m for _, m in v.weakest_points]
+    assert margins == sorted(margins)
+    if v.status is Status.NOT_ROBUST:
+        x = v.counterexample
+        assert x is not None and np.all(x >= lo) and np.all(x <= hi)
+        assert violates(spec, models.apply_layers(view, jnp.asarray(x)))
+        assert v.stats.decided_by in ("pgd", "milp")
+    else:
+        assert v.counterexample is None
+    if v.status is Status.ROBUST:
+        assert v.proven_bound is not None and v.proven_bound >= v.stats.safety
+        assert v.stats.decided_by in ("interval", "crown", "alpha_crown", "milp")
+    if v.status is Status.UNKNOWN:
+        assert v.stats.decided_by is None
+    if reference is not None:
+        if v.proven_bound is not None:
+            assert v.proven_bound <= reference + 1e-5
+        if v.best_objective is not None:
+            assert v.best_objective >= reference - 1e-5
+        if v.status is Status.ROBUST:
+            assert reference > 0
+
+
+CONFIGS = {
+    "staged": dict(stages=("pgd", "crown", "alpha_crown", "milp")),
+    "milp_only": dict(stages=("milp",)),
+    "optimise": dict(stages=("crown", "milp"), milp_mode="optimise"),
+}
+
+
+_REFERENCE: dict = {}
+
+
+def reference_min(seed, view, lo, hi, name, spec):
+    """Brute-force minimum, computed once per case and shared by the three configurations."""
+    key = (seed, lo.tobytes(), hi.tobytes(), name)
+    if key not in _REFERENCE:
+        _REFERENCE[key] = brute_force_min(view, lo, hi, spec.rows(4)).minimum
+    return _REFERENCE[key]
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_verdicts_agree_with_brute_force(config, worker):
+    rng = np.random.default_rng(0)
+    seen = set()
+    for seed in range(4):
+        view = tiny_mlp(seed)
+        verify = make_verifier(view=view, time_limit=60, worker=worker, **CONFIGS[config])
+        for eps in (0.02, 0.1, 0.3):
+            x0 = rng.uniform(0.2, 0.8, 3).astype(np.float32)
+            lo, hi = np.clip(x0 - eps, 0, 1), np.clip(x0 + eps, 0, 1)
+            t = int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))
+            for name, make_spec in SPECS.items():
+                spec = make_spec(t)
+                ref = reference_min(seed, view, lo, hi, name, spec)
+                v = verify(jax.random.key(seed), lo, hi, spec)
+                check_verdict(view, spec, lo, hi, v, ref)
+                # Complete on tiny nets: every clear case is decided, and decided right.
+                if ref > 1e-3:
+                    assert v.status is Status.ROBUST, (name, seed, eps, ref, v.stats)
+                elif ref < -1e-3:
+                    assert v.status is Status.NOT_ROBUST, (name, seed, eps, ref, v.stats)
+                seen.add(v.status)
+    assert seen == {Status.ROBUST, Status.NOT_ROBUST}
+
+
+@jax.jit
+def _bound_chain(view, lo, hi, c):
+    ib = B.interval_bounds(view, lo, hi)
+    cb = B.crown_bounds(view, lo, hi, base=ib)
+    ab = B.alpha_crown_bounds(view, lo, hi, base=cb)
+    return (
+        ib,
+        cb,
+        ab,
+        B.crown_spec_lower(view, lo, hi, c, bounds=cb),
+        B.alpha_crown_spec_lower(view, lo, hi, c, bounds=ab),
+    )
+
+
+def test_bound_chain_on_conv_net(worker):
+    """interval ≤ CROWN ≤ α-CROWN ≤ MILP optimum ≤ best attack value, for the spec margin."""
+    for seed in range(2):
+        view = small_cnn(seed)
+        x0 = jax.random.uniform(jax.random.key(seed), (8, 8, 1))
+        t = int(jnp.argmax(models.apply_layers(view, x0)))
+        for spec in (TopK(t, 2), Argmax(t)):
+            rows = spec.rows(5)
+            c = jnp.asarray(rows.c)
+            lo, hi = B.clip_box(x0 - 0.03, x0 + 0.03)
+            ib, cb, ab, crown_rows, alpha_rows = _bound_chain(view, lo, hi, c)
+            chain = [M.interval_row_lower(rows, ib[-1]), np.asarray(crown_rows), np.asarray(alpha_rows)]
+            lower = [float(np.sort(r + rows.offset)[rows.k - 1]) for r in chain]
+            net = M.network_from_view(view)
+            query = M.make_query(net, lo, hi, ab, rows, chain[2])
+            r = worker.solve(net, query, M.MilpOptions(mode="optimise"), deadline=time.monotonic() + 60)
+            assert r.status == "optimal"
+            attack = make_pgd_box(steps=50, restarts=8)(
+                jax.random.key(3),
+                lambda x, spec=spec, view=view: spec.margin(models.apply_layers(view, x)),
+                lo,
+                hi,
+            )
+            values = [*lower, r.bound, r.objective, float(attack.margin)]
+            assert all(a <= b + 1e-5 for a, b in zip(values, values[1:], strict=False)), values
+            x_best = np.clip(r.solutions[0][0].reshape(lo.shape), lo, hi)
+            assert float(spec.margin(models.apply_layers(view, jnp.asarray(x_best)))) == pytest.approx(
+                r.objective, abs=1e-4
+            )
+
+
+def test_conv_net_verdicts_and_stats(worker):
+    view = small_cnn(3)
+    verify = make_verifier(view=view, time_limit=60, worker=worker)
+    x0 = jax.random.uniform(jax.random.key(4), (8, 8, 1))
+    t = int(jnp.argmax(models.apply_layers(view, x0)))
+    statuses = []
+    for eps in (0.0005, 0.01, 0.3):
+        v = verify(jax.random.key(0), x0 - eps, x0 + eps, TopK(t, 2))
+        lo, hi = B.clip_box(x0 - eps, x0 + eps)
+        check_verdict(view, TopK(t, 2), np.asarray(lo), np.asarray(hi), v)
+        statuses.append(v.status)
+        assert v.stats.time_s["total"] >= sum(s for k, s in v.stats.time_s.items() if k != "total") - 1e-6
+        if v.stats.decided_by != "pgd":
+            assert len(v.stats.unstable["interval"]) == 2
+        if v.stats.decided_by == "milp":
+            assert v.stats.milp_status in ("infeasible", "optimal", "feasible")
+            assert set(v.stats.time_s) >= {"pgd", "interval", "crown", "alpha_crown", "milp"}
+        assert v.to_json()["status"] == v.status.value
+    assert statuses[0] is Status.ROBUST and statuses[-1] is Status.NOT_ROBUST
+
+
+def test_timeout_is_unknown_and_within_budget(worker):
+    """The DOUBLE-MNIST CNN at init (zero biases: thousands of unstable ReLUs), MILP only."""
+    model = models.get_model("dmnist_cnn")
+    view = models.layer_view(model, model.init_params(jax.random.key(0)))
+    x0 = jax.random.uniform(jax.random.key(1), (64, 64, 1)) * 0.5
+    t = int(jnp.argmax(models.apply_layers(view, x0)))
+    verify = make_verifier(view=view, stages=("milp",), time_limit=1.0, worker=worker)
+    verify(jax.random.key(0), x0 - 0.02, x0 + 0.02, TopK(t, 2))  # compile
+    budget = 2.5
+    verify = make_verifier(view=view, stages=("milp",), time_limit=budget, worker=worker)
+    t0 = time.monotonic()
+    v = verify(jax.random.key(0), x0 - 0.02, x0 + 0.02, TopK(t, 2))
+    elapsed = time.monotonic() - t0
+    # CBC's own limit (a fraction of the budget) usually stops it first ...
+    assert v.status is Status.UNKNOWN and v.stats.milp_status in ("timeout", "no_solution")
+    assert v.proven_bound is None or v.proven_bound < v.stats.safety
+    assert elapsed < budget + 0.3, elapsed
+    # ... and when it does not (here: told to run 5× past the budget), the worker is killed.
+    verify = make_verifier(view=view, stages=("milp",), time_limit=budget, cbc_fraction=5.0, worker=worker)
+    t0 = time.monotonic()
+    v = verify(jax.random.key(0), x0 - 0.02, x0 + 0.02, TopK(t, 2))
+    elapsed = time.monotonic() - t0
+    assert v.status is Status.UNKNOWN and v.stats.milp_status == "timeout"
+    assert elapsed < budget + 0.3, elapsed
+
+
+def test_no_time_left_is_unknown_never_robust(worker):
+    """A case only the MILP proves: with no budget the answer is UNKNOWN, with budget ROBUST."""
+    for seed in range(20):
+        view = tiny_mlp(seed, hidden=(6, 6))
+        x0 = np.random.default_rng(seed).uniform(0.2, 0.8, 3).astype(np.float32)
+        t = int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))
+        full = make_verifier(view=view, stages=("crown", "milp"), time_limit=60, worker=worker)
+        for eps in (0.05, 0.1, 0.2):
+            v = full(jax.random.key(0), x0 - eps, x0 + eps, Argmax(t))
+            if v.status is Status.ROBUST and v.stats.decided_by == "milp":
+                starved = make_verifier(view=view, stages=("crown", "milp"), time_limit=1e-9, worker=worker)
+                u = starved(jax.random.key(0), x0 - eps, x0 + eps, Argmax(t))
+                assert u.status is Status.UNKNOWN
+                return
+    pytest.fail("no case that only the MILP proves")
+
+
+def test_argument_validation():
+    view = tiny_mlp(0)
+    with pytest.raises(ValueError, match="unknown stages"):
+        make_verifier(view=view, stages=("pgd", "lp"))
+    with pytest.raises(ValueError, match="milp_mode"):
+        make_verifier(view=view, milp_mode="fast")
+    verify = make_verifier(view=view, stages=("pgd",))
+    with pytest.raises(ValueError, match="empty box"):
+        verify(jax.random.key(0), jnp.full(3, 0.6), jnp.full(3, 0.4), Argmax(0))
+    with pytest.raises(ValueError, match="smaller than the number of classes"):
+        verify(jax.random.key(0), jnp.full(3, 0.4), jnp.full(3, 0.6), TopK(0, 4))
