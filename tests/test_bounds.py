@@ -39,6 +39,11 @@ alpha_spec_jit = _counted("alpha_spec", functools.partial(B.alpha_crown_spec_low
 
 def _view(model: models.Sequential, key, bias_scale=0.1):
     """Random params with random (not zero) biases, as after training."""
+    return models.layer_view(model, _params(model, key, bias_scale))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _params(model, key, bias_scale):
     params = model.init_params(key)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
@@ -46,7 +51,7 @@ def _view(model: models.Sequential, key, bias_scale=0.1):
         v + bias_scale * jax.random.normal(k, v.shape) if path[-1].key == "bias" else v
         for (path, v), k in zip(leaves, keys, strict=True)
     ]
-    return models.layer_view(model, jax.tree_util.tree_unflatten(treedef, leaves))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
 def _box(key, shape, eps):
@@ -93,14 +98,14 @@ def _margin_spec(k, target=0):
     return eye[target][None] - jnp.delete(eye, target, axis=0)
 
 
-CONV_POOL = models.Sequential(  # conv -> maxpool (pre-activation feeds a max-pool), overlapping SAME pool
+CONV_POOL = models.Sequential(  # max-pools over pre-activations; the second overlapping and padded
     specs=(
         models.ConvSpec(4, (3, 3), (1, 1), "SAME"),
         models.MaxPoolSpec((2, 2)),
         models.ReLUSpec(),
         models.ConvSpec(6, (3, 3), (1, 1), "VALID"),
-        models.ReLUSpec(),
         models.MaxPoolSpec((3, 3), (2, 2), "SAME"),
+        models.ReLUSpec(),
         models.FlattenSpec(),
         models.DenseSpec(8),
         models.ReLUSpec(),
@@ -194,36 +199,33 @@ def test_tightness_order_against_exact_minimum_on_a_grid():
 
 
 def test_crown_is_exact_without_unstable_relus():
-    model = models.mlp((3,), (6, 6), 2)
+    model = NETS["mlp5"][0]  # shapes already compiled by the soundness test
     params = model.init_params(jax.random.key(7))
     # Large biases of both signs: every ReLU is stably active or stably inactive on the box.
-    for i in (1, 3):
+    for i in (1, 3, 5):
         n = params[f"layer_{i}"]["bias"].shape[0]
         params[f"layer_{i}"]["bias"] = jnp.where(jnp.arange(n) % 2 == 0, 5.0, -5.0)
     view = models.layer_view(model, params)
-    lower, upper = jnp.array([0.1, 0.4, 0.2]), jnp.array([0.5, 0.6, 0.9])
+    lower, upper = jnp.array([0.1, 0.4, 0.2, 0.0, 0.7]), jnp.array([0.5, 0.6, 0.9, 0.3, 0.8])
     cb = crown_jit(view, lower, upper)
-    assert B.unstable_counts(view, cb) == (0, 0)
+    assert B.unstable_counts(view, cb) == (0, 0, 0)
 
     mid, rad = (upper + lower) / 2, (upper - lower) / 2
-    outs = [mid]
-    for op in view.ops:
-        outs.append(models.apply_op(op, outs[-1]))
+    outs = _all_outputs(view, mid[None])
+    jacs = jax.jit(jax.jacfwd(lambda x: _all_outputs(view, x[None])))(mid)
     # The net is affine on the box, so the exact range of op i's output is f_i(mid) ± |J_i| rad. Stable
     # pre-activations are left to interval arithmetic (nothing to gain for the ReLU); the logits,
     # bounded by CROWN in full, and the specification are exact.
-    for i in range(len(view.ops)):
-        jac = jax.jacobian(lambda x, i=i: _all_outputs(view, x[None])[i][0])(mid)
-        spread = jnp.abs(jac) @ rad
-        assert bool(jnp.all(cb[i][0] <= outs[i + 1] - spread + 1e-5)), i
-        assert bool(jnp.all(cb[i][1] >= outs[i + 1] + spread - 1e-5)), i
-        if i == len(view.ops) - 1:
-            np.testing.assert_allclose(cb[i][0], outs[i + 1] - spread, atol=1e-5)
-            np.testing.assert_allclose(cb[i][1], outs[i + 1] + spread, atol=1e-5)
-            assert bool(jnp.any(B.interval_bounds(view, lower, upper)[i][0] < cb[i][0] - 1e-2))
-    c = jnp.array([[1.0, -1.0], [-2.0, 0.5]])
-    jac = jax.jacobian(lambda x: c @ models.apply_layers(view, x))(mid)
-    exact = c @ outs[-1] - jnp.abs(jac) @ rad
+    ib = interval_jit(view, lower, upper)
+    for i, (z, jac) in enumerate(zip(outs, jacs, strict=True)):
+        z, spread = np.asarray(z[0]), np.asarray(jnp.abs(jac[0]) @ rad)
+        assert np.all(np.asarray(cb[i][0]) <= z - spread + 1e-5), i
+        assert np.all(np.asarray(cb[i][1]) >= z + spread - 1e-5), i
+    np.testing.assert_allclose(cb[-1][0], z - spread, atol=1e-5)
+    np.testing.assert_allclose(cb[-1][1], z + spread, atol=1e-5)
+    assert np.any(np.asarray(ib[-1][0]) < np.asarray(cb[-1][0]) - 1e-2)
+    c = _margin_spec(4)
+    exact = c @ z - np.abs(c @ np.asarray(jacs[-1][0])) @ np.asarray(rad)
     np.testing.assert_allclose(crown_spec_jit(view, lower, upper, c, bounds=cb), exact, atol=1e-5)
 
 
@@ -242,6 +244,31 @@ def test_maxpool_relaxation_exact_when_one_input_dominates():
     assert float(up_bias[0, 0, 0]) == 3.0 and bool(undecided[0, 0, 0])
 
 
+def test_refine_mask_covers_exactly_the_undecided_pool_windows():
+    model = models.Sequential(
+        specs=(
+            models.DenseSpec(16),
+            models.ReLUSpec(),
+            models.DenseSpec(16),
+            models.MaxPoolSpec((2, 2)),
+            models.FlattenSpec(),
+            models.DenseSpec(2),
+        ),
+        input_shape=(4, 4, 1),
+    )
+    view = _view(model, jax.random.key(0))  # Dense acts on the channel axis: op 2 gives [4, 4, 16]
+    lower, upper = jnp.zeros((4, 4, 16)), jnp.ones((4, 4, 16))
+    lower = lower.at[0, 0].set(2.0).at[2, 2].set(2.0)
+    upper = upper.at[0, 0].set(3.0).at[2, 2].set(3.0)  # windows (0, 0) and (1, 1): decided ...
+    upper = upper.at[2, 3, 5].set(2.5)  # ... except channel 5 of window (1, 1)
+    mask = np.asarray(C.refine_mask(view, 2, lower, upper))
+    expected = np.ones((4, 4, 16), bool)
+    expected[:2, :2] = False
+    expected[2:, 2:] = False
+    expected[2:, 2:, 5] = True
+    np.testing.assert_array_equal(mask, expected)
+
+
 @pytest.mark.parametrize(
     "hw,kernel,strides,padding",
     [
@@ -258,10 +285,15 @@ def test_conv_transpose_equals_vjp(hw, kernel, strides, padding):
     k1, k2 = jax.random.split(jax.random.key(9))
     op = models.Conv(jax.random.normal(k1, (*kernel, 3, 4)), jnp.zeros(4), strides, padding)
     in_shape = (*hw, 3)
-    out, vjp = jax.vjp(lambda x: models.apply_op(op, x), jnp.zeros(in_shape))
-    a = jax.random.normal(k2, (2, *out.shape))
-    expected = jax.vmap(lambda ai: vjp(ai)[0])(a)
-    np.testing.assert_allclose(C.conv_transpose(op, in_shape, a), expected, atol=1e-4)
+
+    @jax.jit
+    def both(op, a):
+        _, vjp = jax.vjp(lambda x: models.apply_op(op, x), jnp.zeros(in_shape))
+        return C.conv_transpose(op, in_shape, a), jax.vmap(lambda ai: vjp(ai)[0])(a)
+
+    out_shape = jax.eval_shape(lambda x: models.apply_op(op, x), jax.ShapeDtypeStruct(in_shape, jnp.float32))
+    got, expected = both(op, jax.random.normal(k2, (2, *out_shape.shape)))
+    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_dmnist_cnn_bounds_sound_and_ordered():
