@@ -11,8 +11,8 @@ of every nonlinear layer (from `lnjax.bounds`) and the spec rows. The encoder th
 - ReLU with bounds [l, u]: u ≤ 0 → the constant 0; l ≥ 0 → the
   identity (a continuous column tied by one equality, or inlined when the row has ≤
   `inline_max_terms` terms); otherwise one binary a and y ≥ x, y ≥ 0, y ≤ u·a, y ≤ x − l(1 − a);
-- max-pool: binaries only over the window inputs whose upper bound reaches the largest lower
-  bound in the window (one candidate → no variable at all);
+- max-pool: binaries only over the window inputs whose upper bound exceeds the largest lower
+  bound in the window, plus the input attaining it (one candidate → no variable at all);
 - the spec: with d = C z + c0, minimise s = the k-th smallest d_j through one binary per row
   that can be among the k smallest (Σ b_j = k, s ≥ d_j − (u_j − L)(1 − b_j)); rows that can never
   be among them are dropped, and with exactly k rows left no binary is needed.
@@ -571,7 +571,10 @@ def _encode_maxpool(enc: _Encoder, a, b, raw, lo, hi, windows: np.ndarray):
     for o in range(n_out):
         w = windows[o]
         w = w[w >= 0]
-        cand = w[raw[1][w] >= raw[0][w].max()]
+        # Inputs that can exceed the largest lower bound L, plus one input attaining L (an input
+        # with u ≤ L can only tie with it).
+        j = w[np.argmax(raw[0][w])]
+        cand = np.union1d(w[raw[1][w] > raw[0][j]], [j])
         if len(cand) == 1:
             i = cand[0]
             rs, re = a.indptr[i], a.indptr[i + 1]
