@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnjax import bounds as B
-from lnjax import models
+from lnjax import bounds as B, models
 from lnjax.bounds import crown as C
 
 STEPS = 4  # alpha-CROWN steps in tests (soundness and order hold for any number)

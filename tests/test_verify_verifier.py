@@ -7,11 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnjax import bounds as B
-from lnjax import models
+from lnjax import bounds as B, models
 from lnjax.models import sequential as S
-from lnjax.verify import Argmax, MilpWorker, Status, Threshold, TopK, make_pgd_box, make_verifier
-from lnjax.verify import milp as M
+from lnjax.verify import Argmax, MilpWorker, Status, Threshold, TopK, make_pgd_box, make_verifier, milp as M
 from lnjax.verify.reference import brute_force_min
 
 SPECS = {"top2": lambda t: TopK(t, 2), "argmax": Argmax, "threshold": lambda t: Threshold(t, 0.05)}

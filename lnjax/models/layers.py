@@ -13,7 +13,6 @@ exactly as Flax's `nn.Conv`, `nn.Dense` and `x.reshape(B, -1)` do.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +66,7 @@ class AvgPool:
     strides: tuple[int, int] = struct.field(pytree_node=False, default=(2, 2))
 
 
-Op = Union[Conv, Dense, ReLU, Flatten, MaxPool, AvgPool]
+Op = Conv | Dense | ReLU | Flatten | MaxPool | AvgPool
 LINEAR_OPS = (Conv, Dense, Flatten, AvgPool)
 
 

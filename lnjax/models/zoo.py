@@ -56,6 +56,33 @@ def dmnist_cnn_nopool(num_classes: int = 10) -> Sequential:
     )
 
 
+def dmnist_small(num_classes: int = 10) -> Sequential:
+    """The quickstart DOUBLE-MNIST CNN: conv 16 s2 → conv 32 s2 → conv 32 s2 → dense 100 → dense."""
+    return Sequential(
+        specs=(
+            ConvSpec(16, (3, 3), (2, 2)),
+            R,
+            ConvSpec(32, (3, 3), (2, 2)),
+            R,
+            ConvSpec(32, (3, 3), (2, 2)),
+            R,
+            FlattenSpec(),
+            DenseSpec(100),
+            R,
+            DenseSpec(num_classes),
+        ),
+        input_shape=(64, 64, 1),
+    )
+
+
+def dmnist_tiny(num_classes: int = 10) -> Sequential:
+    """A very small DOUBLE-MNIST net for tests and smoke runs: conv 4 (4×4, s4) → dense."""
+    return Sequential(
+        specs=(ConvSpec(4, (4, 4), (4, 4)), R, FlattenSpec(), DenseSpec(num_classes)),
+        input_shape=(64, 64, 1),
+    )
+
+
 def mnist_madry(num_classes: int = 10) -> Sequential:
     """Madry et al.'s MNIST CNN on 28×28×1 (3.3M parameters; GPU scale)."""
     return Sequential(
@@ -127,6 +154,8 @@ def mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...], num_classes: int)
 MODELS = {
     "dmnist_cnn": dmnist_cnn,
     "dmnist_cnn_nopool": dmnist_cnn_nopool,
+    "dmnist_small": dmnist_small,
+    "dmnist_tiny": dmnist_tiny,
     "mnist_madry": mnist_madry,
     "mnist_small": mnist_small,
     "cifar10_cnn": cifar10_cnn,

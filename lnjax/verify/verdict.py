@@ -1,12 +1,14 @@
 """Verdicts: what the verifier may claim, and what it carries for the optimizer.
 
 Trust rules (enforced by `verifier`, documented here):
-- ROBUST only when a proven lower bound on the spec margin over the whole box exceeds
+- ROBUST only when a proven lower bound on the spec margin over the whole box reaches
   `safety = atol + rtol · max(1, ‖z(centre)‖∞)` (defaults 1e-4, 1e-4). The bound comes from
-  interval / CROWN / α-CROWN rows (float32 JAX) or from CBC: the model proven infeasible under the
-  cutoff `safety` (sign question), or solved to optimality with a proven bound > safety. The
-  margin covers float32 rounding of the JAX bounds and CBC's feasibility/integrality tolerances
-  (1e-6, amplified by big-M coefficients). A time-limited solve is never a proof.
+  interval / CROWN / α-CROWN rows (float32 JAX; must exceed `safety`) or from CBC: in the sign
+  question the cutoff is `safety`, and the model proven infeasible (or solved to optimality with
+  its optimum above the cutoff) shows margin ≥ safety up to CBC's tolerances (~1e-6); solved to
+  optimality ("optimise" mode), CBC's proven bound must exceed `safety`. The margin covers float32
+  rounding of the JAX bounds and CBC's feasibility/integrality tolerances (1e-6, amplified by
+  big-M coefficients). A time-limited solve is never a proof, whatever its bound says.
 - NOT_ROBUST only with a counterexample: a point clipped into the box whose margin, evaluated by
   the JAX model (`apply_layers`, float32), is ≤ 0. Ties count as violations: top-k holds iff
   fewer than k competitors have z_j ≥ z_t, so margin = 0 already breaks it.
