@@ -1,0 +1,173 @@
+"""The host training loop: batches, jitted steps, checkpoints, evaluation, progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm import tqdm
+
+from lnjax.models import Sequential
+from lnjax.train.checkpoint import Checkpointer
+from lnjax.train.step import DefenseConfig, TrainState, make_eval_step, make_mesh, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    steps: int = 1000
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"  # "constant" or "cosine" (decay to 0 over `steps`)
+    checkpoint_every: int = 200
+    log_every: int = 50
+
+
+def make_schedule(config: TrainConfig):
+    """The learning-rate schedule named by `config.schedule`."""
+    if config.schedule == "constant":
+        return optax.constant_schedule(config.learning_rate)
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(config.learning_rate, config.steps)
+    raise ValueError(f"unknown schedule {config.schedule!r}; expected 'constant' or 'cosine'")
+
+
+def epoch_batches(key: jax.Array, n: int, batch_size: int, epoch: int) -> np.ndarray:
+    """Batch indices of one epoch: [n // batch_size, batch_size], a permutation from fold_in(key, epoch)."""
+    perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), n))
+    nb = n // batch_size
+    return perm[: nb * batch_size].reshape(nb, batch_size)
+
+
+def _shard(mesh, *arrays):
+    data = NamedSharding(mesh, P("data"))
+    return tuple(jax.device_put(a, data) for a in arrays)
+
+
+def train(
+    *,
+    key: jax.Array,
+    model: Sequential,
+    task: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    defense: DefenseConfig,
+    checkpoint_dir: str | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+    on_log: Callable[[dict], None] | None = None,
+):
+    """Trains `model` and returns its params.
+
+    Args:
+      key: root key; init, data order and defense randomness are folded from it.
+      x: [N, H, W, C] float32 in [0, 1]; y: [N, K] multi-hot or [N] int.
+      checkpoint_dir: Orbax checkpoints every `config.checkpoint_every` steps and at the end;
+        a run with an existing checkpoint resumes from it and reaches the same result as an
+        uninterrupted one (batches and keys depend only on the step).
+      stop_after: stop (after checkpointing) once this step is reached, as if killed (tests).
+
+    Returns:
+      (params, history) with history a list of logged metric dicts.
+    """
+    mesh = make_mesh()
+    n_dev = mesh.devices.size
+    if config.batch_size % n_dev:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the {n_dev} devices")
+    if x.shape[0] < config.batch_size:
+        raise ValueError(f"{x.shape[0]} training examples are fewer than one batch of {config.batch_size}")
+    init_key, data_key, step_key = jax.random.split(key, 3)
+    tx = optax.adam(make_schedule(config))
+    repl = NamedSharding(mesh, P())
+    state = jax.device_put(TrainState.create(params=model.init_params(init_key), tx=tx), repl)
+    ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir else None
+    if ckpt is not None and ckpt.latest_step() is not None:
+        state = jax.device_put(ckpt.restore(state), repl)
+        logging.info("resumed from step %d", int(state.step))
+    step_fn = make_train_step(model=model, task=task, defense=defense, mesh=mesh)
+    step_key = jax.device_put(step_key, repl)
+
+    n = x.shape[0]
+    per_epoch = n // config.batch_size
+    start = int(jax.device_get(state.step))
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    history, batches, cur_epoch = [], None, -1
+    bar = tqdm(total=config.steps, initial=start, desc="train", disable=not progress, unit="step")
+    t0, seen = time.perf_counter(), 0
+    for s in range(start, end):
+        epoch, i = divmod(s, per_epoch)
+        if epoch != cur_epoch:
+            batches, cur_epoch = epoch_batches(data_key, n, config.batch_size, epoch), epoch
+        idx = batches[i]
+        xb, yb = _shard(mesh, x[idx], y[idx])
+        state, metrics = step_fn(state, step_key, xb, yb)
+        seen += config.batch_size
+        if (s + 1) % config.log_every == 0 or s + 1 == end:
+            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            m["step"] = s + 1
+            m["examples_per_s"] = seen / (time.perf_counter() - t0)
+            history.append(m)
+            bar.set_postfix(loss=f"{m['loss']:.4f}", ex_s=f"{m['examples_per_s']:.0f}")
+            if on_log:
+                on_log(m)
+        bar.update(1)
+        if ckpt is not None and ((s + 1) % config.checkpoint_every == 0 or s + 1 == end):
+            ckpt.save(state)
+    bar.close()
+    if ckpt is not None:
+        ckpt.close()
+    return state.params, history
+
+
+def evaluate(
+    *,
+    key: jax.Array,
+    model: Sequential,
+    params,
+    task: str,
+    k: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 500,
+    pgd: DefenseConfig | None = None,
+    progress: bool = True,
+) -> dict:
+    """Test metrics as plain floats: loss, top-k exact-set accuracy (multi-label: "topk_exact", "per_label")
+    or "accuracy", and with `pgd` "robust_<name>" under an L∞ PGD attack at pgd.eps.
+
+    Every example is used: the last partial batch is padded and its padding weighted 0.
+    """
+    mesh = make_mesh()
+    n_dev = mesh.devices.size
+    batch_size = max(n_dev, batch_size - batch_size % n_dev)
+    eval_fn = make_eval_step(model=model, task=task, k=k, mesh=mesh, pgd=pgd)
+    totals: dict[str, float] = {}
+    n = x.shape[0]
+    for start in tqdm(range(0, n, batch_size), desc="eval", disable=not progress):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        w = np.ones(batch_size, np.float32)
+        m = xb.shape[0]
+        if m < batch_size:  # pad the last batch; padded rows get weight 0
+            w[m:] = 0.0
+            xb = np.concatenate([xb, np.repeat(xb[:1], batch_size - m, 0)])
+            yb = np.concatenate([yb, np.repeat(yb[:1], batch_size - m, 0)])
+        out = jax.device_get(eval_fn(params, jax.random.fold_in(key, start), *_shard(mesh, xb, yb, w)))
+        for kk, v in out.items():
+            totals[kk] = totals.get(kk, 0.0) + float(v)
+    count = totals.pop("n")
+    result = {"n": int(round(count)), "loss": totals["loss"] / count}
+    if task == "multilabel":
+        result[f"top{k}_exact"] = totals["correct"] / count
+        result["per_label"] = totals["per_label"] / count
+    else:
+        result["accuracy"] = totals["correct"] / count
+    if pgd is not None:
+        result["robust"] = totals["robust"] / count
+        result["robust_eps"] = pgd.eps
+    return result
