@@ -1,0 +1,94 @@
+"""What every experiment shares: usage errors, the workdir, resolved configs, logs.
+
+A run owns a workdir: `config.json` (the resolved config), `metrics.json`, `checkpoints/`, `log.txt`,
+`figures/`. Nothing is written before the config, the data and the workdir have been checked, so a
+bad invocation leaves no trace. Re-running with the same config resumes; a different config in an
+existing workdir is refused (results of two configs never mix).
+"""
+
+from __future__ import annotations
+
+import json
+import logging as std_logging
+import os
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+from ml_collections import ConfigDict
+
+from lnjax.io import read_json, write_json_atomic
+
+
+class UsageError(Exception):
+    """A problem with the user's input; the runner prints the message in one line and exits with 2."""
+
+
+def to_dict(config: ConfigDict) -> dict[str, Any]:
+    """The config as plain JSON-able values (round-tripped through JSON, so it compares with config.json)."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "<missing>") != b.get(key, "<missing>"):
+                return _first_difference(a.get(key, "<missing>"), b.get(key, "<missing>"), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
+
+
+def check_workdir(workdir: str | os.PathLike, resolved: dict[str, Any]) -> Path:
+    """Checks that `workdir` can hold this run (writes nothing) and returns it as a Path.
+
+    Raises:
+      UsageError: it is a file, is not writable, its config.json is unreadable, or it holds a run
+        with a different config.
+    """
+    path = Path(workdir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--workdir {path} exists and is not a directory; pass a directory path")
+    if path.is_dir():
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise UsageError(
+                f"--workdir {path} is not readable and writable; fix its permissions or pick another"
+            )
+        config_file = path / "config.json"
+        if config_file.exists():
+            try:
+                old = read_json(config_file)
+            except (OSError, ValueError) as e:
+                raise UsageError(
+                    f"--workdir {path}: cannot read {config_file.name} ({e}); "
+                    "delete the workdir or pick another"
+                ) from e
+            if old != resolved:
+                raise UsageError(
+                    f"--workdir {path} holds a run with a different config "
+                    f"({_first_difference(old, resolved)}); pass a new --workdir or delete the old one"
+                )
+        return path
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--workdir {path} cannot be created: {parent} is not a writable directory")
+    return path
+
+
+def open_workdir(path: Path, resolved: dict[str, Any]) -> Path:
+    """Creates the workdir, writes config.json and sends absl logs to log.txt as well."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "figures").mkdir(exist_ok=True)
+    write_json_atomic(path / "config.json", resolved)
+    handler = std_logging.FileHandler(path / "log.txt")
+    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(lambda r: "/orbax/" not in r.pathname or r.levelno >= std_logging.WARNING)
+    logging.get_absl_logger().addHandler(handler)
+    logging.info("workdir %s", path)
+    return path
+
+
+def require(condition: bool, message: str) -> None:
+    """Raises UsageError(message) unless `condition`."""
+    if not condition:
+        raise UsageError(message)

@@ -1,0 +1,204 @@
+"""Training presets: `--config=experiments/configs/train.py:NAME` (NAME one of PRESETS).
+
+Every field can be overridden on the command line, e.g. `--config.train.steps=200`.
+"""
+
+from ml_collections import ConfigDict
+
+
+def base() -> ConfigDict:
+    c = ConfigDict()
+    c.experiment = "train"
+    c.name = "train"
+    c.seed = 0
+    c.data = ConfigDict(
+        {
+            "dataset": "double_mnist",
+            "data_dir": "data",
+            "tfds_data_dir": "",
+            "train_limit": 0,
+            "test_limit": 0,
+        }
+    )
+    c.model = "dmnist_small"
+    c.k = 2  # top-k exact set for multi-label data (DOUBLE-MNIST: 2 digits); ignored for single-label
+    c.train = ConfigDict(
+        {
+            "batch_size": 128,
+            "steps": 5000,
+            "learning_rate": 2e-3,
+            "schedule": "cosine",
+            "checkpoint_every": 500,
+            "log_every": 50,
+        }
+    )
+    c.defense = ConfigDict(
+        {
+            "name": "none",
+            "l0_min": 4,
+            "l0_max": 16,
+            "eps": 0.1,
+            "steps": 7,
+            "step_size": 0.025,
+            "random_start": True,
+            "adv_share": 1.0,
+            "rs_weight": 0.0,
+            "rs_eps": 0.1,
+        }
+    )
+    # Robust accuracy under L∞ PGD on the first `robust_n` test examples (eps 0 = skipped).
+    c.eval = ConfigDict(
+        {"batch_size": 500, "robust_eps": 0.0, "robust_steps": 20, "robust_step_size": 0.01, "robust_n": 1000}
+    )
+    return c
+
+
+def quickstart() -> ConfigDict:
+    """DOUBLE-MNIST, the small CNN, no defense: ~5 min on 2 CPU cores, ≥ 90 % top-2 exact."""
+    c = base()
+    c.name = "quickstart"
+    return c
+
+
+def _dmnist(defense: str) -> ConfigDict:
+    c = base()
+    c.name = f"dmnist_{defense}"
+    c.defense.name = defense
+    c.eval.robust_eps = 0.1  # the L∞ model's training ε
+    c.eval.robust_step_size = 0.01
+    return c
+
+
+def dmnist_none() -> ConfigDict:
+    return _dmnist("none")
+
+
+def dmnist_l0() -> ConfigDict:
+    """Zero one random rectangle (sides 4..16 pixels) of every training image."""
+    return _dmnist("l0")
+
+
+def dmnist_linf() -> ConfigDict:
+    """PGD adversarial training at ε = 0.1 (7 steps of 0.025, random start, all-adversarial batches)."""
+    c = _dmnist("linf")
+    c.train.steps = 3000
+    return c
+
+
+def dmnist_stable() -> ConfigDict:
+    """Verification-friendly: the ReLU-stability regulariser (Xiao et al. 2019) at ε 0.05, no attack."""
+    c = _dmnist("none")
+    c.name = "dmnist_stable"
+    c.defense.rs_weight = 0.1
+    c.defense.rs_eps = 0.05
+    return c
+
+
+def _mnist(model: str, defense: str) -> ConfigDict:
+    c = base()
+    c.data.dataset = "mnist"
+    c.model = model
+    c.k = 1
+    c.defense.name = defense
+    c.defense.eps = 0.3
+    c.eval.robust_eps = 0.3
+    c.eval.robust_steps = 40
+    c.eval.robust_step_size = 0.01
+    return c
+
+
+def mnist_normal() -> ConfigDict:
+    """The small MNIST CNN, CPU scale (~2 min)."""
+    c = _mnist("mnist_small", "none")
+    c.name = "mnist_normal"
+    c.train.steps = 3000
+    return c
+
+
+def mnist_pgd() -> ConfigDict:
+    """The small MNIST CNN, PGD-trained at ε 0.3 (10 steps of 0.04), CPU scale."""
+    c = _mnist("mnist_small", "linf")
+    c.name = "mnist_pgd"
+    c.train.steps = 4000
+    c.defense.steps = 10
+    c.defense.step_size = 0.04
+    return c
+
+
+def _madry(defense: str) -> ConfigDict:
+    """Madry et al.'s MNIST settings: Adam 1e-4, batch 50, 100k steps; PGD ε 0.3, 40 × 0.01 (GPU scale)."""
+    c = _mnist("mnist_madry", defense)
+    c.train.batch_size = 50
+    c.train.steps = 100_000
+    c.train.learning_rate = 1e-4
+    c.train.schedule = "constant"
+    c.train.checkpoint_every = 2000
+    c.defense.steps = 40
+    c.defense.step_size = 0.01
+    c.eval.robust_n = 10000
+    return c
+
+
+def mnist_madry_normal() -> ConfigDict:
+    c = _madry("none")
+    c.name = "mnist_madry_normal"
+    return c
+
+
+def mnist_madry_pgd() -> ConfigDict:
+    c = _madry("linf")
+    c.name = "mnist_madry_pgd"
+    return c
+
+
+def _cifar10(defense: str) -> ConfigDict:
+    """CIFAR-10 through tensorflow-datasets; PGD ε 8/255, 7 steps of 2/255 (Madry's CIFAR settings)."""
+    c = base()
+    c.data.dataset = "cifar10"
+    c.model = "cifar10_cnn"
+    c.k = 1
+    c.train.steps = 20_000
+    c.train.learning_rate = 1e-3
+    c.defense.name = defense
+    c.defense.eps = 8 / 255
+    c.defense.steps = 7
+    c.defense.step_size = 2 / 255
+    c.eval.robust_eps = 8 / 255
+    c.eval.robust_step_size = 2 / 255
+    return c
+
+
+def cifar10_normal() -> ConfigDict:
+    c = _cifar10("none")
+    c.name = "cifar10_normal"
+    return c
+
+
+def cifar10_pgd() -> ConfigDict:
+    c = _cifar10("linf")
+    c.name = "cifar10_pgd"
+    return c
+
+
+PRESETS = {
+    f.__name__: f
+    for f in (
+        quickstart,
+        dmnist_none,
+        dmnist_l0,
+        dmnist_linf,
+        dmnist_stable,
+        mnist_normal,
+        mnist_pgd,
+        mnist_madry_normal,
+        mnist_madry_pgd,
+        cifar10_normal,
+        cifar10_pgd,
+    )
+}
+
+
+def get_config(preset: str = "quickstart") -> ConfigDict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown training preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[preset]()

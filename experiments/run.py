@@ -1,0 +1,98 @@
+r"""The experiment runner: the only place flags are defined.
+
+  python -m experiments.run --flagfile=experiments/flagfiles/quickstart.flags
+  python -m experiments.run --config=experiments/configs/train.py:dmnist_linf --workdir=runs/x \
+      --config.train.steps=500
+
+The config's `experiment` field picks the experiment module; its `run(config, workdir)` returns a
+summary printed as the last line of stdout (one JSON object). Bad input (unknown flag file, preset
+or experiment, invalid values, missing data, unusable workdir) prints one line naming the problem
+and the fix, exits with code 2 and writes nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging as std_logging
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.common import UsageError
+
+EXPERIMENTS = {
+    "train": "experiments.train",
+    "verify": "experiments.verify",
+}
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _one_line(error: Exception) -> str:
+    """The first and last lines of an error message (config-file errors embed a traceback)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    lines = [line.strip(" '\"\\") for line in text.replace("\\n", "\n").splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+
+
+_HINT = "(see `python -m experiments.run --helpfull`; flag files live in experiments/flagfiles/)"
+
+try:  # the config flag reads flag files while it is being defined
+    _CONFIG = config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "An experiments/configs/*.py file and preset, e.g. experiments/configs/train.py:quickstart.",
+    )
+except flags.Error as e:
+    fail(f"{_one_line(e)} {_HINT}")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (default: runs/<config.name>).")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars (on stderr).")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing with one-line errors and exit code 2 (instead of a usage dump)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{_one_line(e)} {_HINT}")
+    except (ValueError, AttributeError, KeyError, FileNotFoundError, ImportError, SyntaxError) as e:
+        fail(f"bad --config: {_one_line(e)}")
+    return []  # unreachable
+
+
+def _quiet_orbax(record) -> bool:
+    """Orbax logs every checkpoint step at INFO; keep its warnings and errors only."""
+    return "/orbax/" not in record.pathname or record.levelno >= std_logging.WARNING
+
+
+def main(argv: list[str]) -> None:
+    logging.get_absl_logger().addFilter(_quiet_orbax)
+    if len(argv) > 1:
+        fail(f"unexpected arguments {argv[1:]}; pass settings as --flag=value")
+    config = _CONFIG.value
+    if config is None:
+        fail("no experiment given; pass --flagfile=experiments/flagfiles/NAME.flags or --config=FILE:PRESET")
+    try:
+        kind = config.get("experiment")
+    except OSError as e:  # the config file failed to load (ml_collections defers the error)
+        fail(f"bad --config: {_one_line(e)}")
+    if kind not in EXPERIMENTS:
+        fail(f"unknown experiment {kind!r} in the config; expected one of {sorted(EXPERIMENTS)}")
+    module = importlib.import_module(EXPERIMENTS[kind])
+    workdir = _WORKDIR.value or f"runs/{config.name}"
+    try:
+        summary = module.run(config, workdir, progress=_PROGRESS.value)
+    except UsageError as e:
+        fail(str(e))
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

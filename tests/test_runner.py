@@ -1,0 +1,184 @@
+"""experiments.run: end to end on a tiny config, resume, every bad-input case (exit 2, one line, no files)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ml_collections import ConfigDict
+
+from experiments import train as train_experiment
+from experiments.common import UsageError
+from experiments.configs import train as train_configs
+from lnjax.io import read_json
+from tests.fakes import tiny_double_mnist_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tiny_double_mnist_dir(tmp_path_factory.mktemp("data"), n_train=64, n_test=24)
+
+
+def tiny_overrides(data_dir):
+    return [
+        f"--config.data.data_dir={data_dir}",
+        "--config.train.steps=4",
+        "--config.train.batch_size=16",
+        "--config.train.checkpoint_every=2",
+        "--config.eval.batch_size=10",
+        "--config.model=dmnist_tiny",
+        "--noprogress",
+    ]
+
+
+def tiny_config(data_dir, preset="quickstart") -> ConfigDict:
+    c = train_configs.get_config(preset)
+    c.data.data_dir = str(data_dir)
+    c.train.steps, c.train.batch_size, c.train.checkpoint_every, c.eval.batch_size = 4, 16, 2, 10
+    c.eval.robust_n, c.eval.robust_steps = 8, 2
+    c.model = "dmnist_tiny"
+    c.train.log_every = 1
+    return c
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+
+
+def test_quickstart_cli_end_to_end(data_dir, tmp_path):
+    workdir = tmp_path / "qs"
+    out = run_cli(
+        "--flagfile=experiments/flagfiles/quickstart.flags", f"--workdir={workdir}", *tiny_overrides(data_dir)
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert set(summary) >= {"top2_exact", "per_label", "workdir"}
+    assert 0 <= summary["top2_exact"] <= 1 and 0 <= summary["per_label"] <= 1
+    assert Path(summary["workdir"]) == workdir
+    for name in ("config.json", "metrics.json", "history.json", "log.txt", "figures/training.png"):
+        assert (workdir / name).is_file(), name
+    metrics = read_json(workdir / "metrics.json")
+    assert metrics["test"]["n"] == 24 and metrics["test"]["top2_exact"] == summary["top2_exact"]
+    assert read_json(workdir / "config.json")["train"]["steps"] == 4
+    # the same command again reuses the finished run (nothing retrained) and reports the same metrics
+    again = run_cli(
+        "--flagfile=experiments/flagfiles/quickstart.flags", f"--workdir={workdir}", *tiny_overrides(data_dir)
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == summary
+
+
+def test_every_flagfile_names_a_valid_preset():
+    for flagfile in sorted((ROOT / "experiments" / "flagfiles").glob("*.flags")):
+        lines = dict(line.split("=", 1) for line in flagfile.read_text().split() if line.startswith("--"))
+        path, _, preset = lines["--config"].partition(":")
+        if path.endswith("configs/train.py"):
+            c = train_configs.get_config(preset)
+            train_experiment.validate(c)
+            assert lines["--workdir"] == f"runs/{c.name}"
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path):
+    c = tiny_config(data_dir, "dmnist_linf")
+    full = train_experiment.run(c, str(tmp_path / "full"), progress=False)
+    stopped = train_experiment.run(c, str(tmp_path / "part"), progress=False, stop_after=3)
+    assert stopped["stopped_at"] == 3 and not (tmp_path / "part" / "metrics.json").exists()
+    resumed = train_experiment.run(c, str(tmp_path / "part"), progress=False)
+    assert resumed.pop("workdir") != full.pop("workdir")
+    assert resumed == pytest.approx(full, abs=1e-6)
+    assert [m["step"] for m in read_json(tmp_path / "part" / "history.json")] == [
+        m["step"] for m in read_json(tmp_path / "full" / "history.json")
+    ]
+    model, params, config = train_experiment.load_trained(tmp_path / "part")
+    assert config.name == "dmnist_linf" and model.input_shape == (64, 64, 1)
+
+
+def _bad(data_dir, tmp_path, *extra, flagfile="quickstart"):
+    workdir = tmp_path / "never"
+    out = run_cli(
+        f"--flagfile=experiments/flagfiles/{flagfile}.flags",
+        f"--workdir={workdir}",
+        *tiny_overrides(data_dir),
+        *extra,
+    )
+    return out, workdir
+
+
+BAD_CASES = {
+    "unknown flagfile": ([], "nope", "nope.flags"),
+    "unknown preset": (
+        ["--config=experiments/configs/train.py:nope"],
+        "quickstart",
+        "unknown training preset",
+    ),
+    "unknown experiment": (["--config.experiment=dance"], "quickstart", "unknown experiment 'dance'"),
+    "negative eps": (["--config.defense.eps=-0.1"], "dmnist_linf", "defense.eps = -0.1 must be ≥ 0"),
+    "k too large": (["--config.k=11"], "quickstart", "k = 11 must be between 1 and the class count 10"),
+    "unknown defense": (["--config.defense.name=l2"], "quickstart", "unknown defense 'l2'"),
+    "wrong model for data": (["--config.model=mnist_small"], "quickstart", "takes inputs of shape"),
+    "bad value type": (["--config.train.steps=lots"], "quickstart", "invalid literal for int()"),
+    "unknown field": (["--config.train.stepz=3"], "quickstart", "stepz"),
+    "missing config file": (["--config=experiments/configs/nofile.py:x"], "quickstart", "No such file"),
+    "stray argument": (["extra"], "quickstart", "unexpected arguments"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_is_one_line_exit_2_nothing_written(data_dir, tmp_path, case):
+    extra, flagfile, expected = BAD_CASES[case]
+    out, workdir = _bad(data_dir, tmp_path, *extra, flagfile=flagfile)
+    assert out.returncode == 2, (out.returncode, out.stderr[-1500:])
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert not workdir.exists()
+
+
+def test_missing_data_and_unusable_workdirs(tmp_path, data_dir):
+    c = tiny_config(tmp_path / "empty")
+    with pytest.raises(UsageError, match="missing data: .*make data"):
+        train_experiment.run(c, str(tmp_path / "w1"), progress=False)
+    assert not (tmp_path / "w1").exists()
+    c = tiny_config(data_dir)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(UsageError, match="is not a directory"):
+        train_experiment.run(c, str(blocker), progress=False)
+    with pytest.raises(UsageError, match="cannot be created"):
+        train_experiment.run(c, str(blocker / "sub"), progress=False)
+    (tmp_path / "w2").mkdir()
+    (tmp_path / "w2" / "config.json").write_text("{not json")
+    with pytest.raises(UsageError, match="cannot read config.json"):
+        train_experiment.run(c, str(tmp_path / "w2"), progress=False)
+    assert sorted(p.name for p in (tmp_path / "w2").iterdir()) == ["config.json"]
+
+
+def test_missing_data_cli(tmp_path):
+    out = run_cli(
+        "--flagfile=experiments/flagfiles/quickstart.flags",
+        f"--workdir={tmp_path / 'w'}",
+        f"--config.data.data_dir={tmp_path / 'nodata'}",
+    )
+    assert out.returncode == 2 and "missing data" in out.stderr and "make data" in out.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_workdir_with_another_config_is_refused(data_dir, tmp_path):
+    c = tiny_config(data_dir)
+    train_experiment.run(c, str(tmp_path / "w"), progress=False)
+    before = sorted(p.name for p in (tmp_path / "w").rglob("*"))
+    c.train.learning_rate = 0.5
+    with pytest.raises(UsageError, match="different config .*train.learning_rate"):
+        train_experiment.run(c, str(tmp_path / "w"), progress=False)
+    assert sorted(p.name for p in (tmp_path / "w").rglob("*")) == before
