@@ -1,0 +1,399 @@
+"""A MaRVeL-style optimizer of maximal robust layer-neighborhoods, with the verifier as the oracle.
+
+The search works in log-space, θ_d = log ε_d, one coordinate per layer (R layers). Each iteration
+asks the verifier one question — is N(x; exp θ) robust? — and then:
+
+- ROBUST: commit ε (it is now the result unless a later robust ε has a larger norm), take weakest
+  points of the box (the verifier's solutions and its PGD point, plus a jitted PGD of our own in
+  the box started from the weakest of them), and expand along the step gradient
+      g = n + λ · (‖n‖ / ‖r‖) · r
+  where n = ∂ norm / ∂θ and r = ∂ (worst-case margin) / ∂θ (the RL gradient, see `gradients`):
+  θ ← θ + step · g / ‖g‖∞, then step ← step · grow.
+- NOT_ROBUST or UNKNOWN (never committed): λ ← λ · λ_decay, and shrink with per-layer weights
+  w ∈ [floor, 1] (`sensitivity`): with a committed θ*, the growth since θ* is cut layer by layer,
+      θ ← θ* + max(θ − θ*, 0) ⊙ (1 − w) + min(θ − θ*, 0),
+  so a weight-1 layer returns to its committed value and a small-weight layer keeps most of its
+  growth (fixed weights: shrink more far from the non-target object); without one yet,
+  θ ← θ + log(1 − first_shrink · w). The next expansion step is the last step times `backoff`.
+
+The norm (`norm`): "logvol" maximises Σ_d |l_d| log ε_d (n_d = |l_d| in θ; the default: every
+layer's ε matters relative to its size, and ε_d = 0 is never optimal), or "linear" Σ_d |l_d| ε_d
+(n_d = |l_d| ε_d). Both are reported.
+
+λ schedule (MaRVeL's public defaults): λ_0 = 0.99, ×0.75 on a failure or a plateau (a robust step
+that raises the mean per-pixel ε by less than `plateau` relative to the committed one), stop when
+λ < λ_min = 0.01. Also stop at `max_queries` verifier queries or `time_budget` seconds.
+
+Start: the largest ε = eps_max · 2^−j (uniform over layers, j = 0..) in which a box PGD finds no
+counterexample, times `init_fraction` (PGD calls are not verifier queries), or a given `eps0`.
+
+The result is always a verified one: the committed ε with the largest norm; zeros with
+`verified=False` if no query was ever ROBUST.
+
+References:
+  Kabaha & Drachsler-Cohen, Maximal Robust Neural Network Specifications via Oracle-Guided
+    Numerical Optimization, VMCAI 2023 (MaRVeL).
+  Mour, Maximal Robust Layer-Neighborhoods in Multi-Label Neural Networks (Technion 2023).
+  Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify, the oracle).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lnjax.models import layers as L
+from lnjax.neighborhood import gradients as G
+from lnjax.neighborhood.problem import (
+    CountingOracle,
+    Problem,
+    Result,
+    VerifyFn,
+    finish,
+    linear_norm,
+    log_volume,
+    mean_width,
+)
+from lnjax.neighborhood.sensitivity import (
+    ORIENTATIONS,
+    SHRINKS,
+    fixed_weights,
+    layer_sensitivity,
+    sensitivity_weights,
+)
+from lnjax.verify.verdict import Status
+
+NORMS = ("logvol", "linear")
+
+
+class OptimizerState(NamedTuple):
+    """The optimizer's state between queries (host numpy values; the update is pure).
+
+    Attributes:
+      theta: [R] log ε of the next candidate.
+      best_theta: [R] log ε of the committed (verified-robust) candidate; meaningful if has_best.
+      has_best: whether any candidate was verified robust.
+      step: log-space length of the next expansion.
+      last_step: length of the last expansion (for the back-off after a failure).
+      lam: λ, the weight of the RL gradient.
+      iteration: queries answered so far.
+      failures, plateaus: counts.
+      done: stop (λ < λ_min).
+    """
+
+    theta: np.ndarray
+    best_theta: np.ndarray
+    has_best: bool
+    step: float
+    last_step: float
+    lam: float
+    iteration: int
+    failures: int
+    plateaus: int
+    done: bool
+
+
+class Optimizer(NamedTuple):
+    """`make_optimizer`'s functions.
+
+    init(eps0 [R]) -> OptimizerState.
+    update(state, robust, rl_grad [R] (w.r.t. θ; ignored unless robust), sizes [R],
+      shrink_weights [R]) -> OptimizerState (pure).
+    run(key, verify, view, problem, *, eps0=None, progress=None) -> Result (the host loop).
+    """
+
+    init: Callable[..., OptimizerState]
+    update: Callable[..., OptimizerState]
+    run: Callable[..., Result]
+
+
+def norm_gradient(eps, sizes, norm: str = "logvol") -> np.ndarray:
+    """∂ norm / ∂θ (θ = log ε): "logvol" → |l_d|; "linear" → |l_d| ε_d. float64 [R]."""
+    sizes = np.asarray(sizes, np.float64)
+    if norm == "logvol":
+        return sizes.copy()
+    if norm == "linear":
+        return sizes * np.asarray(eps, np.float64)
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+def step_gradient(n, r, lam: float) -> np.ndarray:
+    """n + λ · (‖n‖ / ‖r‖) · r (just n when r = 0). float64 [R]."""
+    n = np.asarray(n, np.float64)
+    r = np.asarray(r, np.float64)
+    rn = float(np.linalg.norm(r))
+    if not math.isfinite(rn) or rn == 0.0:
+        return n
+    return n + lam * (float(np.linalg.norm(n)) / rn) * r
+
+
+def make_optimizer(
+    *,
+    norm: str = "logvol",
+    lr: float = 0.5,
+    grow: float = 1.5,
+    backoff: float = 0.5,
+    max_step: float = 2.0,
+    lam: float = 0.99,
+    lam_decay: float = 0.75,
+    lam_min: float = 0.01,
+    plateau: float = 1e-3,
+    shrink: str = "fixed",
+    fixed_near: float = 0.25,
+    fixed_power: float = 1.0,
+    orientation: str = "insensitive",
+    sensitivity_reduce: str = "mean",
+    weight_floor: float = 0.25,
+    first_shrink: float = 0.75,
+    eps_max: float = 1.0,
+    eps_min: float = 1e-6,
+    init_fraction: float = 0.5,
+    max_queries: int = 20,
+    time_budget: float | None = None,
+    pgd_steps: int = 20,
+    pgd_restarts: int = 2,
+    pgd_step_size: float = 0.25,
+    temperature: float = 1.0,
+) -> Optimizer:
+    """Builds the optimizer (see the module docstring for the algorithm).
+
+    Args:
+      norm: "logvol" (Σ|l_d| log ε_d, default) or "linear" (Σ|l_d| ε_d), the norm maximised.
+      lr: the first expansion's length in log ε (0.5: ×1.65 on the layer that moves most).
+      grow: step multiplier after each robust expansion; backoff: after a failure; max_step: cap.
+      lam, lam_decay, lam_min: the λ schedule (MaRVeL: 0.99, 0.75, 0.01).
+      plateau: a robust step raising the mean per-pixel ε by less than this fraction is a plateau.
+      shrink: "fixed" or "sensitivity" weights (`sensitivity`).
+      fixed_near, fixed_power: the fixed profile (weight of layer 0; shape).
+      orientation: sensitivity weights' orientation: "insensitive" (the seed's) or "sensitive".
+      sensitivity_reduce: saliency per layer: "mean", "sum" or "max".
+      weight_floor: the smallest sensitivity weight.
+      first_shrink: without a committed ε, a failure multiplies ε_d by (1 − first_shrink · w_d).
+      eps_max, eps_min: ε is kept in [eps_min, eps_max] (eps_max also starts the PGD bracket).
+      init_fraction: the start is this fraction of the largest PGD-clean uniform ε.
+      max_queries: verifier queries per search (≥ 1).
+      time_budget: wall-clock seconds per search (None: unlimited); checked before each query.
+      pgd_steps, pgd_restarts, pgd_step_size: the jitted box PGD (start bracket, weakest points).
+      temperature: softmax temperature of the weakest points' weights.
+
+    Returns:
+      An `Optimizer` (init, update, run).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    if shrink not in SHRINKS:
+        raise ValueError(f"unknown shrink {shrink!r}; expected one of {SHRINKS}")
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"unknown orientation {orientation!r}; expected one of {ORIENTATIONS}")
+    if not (lr > 0 and grow >= 1 and 0 < backoff <= 1 and max_step > 0):
+        raise ValueError("need lr > 0, grow ≥ 1, 0 < backoff ≤ 1, max_step > 0")
+    if not (0 < lam_decay < 1 and lam_min > 0 and lam > 0):
+        raise ValueError("need 0 < lam_decay < 1 and lam, lam_min > 0")
+    if not 0 < first_shrink < 1:
+        raise ValueError(f"first_shrink must be in (0, 1), got {first_shrink}")
+    if not 0 < eps_min < eps_max:
+        raise ValueError(f"need 0 < eps_min < eps_max, got {eps_min}, {eps_max}")
+    if not 0 < init_fraction <= 1:
+        raise ValueError(f"init_fraction must be in (0, 1], got {init_fraction}")
+    if max_queries < 1:
+        raise ValueError(f"max_queries must be ≥ 1, got {max_queries}")
+    lo_t, hi_t = math.log(eps_min), math.log(eps_max)
+
+    def init(eps0) -> OptimizerState:
+        theta = np.clip(np.log(np.maximum(np.asarray(eps0, np.float64), eps_min)), lo_t, hi_t)
+        return OptimizerState(
+            theta=theta,
+            best_theta=np.full_like(theta, -np.inf),
+            has_best=False,
+            step=float(lr),
+            last_step=float(lr),
+            lam=float(lam),
+            iteration=0,
+            failures=0,
+            plateaus=0,
+            done=False,
+        )
+
+    def update(state: OptimizerState, robust: bool, rl_grad, sizes, shrink_weights) -> OptimizerState:
+        theta = np.asarray(state.theta, np.float64)
+        w = np.asarray(shrink_weights, np.float64)
+        lam_ = state.lam
+        failures, plateaus = state.failures, state.plateaus
+        if robust:
+            eps = np.exp(theta)
+            if state.has_best:
+                before = mean_width(np.exp(state.best_theta), sizes)
+                if mean_width(eps, sizes) - before < plateau * before:
+                    lam_ *= lam_decay
+                    plateaus += 1
+            g = step_gradient(norm_gradient(eps, sizes, norm), rl_grad, lam_)
+            top = float(np.max(np.abs(g)))
+            u = g / top if top > 0 else np.zeros_like(g)
+            new_theta = np.clip(theta + state.step * u, lo_t, hi_t)
+            return state._replace(
+                theta=new_theta,
+                best_theta=theta,
+                has_best=True,
+                step=min(state.step * grow, max_step),
+                last_step=state.step,
+                lam=lam_,
+                iteration=state.iteration + 1,
+                plateaus=plateaus,
+                done=lam_ < lam_min,
+            )
+        lam_ *= lam_decay
+        failures += 1
+        if state.has_best:
+            delta = theta - state.best_theta
+            new_theta = state.best_theta + np.maximum(delta, 0.0) * (1.0 - w) + np.minimum(delta, 0.0)
+        else:
+            new_theta = theta + np.log1p(-first_shrink * w)
+        return state._replace(
+            theta=np.clip(new_theta, lo_t, hi_t),
+            step=max(state.last_step * backoff, 1e-3),
+            last_step=state.last_step * backoff,
+            lam=lam_,
+            iteration=state.iteration + 1,
+            failures=failures,
+            done=lam_ < lam_min,
+        )
+
+    def start_eps(key, view, problem: Problem, c, offset, k) -> tuple[float, int]:
+        """The largest eps_max · 2^−j with no PGD counterexample (a uniform box), and PGD calls made."""
+        x = jnp.asarray(problem.x)
+        e = eps_max
+        calls = 0
+        while e >= eps_min:
+            lo, hi = jnp.clip(x - e, 0.0, 1.0), jnp.clip(x + e, 0.0, 1.0)
+            res = G.pgd_in_box(
+                jax.random.fold_in(key, calls),
+                view,
+                lo,
+                hi,
+                c,
+                offset,
+                x,
+                k=k,
+                steps=pgd_steps,
+                restarts=pgd_restarts,
+                step_size=pgd_step_size,
+            )
+            calls += 1
+            if float(res.margin) > 0:
+                return e, calls
+            e /= 2
+        return eps_min, calls
+
+    def run(
+        key: jax.Array,
+        verify: VerifyFn,
+        view: L.LayerView,
+        problem: Problem,
+        *,
+        eps0=None,
+        progress: Callable[[OptimizerState], None] | None = None,
+    ) -> Result:
+        """Searches a maximal robust ε for `problem` with `verify` as the oracle.
+
+        Args:
+          key: a typed PRNG key.
+          verify: `lnjax.verify.make_verifier(...)` (or any function with its signature).
+          view: the network (gradients, PGD).
+          problem: `problem.make_problem(x, layers, spec)`.
+          eps0: the start ([R] or a scalar; default: from the PGD bracket).
+          progress: called with the state after each query.
+
+        Returns:
+          `Result` (its eps is verified robust, or zeros with verified=False).
+        """
+        t_start = time.perf_counter()
+        R = problem.num_layers
+        sizes = np.asarray(problem.sizes, np.float64)
+        c, offset, k = G.spec_arrays(problem.spec, view)
+        x = jnp.asarray(problem.x)
+        layers = jnp.asarray(problem.layers)
+        oracle = CountingOracle(verify, problem)
+        key_start, key_loop = jax.random.split(key)
+        facts: dict = {}
+        if eps0 is None:
+            e0, calls = start_eps(key_start, view, problem, c, offset, k)
+            facts["pgd_bracket"] = {"eps": e0, "pgd_calls": calls}
+            eps0 = np.full(R, init_fraction * e0)
+        else:
+            eps0 = np.broadcast_to(np.asarray(eps0, np.float64), (R,))
+        if shrink == "fixed":
+            weights = fixed_weights(R, near=fixed_near, power=fixed_power)
+        else:
+            sal = np.asarray(G.saliency(view, x, c, offset, k=k))
+            sens = layer_sensitivity(sal, problem.layers, R, reduce=sensitivity_reduce)
+            weights = sensitivity_weights(sens, orientation=orientation, floor=weight_floor)
+            facts["layer_sensitivity"] = sens.tolist()
+        facts["shrink_weights"] = weights.tolist()
+
+        state = init(eps0)
+        best_eps, best_norm = np.zeros(R), -math.inf
+        norm_of = log_volume if norm == "logvol" else linear_norm
+        reason = "max_queries"
+        while True:
+            if state.done:
+                reason = "lambda_min"
+                break
+            if oracle.log.queries >= max_queries:
+                reason = "max_queries"
+                break
+            if time_budget is not None and time.perf_counter() - t_start >= time_budget:
+                reason = "time_budget"
+                break
+            eps = np.exp(state.theta)
+            qkey = jax.random.fold_in(key_loop, state.iteration)
+            verdict, lo, hi = oracle(qkey, eps, lam=state.lam, step=state.step)
+            robust = verdict.status is Status.ROBUST
+            rl = np.zeros(R)
+            if robust:
+                value = norm_of(eps, sizes)
+                if value > best_norm:
+                    best_eps, best_norm = eps.copy(), value
+                points = list(verdict.weakest_points)
+                x0 = points[0][0] if points else np.asarray(x)
+                res = G.pgd_in_box(
+                    jax.random.fold_in(qkey, 1),
+                    view,
+                    jnp.asarray(lo),
+                    jnp.asarray(hi),
+                    c,
+                    offset,
+                    jnp.asarray(x0, jnp.float32).reshape(x.shape),
+                    k=k,
+                    steps=pgd_steps,
+                    restarts=pgd_restarts,
+                    step_size=pgd_step_size,
+                )
+                points.append((np.asarray(res.x), float(res.margin)))
+                pts, ms = G.pad_points(points, x.shape)
+                g_eps, _ = G.rl_gradient(
+                    view,
+                    x,
+                    layers,
+                    jnp.asarray(eps, jnp.float32),
+                    jnp.asarray(pts),
+                    jnp.asarray(ms),
+                    c,
+                    offset,
+                    jnp.float32(temperature),
+                    k=k,
+                )
+                rl = np.asarray(g_eps, np.float64) * eps  # chain rule: ∂/∂θ = ε ∂/∂ε
+                oracle.log.trail[-1]["weakest_margin"] = float(np.min(ms))
+                oracle.log.trail[-1]["rl_grad"] = [float(v) for v in rl]
+            state = update(state, robust, rl, sizes, weights)
+            if progress is not None:
+                progress(state)
+        return finish(oracle, best_eps, best_norm > -math.inf, t_start, reason, setup=facts)
+
+    return Optimizer(init=init, update=update, run=run)

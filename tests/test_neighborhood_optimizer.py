@@ -1,0 +1,181 @@
+"""The neighborhood optimizer and the binary-search baseline: verified results, budgets, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnjax import models, verify as V
+from lnjax.neighborhood import gradients as G, layers as NL
+from lnjax.neighborhood.baseline import binary_search, queries_per_layer
+from lnjax.neighborhood.optimizer import make_optimizer, norm_gradient, step_gradient
+from lnjax.neighborhood.problem import log_volume, make_problem
+from lnjax.neighborhood.sensitivity import fixed_weights, layer_sensitivity, sensitivity_weights
+from lnjax.verify.verdict import Status, Verdict
+
+# --------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random dmnist_tiny network, an image, a layer map around a square object, a top-2 spec."""
+    model = models.get_model("dmnist_tiny", 10)
+    params = model.init_params(jax.random.key(0))
+    view = models.layer_view(model, params)
+    rng = np.random.default_rng(0)
+    x = (rng.random((64, 64, 1)) < 0.1).astype(np.float32) * rng.random((64, 64, 1)).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[20:30, 40:50] = True
+    layers = NL.layer_map(mask, max_layers=6)
+    z = np.asarray(models.apply_layers(view, jnp.asarray(x)))
+    spec = V.TopK(int(np.argmax(z)), 2)
+    return view, make_problem(x, layers, spec)
+
+
+class FakeOracle:
+    """Robust iff Σ_d a_d ε_d < 1 − band; UNKNOWN in the band; NOT_ROBUST beyond. Records answers."""
+
+    def __init__(self, a, band=0.3, problem=None):
+        self.a, self.band, self.problem, self.answers = np.asarray(a), band, problem, []
+
+    def eps_of(self, lo, hi):
+        layers = self.problem.layers
+        half = np.asarray(hi - lo)[..., 0] / 2  # the test image is 0.5 everywhere: no clipping
+        return np.array([half[layers == d].max() for d in range(self.problem.num_layers)])
+
+    def __call__(self, key, lo, hi, spec):
+        eps = self.eps_of(lo, hi)
+        s = float(self.a @ eps)
+        status = Status.ROBUST if s < 1 - self.band else Status.UNKNOWN if s < 1 else Status.NOT_ROBUST
+        self.answers.append((eps, status))
+        return Verdict(status=status)
+
+
+# ------------------------------------------------------------------------------------ pure pieces
+
+
+def test_norms_and_step_gradient():
+    sizes = np.array([10, 20, 30])
+    eps = np.array([0.1, 0.2, 0.0])
+    assert log_volume(eps, sizes) == pytest.approx(10 * np.log(0.1) + 20 * np.log(0.2) + 30 * np.log(1e-6))
+    np.testing.assert_allclose(norm_gradient(eps, sizes, "logvol"), sizes)
+    np.testing.assert_allclose(norm_gradient(eps, sizes, "linear"), sizes * eps)
+    n, r = np.array([1.0, 1.0]), np.array([-3.0, 0.0])
+    g = step_gradient(n, r, 0.5)
+    np.testing.assert_allclose(g, n + 0.5 * np.sqrt(2) / 3 * r)
+    np.testing.assert_allclose(step_gradient(n, np.zeros(2), 0.5), n)
+
+
+def test_shrink_weights():
+    w = fixed_weights(5, near=0.2)
+    assert w[0] == pytest.approx(0.2) and w[-1] == pytest.approx(1.0) and np.all(np.diff(w) > 0)
+    sens = layer_sensitivity(np.array([[1.0, 3.0], [0.0, 0.0]]), np.array([[0, 0], [1, 1]]), 2)
+    np.testing.assert_allclose(sens, [2.0, 0.0])
+    ins = sensitivity_weights(sens, orientation="insensitive", floor=0.25)
+    sen = sensitivity_weights(sens, orientation="sensitive", floor=0.25)
+    np.testing.assert_allclose(ins, [0.25, 1.0])  # shrink more where less sensitive (the seed's)
+    np.testing.assert_allclose(sen, [1.0, 0.25])
+
+
+def test_update_is_pure_and_follows_the_schedule():
+    opt = make_optimizer(lr=0.5, lam=0.99, lam_decay=0.5, lam_min=0.13)
+    s0 = opt.init(np.full(3, 0.01))
+    sizes, w = np.array([1.0, 1.0, 1.0]), np.array([0.25, 0.5, 1.0])
+    s1 = opt.update(s0, True, np.zeros(3), sizes, w)
+    np.testing.assert_allclose(s0.theta, np.log(0.01))  # the input state is untouched
+    np.testing.assert_allclose(s1.best_theta, s0.theta)
+    np.testing.assert_allclose(s1.theta, s0.theta + 0.5)  # uniform norm gradient, step 0.5
+    s2 = opt.update(s1, False, np.zeros(3), sizes, w)
+    assert s2.lam == pytest.approx(0.99 * 0.5) and s2.failures == 1
+    # Back to the committed ε on a weight-1 layer; 1 − w of the growth kept elsewhere.
+    np.testing.assert_allclose(s2.theta - s1.best_theta, 0.5 * (1 - w))
+    s3 = opt.update(s2, False, np.zeros(3), sizes, w)
+    s4 = opt.update(s3, False, np.zeros(3), sizes, w)
+    assert not s3.done and s4.done  # 0.99 · 0.5³ < 0.13 < 0.99 · 0.5²
+
+
+# ----------------------------------------------------------------------------------- fake oracle
+
+
+@pytest.mark.parametrize("shrink", ["fixed", "sensitivity"])
+def test_never_returns_an_unverified_eps_with_unknown_answers(tiny, shrink):
+    view, problem = tiny
+    problem = problem._replace(x=np.full_like(problem.x, 0.5))
+    oracle = FakeOracle(a=np.array([2.0, 4.0, 8.0, 4.0, 2.0, 1.0]), band=0.4, problem=problem)
+    opt = make_optimizer(shrink=shrink, max_queries=12, pgd_steps=2, pgd_restarts=1, eps_max=0.5)
+    res = opt.run(jax.random.key(1), oracle, view, problem, eps0=0.05)
+    assert res.queries == len(oracle.answers) <= 12
+    statuses = {s for _, s in oracle.answers}
+    assert Status.UNKNOWN in statuses  # the band was hit at least once
+    robust = [e for e, s in oracle.answers if s is Status.ROBUST]
+    assert res.verified
+    assert any(np.allclose(res.eps, e, rtol=1e-5) for e in robust)
+    assert float(oracle.a @ res.eps) < 1 - 0.4
+    assert res.log_volume == pytest.approx(max(log_volume(e, problem.sizes) for e in robust), abs=1e-2)
+
+
+def test_nothing_robust_returns_zeros_unverified(tiny):
+    view, problem = tiny
+    problem = problem._replace(x=np.full_like(problem.x, 0.5))
+    oracle = FakeOracle(a=np.full(6, 1e9), band=0.0, problem=problem)
+    res = make_optimizer(max_queries=4, pgd_steps=2, pgd_restarts=1).run(
+        jax.random.key(0), oracle, view, problem, eps0=0.1
+    )
+    assert not res.verified and np.all(res.eps == 0) and res.queries == 4
+    base = binary_search(jax.random.key(0), oracle, problem, scale="log", tol=1.0, max_queries=5)
+    assert not base.verified and np.all(base.eps == 0) and base.queries == 5
+
+
+def test_baseline_finds_the_per_layer_maximum(tiny):
+    view, problem = tiny
+    problem = problem._replace(x=np.full_like(problem.x, 0.5))
+    a = np.array([8.0, 4.0, 2.0, 2.0, 2.0, 2.0])
+    oracle = FakeOracle(a=a, band=0.0, problem=problem)
+    res = binary_search(jax.random.key(0), oracle, problem, scale="linear", eps_max=0.5, tol=1e-3)
+    assert res.queries == 6 * queries_per_layer(scale="linear", eps_max=0.5, tol=1e-3)
+    assert float(a @ res.eps) < 1
+    assert res.eps[0] == pytest.approx(1 / 8, abs=1e-3)  # the first layer takes what it can alone
+    assert float(a @ res.eps) > 1 - 2e-3 * a.sum()
+    assert any(np.allclose(res.eps, e, atol=1e-6) for e, s in oracle.answers if s is Status.ROBUST)
+
+
+# ---------------------------------------------------------------------------------- real verifier
+
+
+def test_rl_gradient_matches_finite_differences(tiny):
+    view, problem = tiny
+    c, offset, k = G.spec_arrays(problem.spec, view)
+    x = jnp.asarray(problem.x)
+    eps = jnp.full((problem.num_layers,), 0.02, jnp.float32)
+    lo, hi = NL.neighborhood_box(x, problem.layers, eps)
+    res = G.pgd_in_box(jax.random.key(0), view, lo, hi, c, offset, x, k=k, steps=10, restarts=1)
+    pts, ms = G.pad_points([(np.asarray(res.x), float(res.margin))], x.shape)
+    g, w = G.rl_gradient(view, x, jnp.asarray(problem.layers), eps, pts, ms, c, offset, 1.0, k=k)
+    np.testing.assert_allclose(np.asarray(w), [1, 0, 0, 0])
+    s = np.clip((np.asarray(res.x) - problem.x) / 0.02, -1, 1)
+    for d in (0, 3):
+        h = 1e-3
+        e2 = np.full(problem.num_layers, 0.02, np.float32)
+        e2[d] += h
+        x2 = np.clip(problem.x + s * np.asarray(NL.eps_per_pixel(problem.layers, e2))[..., None], 0, 1)
+        fd = (float(G.margin(view, jnp.asarray(x2), c, offset, k=k)) - float(res.margin)) / h
+        assert float(g[d]) == pytest.approx(fd, rel=0.05, abs=1e-2)
+
+
+def test_final_eps_reverifies_robust_independently(tiny):
+    view, problem = tiny
+    # (no CROWN stage: its compilation alone costs ~15 s on 2 busy cores)
+    verify = V.make_verifier(view=view, stages=("pgd", "milp"), time_limit=4.0)
+    opt = make_optimizer(max_queries=5, pgd_steps=5, pgd_restarts=1, time_budget=60)
+    res = opt.run(jax.random.key(0), verify, view, problem)
+    assert res.verified and res.queries <= 5
+    base = binary_search(
+        jax.random.key(0), verify, problem, scale="log", eps_min=1e-3, tol=3.0, max_queries=8
+    )
+    assert base.verified and base.queries == 8
+    fresh = V.make_verifier(view=view, stages=("milp",), time_limit=60.0)  # an independent proof
+    for r in (res, base):
+        lo, hi = NL.neighborhood_box(problem.x, problem.layers, r.eps)
+        assert fresh(jax.random.key(7), lo, hi, problem.spec).status is Status.ROBUST
+        rec = r.to_json()
+        assert rec["queries"] == sum(rec["by_status"].values()) == len(rec["trail"])
