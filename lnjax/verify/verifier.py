@@ -2,16 +2,26 @@
 
 Stages (each optional, in this order):
   pgd          PGD on the spec margin inside the box; a point whose JAX margin is ≤ 0 → NOT_ROBUST.
+               Run in two parts: a quick attack first (`pgd_quick_steps`, from the box centre: clear
+               counterexamples cost ~10 gradient steps), the full one (`pgd_steps` × `pgd_restarts`,
+               from the quick attack's best point) only when the bound stages fail, before the MILP.
   (interval)   always computed (the base of every other bound); rows proven → ROBUST.
   crown        CROWN bounds of every pre-activation and of the spec rows → ROBUST if proven.
-  alpha_crown  α-CROWN (optimised slopes) on top of CROWN → ROBUST if proven.
+  alpha_crown  α-CROWN (optimised slopes) on top of CROWN → ROBUST if proven. By default only the
+               spec rows' slopes are optimised (over CROWN's intermediate bounds: 21 backward
+               passes of M rows); `alpha_intermediate=True` also optimises every unstable
+               intermediate neuron, which on a 64×64 CNN with ~7,000 unstable neurons costs minutes
+               on a CPU.
   milp         MIPVerify MILP over the tightest bounds, asked as a sign question (cutoff at the
                safety margin, stop at the first solution) or solved to optimality ("optimise"),
                in a worker process killed at the query's deadline.
 
 The whole query has one wall-clock budget (`time_limit`); the JAX stages are checked against it
-between stages and the MILP gets what is left (a hard limit, see `milp.MilpWorker`). A time-out is
-UNKNOWN, never ROBUST. See `verdict` for the trust rules.
+between stages and the MILP gets what is left (a hard limit, see `milp.MilpWorker`). A compiled JAX
+stage cannot be interrupted, so before each bound stage its cost is predicted from the earlier
+queries of this verifier (seconds per unstable neuron it has to bound); a stage predicted to end
+after the deadline is not started and the query is UNKNOWN at once. A time-out is UNKNOWN, never
+ROBUST. See `verdict` for the trust rules.
 
 References:
   Tjeng, Xiao & Tedrake, Evaluating Robustness of Neural Networks with Mixed Integer Programming,
@@ -60,8 +70,11 @@ def make_verifier(
     pgd_steps: int = 40,
     pgd_restarts: int = 4,
     pgd_step_size: float = 0.25,
+    pgd_quick_steps: int = 10,
+    pgd_quick_restarts: int = 1,
     alpha_steps: int = 20,
     alpha_lr: float = 0.1,
+    alpha_intermediate: bool = False,
     lp_tighten: bool = False,
     milp_options: M.MilpOptions | None = None,
     cbc_fraction: float = 0.6,
@@ -79,7 +92,11 @@ def make_verifier(
       atol, rtol: safety margin = atol + rtol · max(1, ‖z(centre)‖∞); ROBUST needs a proven
         margin bound above it.
       pgd_steps, pgd_restarts, pgd_step_size: the box PGD (`pgd_box.make_pgd_box`).
+      pgd_quick_steps, pgd_quick_restarts: the quick PGD run before the bounds (0 steps: none; then
+        the full PGD runs first, as its own stage before the bounds).
       alpha_steps, alpha_lr: α-CROWN's Adam steps and learning rate.
+      alpha_intermediate: α-CROWN also optimises the bounds of every unstable intermediate neuron
+        (tighter MILPs, far slower); default: only the spec rows.
       lp_tighten: per-neuron LP tightening in the MILP worker (off: it costs ~0.1 s per LP and adds
         little over CROWN).
       milp_options: base `milp.MilpOptions` (threads, emphasis, slack, ...); mode, cutoff and the
@@ -110,11 +127,24 @@ def make_verifier(
     base_options = milp_options or M.MilpOptions()
     num_classes = int(math.prod(view.output_shapes[-1]))
     net: M.MilpNetwork | None = None
+    rates: dict[str, float] = {}  # bound stage -> seconds per unit of work, from the last query
 
-    fns = _jitted(pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr)
-    margin_fn, pgd_fn, logits_fn = fns.margin, fns.pgd, fns.logits
+    def work(name: str, unstable_after_interval: tuple[int, ...]) -> int:
+        """Backward-pass work of a bound stage: the unstable neurons it refines (+1: the logits)."""
+        if name == "alpha_crown" and not alpha_intermediate:
+            return 1
+        return 1 + sum(unstable_after_interval[1:])  # the first layer is exact under interval bounds
+
+    if pgd_quick_steps < 0 or pgd_quick_restarts < 1:
+        raise ValueError("need pgd_quick_steps ≥ 0 and pgd_quick_restarts ≥ 1")
+    fns = _jitted(
+        pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr, pgd_quick_steps, pgd_quick_restarts
+    )
+    margin_fn, pgd_fn, pgd_quick_fn, logits_fn = fns.margin, fns.pgd, fns.pgd_quick, fns.logits
+    quick = "pgd" in stages and pgd_quick_steps > 0
     interval_fn, crown_fn, crown_spec_fn = fns.interval, fns.crown, fns.crown_spec
-    alpha_fn, alpha_spec_fn = fns.alpha, fns.alpha_spec
+    alpha_fn = fns.alpha if alpha_intermediate else (lambda view, lo, hi, base: base)
+    alpha_spec_fn = fns.alpha_spec
 
     def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
         nonlocal net
@@ -166,17 +196,27 @@ def make_verifier(
                 return True
             return False
 
-        key_pgd, key_refine = jax.random.split(key)
-        # --- PGD -------------------------------------------------------------------------------
-        if "pgd" in stages:
+        key_quick, key_pgd, key_refine = jax.random.split(key, 3)
+        x_attack = (lo + hi) / 2
+
+        def attack(fn, key_) -> Verdict | None:
+            nonlocal x_attack
             t0 = time.monotonic()
-            res = pgd_fn(key_pgd, view, lo, hi, c, offset, (lo + hi) / 2, k=k)
+            res = fn(key_, view, lo, hi, c, offset, x_attack, k=k)
+            x_attack = res.x
             x, m = evaluate(res.x)
             lap("pgd", t0)
             if m <= 0:
                 return finish(Status.NOT_ROBUST, "pgd", x)
             if out_of_time("pgd"):
                 return finish(Status.UNKNOWN, None)
+            return None
+
+        # --- PGD (quick, or the full one when there is no quick one) ----------------------------
+        if "pgd" in stages:
+            verdict = attack(pgd_quick_fn if quick else pgd_fn, key_quick if quick else key_pgd)
+            if verdict is not None:
+                return verdict
 
         # --- bounds ----------------------------------------------------------------------------
         t0 = time.monotonic()
@@ -197,6 +237,12 @@ def make_verifier(
                 continue
             if out_of_time(stages[stages.index(name) - 1]):
                 return finish(Status.UNKNOWN, None)
+            units = work(name, stats.unstable["interval"])
+            expected = rates.get(name, 0.0) * units
+            if time.monotonic() + expected > deadline:
+                left = deadline - time.monotonic()
+                stats.notes.append(f"{name} not started: predicted {expected:.1f} s, {left:.1f} s left")
+                return finish(Status.UNKNOWN, None)
             t0 = time.monotonic()
             best = bounds_fn(view, lo, hi, best)
             row_lower = np.maximum(row_lower, np.asarray(spec_fn(view, lo, hi, c, best), np.float64))
@@ -204,9 +250,18 @@ def make_verifier(
             m_lb = margin_lower_bound(rows, row_lower)
             stats.margin_lower[name] = m_lb
             proven.append(m_lb)
+            rates[name] = (time.monotonic() - t0) / units
             lap(name, t0)
             if m_lb > safety:
                 return finish(Status.ROBUST, name)
+
+        # --- the full PGD, from the quick one's best point -------------------------------------
+        if quick:
+            if out_of_time("bounds"):
+                return finish(Status.UNKNOWN, None)
+            verdict = attack(pgd_fn, key_pgd)
+            if verdict is not None:
+                return verdict
 
         if "milp" not in stages:
             return finish(Status.UNKNOWN, None)
@@ -297,6 +352,8 @@ def make_verifier(
         out = [logits_fn(view, centre), margin_fn(view, centre, c, offset, k=k)]
         if "pgd" in stages:
             out.append(pgd_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x)
+        if quick:
+            out.append(pgd_quick_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x)
         best = interval_fn(view, lo, hi)
         for name, bounds_fn, spec_fn in (
             ("crown", crown_fn, crown_spec_fn),
@@ -305,7 +362,7 @@ def make_verifier(
             if name in stages:
                 best = bounds_fn(view, lo, hi, best)
                 out.append(spec_fn(view, lo, hi, c, best))
-        jax.block_until_ready((out, best))
+        jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
         if "milp" in stages:
             if net is None:
                 net = M.network_from_view(view)
@@ -319,6 +376,7 @@ def make_verifier(
 class _Jitted(NamedTuple):
     margin: Callable
     pgd: Callable
+    pgd_quick: Callable
     logits: Callable
     interval: Callable
     crown: Callable
@@ -328,13 +386,16 @@ class _Jitted(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted(pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr) -> _Jitted:
+def _jitted(
+    pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr, quick_steps, quick_restarts
+) -> _Jitted:
     """Jitted stage functions, shared by every verifier with the same hyperparameters.
 
     The view is an argument (not a closure constant), so networks of the same architecture reuse
     one compilation.
     """
     attack = make_pgd_box(steps=pgd_steps, step_size=pgd_step_size, restarts=pgd_restarts)
+    quick_attack = make_pgd_box(steps=quick_steps, step_size=pgd_step_size, restarts=quick_restarts)
 
     @functools.partial(jax.jit, static_argnames="k")
     def margin(view, x, c, offset, *, k):
@@ -343,6 +404,10 @@ def _jitted(pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr) -> _J
     @functools.partial(jax.jit, static_argnames="k")
     def pgd(key, view, lo, hi, c, offset, x0, *, k):
         return attack(key, lambda x: _rows_margin(view, x, c, offset, k), lo, hi, x0)
+
+    @functools.partial(jax.jit, static_argnames="k")
+    def pgd_quick(key, view, lo, hi, c, offset, x0, *, k):
+        return quick_attack(key, lambda x: _rows_margin(view, x, c, offset, k), lo, hi, x0)
 
     def alpha(view, lo, hi, base):
         return B.alpha_crown_bounds(view, lo, hi, steps=alpha_steps, lr=alpha_lr, base=base)
@@ -353,6 +418,7 @@ def _jitted(pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr) -> _J
     return _Jitted(
         margin=margin,
         pgd=pgd,
+        pgd_quick=pgd_quick,
         logits=jax.jit(L.apply_layers),
         interval=jax.jit(B.interval_bounds),
         crown=jax.jit(lambda view, lo, hi, base: B.crown_bounds(view, lo, hi, base=base)),
