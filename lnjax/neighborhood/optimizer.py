@@ -18,7 +18,8 @@ asks the verifier one question — is N(x; exp θ) robust? — and then:
 
 The norm (`norm`): "logvol" maximises Σ_d |l_d| log ε_d (n_d = |l_d| in θ; the default: every
 layer's ε matters relative to its size, and ε_d = 0 is never optimal), or "linear" Σ_d |l_d| ε_d
-(n_d = |l_d| ε_d). Both are reported.
+(n_d = |l_d| ε_d). Both are reported. By default both gradients are preconditioned by the layer
+sizes (per-pixel gradients, see `precondition`).
 
 λ schedule (MaRVeL's public defaults): λ_0 = 0.99, ×0.75 on a failure or a plateau (a robust step
 that raises the mean per-pixel ε by less than `plateau` relative to the committed one), stop when
@@ -136,6 +137,7 @@ def step_gradient(n, r, lam: float) -> np.ndarray:
 def make_optimizer(
     *,
     norm: str = "logvol",
+    precondition: bool = True,
     lr: float = 0.5,
     grow: float = 1.5,
     backoff: float = 0.5,
@@ -153,7 +155,7 @@ def make_optimizer(
     first_shrink: float = 0.75,
     eps_max: float = 1.0,
     eps_min: float = 1e-6,
-    init_fraction: float = 0.5,
+    init_fraction: float = 0.25,
     max_queries: int = 20,
     time_budget: float | None = None,
     pgd_steps: int = 20,
@@ -165,6 +167,9 @@ def make_optimizer(
 
     Args:
       norm: "logvol" (Σ|l_d| log ε_d, default) or "linear" (Σ|l_d| ε_d), the norm maximised.
+      precondition: divide n and r by the layer sizes |l_d| before combining them (per-pixel
+        gradients): the log-volume's n becomes uniform, so a balanced ε (r_d ∝ |l_d|, the optimum
+        of the linearised problem) expands as a whole instead of only its largest layer.
       lr: the first expansion's length in log ε (0.5: ×1.65 on the layer that moves most).
       grow: step multiplier after each robust expansion; backoff: after a failure; max_step: cap.
       lam, lam_decay, lam_min: the λ schedule (MaRVeL: 0.99, 0.75, 0.01).
@@ -223,6 +228,7 @@ def make_optimizer(
     def update(state: OptimizerState, robust: bool, rl_grad, sizes, shrink_weights) -> OptimizerState:
         theta = np.asarray(state.theta, np.float64)
         w = np.asarray(shrink_weights, np.float64)
+        sizes = np.asarray(sizes, np.float64)
         lam_ = state.lam
         failures, plateaus = state.failures, state.plateaus
         if robust:
@@ -232,7 +238,10 @@ def make_optimizer(
                 if mean_width(eps, sizes) - before < plateau * before:
                     lam_ *= lam_decay
                     plateaus += 1
-            g = step_gradient(norm_gradient(eps, sizes, norm), rl_grad, lam_)
+            n, r = norm_gradient(eps, sizes, norm), np.asarray(rl_grad, np.float64)
+            if precondition:
+                n, r = n / np.maximum(sizes, 1), r / np.maximum(sizes, 1)
+            g = step_gradient(n, r, lam_)
             top = float(np.max(np.abs(g)))
             u = g / top if top > 0 else np.zeros_like(g)
             new_theta = np.clip(theta + state.step * u, lo_t, hi_t)

@@ -1,0 +1,137 @@
+"""Neighborhood presets: `--config=experiments/configs/neighborhood.py:NAME` (NAME one of PRESETS).
+
+Maximal robust layer-neighborhoods (SPEC §2, seed 000) on DOUBLE-MNIST test images of a finished
+`train` run (`train_workdir`): for the target digit, one ε per layer of pixels around the other
+(non-target) digit, proven robust by the verifier for "the target stays among the top k".
+
+`methods` (comma-separated, run in this order on every image):
+  optimizer_fixed        the MaRVeL-style optimizer, fixed shrink weights
+  optimizer_sensitivity  the same, sensitivity (saliency) shrink weights
+  baseline               per-layer binary search with the same verifier
+
+Every field can be overridden on the command line, e.g. `--config.images=3 --config.layers.max_layers=8`.
+"""
+
+from ml_collections import ConfigDict
+
+METHODS = ("optimizer_fixed", "optimizer_sensitivity", "baseline")
+
+
+def base() -> ConfigDict:
+    c = ConfigDict()
+    c.experiment = "neighborhood"
+    c.name = "neighborhood"
+    c.seed = 0
+    c.train_workdir = "runs/quickstart"  # a finished DOUBLE-MNIST `train` run
+    c.data_dir = ""  # default: the training run's data.data_dir
+    c.images = 10  # test images start .. start + images − 1
+    c.start = 0
+    c.target = "left"  # which digit must stay in the top k (the other one is the non-target object)
+    c.only_correct = True  # skip images whose target the model misses at the image itself
+    c.spec = "topk"  # topk (k of the training run) | threshold (z_t > 0)
+    c.methods = "optimizer_fixed,optimizer_sensitivity"
+    c.figure_images = 1  # heatmap / ε-per-layer figures for the first this many images
+    c.layers = ConfigDict(
+        {
+            "object": "ink",  # ink | box: the non-target digit's ink or its bounding box
+            "metric": "chebyshev",  # chebyshev | euclidean | manhattan
+            "max_layers": 16,  # at most this many layers; the last holds every farther pixel
+        }
+    )
+    c.optimizer = ConfigDict(
+        {
+            "norm": "logvol",  # logvol (Σ|l_d| log ε_d) | linear (Σ|l_d| ε_d): the norm maximised
+            "precondition": True,  # per-pixel gradients (n and r divided by the layer sizes)
+            "lr": 0.5,  # first expansion in log ε
+            "grow": 1.5,
+            "backoff": 0.5,
+            "max_step": 2.0,
+            "lam": 0.99,  # λ schedule (MaRVeL defaults)
+            "lam_decay": 0.75,
+            "lam_min": 0.01,
+            "plateau": 1e-3,  # relative gain of the mean ε below which a robust step is a plateau
+            "fixed_near": 0.25,  # fixed weights: layer 0's weight (the farthest layer's is 1)
+            "fixed_power": 1.0,
+            "orientation": "insensitive",  # sensitivity weights: insensitive (the seed's) | sensitive
+            "sensitivity_reduce": "mean",  # mean | sum | max saliency per layer
+            "weight_floor": 0.25,
+            "first_shrink": 0.75,
+            "eps_max": 1.0,
+            "eps_min": 1e-6,
+            "init_fraction": 0.25,
+            "max_queries": 16,
+            "time_budget": 600.0,  # seconds per image and method (0: unlimited)
+            "pgd_steps": 20,
+            "pgd_restarts": 2,
+            "pgd_step_size": 0.25,
+            "temperature": 1.0,
+        }
+    )
+    c.baseline = ConfigDict(
+        {
+            "scale": "log",  # log (relative tolerance) | linear (absolute tolerance)
+            "eps_max": 1.0,
+            "eps_min": 1e-5,
+            "tol": 0.1,  # log: stop when hi / lo < 1 + tol; linear: when hi − lo < tol
+            "max_queries": 0,  # 0: unlimited
+            "time_budget": 0.0,  # seconds per image (0: unlimited)
+        }
+    )
+    c.verifier = ConfigDict(
+        {
+            "stages": "pgd,crown,milp",  # any of pgd, crown, alpha_crown, milp (comma-separated)
+            "time_limit": 10.0,  # wall-clock seconds per query (hard); a time-out is not robust
+            "milp_mode": "sign",  # sign | optimise (optimise returns more weakest points)
+            "atol": 1e-4,
+            "rtol": 1e-4,
+            "pgd_steps": 40,
+            "pgd_restarts": 4,
+            "pgd_step_size": 0.25,
+            "alpha_steps": 20,
+            "alpha_lr": 0.1,
+            "lp_tighten": False,
+        }
+    )
+    return c
+
+
+def _model(name: str, train_workdir: str, methods: str) -> ConfigDict:
+    c = base()
+    c.name = name
+    c.train_workdir = train_workdir
+    c.methods = methods
+    return c
+
+
+def quickstart() -> ConfigDict:
+    """The quickstart CNN (runs/quickstart), both shrink methods."""
+    return _model("neighborhood_quickstart", "runs/quickstart", "optimizer_fixed,optimizer_sensitivity")
+
+
+def none() -> ConfigDict:
+    """The undefended DOUBLE-MNIST CNN (runs/dmnist_none), both shrink methods."""
+    return _model("neighborhood_none", "runs/dmnist_none", "optimizer_fixed,optimizer_sensitivity")
+
+
+def l0() -> ConfigDict:
+    """The L0-defended CNN (random rectangles zeroed; runs/dmnist_l0), both shrink methods."""
+    return _model("neighborhood_l0", "runs/dmnist_l0", "optimizer_fixed,optimizer_sensitivity")
+
+
+def linf() -> ConfigDict:
+    """The L∞ (PGD-trained) CNN (runs/dmnist_linf), both shrink methods."""
+    return _model("neighborhood_linf", "runs/dmnist_linf", "optimizer_fixed,optimizer_sensitivity")
+
+
+def baseline() -> ConfigDict:
+    """The per-layer binary-search baseline next to the fixed-weight optimizer, undefended CNN."""
+    return _model("neighborhood_baseline", "runs/dmnist_none", "optimizer_fixed,baseline")
+
+
+PRESETS = {f.__name__: f for f in (quickstart, none, l0, linf, baseline)}
+
+
+def get_config(preset: str = "quickstart") -> ConfigDict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown neighborhood preset {preset!r}; expected one of {sorted(PRESETS)}")
+    return PRESETS[preset]()

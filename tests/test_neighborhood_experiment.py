@@ -1,0 +1,106 @@
+"""experiments.neighborhood end to end on a tiny trained model: records, figures, restart, bad input."""
+
+import numpy as np
+import pytest
+
+from experiments import neighborhood as NE
+from experiments.common import UsageError
+from experiments.configs import neighborhood as configs, train as train_configs
+from experiments.train import run as train_run
+from lnjax.io import read_json
+from tests.fakes import tiny_double_mnist_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A fake DOUBLE-MNIST data dir and a finished (barely trained) dmnist_tiny run."""
+    root = tmp_path_factory.mktemp("nbh_exp")
+    data_dir = tiny_double_mnist_dir(root / "data", n_train=32, n_test=3)
+    c = train_configs.get_config("quickstart")
+    c.model = "dmnist_tiny"
+    c.data.data_dir = str(data_dir)
+    c.train.steps = 2
+    c.train.batch_size = 16
+    c.train.checkpoint_every = 2
+    c.train.log_every = 1
+    c.eval.batch_size = 3
+    train_run(c, str(root / "train"), progress=False)
+    return root
+
+
+def tiny_config(root, **overrides):
+    c = configs.get_config("quickstart")
+    c.train_workdir = str(root / "train")
+    c.images = 2
+    c.only_correct = False  # a barely trained model misses most targets; search anyway
+    c.methods = "optimizer_fixed,optimizer_sensitivity,baseline"
+    c.layers.max_layers = 3
+    c.verifier.stages = "pgd"  # (+ interval, always): no compilation of CROWN in a fast test
+    c.verifier.time_limit = 5.0
+    c.verifier.pgd_steps = 3
+    c.verifier.pgd_restarts = 1
+    c.optimizer.max_queries = 3
+    c.optimizer.pgd_steps = 3
+    c.optimizer.pgd_restarts = 1
+    c.baseline.max_queries = 4
+    for key, value in overrides.items():
+        target = c
+        *path, last = key.split(".")
+        for p in path:
+            target = target[p]
+        target[last] = value
+    return c
+
+
+def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
+    work = tmp_path / "run"
+    summary = NE.run(tiny_config(trained), str(work), progress=False)
+    assert summary["images"] == 2
+    files = sorted((work / "results").glob("img_*.json"))
+    assert [f.name for f in files] == ["img_00000.json", "img_00001.json"]
+    rec = read_json(files[0])
+    for method in ("optimizer_fixed", "optimizer_sensitivity", "baseline"):
+        m = rec["methods"][method]
+        assert len(m["eps"]) == len(rec["layer_sizes"]) == 3
+        assert m["queries"] == sum(m["by_status"].values()) == len(m["trail"])
+        assert {"log_volume", "linear_norm", "time_s", "by_stage", "stop_reason"} <= set(m)
+        # A verified ε is one the verifier answered ROBUST (the trail holds every query).
+        robust = [q["eps"] for q in m["trail"] if q["status"] == "robust"]
+        assert m["verified"] == bool(robust)
+        if m["verified"]:
+            assert any(np.allclose(m["eps"], e, rtol=1e-6) for e in robust)
+        else:
+            assert not any(m["eps"])
+    assert rec["methods"]["optimizer_fixed"]["queries"] <= 3
+    assert rec["methods"]["baseline"]["queries"] <= 4
+    assert (work / "figures" / "img_00000_heatmap.png").is_file()
+    assert (work / "figures" / "img_00000_eps.png").is_file()
+    assert read_json(work / "summary.json")["images"] == 2
+
+    # Half-finished run: drop one record; the restart redoes only that image.
+    done = files[0].read_text()
+    files[1].unlink()
+    calls = []
+    real = NE.run_method
+    monkeypatch.setattr(NE, "run_method", lambda m, *a, **k: calls.append(m) or real(m, *a, **k))
+    again = NE.run(tiny_config(trained), str(work), progress=False)
+    assert again["images"] == 2 and files[1].is_file()
+    assert calls == ["optimizer_fixed", "optimizer_sensitivity", "baseline"]  # image 1 only
+    assert files[0].read_text() == done
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"methods": "optimizer_fixed,bogus"}, "methods"),
+        ({"layers.metric": "cosine"}, "layers.metric"),
+        ({"optimizer.max_queries": 0}, "max_queries"),
+        ({"baseline.scale": "cubic"}, "baseline.scale"),
+        ({"target": "middle"}, "target"),
+    ],
+)
+def test_bad_config_is_a_usage_error_and_writes_nothing(trained, tmp_path, override, message):
+    work = tmp_path / "bad"
+    with pytest.raises(UsageError, match=message):
+        NE.run(tiny_config(trained, **override), str(work), progress=False)
+    assert not work.exists()
