@@ -62,7 +62,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         return flags.FLAGS(argv)
     except flags.Error as e:
         fail(f"{_one_line(e)} {_HINT}")
-    except (ValueError, AttributeError, KeyError, FileNotFoundError, ImportError, SyntaxError) as e:
+    except (ValueError, AttributeError, KeyError, OSError, ImportError, SyntaxError) as e:
         fail(f"bad --config: {_one_line(e)}")
     return []  # unreachable
 
