@@ -92,6 +92,7 @@ def dmnist_stable() -> ConfigDict:
     """Verification-friendly: the ReLU-stability regulariser (Xiao et al. 2019) at ε 0.05, no attack."""
     c = _dmnist("none")
     c.name = "dmnist_stable"
+    c.train.steps = 5000
     c.defense.rs_weight = 0.1
     c.defense.rs_eps = 0.05
     return c
