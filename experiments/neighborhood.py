@@ -257,3 +257,59 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     summary = summarize(records, methods)
     write_json_atomic(path / "summary.json", summary)
     return {**summary, "workdir": str(path)}
+
+
+def make_panel(workdirs: dict[str, str], *, image: int | None = None, data_dir: str = ""):
+    """The seed's Figures 2–3 for one image: rows = runs (e.g. defenses), columns = shrink methods.
+
+    Args:
+      workdirs: {row name: a finished neighborhood workdir} (e.g. {"none": "runs/neighborhood_none"}).
+      image: the test image (default: the first one every run searched with a fixed-weight optimizer).
+      data_dir: DOUBLE-MNIST data dir (default: each run's own).
+
+    Returns:
+      (Figure, the image index).
+    """
+    runs = {}
+    for name, wd in workdirs.items():
+        path = Path(wd)
+        require((path / "config.json").is_file(), f"{wd} holds no neighborhood run (no config.json)")
+        c = ConfigDict(read_json(path / "config.json"))
+        recs = {
+            int(f.stem.split("_")[1]): read_json(f) for f in sorted((path / "results").glob("img_*.json"))
+        }
+        runs[name] = (c, {i: r for i, r in recs.items() if r.get("methods")})
+    if image is None:
+        common = set.intersection(*(set(r) for _, r in runs.values()))
+        require(bool(common), f"no image was searched by every run in {sorted(workdirs)}")
+        image = min(common)
+    cols = ("fixed", "sensitivity")
+    cells = {}
+    for name, (c, recs) in runs.items():
+        if image not in recs:
+            continue
+        tc = ConfigDict(read_json(Path(c.train_workdir) / "config.json"))
+        test = data.load_dataset(
+            "double_mnist", "test", data_dir or c.data_dir or tc.data.data_dir, limit=image + 1
+        )
+        problem, _, masks = image_problem(c, test, image, int(tc.k))
+        for col in cols:
+            m = recs[image]["methods"].get(f"optimizer_{col}")
+            if m is None:
+                continue
+            cells[(name, col)] = {
+                "x": problem.x,
+                "layers": problem.layers,
+                "eps": m["eps"],
+                "target_mask": masks[0],
+                "other_mask": masks[1],
+                "note": f"log-vol {m['log_volume']:.0f}, {m['queries']} q"
+                + ("" if m["verified"] else " (none)"),
+            }
+    fig = plots.panel(
+        cells,
+        rows=list(workdirs),
+        cols=cols,
+        title=f"log10 ε per pixel, image {image} (target outlined white, non-target black)",
+    )
+    return fig, image

@@ -88,6 +88,11 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
     assert calls == ["optimizer_fixed", "optimizer_sensitivity", "baseline"]  # image 1 only
     assert files[0].read_text() == done
 
+    fig, image = NE.make_panel({"tiny": str(work), "same": str(work)})
+    assert image == 0
+    fig.savefig(tmp_path / "panel.png")
+    assert (tmp_path / "panel.png").stat().st_size > 0
+
 
 @pytest.mark.parametrize(
     ("override", "message"),
