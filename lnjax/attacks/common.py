@@ -1,0 +1,83 @@
+"""What every attack returns, and the norms it is measured in."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class AttackResult(NamedTuple):
+    """x_adv: [B, ...] inside the pixel box (and the attack's ball); success: [B] bool, confirmed
+    by the model on x_adv itself; margin: [B] the margin at x_adv (≤ 0 = misclassified)."""
+
+    x_adv: jax.Array
+    success: jax.Array
+    margin: jax.Array
+
+
+def per_example(apply_fn, params):
+    """logits of one example: x [...] -> [K]."""
+    return lambda x: apply_fn(params, x[None])[0]
+
+
+def rms(delta: jax.Array) -> jax.Array:
+    """Root mean square over the pixels of each example. delta: [B, ...] -> [B]."""
+    return jnp.sqrt(jnp.mean(jnp.square(delta.reshape(delta.shape[0], -1)), axis=-1))
+
+
+def l2(delta: jax.Array) -> jax.Array:
+    return jnp.linalg.norm(delta.reshape(delta.shape[0], -1), axis=-1)
+
+
+def linf(delta: jax.Array) -> jax.Array:
+    return jnp.max(jnp.abs(delta.reshape(delta.shape[0], -1)), axis=-1)
+
+
+def summarize(x: jax.Array, result: AttackResult) -> dict[str, float]:
+    """Success rate and mean RMS / L2 / L∞ distortion over the successful examples (NaN if none)."""
+    delta = result.x_adv - x
+    ok = result.success
+    n_ok = jnp.sum(ok)
+
+    def mean_ok(v):
+        return float(jnp.where(n_ok > 0, jnp.sum(jnp.where(ok, v, 0.0)) / jnp.maximum(n_ok, 1), jnp.nan))
+
+    return {
+        "n": int(x.shape[0]),
+        "success_rate": float(jnp.mean(ok)),
+        "rms": mean_ok(rms(delta)),
+        "l2": mean_ok(l2(delta)),
+        "linf": mean_ok(linf(delta)),
+    }
+
+
+def bind(jitted):
+    """The public signature attack(key, apply_fn, params, x, y) around a jitted
+    `jitted(key, Pair(apply_fn, params), x, y)`: apply_fn is static (hashable; one compilation per
+    model function), params are traced (new params of the same shapes do not recompile)."""
+
+    def attack(key, apply_fn, params, x, y):
+        return jitted(key, Pair(apply_fn, params), x, y)
+
+    attack.jitted = jitted
+    return attack
+
+
+@jax.tree_util.register_pytree_node_class
+class Pair:
+    """(apply_fn, params) with apply_fn as static aux data, so jit traces params and caches on apply_fn."""
+
+    def __init__(self, apply_fn, params):
+        self.apply_fn, self.params = apply_fn, params
+
+    def __iter__(self):
+        return iter((self.apply_fn, self.params))
+
+    def tree_flatten(self):
+        return (self.params,), self.apply_fn
+
+    @classmethod
+    def tree_unflatten(cls, apply_fn, children):
+        return cls(apply_fn, children[0])
