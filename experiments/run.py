@@ -25,6 +25,7 @@ from experiments.common import UsageError
 EXPERIMENTS = {
     "train": "experiments.train",
     "verify": "experiments.verify",
+    "attack": "experiments.attack",
 }
 
 
