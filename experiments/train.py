@@ -64,6 +64,7 @@ def validate(c: ConfigDict) -> None:
         require(d.eps > 0, "defense.eps must be > 0 for the linf defense")
         require(d.steps >= 1 and d.step_size > 0, "defense.steps must be ≥ 1 and defense.step_size > 0")
         require(0 < d.adv_share <= 1, f"defense.adv_share = {d.adv_share} must be in (0, 1]")
+        require(d.eps_warmup >= 0, f"defense.eps_warmup = {d.eps_warmup} must be ≥ 0 (steps)")
     if d.name == "l0":
         side = min(INPUT_SHAPES[c.data.dataset][:2])
         require(

@@ -42,6 +42,7 @@ def base() -> ConfigDict:
             "step_size": 0.025,
             "random_start": True,
             "adv_share": 1.0,
+            "eps_warmup": 0,
             "rs_weight": 0.0,
             "rs_eps": 0.1,
         }
@@ -80,9 +81,11 @@ def dmnist_l0() -> ConfigDict:
 
 
 def dmnist_linf() -> ConfigDict:
-    """PGD adversarial training at ε = 0.1 (5 steps of 0.03, random start, all-adversarial batches)."""
+    """PGD adversarial training at ε = 0.1 (5 steps of 0.03, random start, all-adversarial batches,
+    ε ramped up over the first 500 steps)."""
     c = _dmnist("linf")
     c.train.steps = 2000
+    c.defense.eps_warmup = 500
     c.defense.steps = 5
     c.defense.step_size = 0.03
     return c

@@ -42,6 +42,9 @@ class DefenseConfig:
     name: "none", "l0" (zero one random rectangle per image, sides in [l0_min, l0_max]) or
       "linf" (PGD: eps, steps, step_size, random_start; `adv_share` of each batch is replaced by
       its adversarial examples).
+      eps_warmup: linf only: ε (and the PGD step) ramp linearly from 0 to eps over the first
+      `eps_warmup` steps (0 = full ε from the start); PGD training from scratch at full ε on
+      DOUBLE-MNIST otherwise sits at the label prior for hundreds of steps.
     rs_weight, rs_eps: weight and box radius of the ReLU-stability regulariser (0 = off).
     """
 
@@ -53,6 +56,7 @@ class DefenseConfig:
     step_size: float = 0.025
     random_start: bool = True
     adv_share: float = 1.0
+    eps_warmup: int = 0
     rs_weight: float = 0.0
     rs_eps: float = 0.1
 
@@ -84,20 +88,23 @@ def make_train_step(
     loss_fn = losses.LOSSES[task]
     apply_fn = lambda params, x: model.apply({"params": params}, x)
 
-    def perturb(params, key, x, y):
+    def perturb(params, key, x, y, step):
         if defense.name == "l0":
             keys = jax.random.split(key, x.shape[0])
             return jax.vmap(
                 lambda k, xi: defenses.l0_rectangle(k, xi, min_size=defense.l0_min, max_size=defense.l0_max)
             )(keys, x)
         if defense.name == "linf":
+            ramp = 1.0
+            if defense.eps_warmup > 0:
+                ramp = jnp.minimum(1.0, (step + 1).astype(jnp.float32) / defense.eps_warmup)
             x_adv = defenses.pgd_linf(
                 key,
                 lambda xa: _loss_of(apply_fn, loss_fn, params, xa, y).sum(),
                 x,
-                eps=defense.eps,
+                eps=defense.eps * ramp,
                 steps=defense.steps,
-                step_size=defense.step_size,
+                step_size=defense.step_size * ramp,
                 random_start=defense.random_start,
             )
             x_adv = jax.lax.stop_gradient(x_adv)
@@ -119,7 +126,7 @@ def make_train_step(
 
     def step(state: TrainState, key, x, y):
         key = jax.random.fold_in(key, state.step)
-        x = perturb(state.params, key, x, y)
+        x = perturb(state.params, key, x, y, state.step)
         (_, (loss, rs, logits)), grads = jax.value_and_grad(objective, has_aux=True)(state.params, x, y)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
