@@ -26,6 +26,7 @@ EXPERIMENTS = {
     "train": "experiments.train",
     "verify": "experiments.verify",
     "attack": "experiments.attack",
+    "neighborhood": "experiments.neighborhood",
 }
 
 
