@@ -73,7 +73,9 @@ def heatmaps(
     """One heatmap per method (a shared colour scale): {name: ε [R]} -> Figure."""
     names = list(eps)
     vmin, vmax = _range([eps[n] for n in names])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 0.8, 3.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(3.2 * len(names) + 0.8, 3.6), squeeze=False, constrained_layout=True
+    )
     im = None
     for ax, name in zip(axes[0], names, strict=True):
         im = draw_heatmap(
@@ -119,7 +121,11 @@ def panel(
     present = [cells[k]["eps"] for k in cells]
     vmin, vmax = _range(present) if present else (-6.0, 0.0)
     fig, axes = plt.subplots(
-        len(rows), len(cols), figsize=(3.1 * len(cols) + 1.0, 3.0 * len(rows)), squeeze=False
+        len(rows),
+        len(cols),
+        figsize=(3.1 * len(cols) + 1.0, 3.0 * len(rows) + 0.5),
+        squeeze=False,
+        constrained_layout=True,
     )
     im = None
     for i, r in enumerate(rows):
