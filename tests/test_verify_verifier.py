@@ -195,6 +195,30 @@ def test_conv_net_verdicts_and_stats(worker):
     assert statuses[0] is Status.ROBUST and statuses[-1] is Status.NOT_ROBUST
 
 
+def test_quick_pgd_chunks_and_warm_up(worker):
+    """Quick PGD on or off, any CROWN chunk size: the same verdicts; warm_up compiles without deciding."""
+    view = small_cnn(3)
+    x0 = jax.random.uniform(jax.random.key(4), (8, 8, 1))
+    t = int(jnp.argmax(models.apply_layers(view, x0)))
+    spec = TopK(t, 2)
+    margins = []
+    for quick, chunk in ((0, 1), (10, 32)):  # (10, 32): the defaults, compiled by the other tests too
+        verify = make_verifier(
+            view=view, time_limit=60, worker=worker, pgd_quick_steps=quick, bound_chunk=chunk
+        )
+        assert verify.warm_up(x0 - 0.01, x0 + 0.01, spec) >= 0.0
+        clear = verify(jax.random.key(0), x0 - 0.3, x0 + 0.3, spec)
+        assert clear.status is Status.NOT_ROBUST and clear.stats.decided_by == "pgd"
+        small = verify(jax.random.key(0), x0 - 0.0005, x0 + 0.0005, spec)
+        assert small.status is Status.ROBUST
+        mid = verify(jax.random.key(0), x0 - 0.01, x0 + 0.01, spec)
+        lo, hi = B.clip_box(x0 - 0.01, x0 + 0.01)
+        check_verdict(view, spec, np.asarray(lo), np.asarray(hi), mid)
+        if "crown" in mid.stats.margin_lower:
+            margins.append(mid.stats.margin_lower["crown"])
+    assert np.ptp(margins) < 1e-4 if margins else True  # the chunk size does not change CROWN
+
+
 def test_timeout_is_unknown_and_within_budget(worker):
     """The DOUBLE-MNIST CNN at init (zero biases: thousands of unstable ReLUs), MILP only."""
     model = models.get_model("dmnist_cnn")
@@ -234,6 +258,13 @@ def test_no_time_left_is_unknown_never_robust(worker):
                 starved = make_verifier(view=view, stages=("crown", "milp"), time_limit=1e-9, worker=worker)
                 u = starved(jax.random.key(0), x0 - eps, x0 + eps, Argmax(t))
                 assert u.status is Status.UNKNOWN
+                # Too many unstable ReLUs for the MILP (here: any): UNKNOWN without a solve.
+                capped = make_verifier(
+                    view=view, stages=("crown", "milp"), milp_max_unstable=0, worker=worker
+                )
+                u = capped(jax.random.key(0), x0 - eps, x0 + eps, Argmax(t))
+                assert u.status is Status.UNKNOWN and u.stats.milp_status is None
+                assert any("milp not started" in n for n in u.stats.notes)
                 return
     pytest.fail("no case that only the MILP proves")
 

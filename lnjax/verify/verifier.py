@@ -76,6 +76,7 @@ def make_verifier(
     alpha_lr: float = 0.1,
     alpha_intermediate: bool = False,
     bound_chunk: int = 32,
+    milp_max_unstable: int | None = None,
     lp_tighten: bool = False,
     milp_options: M.MilpOptions | None = None,
     cbc_fraction: float = 0.6,
@@ -102,6 +103,9 @@ def make_verifier(
         to whole chunks, so small chunks suit verification-friendly nets with few unstable neurons
         (DOUBLE-MNIST CNN, ~100 unstable per layer: 32 → 0.12 s, 256 → 0.75 s) and cost nothing
         measurable with thousands.
+      milp_max_unstable: skip the MILP (UNKNOWN at once, with a note) when more ReLUs than this are
+        still unstable after the bounds (each is a binary; CBC rarely settles more than a few hundred
+        within seconds). None: always try.
       lp_tighten: per-neuron LP tightening in the MILP worker (off: it costs ~0.1 s per LP and adds
         little over CROWN).
       milp_options: base `milp.MilpOptions` (threads, emphasis, slack, ...); mode, cutoff and the
@@ -280,6 +284,10 @@ def make_verifier(
         if "milp" not in stages:
             return finish(Status.UNKNOWN, None)
         if out_of_time("bounds"):
+            return finish(Status.UNKNOWN, None)
+        unstable_now = sum(list(stats.unstable.values())[-1])
+        if milp_max_unstable is not None and unstable_now > milp_max_unstable:
+            stats.notes.append(f"milp not started: {unstable_now} unstable ReLUs > milp_max_unstable")
             return finish(Status.UNKNOWN, None)
 
         # --- MILP ------------------------------------------------------------------------------
