@@ -29,9 +29,7 @@ from tqdm import tqdm
 from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict
 from experiments.configs.verify import base as base_config
 from experiments.train import load_trained, task_of
-from lnjax import data, models
-from lnjax import neighborhood as nbh
-from lnjax import verify as V
+from lnjax import data, models, neighborhood as nbh, verify as V
 from lnjax.io import read_json, write_json_atomic
 
 SIDES = {"left": (0,), "right": (1,), "both": (0, 1)}

@@ -10,8 +10,7 @@ import pytest
 
 from experiments import verify as VE
 from experiments.common import UsageError
-from experiments.configs import train as train_configs
-from experiments.configs import verify as verify_configs
+from experiments.configs import train as train_configs, verify as verify_configs
 from experiments.train import run as train_run
 from lnjax import data
 from lnjax.io import read_json
