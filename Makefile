@@ -40,8 +40,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Each benchmark prepares its own data/models (cached in benchmarks/cache/) and ends with one JSON line.
 bench: $(STAMP) data
-	@set -e; for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b; done
+	@set -e; for b in benchmarks/*_bench.py; do echo "== $$b"; NEIGHBORHOOD_BENCH_IMAGES=20 $(PY) $$b; done
 
 clean-runs:
 	rm -rf runs
