@@ -110,6 +110,8 @@ def validate(c: ConfigDict) -> None:
     require(v.atol >= 0 and v.rtol >= 0, "verifier.atol and verifier.rtol must be ≥ 0")
     require(v.pgd_steps >= 1 and v.pgd_restarts >= 1, "verifier.pgd_steps and pgd_restarts must be ≥ 1")
     require(v.pgd_step_size > 0, f"verifier.pgd_step_size = {v.pgd_step_size} must be > 0")
+    require(v.pgd_quick_steps >= 0, f"verifier.pgd_quick_steps = {v.pgd_quick_steps} must be ≥ 0")
+    require(v.milp_max_unstable >= 0, f"verifier.milp_max_unstable = {v.milp_max_unstable} must be ≥ 0")
     require(v.alpha_steps >= 1 and v.alpha_lr > 0, "verifier.alpha_steps must be ≥ 1 and alpha_lr > 0")
 
 
@@ -125,9 +127,11 @@ def make_verifier_from_config(view, v: ConfigDict, worker: V.MilpWorker | None =
         pgd_steps=int(v.pgd_steps),
         pgd_restarts=int(v.pgd_restarts),
         pgd_step_size=float(v.pgd_step_size),
+        pgd_quick_steps=int(v.pgd_quick_steps),
         alpha_steps=int(v.alpha_steps),
         alpha_lr=float(v.alpha_lr),
         lp_tighten=bool(v.lp_tighten),
+        milp_max_unstable=int(v.milp_max_unstable) or None,
         worker=worker,
     )
 

@@ -50,9 +50,11 @@ def base() -> ConfigDict:
             "pgd_steps": 40,
             "pgd_restarts": 4,
             "pgd_step_size": 0.25,  # as a fraction of each pixel's box width
+            "pgd_quick_steps": 10,  # a quick PGD before the bounds (0: the full PGD goes first)
             "alpha_steps": 20,
             "alpha_lr": 0.1,
             "lp_tighten": False,
+            "milp_max_unstable": 0,  # skip the MILP (UNKNOWN) above this many unstable ReLUs (0: never)
         }
     )
     return c
