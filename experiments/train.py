@@ -184,19 +184,17 @@ def run(
             robust_steps=c.eval.robust_steps,
         )
     eval_seconds = time.perf_counter() - t0
-    metrics = {
-        "name": c.name,
-        "test": test,
-        "train": {
-            "steps": c.train.steps,
-            "seconds_this_run": train_seconds,
-            "examples_per_s": history[-1]["examples_per_s"] if history else None,
-            "final_loss": history[-1]["loss"] if history else None,
-            "devices": jax.local_device_count(),
-            "platform": jax.default_backend(),
-        },
-        "eval_seconds": eval_seconds,
+    train_stats = {
+        "steps": c.train.steps,
+        "seconds_this_run": train_seconds,
+        "examples_per_s": history[-1]["examples_per_s"] if history else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "devices": jax.local_device_count(),
+        "platform": jax.default_backend(),
     }
+    if not history and (path / "metrics.json").is_file():  # re-evaluated finished run: keep training stats
+        train_stats = read_json(path / "metrics.json").get("train", train_stats)
+    metrics = {"name": c.name, "test": test, "train": train_stats, "eval_seconds": eval_seconds}
     write_json_atomic(path / "metrics.json", metrics)
     if history:
         fig = plots.training_curves(history, title=c.name)

@@ -77,6 +77,7 @@ def test_quickstart_cli_end_to_end(data_dir, tmp_path):
     )
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout.strip().splitlines()[-1]) == summary
+    assert read_json(workdir / "metrics.json")["train"] == metrics["train"]  # training stats kept
 
 
 def test_every_flagfile_names_a_valid_preset():
