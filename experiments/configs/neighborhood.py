@@ -14,6 +14,8 @@ Every field can be overridden on the command line, e.g. `--config.images=3 --con
 
 from ml_collections import ConfigDict
 
+from experiments.configs import verify as verify_configs
+
 METHODS = ("optimizer_fixed", "optimizer_sensitivity", "baseline")
 
 
@@ -77,21 +79,10 @@ def base() -> ConfigDict:
             "time_budget": 0.0,  # seconds per image (0: unlimited)
         }
     )
-    c.verifier = ConfigDict(
-        {
-            "stages": "pgd,crown,milp",  # any of pgd, crown, alpha_crown, milp (comma-separated)
-            "time_limit": 10.0,  # wall-clock seconds per query (hard); a time-out is not robust
-            "milp_mode": "sign",  # sign | optimise (optimise returns more weakest points)
-            "atol": 1e-4,
-            "rtol": 1e-4,
-            "pgd_steps": 40,
-            "pgd_restarts": 4,
-            "pgd_step_size": 0.25,
-            "alpha_steps": 20,
-            "alpha_lr": 0.1,
-            "lp_tighten": False,
-        }
-    )
+    # The verify experiment's verifier block (one source of truth for its options), with these stages.
+    c.verifier = verify_configs.base().verifier
+    c.verifier.stages = "pgd,crown,milp"  # any of pgd, crown, alpha_crown, milp (comma-separated)
+    c.verifier.time_limit = 10.0  # wall-clock seconds per query (hard); a time-out is not robust
     return c
 
 
