@@ -28,15 +28,15 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict
+from experiments.common import check_workdir, open_workdir, require, to_dict
 from experiments.configs.neighborhood import METHODS, base as base_config
-from experiments.train import load_trained, task_of
 from experiments.verify import (
     MILP_MODES,
     OBJECTS,
     SIDE_NAMES,
     SPECS,
     _unknown_keys,
+    load_double_mnist_run,
     make_spec,
     make_verifier_from_config,
     object_mask,
@@ -190,21 +190,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     """Searches the configured neighborhoods; returns the summary (also written to summary.json)."""
     validate(c)
     methods = parse_methods(c.methods)
-    model, params, tc = load_trained(c.train_workdir)
-    require(
-        tc.data.dataset == "double_mnist" and task_of(tc.data.dataset) == "multilabel",
-        f"{c.train_workdir} was trained on {tc.data.dataset}; neighborhoods need a DOUBLE-MNIST run",
-    )
-    k = int(tc.k)
-    data_dir = c.data_dir or tc.data.data_dir
-    try:
-        test = data.load_dataset("double_mnist", "test", data_dir, limit=c.start + c.images)
-    except data.DataNotFoundError as e:
-        raise UsageError(f"missing data: {e}") from e
-    require(
-        test.num_examples >= c.start + c.images,
-        f"start + images = {c.start + c.images} but the test split has {test.num_examples} images",
-    )
+    model, params, k, test = load_double_mnist_run(c, needs="neighborhoods need a DOUBLE-MNIST run")
     resolved = to_dict(c)
     path = open_workdir(check_workdir(workdir, resolved), resolved)
     (path / "results").mkdir(exist_ok=True)

@@ -239,15 +239,19 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Verifies the configured boxes; returns the summary (also written to summary.json)."""
-    validate(c)
+def load_double_mnist_run(c: ConfigDict, *, needs: str):
+    """(model, params, k, test images start .. start + images − 1 and before) of the finished DOUBLE-MNIST
+    training run `c.train_workdir`, test data from `c.data_dir` or the run's own data dir.
+
+    Raises:
+      UsageError: no such run, not a DOUBLE-MNIST run (`needs` says why it must be), missing data, too
+        few test images.
+    """
     model, params, tc = load_trained(c.train_workdir)
     require(
         tc.data.dataset == "double_mnist" and task_of(tc.data.dataset) == "multilabel",
-        f"{c.train_workdir} was trained on {tc.data.dataset}; verify needs a DOUBLE-MNIST (multi-label) run",
+        f"{c.train_workdir} was trained on {tc.data.dataset}; {needs}",
     )
-    k = int(tc.k)
     data_dir = c.data_dir or tc.data.data_dir
     try:
         test = data.load_dataset("double_mnist", "test", data_dir, limit=c.start + c.images)
@@ -257,6 +261,13 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         test.num_examples >= c.start + c.images,
         f"start + images = {c.start + c.images} but the test split has {test.num_examples} images",
     )
+    return model, params, int(tc.k), test
+
+
+def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Verifies the configured boxes; returns the summary (also written to summary.json)."""
+    validate(c)
+    model, params, k, test = load_double_mnist_run(c, needs="verify needs a DOUBLE-MNIST (multi-label) run")
     resolved = to_dict(c)
     path = open_workdir(check_workdir(workdir, resolved), resolved)
     (path / "verdicts").mkdir(exist_ok=True)

