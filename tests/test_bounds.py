@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lnjax import bounds as B, models
-from lnjax.bounds import crown as C
+from lnjax.bounds import crown as C, patches as P
 
 STEPS = 4  # alpha-CROWN steps in tests (soundness and order hold for any number)
 TOL = 1e-4  # float32 rounding slack for sampled values
@@ -293,6 +293,35 @@ def test_conv_transpose_equals_vjp(hw, kernel, strides, padding):
     out_shape = jax.eval_shape(lambda x: models.apply_op(op, x), jax.ShapeDtypeStruct(in_shape, jnp.float32))
     got, expected = both(op, jax.random.normal(k2, (2, *out_shape.shape)))
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+CONV_PATCH = models.Sequential(  # conv-only prefix: CROWN bounds its conv neurons in patch mode
+    specs=(
+        models.ConvSpec(4, (3, 3), (1, 1), "SAME"),
+        models.ReLUSpec(),
+        models.ConvSpec(5, (3, 3), (2, 2), "SAME"),  # asymmetric padding (0, 1) on even sizes
+        models.ReLUSpec(),
+        models.ConvSpec(3, (2, 4), (1, 2), "VALID"),
+        models.ReLUSpec(),
+        models.FlattenSpec(),
+        models.DenseSpec(4),
+    ),
+    input_shape=(20, 18, 2),
+)
+
+
+def test_patch_mode_equals_the_full_backward_pass():
+    view = _view(CONV_PATCH, jax.random.key(12))
+    assert P.patch_frames(view, 2) is not None and P.patch_frames(view, 4) is not None
+    assert P.patch_frames(view, 7) is None  # the logits: a dense op on the path
+    lo, hi = _box(jax.random.key(13), view.input_shape, 0.15)
+    patch = jax.jit(functools.partial(B.crown_bounds, patches=True, chunk=8))(view, lo, hi)
+    full = jax.jit(functools.partial(B.crown_bounds, patches=False, chunk=8))(view, lo, hi)
+    assert sum(C.unstable_counts(view, full)[1:]) > 0  # patch mode had neurons to bound
+    for (pl, ph), (fl, fh) in zip(patch, full, strict=True):
+        np.testing.assert_allclose(pl, fl, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ph, fh, rtol=1e-5, atol=1e-5)
+    _assert_contains(patch, _all_outputs(view, _samples(jax.random.key(14), lo, hi, 256)), "patch")
 
 
 def test_dmnist_cnn_bounds_sound_and_ordered():

@@ -28,12 +28,12 @@ from lnjax.bounds.crown import (
     CHUNK,
     backward_lower,
     crown_bounds,
-    default_alpha,
     input_bounds_of,
     interval_spec_lower,
     refine_bounds,
 )
 from lnjax.bounds.interval import LayerBounds
+from lnjax.bounds.relu import default_alpha
 from lnjax.models import layers as L
 
 

@@ -39,44 +39,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from lnjax.bounds import patches as P
 from lnjax.bounds.interval import LayerBounds, interval_bounds, interval_op, linear_part
+from lnjax.bounds.relu import relu_relaxation
 from lnjax.models import layers as L
 
 CHUNK = 256
 """Neurons per backward pass (each gives two rows: lower and upper)."""
+
+# (bounds so far, op index, mask) -> the node's (lower, upper), or None to use the row passes.
+NodeBounds = Callable[[LayerBounds, int, jax.Array], "tuple[jax.Array, jax.Array] | None"]
 
 # A function from rows A: [R, *shape of op k's output] to lower bounds [R] of A · z_k over the box.
 RowLower = Callable[[LayerBounds, int, jax.Array], jax.Array]
 
 
 # ----------------------------------------------------------------------------- relaxations
-
-
-def default_alpha(lower: jax.Array, upper: jax.Array) -> jax.Array:
-    """CROWN's adaptive ReLU lower slope: 1 where u >= -l, else 0."""
-    return (upper >= -lower).astype(lower.dtype)
-
-
-def relu_relaxation(lower, upper, alpha=None):
-    """Linear bounds lo_slope*x <= relu(x) <= up_slope*x + up_bias for x in [lower, upper].
-
-    Args:
-      lower, upper: [*S] pre-activation bounds.
-      alpha: lower slopes in [0, 1] for unstable neurons, broadcastable against [*S] (e.g. [R, *S]);
-        None for `default_alpha`.
-
-    Returns:
-      (lo_slope, up_slope, up_bias), broadcast shapes.
-    """
-    unstable = (lower < 0) & (upper > 0)
-    active = (lower >= 0).astype(lower.dtype)
-    denom = jnp.where(unstable, upper - lower, 1.0)
-    up_slope = jnp.where(unstable, upper / denom, active)
-    up_bias = jnp.where(unstable, -up_slope * lower, 0.0)
-    if alpha is None:
-        alpha = default_alpha(lower, upper)
-    lo_slope = jnp.where(unstable, alpha, active)
-    return lo_slope, up_slope, up_bias
 
 
 def _pool_index(in_hw, window, strides, padding) -> np.ndarray:
@@ -305,9 +283,19 @@ def _node_bounds(row_lower: Callable[[jax.Array], jax.Array], mask: jax.Array, c
 
 
 def refine_bounds(
-    view: L.LayerView, lower, upper, base: LayerBounds, row_lower: RowLower, chunk: int
+    view: L.LayerView,
+    lower,
+    upper,
+    base: LayerBounds,
+    row_lower: RowLower,
+    chunk: int,
+    node_bounds: NodeBounds | None = None,
 ) -> LayerBounds:
-    """Walks the ops: interval from the tightened bounds ∩ base, then `row_lower` where it matters."""
+    """Walks the ops: interval from the tightened bounds ∩ base, then `row_lower` where it matters.
+
+    `node_bounds(bounds, k, mask)`, if given, may bound a node itself (returning (lower, upper)) or
+    decline (None), e.g. patch mode for convolutional nodes.
+    """
     out: list[tuple[jax.Array, jax.Array]] = []
     lo, hi = lower, upper
     for k, op in enumerate(view.ops):
@@ -315,8 +303,11 @@ def refine_bounds(
         lo, hi = jnp.maximum(lo, base[k][0]), jnp.minimum(hi, base[k][1])
         mask = refine_mask(view, k, lo, hi)
         if mask is not None:
-            fn = functools.partial(row_lower, tuple(out), k)
-            node_lo, node_hi = _node_bounds(fn, mask, chunk)
+            node = None if node_bounds is None else node_bounds(tuple(out), k, mask)
+            if node is None:
+                fn = functools.partial(row_lower, tuple(out), k)
+                node = _node_bounds(fn, mask, chunk)
+            node_lo, node_hi = node
             lo, hi = jnp.maximum(lo, node_lo), jnp.minimum(hi, node_hi)
         # Sound bounds from different computations can cross by float rounding; never leave an
         # empty interval behind (an infeasible MILP would read as "robust").
@@ -335,6 +326,7 @@ def crown_bounds(
     *,
     base: LayerBounds | None = None,
     chunk: int = CHUNK,
+    patches: bool = True,
 ) -> LayerBounds:
     """CROWN bounds of every op output over the box `[lower, upper]`.
 
@@ -347,6 +339,8 @@ def crown_bounds(
       lower, upper: [*view.input_shape] input box.
       base: bounds to intersect with (e.g. from an earlier, cheaper method); interval if None.
       chunk: neurons per backward pass (static; memory ~ 2 * chunk * largest activation).
+      patches: bound convolutional neurons in patch mode (`patches`: the backward pass cropped to
+        each neuron's receptive field; same bounds up to float rounding, far cheaper).
 
     Returns:
       LayerBounds: (lower, upper) of the output of each op.
@@ -360,7 +354,15 @@ def crown_bounds(
     def row_lower(bounds, k, a):
         return backward_lower(view, bounds, k, a, lower, upper)
 
-    return refine_bounds(view, lower, upper, base, row_lower, chunk)
+    def node_bounds(bounds, k, mask):
+        frames = P.patch_frames(view, k) if patches else None
+        if frames is None:
+            return None
+        return P.patch_node_bounds(
+            view, bounds, k, mask, lower, upper, frames, chunk=max(chunk, P.PATCH_CHUNK)
+        )
+
+    return refine_bounds(view, lower, upper, base, row_lower, chunk, node_bounds)
 
 
 def interval_spec_lower(c: jax.Array, logit_bounds) -> jax.Array:
