@@ -86,10 +86,16 @@ def parse_args(argv):
     )
     p.add_argument("--growth", type=float, default=0.5, help="ε_d = scale · (1 + growth · d)")
     p.add_argument("--max_layers", type=int, default=8)
-    p.add_argument("--time_limit", type=float, default=10.0, help="staged verifier: seconds per query")
+    p.add_argument("--time_limit", type=float, default=5.0, help="staged verifier: seconds per query")
     p.add_argument("--plain_cap", type=float, default=10.0, help="plain MILP: seconds per query")
     p.add_argument(
         "--milp_max_unstable", type=int, default=2000, help="staged: no MILP above this many unstable ReLUs"
+    )
+    p.add_argument(
+        "--alpha_intermediate_steps",
+        type=int,
+        default=10,
+        help="staged: α-CROWN steps over intermediate neurons",
     )
     p.add_argument("--no_plain", action="store_true", help="skip the plain MILP (exploration)")
     p.add_argument("--out", default="benchmarks/out/verify_bench.json")
@@ -217,7 +223,11 @@ def run_model(name: str, args, worker: M.MilpWorker, test) -> list[dict]:
     view = models.layer_view(model, params)
     images = select_images(view, test, args.images)
     verify = V.make_verifier(
-        view=view, time_limit=args.time_limit, milp_max_unstable=args.milp_max_unstable, worker=worker
+        view=view,
+        time_limit=args.time_limit,
+        milp_max_unstable=args.milp_max_unstable,
+        alpha_intermediate_steps=args.alpha_intermediate_steps,
+        worker=worker,
     )
     plain = None if args.no_plain else make_plain(view, cap=args.plain_cap, worker=worker)
     # Warm-up (compilation, MILP network, worker start): excluded from the timing.

@@ -322,6 +322,13 @@ def test_patch_mode_equals_the_full_backward_pass():
         np.testing.assert_allclose(pl, fl, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(ph, fh, rtol=1e-5, atol=1e-5)
     _assert_contains(patch, _all_outputs(view, _samples(jax.random.key(14), lo, hi, 256)), "patch")
+    alpha = functools.partial(B.alpha_crown_bounds, steps=STEPS, chunk=8, base=full)
+    alpha_patch = jax.jit(functools.partial(alpha, patches=True))(view, lo, hi)
+    alpha_full = jax.jit(functools.partial(alpha, patches=False))(view, lo, hi)
+    for (pl, ph), (fl, fh) in zip(alpha_patch, alpha_full, strict=True):
+        np.testing.assert_allclose(pl, fl, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(ph, fh, rtol=1e-4, atol=1e-4)
+    _assert_nested(alpha_patch, full, "alpha patch in crown")
 
 
 def test_dmnist_cnn_bounds_sound_and_ordered():

@@ -53,6 +53,8 @@ def base() -> ConfigDict:
             "pgd_quick_steps": 10,  # a quick PGD before the bounds (0: the full PGD goes first)
             "alpha_steps": 20,
             "alpha_lr": 0.1,
+            "alpha_intermediate": True,  # α-CROWN also on the unstable intermediate neurons (after PGD)
+            "alpha_intermediate_steps": 10,
             "lp_tighten": False,
             "milp_max_unstable": 0,  # skip the MILP (UNKNOWN) above this many unstable ReLUs (0: never)
         }

@@ -19,11 +19,14 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
+from lnjax.bounds import patches as P
 from lnjax.bounds.crown import (
     CHUNK,
     backward_lower,
@@ -59,17 +62,23 @@ def optimized_lower(
       [R] lower bounds, each >= the CROWN bound of its row with the same `bounds`.
     """
     rows = a.shape[0]
-    relus = [j for j in range(k + 1) if isinstance(view.ops[j], L.ReLU)]
     init = {}
-    for j in relus:
-        lo, hi = input_bounds_of(bounds, j, lower, upper)
-        init[j] = jnp.broadcast_to(default_alpha(lo, hi), (rows, *lo.shape))
+    for j in range(k + 1):
+        if isinstance(view.ops[j], L.ReLU):
+            lo, hi = input_bounds_of(bounds, j, lower, upper)
+            init[j] = jnp.broadcast_to(default_alpha(lo, hi), (rows, *lo.shape))
 
     def bound(alphas):
         return backward_lower(view, bounds, k, a, lower, upper, alphas)
 
-    if not relus or steps == 0:
+    return ascend(bound, init, steps=steps, lr=lr)
+
+
+def ascend(bound: Callable[[dict], jax.Array], init: dict, *, steps: int, lr: float) -> jax.Array:
+    """The best of `bound(alphas)` ([R], per row) over `steps` Adam steps from `init`, slopes in [0, 1]."""
+    if not init or steps == 0:
         return bound(init)
+    rows = jax.eval_shape(bound, init).shape[0]
     opt = optax.adam(lr)
 
     def step(_, carry):
@@ -96,6 +105,7 @@ def alpha_crown_bounds(
     lr: float = 0.1,
     base: LayerBounds | None = None,
     chunk: int = CHUNK,
+    patches: bool = True,
 ) -> LayerBounds:
     """alpha-CROWN bounds of every op output over the box `[lower, upper]`.
 
@@ -108,6 +118,7 @@ def alpha_crown_bounds(
       lr: Adam learning rate for the slopes.
       base: bounds to intersect with; `crown_bounds` if None.
       chunk: neurons per optimisation (static).
+      patches: optimise convolutional neurons in patch mode (as `crown_bounds`).
 
     Returns:
       LayerBounds: (lower, upper) of the output of each op.
@@ -116,12 +127,32 @@ def alpha_crown_bounds(
       Xu et al. 2021 (alpha-CROWN).
     """
     if base is None:
-        base = crown_bounds(view, lower, upper, chunk=chunk)
+        base = crown_bounds(view, lower, upper, chunk=chunk, patches=patches)
 
     def row_lower(bounds, k, a):
         return optimized_lower(view, bounds, k, a, lower, upper, steps=steps, lr=lr)
 
-    return refine_bounds(view, lower, upper, base, row_lower, chunk)
+    def node_bounds(bounds, k, mask):
+        frames = P.patch_frames(view, k) if patches else None
+        if frames is None:
+            return None
+
+        matrices = P.patch_matrices(view, k, frames)
+
+        def patch_row_lower(a, offsets):
+            ctx = P.patch_context(view, bounds, k, offsets, lower, upper, frames)
+
+            def bound(alphas):
+                return P.patch_lower(view, k, a, ctx, alphas, matrices)
+
+            return ascend(bound, P.patch_alphas(ctx), steps=steps, lr=lr)
+
+        patch_chunk = max(chunk, P.PATCH_CHUNK)
+        return P.patch_node_bounds(
+            view, bounds, k, mask, lower, upper, frames, chunk=patch_chunk, row_lower=patch_row_lower
+        )
+
+    return refine_bounds(view, lower, upper, base, row_lower, chunk, node_bounds)
 
 
 def alpha_crown_spec_lower(

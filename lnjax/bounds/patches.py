@@ -20,6 +20,7 @@ other neurons use the full pass.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lnjax.bounds.interval import LayerBounds
-from lnjax.bounds.relu import relu_relaxation
+from lnjax.bounds.relu import default_alpha, relu_relaxation
 from lnjax.models import layers as L
 
 PATCH_CHUNK = 512
@@ -87,25 +88,134 @@ def _inside(offsets: jax.Array, patch: tuple[int, int], frame: tuple[int, int]) 
     return (ok_r[:, :, None] & ok_c[:, None, :]).astype(jnp.float32)[..., None]
 
 
-def _conv_patch_transpose(op: L.Conv, a: jax.Array) -> jax.Array:
-    """Rows [R, ph, pw, C_out] -> [R, (ph−1)s+kh, (pw−1)s+kw, C_in]: the transpose of a VALID conv."""
+MATRIX_MAX = 1 << 22
+"""Largest patch-to-patch map (entries) applied as a dense matrix (BLAS) rather than a convolution."""
+
+
+def _valid_conv(op: L.Conv, x: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(
+        x,
+        op.kernel,
+        window_strides=tuple(op.strides),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+def _patch_in_shape(op: L.Conv, patch: tuple[int, int]) -> tuple[int, int, int]:
     kh, kw, c_in, _ = op.kernel.shape
-    sh, sw = op.strides
-    rows, ph, pw, _ = a.shape
-    in_shape = (rows, (ph - 1) * sh + kh, (pw - 1) * sw + kw, c_in)
+    (sh, sw), (ph, pw) = op.strides, patch
+    return ((ph - 1) * sh + kh, (pw - 1) * sw + kw, c_in)
 
-    def conv(x):
-        return lax.conv_general_dilated(
-            x,
-            op.kernel,
-            window_strides=(sh, sw),
-            padding="VALID",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=lax.Precision.HIGHEST,
-        )
 
-    (out,) = jax.linear_transpose(conv, jax.ShapeDtypeStruct(in_shape, a.dtype))(a)
+def conv_patch_matrix(op: L.Conv, patch: tuple[int, int]) -> jax.Array | None:
+    """The VALID conv from the input patch to an output patch of size `patch`, as [P_in, P_out]
+    (None if larger than MATRIX_MAX entries)."""
+    in_shape = _patch_in_shape(op, patch)
+    p_in, p_out = math.prod(in_shape), patch[0] * patch[1] * op.kernel.shape[3]
+    if p_in * p_out > MATRIX_MAX:
+        return None
+    basis = jnp.eye(p_in, dtype=op.kernel.dtype).reshape(p_in, *in_shape)
+    return _valid_conv(op, basis).reshape(p_in, p_out)
+
+
+def patch_matrices(view: L.LayerView, k: int, frames: list[Frame]) -> dict[int, jax.Array | None]:
+    """{conv op j: `conv_patch_matrix` at its output patch} for the convolutions on the path."""
+    return {
+        j: conv_patch_matrix(view.ops[j], frames[step].patch)
+        for step, j in enumerate(range(k, -1, -1))
+        if isinstance(view.ops[j], L.Conv)
+    }
+
+
+def _conv_patch_transpose(op: L.Conv, a: jax.Array, matrix: jax.Array | None = None) -> jax.Array:
+    """Rows [R, ph, pw, C_out] -> [R, (ph−1)s+kh, (pw−1)s+kw, C_in]: the transpose of a VALID conv.
+
+    With `matrix` (`conv_patch_matrix`) one matmul, else the convolution's linear transpose.
+    """
+    rows = a.shape[0]
+    in_shape = _patch_in_shape(op, a.shape[1:3])
+    if matrix is not None:
+        out = jnp.dot(a.reshape(rows, -1), matrix.T, precision=lax.Precision.HIGHEST)
+        return out.reshape(rows, *in_shape)
+    (out,) = jax.linear_transpose(
+        lambda x: _valid_conv(op, x), jax.ShapeDtypeStruct((rows, *in_shape), a.dtype)
+    )(a)
     return out
+
+
+class PatchContext(NamedTuple):
+    """What the backward pass reads from the bounds and the box at the rows' patches (gathered once,
+    outside optimisation loops)."""
+
+    relu: dict  # relu op j -> (lower, upper) [R, *its input patch]
+    inside: dict  # conv op j -> [R, *its input patch, 1] 1 inside the frame; -1: op k's output patch
+    mid: jax.Array  # [R, *input patch] box centre
+    rad: jax.Array  # [R, *input patch] box half-width
+
+
+def patch_context(
+    view: L.LayerView,
+    bounds: LayerBounds,
+    k: int,
+    offsets: jax.Array,
+    lower: jax.Array,
+    upper: jax.Array,
+    frames: list[Frame],
+) -> PatchContext:
+    """Gathers everything `patch_lower` needs for rows at `offsets` (int [R, 2], op k's output)."""
+    relu, inside = {}, {-1: _inside(offsets, frames[0].patch, frames[0].frame)}
+    for step, j in enumerate(range(k, -1, -1)):
+        op, fr_in = view.ops[j], frames[step + 1]
+        if isinstance(op, L.ReLU):
+            relu[j] = tuple(_gather(v, offsets, fr_in.patch) for v in bounds[j - 1])
+        else:
+            (pt, _), (pl, _) = op.padding
+            offsets = offsets * jnp.asarray(op.strides) - jnp.asarray([pt, pl])
+            inside[j] = _inside(offsets, fr_in.patch, fr_in.frame)
+    patch = frames[-1].patch
+    mid = _gather((upper + lower) / 2, offsets, patch)
+    rad = _gather((upper - lower) / 2, offsets, patch)
+    return PatchContext(relu=relu, inside=inside, mid=mid, rad=rad)
+
+
+def patch_lower(
+    view: L.LayerView,
+    k: int,
+    a: jax.Array,
+    ctx: PatchContext,
+    alphas: Mapping[int, jax.Array] | None = None,
+    matrices: Mapping[int, jax.Array | None] | None = None,
+) -> jax.Array:
+    """Lower bounds of rows given as patches of op k's output (see the module docstring).
+
+    Args:
+      view: the network; ops 0..k are Conv / ReLU (`patch_frames(view, k)` is not None).
+      k: op index.
+      a: [R, 1, 1, C] rows at one neuron position each (patch mode starts from single neurons).
+      ctx: `patch_context` of the rows.
+      alphas: optional ReLU lower slopes {relu op index: [R, *its input patch]} (α-CROWN, see
+        `patch_alphas`); missing ReLUs use `relu.default_alpha`.
+      matrices: `patch_matrices(view, k, frames)` (computed once, outside loops), or None.
+
+    Returns:
+      [R] lower bounds of the rows' linear functions over the box.
+    """
+    alphas, matrices = alphas or {}, matrices or {}
+    bias = jnp.zeros((a.shape[0],), a.dtype)
+    a = a * ctx.inside[-1]
+    for j in range(k, -1, -1):
+        op = view.ops[j]
+        if isinstance(op, L.ReLU):
+            lo_s, up_s, up_b = relu_relaxation(*ctx.relu[j], alphas.get(j))
+            a_pos, a_neg = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
+            bias = bias + jnp.sum(a_neg * up_b, axis=(1, 2, 3))
+            a = a_pos * lo_s + a_neg * up_s
+        else:  # Conv (patch_frames checked)
+            bias = bias + jnp.sum(a * op.bias, axis=(1, 2, 3))
+            a = _conv_patch_transpose(op, a, matrices.get(j)) * ctx.inside[j]
+    return jnp.sum(a * ctx.mid, axis=(1, 2, 3)) - jnp.sum(jnp.abs(a) * ctx.rad, axis=(1, 2, 3)) + bias
 
 
 def patch_backward_lower(
@@ -117,41 +227,17 @@ def patch_backward_lower(
     lower: jax.Array,
     upper: jax.Array,
     frames: list[Frame],
+    alphas: Mapping[int, jax.Array] | None = None,
+    matrices: Mapping[int, jax.Array | None] | None = None,
 ) -> jax.Array:
-    """Lower bounds of rows given as patches of op k's output (see the module docstring).
+    """`patch_lower` of rows at `offsets` (int [R, 2] in op k's output), gathering their context."""
+    ctx = patch_context(view, bounds, k, offsets, lower, upper, frames)
+    return patch_lower(view, k, a, ctx, alphas, matrices)
 
-    Args:
-      view: the network; ops 0..k are Conv / ReLU (`patch_frames(view, k)` is not None).
-      bounds: bounds of the outputs of ops 0..k−1.
-      k: op index.
-      a: [R, 1, 1, C] rows at one neuron position each (patch mode starts from single neurons).
-      offsets: int [R, 2] the neurons' (row, column) in op k's output.
-      lower, upper: [*input_shape] input box.
-      frames: `patch_frames(view, k)`.
 
-    Returns:
-      [R] lower bounds of the rows' linear functions over the box.
-    """
-    bias = jnp.zeros((a.shape[0],), a.dtype)
-    a = a * _inside(offsets, frames[0].patch, frames[0].frame)
-    for step, j in enumerate(range(k, -1, -1)):
-        op = view.ops[j]
-        fr_in = frames[step + 1]
-        if isinstance(op, L.ReLU):
-            l_in, u_in = bounds[j - 1]
-            lo_s, up_s, up_b = relu_relaxation(*(_gather(v, offsets, fr_in.patch) for v in (l_in, u_in)))
-            a_pos, a_neg = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
-            bias = bias + jnp.sum(a_neg * up_b, axis=(1, 2, 3))
-            a = a_pos * lo_s + a_neg * up_s
-        else:  # Conv (patch_frames checked)
-            bias = bias + jnp.sum(a * op.bias, axis=(1, 2, 3))
-            a = _conv_patch_transpose(op, a)
-            (pt, _), (pl, _) = op.padding
-            offsets = offsets * jnp.asarray(op.strides) - jnp.asarray([pt, pl])
-            a = a * _inside(offsets, fr_in.patch, fr_in.frame)
-    mid = _gather((upper + lower) / 2, offsets, frames[-1].patch)
-    rad = _gather((upper - lower) / 2, offsets, frames[-1].patch)
-    return jnp.sum(a * mid, axis=(1, 2, 3)) - jnp.sum(jnp.abs(a) * rad, axis=(1, 2, 3)) + bias
+def patch_alphas(ctx: PatchContext) -> dict[int, jax.Array]:
+    """CROWN's default lower slopes at the rows' patches: {relu op index: [R, ph, pw, C]}."""
+    return {j: default_alpha(lo, hi) for j, (lo, hi) in ctx.relu.items()}
 
 
 def patch_node_bounds(
@@ -163,12 +249,22 @@ def patch_node_bounds(
     upper: jax.Array,
     frames: list[Frame],
     chunk: int = PATCH_CHUNK,
+    row_lower: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ):
     """Bounds of the masked neurons of op k's output [H, W, C], `chunk` neurons per pass (`lax` loop).
+
+    `row_lower(a, offsets) -> [R]` bounds rows of patches (default: `patch_backward_lower`; α-CROWN
+    passes an optimising one).
 
     Returns:
       (lower, upper) [H, W, C]; −inf / +inf where not masked.
     """
+    if row_lower is None:
+        matrices = patch_matrices(view, k, frames)
+
+        def row_lower(a, offsets):
+            return patch_backward_lower(view, bounds, k, a, offsets, lower, upper, frames, matrices=matrices)
+
     shape = mask.shape
     h, w, c = shape
     n = math.prod(shape)
@@ -185,16 +281,7 @@ def patch_node_bounds(
         offsets = jnp.stack([pos // (w * c), (pos // c) % w], axis=1)
         e = jax.nn.one_hot(pos % c, c, dtype=jnp.float32) * valid[:, None]
         e = e[:, None, None, :]
-        res = patch_backward_lower(
-            view,
-            bounds,
-            k,
-            jnp.concatenate([e, -e]),
-            jnp.concatenate([offsets, offsets]),
-            lower,
-            upper,
-            frames,
-        )
+        res = row_lower(jnp.concatenate([e, -e]), jnp.concatenate([offsets, offsets]))
         lo = lo.at[sel].set(res[:chunk], mode="drop")
         hi = hi.at[sel].set(-res[chunk:], mode="drop")
         return lo, hi

@@ -7,11 +7,14 @@ Stages (each optional, in this order):
                from the quick attack's best point) only when the bound stages fail, before the MILP.
   (interval)   always computed (the base of every other bound); rows proven → ROBUST.
   crown        CROWN bounds of every pre-activation and of the spec rows → ROBUST if proven.
-  alpha_crown  α-CROWN (optimised slopes) on top of CROWN → ROBUST if proven. By default only the
-               spec rows' slopes are optimised (over CROWN's intermediate bounds: 21 backward
-               passes of M rows); `alpha_intermediate=True` also optimises every unstable
-               intermediate neuron, which on a 64×64 CNN with ~7,000 unstable neurons costs minutes
-               on a CPU.
+  alpha_crown  α-CROWN (optimised slopes) on top of CROWN → ROBUST if proven, in two steps: first
+               only the spec rows' slopes (over CROWN's intermediate bounds: 21 backward passes of
+               M rows, ~0.1 s); then, after the full PGD and only if nothing is decided yet,
+               `alpha_intermediate` also optimises the slopes of every unstable intermediate
+               neuron's bound (on the quickstart CNN ~3 s with patch mode, and the difference
+               between UNKNOWN and ROBUST on most of its hard boxes; on nets without patch mode,
+               e.g. max-pooling or dense ones with thousands of unstable neurons, minutes — the
+               cost prediction below then skips it).
   milp         MIPVerify MILP over the tightest bounds, asked as a sign question (cutoff at the
                safety margin, stop at the first solution) or solved to optimality ("optimise"),
                in a worker process killed at the query's deadline.
@@ -74,7 +77,8 @@ def make_verifier(
     pgd_quick_restarts: int = 1,
     alpha_steps: int = 20,
     alpha_lr: float = 0.1,
-    alpha_intermediate: bool = False,
+    alpha_intermediate: bool = True,
+    alpha_intermediate_steps: int = 10,
     bound_chunk: int = 32,
     milp_max_unstable: int | None = None,
     lp_tighten: bool = False,
@@ -97,8 +101,11 @@ def make_verifier(
       pgd_quick_steps, pgd_quick_restarts: the quick PGD run before the bounds (0 steps: none; then
         the full PGD runs first, as its own stage before the bounds).
       alpha_steps, alpha_lr: α-CROWN's Adam steps and learning rate.
-      alpha_intermediate: α-CROWN also optimises the bounds of every unstable intermediate neuron
-        (tighter MILPs, far slower); default: only the spec rows.
+      alpha_intermediate: after the full PGD, α-CROWN also optimises the bounds of every unstable
+        intermediate neuron (stats name "alpha_intermediate"; tighter bounds for the spec and the
+        MILP). Its first cost prediction: CROWN's time × (steps + 1) (`warm_up` measures it).
+      alpha_intermediate_steps: Adam steps of that pass (each a backward pass of every unstable
+        neuron's two rows; 10 closes most of what 20 would on the quickstart CNN, at half the cost).
       bound_chunk: neurons per CROWN backward pass (`crown_bounds(chunk=...)`). Passes are padded
         to whole chunks, so small chunks suit verification-friendly nets with few unstable neurons
         (DOUBLE-MNIST CNN, ~100 unstable per layer: 32 → 0.12 s, 256 → 0.75 s) and cost nothing
@@ -120,7 +127,8 @@ def make_verifier(
       jitted stage compiles it (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's budget;
       `verify.warm_up(x_lower, x_upper, spec) -> seconds` runs every configured stage once on a box
       (results discarded; also builds the MILP network and starts the worker), so that timed queries
-      with the same spec type measure only themselves.
+      with the same spec type measure only themselves, then times CROWN and α-CROWN's intermediate
+      pass once more to seed the cost predictions.
 
     References:
       Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify).
@@ -140,9 +148,16 @@ def make_verifier(
 
     def work(name: str, unstable_after_interval: tuple[int, ...]) -> int:
         """Backward-pass work of a bound stage: the unstable neurons it refines (+1: the logits)."""
-        if name == "alpha_crown" and not alpha_intermediate:
+        if name == "alpha_crown":
             return 1
         return 1 + sum(unstable_after_interval[1:])  # the first layer is exact under interval bounds
+
+    def predicted(name: str, units: int) -> float:
+        if name in rates:
+            return rates[name] * units
+        if name == "alpha_intermediate":  # never timed yet: from CROWN's rate, one pass per step
+            return rates.get("crown", 0.0) * units * (alpha_intermediate_steps + 1)
+        return 0.0
 
     if pgd_quick_steps < 0 or pgd_quick_restarts < 1:
         raise ValueError("need pgd_quick_steps ≥ 0 and pgd_quick_restarts ≥ 1")
@@ -157,12 +172,16 @@ def make_verifier(
         pgd_quick_steps,
         pgd_quick_restarts,
         bound_chunk,
+        alpha_intermediate_steps,
     )
     margin_fn, pgd_fn, pgd_quick_fn, logits_fn = fns.margin, fns.pgd, fns.pgd_quick, fns.logits
     quick = "pgd" in stages and pgd_quick_steps > 0
     interval_fn, crown_fn, crown_spec_fn = fns.interval, fns.crown, fns.crown_spec
-    alpha_fn = fns.alpha if alpha_intermediate else (lambda view, lo, hi, base: base)
     alpha_spec_fn = fns.alpha_spec
+    late_alpha = alpha_intermediate and "alpha_crown" in stages
+
+    def same_bounds(view, lo, hi, base):
+        return base
 
     def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
         nonlocal net
@@ -247,16 +266,14 @@ def make_verifier(
         lap("interval", t0)
         if m_lb > safety:
             return finish(Status.ROBUST, "interval")
-        for name, bounds_fn, spec_fn in (
-            ("crown", crown_fn, crown_spec_fn),
-            ("alpha_crown", alpha_fn, alpha_spec_fn),
-        ):
-            if name not in stages:
-                continue
-            if out_of_time(stages[stages.index(name) - 1]):
+
+        def refine(name: str, bounds_fn, spec_fn, after: str) -> Verdict | None:
+            """One bound stage: tighter bounds and spec rows; ROBUST if proven, UNKNOWN if out of time."""
+            nonlocal best, row_lower
+            if out_of_time(after):
                 return finish(Status.UNKNOWN, None)
             units = work(name, stats.unstable["interval"])
-            expected = rates.get(name, 0.0) * units
+            expected = predicted(name, units)
             if time.monotonic() + expected > deadline:
                 left = deadline - time.monotonic()
                 stats.notes.append(f"{name} not started: predicted {expected:.1f} s, {left:.1f} s left")
@@ -270,14 +287,30 @@ def make_verifier(
             proven.append(m_lb)
             rates[name] = (time.monotonic() - t0) / units
             lap(name, t0)
-            if m_lb > safety:
-                return finish(Status.ROBUST, name)
+            return finish(Status.ROBUST, name) if m_lb > safety else None
+
+        after = "interval"
+        for name, bounds_fn, spec_fn in (
+            ("crown", crown_fn, crown_spec_fn),
+            ("alpha_crown", same_bounds, alpha_spec_fn),
+        ):
+            if name in stages:
+                verdict = refine(name, bounds_fn, spec_fn, after)
+                if verdict is not None:
+                    return verdict
+                after = name
 
         # --- the full PGD, from the quick one's best point -------------------------------------
         if quick:
             if out_of_time("bounds"):
                 return finish(Status.UNKNOWN, None)
             verdict = attack(pgd_fn, key_pgd)
+            if verdict is not None:
+                return verdict
+
+        # --- α-CROWN over the intermediate neurons too -----------------------------------------
+        if late_alpha:
+            verdict = refine("alpha_intermediate", fns.alpha, alpha_spec_fn, "pgd" if quick else after)
             if verdict is not None:
                 return verdict
 
@@ -377,14 +410,26 @@ def make_verifier(
         if quick:
             out.append(pgd_quick_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x)
         best = interval_fn(view, lo, hi)
-        for name, bounds_fn, spec_fn in (
-            ("crown", crown_fn, crown_spec_fn),
-            ("alpha_crown", alpha_fn, alpha_spec_fn),
-        ):
-            if name in stages:
-                best = bounds_fn(view, lo, hi, best)
-                out.append(spec_fn(view, lo, hi, c, best))
+        if "crown" in stages:
+            best = crown_fn(view, lo, hi, best)
+            out.append(crown_spec_fn(view, lo, hi, c, best))
+        if "alpha_crown" in stages:
+            out.append(alpha_spec_fn(view, lo, hi, c, best))
+        if late_alpha:
+            best = fns.alpha(view, lo, hi, best)
+            out.append(alpha_spec_fn(view, lo, hi, c, best))
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
+        # A second, timed run of the costly bound stages seeds their cost predictions.
+        units = work("crown", B.unstable_counts(view, interval_fn(view, lo, hi)))
+        best = interval_fn(view, lo, hi)
+        for name, fn, on in (
+            ("crown", crown_fn, "crown" in stages),
+            ("alpha_intermediate", fns.alpha, late_alpha),
+        ):
+            if on:
+                t1 = time.monotonic()
+                best = jax.block_until_ready(fn(view, lo, hi, best))
+                rates[name] = (time.monotonic() - t1) / units
         if "milp" in stages:
             if net is None:
                 net = M.network_from_view(view)
@@ -409,7 +454,15 @@ class _Jitted(NamedTuple):
 
 @functools.lru_cache(maxsize=16)
 def _jitted(
-    pgd_steps, pgd_restarts, pgd_step_size, alpha_steps, alpha_lr, quick_steps, quick_restarts, chunk
+    pgd_steps,
+    pgd_restarts,
+    pgd_step_size,
+    alpha_steps,
+    alpha_lr,
+    quick_steps,
+    quick_restarts,
+    chunk,
+    intermediate_steps,
 ) -> _Jitted:
     """Jitted stage functions, shared by every verifier with the same hyperparameters.
 
@@ -432,7 +485,9 @@ def _jitted(
         return quick_attack(key, lambda x: _rows_margin(view, x, c, offset, k), lo, hi, x0)
 
     def alpha(view, lo, hi, base):
-        return B.alpha_crown_bounds(view, lo, hi, steps=alpha_steps, lr=alpha_lr, base=base, chunk=chunk)
+        return B.alpha_crown_bounds(
+            view, lo, hi, steps=intermediate_steps, lr=alpha_lr, base=base, chunk=chunk
+        )
 
     def alpha_spec(view, lo, hi, c, b):
         return B.alpha_crown_spec_lower(view, lo, hi, c, bounds=b, steps=alpha_steps, lr=alpha_lr)
