@@ -21,7 +21,7 @@ from tqdm import tqdm
 from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict
 from experiments.configs.attack import ATTACKS
 from experiments.train import load_split, load_trained, task_of
-from lnjax import attacks as A
+from lnjax import attacks as A, models
 from lnjax.io import write_json_atomic
 
 
@@ -98,7 +98,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     resolved = to_dict(c)
     path = open_workdir(check_workdir(workdir, resolved), resolved)
 
-    apply_fn = _apply_fn(model)
+    apply_fn = models.apply_fn(model)
     x_all = jnp.asarray(test.x[c.start : c.start + c.images])
     y_all = jnp.asarray(test.y[c.start : c.start + c.images])
     clean = jnp.argmax(apply_fn(params, x_all), -1) == y_all
@@ -130,16 +130,6 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         name: {"success_rate": metrics[name]["success_rate"], "rms": metrics[name]["rms"]} for name in names
     }
     return {**summary, "workdir": str(Path(path))}
-
-
-_APPLY_FNS: dict[int, Any] = {}
-
-
-def _apply_fn(model):
-    """One apply function per model object (kept alive here), so jitted attacks compile once per model."""
-    if id(model) not in _APPLY_FNS:
-        _APPLY_FNS[id(model)] = (model, lambda params, x: model.apply({"params": params}, x))
-    return _APPLY_FNS[id(model)][1]
 
 
 __all__ = ["UsageError", "run"]

@@ -21,11 +21,13 @@ from lnjax.models.sequential import (
     MaxPoolSpec,
     ReLUSpec,
     Sequential,
+    apply_fn,
     layer_view,
 )
 from lnjax.models.zoo import MODELS, get_model, mlp
 
 __all__ = [
+    "apply_fn",
     "AvgPool",
     "AvgPoolSpec",
     "Conv",

@@ -8,6 +8,7 @@ they agree within 1e-5 on every model of the zoo.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -88,6 +89,14 @@ class Sequential(nn.Module):
     def init_params(self, key: jax.Array):
         """Initial parameters for this model's input shape."""
         return self.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))["params"]
+
+
+@functools.cache
+def apply_fn(model: Sequential):
+    """`apply(params, x) -> logits` of a model (x: [B, *input_shape]); one function object per
+    architecture (models are frozen and compare by value), so jitted attacks, region classifiers and
+    boundary scans that take it as a static argument compile once per architecture."""
+    return lambda params, x: model.apply({"params": params}, x)
 
 
 def _explicit_padding(padding: str, in_hw: Sequence[int], window, strides) -> L.Padding:
