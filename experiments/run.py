@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "verify": "experiments.verify",
     "attack": "experiments.attack",
     "neighborhood": "experiments.neighborhood",
+    "boundary": "experiments.boundary",
 }
 
 

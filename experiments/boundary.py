@@ -1,0 +1,658 @@
+"""The `boundary` experiment: seed 003's decision-boundary analysis of adversarial examples.
+
+  python -m experiments.run --flagfile=experiments/flagfiles/boundary_mnist.flags
+
+For every finished single-label `train` run in `runs` (e.g. the normal and the PGD-trained MNIST
+model) and test images start .. start + images − 1, one stage per input kind — "benign" (the test
+images) and every attack of `attacks` (their adversarial examples) — computes:
+  - the attack (FGSM, OPTBRITTLE, OPTMARGIN, OPTSTRONG; settings of the attack experiment);
+  - point and region classification (`lnjax.boundary.make_region_classifier`);
+  - boundary distances and adjacent classes along fixed random directions (the same directions for
+    every model and input; `lnjax.boundary.make_boundary_distances`).
+Each stage is written to stages/<model>/<kind>.npz as soon as it is done (atomically), so a restarted
+run redoes only unfinished (model, kind) stages. Then, per model and attack in `detector.attacks`, the
+boundary detector is trained on the first `detector.train_share` of the images and evaluated on the
+rest (stages/<model>/detector_<attack>.json, also cached).
+
+Outputs in the workdir:
+  tables.md      Table 1 (attack success rate, mean RMS distortion of the successes), Table 2 (region
+                 vs point classification accuracy), the detector's false-positive / false-negative
+                 rates, boundary statistics (directions with a boundary, median distance, purity,
+                 forward passes per image)
+  table1.csv, table2.csv, detector.csv, distances.csv   the same tables
+  figures/figure4_distances.png   sorted boundary distances, benign vs each attack, per model
+  figures/figure5_purity.png      mean adjacent-class purity per kind, per model
+  metrics.json   everything above as JSON; config.json, log.txt.
+Definitions: an attack's success rate is over the images the model classifies correctly (success =
+misclassified at x_adv, for OPTMARGIN also all its noisy copies); its distortion is the mean RMS of
+x_adv − x over those successes. Accuracies in Table 2 are over all images: the benign row classifies
+the test images, an attack's row its x_adv (which is the image itself where a C&W-type attack found
+nothing). The detector learns from correctly classified benign images and successful attacks only.
+
+Randomness: everything derives from `seed`: the directions from fold_in(key, 0), the region samples
+and the attacks of run i and input kind j from fold_in(fold_in(fold_in(key, 1 or 2), i), j), the
+detectors from fold_in(…(key, 3)…), so a resumed stage is the stage an uninterrupted run would compute.
+
+References:
+  He, Li & Song, Decision Boundary Analysis of Adversarial Examples, ICLR 2018.
+  Cao & Gong, Mitigating Evasion Attacks to Deep Neural Networks via Region-based Classification,
+    ACSAC 2017.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+from absl import logging
+from ml_collections import ConfigDict
+from tqdm import tqdm
+
+from experiments import attack as attack_experiment
+from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict
+from experiments.configs.boundary import DETECTOR_ALL, base as base_config
+from experiments.train import NUM_CLASSES, load_split, load_trained, task_of
+from lnjax import boundary as B, models
+from lnjax.data import load_npz, save_npz_deterministic
+from lnjax.io import read_json, write_bytes_atomic, write_json_atomic
+from lnjax.plots import boundary as plots
+
+BENIGN = "benign"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_DETECTOR_NONE = ("", "none")
+
+
+class Run(NamedTuple):
+    """A loaded training run: its model, params, test images and labels."""
+
+    name: str
+    workdir: str
+    model: Any
+    params: Any
+    dataset: str
+    x: np.ndarray
+    y: np.ndarray
+
+
+def unknown_keys(given: Any, known: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the config fields in `given` that `known` (the base config) lacks."""
+    if not isinstance(given, dict) or not isinstance(known, dict):
+        return []
+    out = []
+    for key, value in given.items():
+        out += [prefix + key] if key not in known else unknown_keys(value, known[key], f"{prefix}{key}.")
+    return out
+
+
+def parse_runs(text: str) -> dict[str, str]:
+    """'normal=runs/a,adv=runs/b' (or bare workdirs, named after their directory) -> {name: workdir}."""
+    runs: dict[str, str] = {}
+    for item in (s.strip() for s in str(text).split(",")):
+        if not item:
+            continue
+        name, sep, workdir = item.partition("=")
+        if not sep:
+            name, workdir = Path(item).name, item
+        name, workdir = name.strip(), workdir.strip()
+        require(
+            bool(workdir) and bool(_NAME.match(name)),
+            f"runs item {item!r}: expected name=workdir with a name of letters, digits, '_', '.', '-'",
+        )
+        require(name not in runs, f"runs names {name!r} twice; give each run its own name (name=workdir)")
+        runs[name] = workdir
+    require(bool(runs), f"runs = {text!r} names no training run; expected e.g. normal=runs/mnist_normal")
+    return runs
+
+
+def parse_detector_attacks(text: str, attacks: tuple[str, ...]) -> tuple[str, ...]:
+    text = str(text).strip()
+    if text == DETECTOR_ALL:
+        return attacks
+    if text in _DETECTOR_NONE:
+        return ()
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [n for n in names if n not in attacks]
+    require(
+        not bad,
+        f"detector.attacks names {bad}, which are not in attacks = {','.join(attacks)!r}; "
+        f"use a subset of attacks, {DETECTOR_ALL!r} or 'none'",
+    )
+    return names
+
+
+def validate(c: ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+    """(attacks, detector attacks, runs); UsageError naming the first invalid value. Reads no files."""
+    unknown = unknown_keys(c.to_dict(), base_config().to_dict())
+    require(not unknown, f"unknown config options {unknown}; see experiments/configs/boundary.py")
+    require(c.experiment == "boundary", f"experiment = {c.experiment!r}; this module runs 'boundary'")
+    attacks = attack_experiment.validate(c)  # attacks, images, start, batch_size, attack settings
+    require(len(set(attacks)) == len(attacks), f"attacks = {c.attacks!r} names an attack twice")
+    runs = parse_runs(c.runs)
+    require(c.figure_images >= 1, f"figure_images = {c.figure_images} must be ≥ 1")
+    r = c.region
+    require(0 <= r.tau <= 1, f"region.tau = {r.tau} must be in [0, 1] (an L∞ radius in pixel units)")
+    require(r.samples >= 1 and r.batch_size >= 1, "region.samples and region.batch_size must be ≥ 1")
+    d = c.distances
+    require(d.mode in B.MODES, f"unknown distances.mode {d.mode!r}; expected one of {B.MODES}")
+    require(d.directions >= 1, f"distances.directions = {d.directions} must be ≥ 1")
+    require(
+        0 < d.step <= d.max_distance,
+        f"distances.step = {d.step} and max_distance = {d.max_distance}: need 0 < step ≤ max_distance",
+    )
+    require(d.coarse_step > 0 and d.tol > 0, "distances.coarse_step and distances.tol must be > 0")
+    require(d.batch_size >= 1 and d.chunk >= 0, "distances.batch_size must be ≥ 1 and distances.chunk ≥ 0")
+    detector_attacks = parse_detector_attacks(c.detector.attacks, attacks)
+    t = c.detector
+    if detector_attacks:
+        require(
+            0 < t.train_share < 1,
+            f"detector.train_share = {t.train_share} must be in (0, 1) (a held-out part)",
+        )
+        require(c.images >= 2, "images must be ≥ 2 to train a detector and hold some images out")
+        require(t.steps >= 1 and t.half_batch >= 1, "detector.steps and detector.half_batch must be ≥ 1")
+        require(t.learning_rate > 0, f"detector.learning_rate = {t.learning_rate} must be > 0")
+        require(0 <= t.dropout < 1, f"detector.dropout = {t.dropout} must be in [0, 1)")
+        require(
+            1 <= t.purity_k <= NUM_CLASSES, f"detector.purity_k = {t.purity_k} must be in 1..{NUM_CLASSES}"
+        )
+        require(t.scale > 0, f"detector.scale = {t.scale} must be > 0")
+        n_dirs = d.directions * (2 if d.antipodal else 1)
+        require(
+            n_dirs >= B.MIN_DISTANCES,
+            f"the detector needs ≥ {B.MIN_DISTANCES} directions, distances give {n_dirs}; "
+            "raise distances.directions or set detector.attacks=none",
+        )
+    return attacks, detector_attacks, runs
+
+
+def load_run(c: ConfigDict, name: str, workdir: str) -> Run:
+    """The model, params and the test images start .. start + images − 1 of a finished train run."""
+    model, params, tc = load_trained(workdir)
+    require(
+        task_of(tc.data.dataset) == "single",
+        f"run {name} ({workdir}) is a {tc.data.dataset} model; the boundary experiment needs a "
+        "single-label model (MNIST, CIFAR-10)",
+    )
+    if c.data_dir:
+        tc.data.data_dir = c.data_dir
+    tc.data.test_limit = c.start + c.images
+    test = load_split(tc, "test")
+    require(
+        test.num_examples >= c.start + c.images,
+        f"start + images = {c.start + c.images} exceeds the {test.num_examples} test images of run {name}",
+    )
+    x = np.asarray(test.x[c.start : c.start + c.images], np.float32)
+    y = np.asarray(test.y[c.start : c.start + c.images], np.int32)
+    return Run(name, workdir, model, params, tc.data.dataset, x, y)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _batches(n: int, size: int):
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _padded(a: np.ndarray, s: int, e: int, size: int) -> jax.Array:
+    """a[s:e] padded to `size` rows by repeating its last row (every call has the compiled shape)."""
+    part = a[s:e]
+    if len(part) < size:
+        part = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
+    return jnp.asarray(part)
+
+
+def classify_and_measure(c, key, run: Run, x: np.ndarray, region, distances, directions, *, progress):
+    """Point and region predictions and boundary distances of the inputs x: the arrays of one stage."""
+    apply_fn = models.apply_fn(run.model)
+    labels, counts = [], []
+    t0 = time.perf_counter()
+    size = min(c.region.batch_size, len(x))
+    for s, e in _batches(len(x), size):
+        votes = region(jax.random.fold_in(key, s), apply_fn, run.params, _padded(x, s, e, size))
+        labels.append(np.asarray(votes.label, np.int32)[: e - s])
+        counts.append(np.asarray(votes.counts, np.int32)[: e - s])
+    region_s = time.perf_counter() - t0
+    parts = []
+    t0 = time.perf_counter()
+    size = min(c.distances.batch_size, len(x))
+    for s, e in tqdm(_batches(len(x), size), desc=f"{run.name} distances", disable=not progress, leave=False):
+        r = jax.device_get(distances(apply_fn, run.params, _padded(x, s, e, size), directions))
+        parts.append(B.BoundaryDistances(*(v[: e - s] for v in r)))
+    distances_s = time.perf_counter() - t0
+    center = np.concatenate([p.center for p in parts]).astype(np.int32)
+    arrays = dict(
+        point=center,  # the prediction at the input itself (the distances' center class)
+        region_label=np.concatenate(labels),
+        region_counts=np.concatenate(counts),
+        distance=np.concatenate([p.distance for p in parts]).astype(np.float32),
+        adjacent=np.concatenate([p.adjacent for p in parts]).astype(np.int16),
+        forward_passes=np.concatenate([p.forward_passes for p in parts]).astype(np.int64),
+        region_seconds=np.float64(region_s),
+        distances_seconds=np.float64(distances_s),
+    )
+    return arrays
+
+
+def attack_inputs(c, key, run: Run, attack, name: str, *, progress):
+    """x_adv, the attack's success (confirmed at x_adv by the model) and its time."""
+    apply_fn = models.apply_fn(run.model)
+    xs, ok = [], []
+    t0 = time.perf_counter()
+    size = min(c.batch_size, len(run.x))
+    for s, e in tqdm(_batches(len(run.x), size), desc=f"{run.name} {name}", disable=not progress):
+        xb, yb = _padded(run.x, s, e, size), _padded(run.y, s, e, size)
+        r = attack(jax.random.fold_in(key, s), apply_fn, run.params, xb, yb)
+        xs.append(np.asarray(r.x_adv, np.float32)[: e - s])
+        ok.append(np.asarray(r.success, bool)[: e - s])
+    return np.concatenate(xs), np.concatenate(ok), time.perf_counter() - t0
+
+
+def stage_path(path: Path, model: str, kind: str) -> Path:
+    return path / "stages" / model / f"{kind}.npz"
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _mean(values) -> float | None:
+    values = np.asarray(values, np.float64)
+    return float(values.mean()) if values.size else None
+
+
+def _rms(delta: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean(np.square(delta.reshape(delta.shape[0], -1)), axis=1))
+
+
+def attack_row(run: Run, benign: dict, stage: dict) -> dict[str, Any]:
+    clean = benign["point"] == run.y
+    success = stage["success"] & clean
+    return {
+        "success_rate": float(success.sum() / clean.sum()) if clean.any() else None,
+        "successes": int(success.sum()),
+        "correct": int(clean.sum()),
+        "rms": _mean(_rms(stage["x_adv"] - run.x)[success]),
+        "seconds": float(stage["attack_seconds"]),
+    }
+
+
+def accuracy_row(run: Run, stage: dict) -> dict[str, Any]:
+    return {
+        "region": float(np.mean(stage["region_label"] == run.y)),
+        "point": float(np.mean(stage["point"] == run.y)),
+    }
+
+
+_purity = jax.jit(B.adjacent_purity, static_argnums=1)
+
+
+def purity_of(stage: dict, num_classes: int) -> np.ndarray:
+    """[N, K] purity curves of a stage's inputs (one compilation for all stages of a shape)."""
+    return np.asarray(_purity(jnp.asarray(stage["adjacent"], jnp.int32), num_classes))
+
+
+def distance_row(stage: dict, usable: np.ndarray, num_classes: int) -> dict[str, Any]:
+    d = stage["distance"][usable]
+    hit = np.isfinite(d)
+    purity = purity_of(stage, num_classes)[usable]
+    with_hits = hit.any(axis=1)
+    return {
+        "inputs": int(usable.sum()),
+        "hit_share": _mean(hit),
+        "median_distance": float(np.median(d[hit])) if hit.any() else None,
+        "purity_top1": _mean(purity[with_hits, 0]),
+        "forward_passes_per_image": _mean(stage["forward_passes"]),  # cost: over all inputs
+        "seconds_per_image": float(stage["distances_seconds"]) / max(len(stage["point"]), 1),
+    }
+
+
+def usable_rows(run: Run, benign: dict, stage: dict, kind: str) -> np.ndarray:
+    """Correctly classified benign images; successful attacks on correctly classified images."""
+    clean = benign["point"] == run.y
+    return clean if kind == BENIGN else clean & stage["success"]
+
+
+_features = jax.jit(
+    B.detector_features, static_argnames=("num_classes", "purity_k", "miss_distance", "shift", "scale")
+)
+
+
+def train_and_rate_detector(c, key, run: Run, benign: dict, stage: dict, num_classes: int) -> dict[str, Any]:
+    t = c.detector
+    n = len(run.y)
+    n_train = min(max(round(t.train_share * n), 1), n - 1)
+
+    kw = dict(purity_k=int(t.purity_k), miss_distance=float(t.miss_distance), shift=float(t.shift))
+    kw.update(scale=float(t.scale), num_classes=num_classes)
+    fb, fa = (
+        _features(jnp.asarray(s["distance"]), jnp.asarray(s["adjacent"], jnp.int32), **kw)
+        for s in (benign, stage)
+    )
+    fb, fa = jax.device_get(fb), jax.device_get(fa)  # numpy: slicing below compiles nothing
+    ok_b = usable_rows(run, benign, stage, BENIGN)
+    ok_a = usable_rows(run, benign, stage, "attack")
+    tr, te = slice(0, n_train), slice(n_train, n)
+    take = lambda f, sl: B.DetectorFeatures(f.distances[sl], f.purity[sl])
+    record: dict[str, Any] = {
+        "train_images": n_train,
+        "test_images": n - n_train,
+        "train_benign": int(ok_b[tr].sum()),
+        "train_adversarial": int(ok_a[tr].sum()),
+    }
+    if not ok_b[tr].any() or not ok_a[tr].any():
+        record["skipped"] = (
+            "no correctly classified benign image or no successful attack in the training part"
+        )
+        return record
+    t0 = time.perf_counter()
+    fit = B.train_detector(
+        key,
+        take(fb, tr),
+        take(fa, tr),
+        ok_b[tr],
+        ok_a[tr],
+        steps=int(t.steps),
+        half_batch=int(t.half_batch),
+        learning_rate=float(t.learning_rate),
+        dropout=float(t.dropout),
+    )
+    rates = B.detector_rates(fit.params, take(fb, te), take(fa, te), ok_b[te], ok_a[te])
+    train_rates = B.detector_rates(fit.params, take(fb, tr), take(fa, tr), ok_b[tr], ok_a[tr])
+    losses = np.asarray(fit.losses)
+    record.update(
+        false_positive=_finite(rates.false_positive),
+        false_negative=_finite(rates.false_negative),
+        test_benign=rates.benign,
+        test_adversarial=rates.adversarial,
+        train_false_positive=_finite(train_rates.false_positive),
+        train_false_negative=_finite(train_rates.false_negative),
+        final_loss=float(losses[-max(len(losses) // 20, 1) :].mean()),
+        seconds=time.perf_counter() - t0,
+    )
+    return record
+
+
+def _finite(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _pct(v, digits: int = 0) -> str:
+    return "–" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _num(v, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in r] for r in rows])
+    return buf.getvalue().encode()
+
+
+def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, detector_attacks) -> None:
+    """tables.md (laid out like the seed's tables: a row per attack, columns per model) and one CSV per
+    table (long format: a row per model and attack or input kind)."""
+    models = list(metrics["models"])
+    kinds = [BENIGN, *attacks]
+    t1, t2, det, dist = (metrics[k] for k in ("table1", "table2", "detector", "distances"))
+
+    md1 = _markdown(
+        ["examples", *[f"{m}: {h}" for m in models for h in ("success", "RMS")]],
+        [
+            [a, *[v for m in models for v in (_pct(t1[m][a]["success_rate"]), _num(t1[m][a]["rms"]))]]
+            for a in attacks
+        ],
+    )
+    csv1 = _csv(
+        ["model", "attack", "success_rate", "rms", "successes", "correct"],
+        [
+            [m, a, *(t1[m][a][k] for k in ("success_rate", "rms", "successes", "correct"))]
+            for m in models
+            for a in attacks
+        ],
+    )
+    md2 = _markdown(
+        ["examples", *[f"region: {m}" for m in models], *[f"point: {m}" for m in models]],
+        [[k, *[_pct(t2[m][k][w]) for w in ("region", "point") for m in models]] for k in kinds],
+    )
+    csv2 = _csv(
+        ["model", "examples", "region_accuracy", "point_accuracy"],
+        [[m, k, t2[m][k]["region"], t2[m][k]["point"]] for m in models for k in kinds],
+    )
+    det_cells = lambda r: (
+        _pct(r.get("false_positive"), 1),
+        _pct(r.get("false_negative"), 1),
+        f"{r.get('test_benign', 0)} / {r.get('test_adversarial', 0)}",
+    )
+    md3 = _markdown(
+        ["attack", *[f"{m}: {h}" for m in models for h in ("false pos.", "false neg.", "n benign / adv.")]],
+        [[a, *[v for m in models for v in det_cells(det[m][a])]] for a in detector_attacks],
+    )
+    det_keys = ("false_positive", "false_negative", "test_benign", "test_adversarial", "train_benign",
+                "train_adversarial")  # fmt: skip
+    csv3 = _csv(
+        ["model", "attack", *det_keys],
+        [[m, a, *(det[m][a].get(k) for k in det_keys)] for m in models for a in detector_attacks],
+    )
+    dist_keys = ("inputs", "hit_share", "median_distance", "purity_top1", "forward_passes_per_image")
+    dist_cells = lambda r: (
+        str(r["inputs"]),
+        _pct(r["hit_share"], 1),
+        _num(r["median_distance"]),
+        _num(r["purity_top1"], 2),
+        _num(r["forward_passes_per_image"], 0),
+    )
+    md4 = _markdown(
+        ["model", "examples", "inputs", "directions with a boundary", "median distance", "purity P_1",
+         "forward passes / image"],
+        [[m, k, *dist_cells(dist[m][k])] for m in models for k in kinds],
+    )  # fmt: skip
+    csv4 = _csv(
+        ["model", "examples", *dist_keys],
+        [[m, k, *(dist[m][k][f] for f in dist_keys)] for m in models for k in kinds],
+    )
+    d = c.distances
+    runs = ", ".join(f"{m} = {metrics['models'][m]['workdir']}" for m in models)
+    md = [
+        f"# Decision-boundary analysis: {c.name}",
+        "",
+        f"{c.images} test images from index {c.start}; models: {runs}.",
+        "",
+        "## Table 1: attack success rate and mean RMS distortion",
+        "",
+        "Success rate over the correctly classified images; RMS of x_adv − x over the successes.",
+        "",
+        md1,
+        "",
+        f"## Table 2: region (τ = {c.region.tau:g}, {c.region.samples} samples) vs point classification",
+        "",
+        "Accuracy over all images; an attack's row classifies its adversarial examples.",
+        "",
+        md2,
+        "",
+    ]
+    if detector_attacks:
+        md += [
+            "## Detector: false-positive and false-negative rates on the held-out images",
+            "",
+            f"Trained on the first {c.detector.train_share:.0%} of the images; correct benign images and "
+            "successful attacks only.",
+            "",
+            md3,
+            "",
+        ]
+    md += [
+        f"## Boundary distances ({d.mode}, {metrics['num_directions']} directions, ≤ {d.max_distance:g} RMS)",
+        "",
+        "Correct benign images and successful attacks (forward passes: all inputs); purity P_1 over the "
+        "inputs with a boundary hit.",
+        "",
+        md4,
+        "",
+        "Figures: `figures/figure4_distances.png`, `figures/figure5_purity.png`.",
+        "",
+    ]
+    write_bytes_atomic(path / "tables.md", "\n".join(md).encode())
+    for name, data in (("table1", csv1), ("table2", csv2), ("detector", csv3), ("distances", csv4)):
+        write_bytes_atomic(path / f"{name}.csv", data)
+
+
+def _save_figure(fig, file: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_bytes_atomic(file, buf.getvalue())
+
+
+def write_figures(path: Path, c, runs: dict[str, Run], stages, attacks, num_classes: int) -> None:
+    kinds = [BENIGN, *attacks]
+    panels, purity = {}, {}
+    for m, run in runs.items():
+        purity[m] = {}
+        for k in kinds:
+            s = stages[m][k]
+            rows = np.flatnonzero(usable_rows(run, stages[m][BENIGN], s, k))
+            shown = rows[: c.figure_images]
+            panels[(m, k)] = (s["distance"][shown], s["adjacent"][shown].astype(np.int32))
+            p = purity_of(s, num_classes)[rows]
+            purity[m][k] = p[np.isfinite(s["distance"][rows]).any(axis=1)]
+    fig4 = plots.boundary_distances(
+        panels,
+        rows=list(runs),
+        cols=kinds,
+        max_distance=float(c.distances.max_distance),
+        reference=float(c.region.tau) / math.sqrt(3.0),
+        title="Boundary distances along random directions (dots: first input, coloured by adjacent class; "
+        "line: median; dashed: RMS of a region sample)",
+    )
+    _save_figure(fig4, path / "figures" / "figure4_distances.png")
+    fig5 = plots.purity_curves(purity, title="Adjacent-class purity (inputs with a boundary hit)")
+    _save_figure(fig5, path / "figures" / "figure5_purity.png")
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Runs (or resumes) the analysis; returns the summary (Tables 1, 2 and the detector's rates)."""
+    attacks, detector_attacks, run_dirs = validate(c)
+    runs = {name: load_run(c, name, wd) for name, wd in run_dirs.items()}
+    datasets = {r.dataset for r in runs.values()}
+    require(len(datasets) == 1, f"the runs use different datasets {sorted(datasets)}; compare models of one")
+    shape = tuple(next(iter(runs.values())).x.shape[1:])
+    pixels = math.prod(shape)
+    require(
+        c.distances.directions <= pixels,
+        f"distances.directions = {c.distances.directions} exceeds the {pixels} pixels of an input "
+        "(the directions are orthogonal)",
+    )
+    resolved = to_dict(c)
+    path = open_workdir(check_workdir(workdir, resolved), resolved)
+
+    root = jax.random.key(c.seed)
+    d = c.distances
+    directions = B.random_directions(
+        jax.random.fold_in(root, 0), shape, int(d.directions), antipodal=bool(d.antipodal)
+    )
+    region = B.make_region_classifier(tau=float(c.region.tau), samples=int(c.region.samples))
+    distances = B.make_boundary_distances(
+        mode=d.mode,
+        max_distance=float(d.max_distance),
+        step=float(d.step),
+        coarse_step=float(d.coarse_step),
+        tol=float(d.tol),
+        chunk=int(d.chunk),
+    )
+    attack_fns = {a: attack_experiment.make_attack(a, c) for a in attacks}  # one jit each, for every model
+    kinds = [BENIGN, *attacks]
+    stages: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for mi, (m, r) in enumerate(runs.items()):
+        stages[m] = {}
+        for ki, kind in enumerate(kinds):
+            file = stage_path(path, m, kind)
+            if file.is_file():
+                stages[m][kind] = load_npz(file)
+                logging.info("%s %s: loaded %s", m, kind, file)
+                continue
+            keys = [
+                jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, i), mi), ki) for i in (1, 2)
+            ]
+            x, extra = r.x, {}
+            if kind != BENIGN:
+                x, success, seconds = attack_inputs(c, keys[1], r, attack_fns[kind], kind, progress=progress)
+                extra = {"x_adv": x, "success": success, "attack_seconds": np.float64(seconds)}
+            tools = (region, distances, directions)
+            arrays = {**classify_and_measure(c, keys[0], r, x, *tools, progress=progress), **extra}
+            save_npz_deterministic(file, arrays)
+            stages[m][kind] = arrays
+            logging.info(
+                "%s %s: point acc %.3f, region acc %.3f, %.0f forward passes / image, %.1f s distances",
+                m, kind, np.mean(arrays["point"] == r.y), np.mean(arrays["region_label"] == r.y),
+                arrays["forward_passes"].mean(), arrays["distances_seconds"],
+            )  # fmt: skip
+
+    num_classes = int(stages[next(iter(runs))][BENIGN]["region_counts"].shape[1])
+    metrics: dict[str, Any] = {
+        "name": c.name,
+        "images": c.images,
+        "num_directions": int(directions.shape[0]),
+        "distance_mode": d.mode,
+        "models": {m: {"workdir": r.workdir, "dataset": r.dataset} for m, r in runs.items()},
+        "table1": {},
+        "table2": {},
+        "distances": {},
+        "detector": {},
+    }
+    for mi, (m, r) in enumerate(runs.items()):
+        benign = stages[m][BENIGN]
+        metrics["table1"][m] = {a: attack_row(r, benign, stages[m][a]) for a in attacks}
+        metrics["table2"][m] = {k: accuracy_row(r, stages[m][k]) for k in kinds}
+        metrics["distances"][m] = {
+            k: distance_row(stages[m][k], usable_rows(r, benign, stages[m][k], k), num_classes) for k in kinds
+        }
+        metrics["detector"][m] = {}
+        for a in detector_attacks:
+            file = path / "stages" / m / f"detector_{a}.json"
+            if file.is_file():
+                record = read_json(file)
+            else:
+                key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, 3), mi), kinds.index(a))
+                record = train_and_rate_detector(c, key, r, benign, stages[m][a], num_classes)
+                write_json_atomic(file, record)
+            metrics["detector"][m][a] = record
+            logging.info("%s detector %s: %s", m, a, record)
+    write_tables(path, c, metrics, attacks, detector_attacks)
+    write_figures(path, c, runs, stages, attacks, num_classes)
+    write_json_atomic(path / "metrics.json", metrics)
+    summary = {
+        "table1": {
+            m: {a: {k: v[k] for k in ("success_rate", "rms")} for a, v in t.items()}
+            for m, t in metrics["table1"].items()
+        },
+        "table2": metrics["table2"],
+        "detector": {
+            m: {a: {k: v.get(k) for k in ("false_positive", "false_negative")} for a, v in t.items()}
+            for m, t in metrics["detector"].items()
+        },
+        "workdir": str(path),
+    }
+    return summary
+
+
+__all__ = ["UsageError", "run", "validate"]

