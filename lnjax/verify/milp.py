@@ -768,13 +768,16 @@ class MilpWorker:
         self._known = set()
 
     def _kill(self) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            self._proc.wait()
-        if self._conn is not None:
-            self._conn.close()
+        proc, conn = self._proc, self._conn
         self._proc = self._conn = None
+        if conn is not None:
+            conn.close()
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            # Reap it in the background: waiting for a killed CBC process to exit can take a large
+            # share of a second on a loaded machine, and the caller's budget is already spent.
+            threading.Thread(target=proc.wait, daemon=True).start()
 
     def start(self) -> None:
         """Starts the process now (otherwise it starts on the first solve)."""
@@ -782,6 +785,27 @@ class MilpWorker:
             if self._proc is None or self._proc.poll() is not None:
                 self._kill()
                 self._start()
+
+    def _send(self, messages: list, deadline: float) -> bool:
+        """Sends in a thread, so a worker that is still starting (it reads only once its imports are
+        done) cannot hold the caller past `deadline`; False if the deadline came first."""
+        conn, errors = self._conn, []
+
+        def run():
+            try:
+                for m in messages:
+                    conn.send(m)
+            except Exception as e:  # also the TypeError of a connection closed under it by a kill
+                errors.append(e)
+
+        sender = threading.Thread(target=run, daemon=True)
+        sender.start()
+        sender.join(None if math.isinf(deadline) else max(deadline - time.monotonic(), 0.0))
+        if sender.is_alive():
+            return False  # the caller kills the worker, which ends the send with an error
+        if errors:
+            raise OSError(f"sending to the MILP worker failed: {errors[0]!r}")
+        return True
 
     def solve(
         self, net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline: float = math.inf
@@ -791,12 +815,14 @@ class MilpWorker:
         self.start()
         with self._lock:
             try:
-                if net.key not in self._known:
-                    self._conn.send(("net", net))
+                messages = [] if net.key in self._known else [("net", net)]
+                messages.append(("solve", net.key, query, options))
+                if self._send(messages, deadline):
                     self._known.add(net.key)
-                self._conn.send(("solve", net.key, query, options))
-                wait = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0.0)
-                result = self._conn.recv() if self._conn.poll(wait) else None
+                    wait = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0.0)
+                    result = self._conn.recv() if self._conn.poll(wait) else None
+                else:
+                    result = None  # a (re)starting worker did not take the query in time
             except (EOFError, OSError) as e:
                 self._kill()
                 return MilpResult(
