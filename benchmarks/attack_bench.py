@@ -13,8 +13,9 @@ first `--images` the model classifies correctly), the same Adam steps and binary
   bare C&W     the floor: one jitted `lax.fori_loop` of binary_steps × steps calls of
                `value_and_grad` of the same C&W objective over the batch, plain gradient steps, no
                bookkeeping;
-  OPTMARGIN    `lnjax.attacks.make_optmargin` (n = 20 copies, RMS ε 0.3) with the same steps, and
-               its own bare loop (the objective summed over the 20 copies).
+  OPTMARGIN    `lnjax.attacks.make_optmargin` (n = 20 copies, RMS ε 0.3, its SPEC learning rate
+               and c0 of 0.2) with the same steps, and its own bare loop (the objective summed over
+               the 20 copies).
 
 Abort-early is off on every side, so each does exactly binary_steps × steps gradient evaluations
 per image. Every side runs once untimed first (compilation; Foolbox's per-op dispatch warm-up), then
@@ -61,7 +62,14 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=100, help="Adam steps per binary-search step")
     p.add_argument("--binary_steps", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (Foolbox: stepsize)")
-    p.add_argument("--c0", type=float, default=1e-3, help="first c (Foolbox: initial_const)")
+    p.add_argument(
+        "--c0",
+        type=float,
+        default=0.1,
+        help="C&W's first c (Foolbox: initial_const); 4 binary steps from C&W's 1e-3 never reach a working c",
+    )
+    p.add_argument("--om_lr", type=float, default=0.2, help="OPTMARGIN's learning rate (SPEC: 0.2)")
+    p.add_argument("--om_c0", type=float, default=0.2, help="OPTMARGIN's first c (SPEC: 0.2)")
     p.add_argument("--copies", type=int, default=20, help="OPTMARGIN's n")
     p.add_argument("--noise_rms", type=float, default=0.3, help="OPTMARGIN's RMS ε")
     p.add_argument("--no_foolbox", action="store_true", help="skip Foolbox (e.g. not installed)")
@@ -178,10 +186,10 @@ def main(argv=None) -> None:
     om = A.make_optmargin(
         eps=args.noise_rms,
         n=args.copies,
-        lr=args.lr,
+        lr=args.om_lr,
         steps=args.steps,
         binary_steps=args.binary_steps,
-        c0=args.c0,
+        c0=args.om_c0,
         abort_early=False,
     )
     timed(om, key, apply_fn, params, x, y)
@@ -189,7 +197,7 @@ def main(argv=None) -> None:
     rows.append(side("lnjax_optmargin", t_om, n, x, res_om))
 
     noise = orthogonal_noise(jax.random.key(1), tuple(x.shape[1:]), args.copies, args.noise_rms)
-    bare_om = make_bare(apply_fn, params, steps=total_steps, lr=args.lr, c=args.c0, noise=noise)
+    bare_om = make_bare(apply_fn, params, steps=total_steps, lr=args.om_lr, c=args.om_c0, noise=noise)
     timed(bare_om, x, y)
     _, t_bare_om = timed(bare_om, x, y)
     rows.append(side("bare_optmargin", t_bare_om, n, x))
@@ -203,9 +211,10 @@ def main(argv=None) -> None:
                 f"error: Foolbox is not installed ({e}); install the bench extra "
                 "(`.venv/bin/pip install -e '.[bench]'`, or any `make` target) or pass --no_foolbox"
             )
-        fb_res = A.AttackResult(
-            x_adv=jnp.asarray(fb_adv), success=jnp.asarray(fb_success), margin=jnp.zeros(n)
-        )
+        # Foolbox returns an all-zero image where it found nothing (its best_advs start at zeros), and
+        # that image is often misclassified too: count a success only where it found a real point.
+        found = fb_success & np.any(fb_adv.reshape(n, -1) != 0, axis=1)
+        fb_res = A.AttackResult(x_adv=jnp.asarray(fb_adv), success=jnp.asarray(found), margin=jnp.zeros(n))
         rows.append(side("foolbox_cw", t_fb, n, x, fb_res))
 
     summary = {
