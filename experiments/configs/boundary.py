@@ -55,6 +55,11 @@ def base() -> ConfigDict:
     a = attack_configs.base()
     for name in ("fgsm", "pgd", "cw", "optmargin"):
         c[name] = ConfigDict(a[name].to_dict())
+    # The reference's effective MNIST OPTMARGIN objective: its ‖δ‖² is divided by 255² (pixels in [0, 1]),
+    # so c dominates and the examples land deep past the 20 copies' boundaries. With the honest ‖δ‖²
+    # and c0 0.2 (the attack experiment's default) region classification still recovered 47 % of them
+    # on our CPU run; the seed's result is about the reference's attack, so its weighting is kept here.
+    c.optmargin.distance_scale = 1 / 255**2
     c.region = ConfigDict({"tau": 0.3, "samples": 100, "batch_size": 10})  # batch: images per call
     c.distances = ConfigDict(
         {
@@ -124,6 +129,7 @@ def cifar10() -> ConfigDict:
     c.pgd.eps, c.pgd.steps, c.pgd.step_size = 8 / 255, 7, 2 / 255
     c.cw.lr = 1e-2
     c.optmargin.eps, c.optmargin.lr, c.optmargin.c0 = 8 / 255, 1e-2, 1.0
+    c.optmargin.distance_scale = 1.0  # the 1/255² quirk is the reference's MNIST code only
     c.region.tau = 0.02
     c.distances.directions = 1000
     c.distances.antipodal = False
