@@ -41,6 +41,7 @@ from jax import lax
 
 from lnjax.bounds import patches as P
 from lnjax.bounds.interval import LayerBounds, interval_bounds, interval_op, linear_part
+from lnjax.bounds.nodes import masked_node_bounds
 from lnjax.bounds.relu import relu_relaxation
 from lnjax.models import layers as L
 
@@ -263,23 +264,12 @@ def _node_bounds(row_lower: Callable[[jax.Array], jax.Array], mask: jax.Array, c
       (lower, upper) [*S]; -inf / +inf where not masked.
     """
     shape, n = mask.shape, math.prod(mask.shape)
-    chunk = min(chunk, n)
-    n_pad = -(-n // chunk) * chunk
-    ids = jnp.nonzero(mask.reshape(-1), size=n_pad, fill_value=n)[0]
-    n_chunks = (jnp.sum(mask) + chunk - 1) // chunk
 
-    def body(c, carry):
-        lo, hi = carry
-        sel = lax.dynamic_slice(ids, (c * chunk,), (chunk,))
-        e = jax.nn.one_hot(sel, n, dtype=jnp.float32).reshape(chunk, *shape)  # id n -> zero row
-        res = row_lower(jnp.concatenate([e, -e]))
-        lo = lo.at[sel].set(res[:chunk], mode="drop")
-        hi = hi.at[sel].set(-res[chunk:], mode="drop")
-        return lo, hi
+    def bound_ids(sel):
+        e = jax.nn.one_hot(sel, n, dtype=jnp.float32).reshape(sel.shape[0], *shape)  # id n -> zero row
+        return row_lower(jnp.concatenate([e, -e]))
 
-    init = (jnp.full((n,), -jnp.inf), jnp.full((n,), jnp.inf))
-    lo, hi = lax.fori_loop(0, n_chunks, body, init)
-    return lo.reshape(shape), hi.reshape(shape)
+    return masked_node_bounds(bound_ids, mask, chunk)
 
 
 def refine_bounds(

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lnjax.bounds.interval import LayerBounds
+from lnjax.bounds.nodes import masked_node_bounds
 from lnjax.bounds.relu import default_alpha, relu_relaxation
 from lnjax.models import layers as L
 
@@ -265,27 +266,14 @@ def patch_node_bounds(
         def row_lower(a, offsets):
             return patch_backward_lower(view, bounds, k, a, offsets, lower, upper, frames, matrices=matrices)
 
-    shape = mask.shape
-    h, w, c = shape
-    n = math.prod(shape)
-    chunk = min(chunk, n)
-    n_pad = -(-n // chunk) * chunk
-    ids = jnp.nonzero(mask.reshape(-1), size=n_pad, fill_value=n)[0]
-    n_chunks = (jnp.sum(mask) + chunk - 1) // chunk
+    h, w, c = mask.shape
+    n = math.prod(mask.shape)
 
-    def body(i, carry):
-        lo, hi = carry
-        sel = lax.dynamic_slice(ids, (i * chunk,), (chunk,))
+    def bound_ids(sel):
         valid = sel < n
         pos = jnp.where(valid, sel, 0)
         offsets = jnp.stack([pos // (w * c), (pos // c) % w], axis=1)
-        e = jax.nn.one_hot(pos % c, c, dtype=jnp.float32) * valid[:, None]
-        e = e[:, None, None, :]
-        res = row_lower(jnp.concatenate([e, -e]), jnp.concatenate([offsets, offsets]))
-        lo = lo.at[sel].set(res[:chunk], mode="drop")
-        hi = hi.at[sel].set(-res[chunk:], mode="drop")
-        return lo, hi
+        e = (jax.nn.one_hot(pos % c, c, dtype=jnp.float32) * valid[:, None])[:, None, None, :]
+        return row_lower(jnp.concatenate([e, -e]), jnp.concatenate([offsets, offsets]))
 
-    init = (jnp.full((n,), -jnp.inf), jnp.full((n,), jnp.inf))
-    lo, hi = lax.fori_loop(0, n_chunks, body, init)
-    return lo.reshape(shape), hi.reshape(shape)
+    return masked_node_bounds(bound_ids, mask, chunk)
