@@ -409,7 +409,7 @@ def make_verifier(
             out.append(pgd_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x)
         if quick:
             out.append(pgd_quick_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x)
-        best = interval_fn(view, lo, hi)
+        best = base = interval_fn(view, lo, hi)
         if "crown" in stages:
             best = crown_fn(view, lo, hi, best)
             out.append(crown_spec_fn(view, lo, hi, c, best))
@@ -420,8 +420,8 @@ def make_verifier(
             out.append(alpha_spec_fn(view, lo, hi, c, best))
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
         # A second, timed run of the costly bound stages seeds their cost predictions.
-        units = work("crown", B.unstable_counts(view, interval_fn(view, lo, hi)))
-        best = interval_fn(view, lo, hi)
+        units = work("crown", B.unstable_counts(view, base))
+        best = base
         for name, fn, on in (
             ("crown", crown_fn, "crown" in stages),
             ("alpha_intermediate", fns.alpha, late_alpha),
