@@ -58,7 +58,7 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from experiments import attack as attack_experiment
-from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict
+from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict, unknown_keys
 from experiments.configs.boundary import DETECTOR_ALL, base as base_config
 from experiments.train import NUM_CLASSES, load_split, load_trained, task_of
 from lnjax import boundary as B, models
@@ -81,16 +81,6 @@ class Run(NamedTuple):
     dataset: str
     x: np.ndarray
     y: np.ndarray
-
-
-def unknown_keys(given: Any, known: Any, prefix: str = "") -> list[str]:
-    """Dotted names of the config fields in `given` that `known` (the base config) lacks."""
-    if not isinstance(given, dict) or not isinstance(known, dict):
-        return []
-    out = []
-    for key, value in given.items():
-        out += [prefix + key] if key not in known else unknown_keys(value, known[key], f"{prefix}{key}.")
-    return out
 
 
 def parse_runs(text: str) -> dict[str, str]:

@@ -37,6 +37,16 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"
 
 
+def unknown_keys(given: Any, known: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the config fields in `given` that `known` (the base config) lacks."""
+    if not isinstance(given, dict) or not isinstance(known, dict):
+        return []
+    out = []
+    for key, value in given.items():
+        out += [prefix + key] if key not in known else unknown_keys(value, known[key], f"{prefix}{key}.")
+    return out
+
+
 def check_workdir(workdir: str | os.PathLike, resolved: dict[str, Any]) -> Path:
     """Checks that `workdir` can hold this run (writes nothing) and returns it as a Path.
 

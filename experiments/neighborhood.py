@@ -28,14 +28,13 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import check_workdir, open_workdir, require, to_dict
+from experiments.common import check_workdir, open_workdir, require, to_dict, unknown_keys
 from experiments.configs.neighborhood import METHODS, base as base_config
 from experiments.verify import (
     MILP_MODES,
     OBJECTS,
     SIDE_NAMES,
     SPECS,
-    _unknown_keys,
     load_double_mnist_run,
     make_spec,
     make_verifier_from_config,
@@ -64,7 +63,7 @@ def parse_methods(text: str) -> tuple[str, ...]:
 
 def validate(c: ConfigDict) -> None:
     """Raises UsageError naming the first invalid value (before anything is loaded or written)."""
-    unknown = _unknown_keys(c.to_dict(), base_config().to_dict())
+    unknown = unknown_keys(c.to_dict(), base_config().to_dict())
     require(not unknown, f"unknown config options {unknown}; see experiments/configs/neighborhood.py")
     require(c.experiment == "neighborhood", f"experiment = {c.experiment!r}; this module runs 'neighborhood'")
     require(bool(c.train_workdir), "train_workdir is empty; name a finished training run (runs/dmnist_none)")

@@ -26,7 +26,7 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict
+from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict, unknown_keys
 from experiments.configs.verify import base as base_config
 from experiments.train import load_trained, task_of
 from lnjax import data, models, neighborhood as nbh, verify as V
@@ -41,18 +41,6 @@ MILP_MODES = ("sign", "optimise")
 
 
 # ---------------------------------------------------------------------------------------------- config
-
-
-def _unknown_keys(given: Any, known: Any, prefix: str = "") -> list[str]:
-    if not isinstance(given, dict) or not isinstance(known, dict):
-        return []
-    out = []
-    for key, value in given.items():
-        if key not in known:
-            out.append(prefix + key)
-        else:
-            out += _unknown_keys(value, known[key], f"{prefix}{key}.")
-    return out
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
@@ -84,7 +72,7 @@ def layer_eps(*, eps: float, growth: float, eps_layers: tuple[float, ...], num_l
 
 def validate(c: ConfigDict) -> None:
     """Raises UsageError naming the first invalid value (before anything is loaded or written)."""
-    unknown = _unknown_keys(c.to_dict(), base_config().to_dict())
+    unknown = unknown_keys(c.to_dict(), base_config().to_dict())
     require(not unknown, f"unknown config options {unknown}; see experiments/configs/verify.py")
     require(c.experiment == "verify", f"experiment = {c.experiment!r}; this module runs 'verify'")
     require(bool(c.train_workdir), "train_workdir is empty; name a finished training run (runs/quickstart)")
