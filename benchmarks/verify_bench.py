@@ -94,8 +94,11 @@ def parse_args(argv):
     p.add_argument(
         "--alpha_intermediate_steps",
         type=int,
-        default=10,
+        default=5,
         help="staged: α-CROWN steps over intermediate neurons",
+    )
+    p.add_argument(
+        "--alpha_intermediate_lr", type=float, default=0.3, help="staged: their Adam learning rate"
     )
     p.add_argument("--no_plain", action="store_true", help="skip the plain MILP (exploration)")
     p.add_argument("--out", default="benchmarks/out/verify_bench.json")
@@ -227,6 +230,7 @@ def run_model(name: str, args, worker: M.MilpWorker, test) -> list[dict]:
         time_limit=args.time_limit,
         milp_max_unstable=args.milp_max_unstable,
         alpha_intermediate_steps=args.alpha_intermediate_steps,
+        alpha_intermediate_lr=args.alpha_intermediate_lr,
         worker=worker,
     )
     plain = None if args.no_plain else make_plain(view, cap=args.plain_cap, worker=worker)

@@ -119,6 +119,7 @@ def make_verifier_from_config(view, v: ConfigDict, worker: V.MilpWorker | None =
         alpha_steps=int(v.alpha_steps),
         alpha_intermediate=bool(v.alpha_intermediate),
         alpha_intermediate_steps=int(v.alpha_intermediate_steps),
+        alpha_intermediate_lr=float(v.alpha_intermediate_lr),
         alpha_lr=float(v.alpha_lr),
         lp_tighten=bool(v.lp_tighten),
         milp_max_unstable=int(v.milp_max_unstable) or None,

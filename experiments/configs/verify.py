@@ -49,12 +49,13 @@ def base() -> ConfigDict:
             "rtol": 1e-4,
             "pgd_steps": 40,
             "pgd_restarts": 4,
-            "pgd_step_size": 0.25,  # as a fraction of each pixel's box width
+            "pgd_step_size": 0.5,  # as a fraction of each pixel's box width
             "pgd_quick_steps": 10,  # a quick PGD before the bounds (0: the full PGD goes first)
             "alpha_steps": 20,
             "alpha_lr": 0.1,
             "alpha_intermediate": True,  # α-CROWN also on the unstable intermediate neurons (after PGD)
-            "alpha_intermediate_steps": 10,
+            "alpha_intermediate_steps": 5,
+            "alpha_intermediate_lr": 0.3,
             "lp_tighten": False,
             "milp_max_unstable": 0,  # skip the MILP (UNKNOWN) above this many unstable ReLUs (0: never)
         }
