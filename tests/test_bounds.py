@@ -167,6 +167,26 @@ def test_bounds_sound_nested_and_ordered(name):
         assert bool(jnp.all(lo_a <= sampled + TOL)) and bool(jnp.all(lo_aa <= sampled + TOL))
 
 
+def test_alpha_without_logits_skips_only_the_logits():
+    model, eps = NETS["conv_avg"]
+    view = _view(model, jax.random.key(21))
+    lower, upper = _box(jax.random.key(22), model.input_shape, eps)
+    cb = crown_jit(view, lower, upper)
+    alpha = functools.partial(B.alpha_crown_bounds, steps=STEPS, base=cb)
+    with_logits = jax.jit(alpha)(view, lower, upper)
+    without = jax.jit(functools.partial(alpha, logits=False))(view, lower, upper)
+    for k, ((wl, wh), (nl, nh)) in enumerate(zip(with_logits, without, strict=True)):
+        if k < len(view.ops) - 1:
+            np.testing.assert_allclose(nl, wl, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(nh, wh, rtol=1e-6, atol=1e-6)
+    # The logits: base (∩ interval arithmetic from the tightened layer before); their own α pass is
+    # strictly tighter here.
+    _assert_nested(without[-1:], cb[-1:], "logits without their pass, within base")
+    _assert_nested(with_logits[-1:], without[-1:], "logits with their pass, within those without")
+    width = lambda b: float(jnp.sum(b[-1][1] - b[-1][0]))  # noqa: E731
+    assert width(with_logits) < width(without) - 1e-4, (width(with_logits), width(without))
+
+
 def test_tightness_order_against_exact_minimum_on_a_grid():
     model = models.mlp((2,), (12, 12), 3)
     view = _view(model, jax.random.key(5), bias_scale=0.3)

@@ -234,6 +234,9 @@ def test_worker_hard_time_limit_and_restart(worker):
     assert r.status == "timeout" and r.solutions == ()
     assert elapsed < budget + 0.25, elapsed
     assert worker.restarts >= 1
+    waited = worker.wait_ready(timeout=60)  # the replacement finishes its imports and answers a ping
+    assert 0 <= waited < 60
+    assert worker.wait_ready(timeout=5) < 1.0  # idle now: answers at once
     # The restarted worker answers the next query.
     view = tiny_mlp(2)
     small = M.network_from_view(view)

@@ -106,6 +106,7 @@ def alpha_crown_bounds(
     base: LayerBounds | None = None,
     chunk: int = CHUNK,
     patches: bool = True,
+    logits: bool = True,
 ) -> LayerBounds:
     """alpha-CROWN bounds of every op output over the box `[lower, upper]`.
 
@@ -119,6 +120,9 @@ def alpha_crown_bounds(
       base: bounds to intersect with; `crown_bounds` if None.
       chunk: neurons per optimisation (static).
       patches: optimise convolutional neurons in patch mode (as `crown_bounds`).
+      logits: also optimise the logits' bounds. False keeps `base`'s there: for callers that bound
+        their specification with `alpha_crown_spec_lower` anyway, the logits' own rows are a full
+        backward pass through the network per step for bounds nobody reads.
 
     Returns:
       LayerBounds: (lower, upper) of the output of each op.
@@ -132,7 +136,11 @@ def alpha_crown_bounds(
     def row_lower(bounds, k, a):
         return optimized_lower(view, bounds, k, a, lower, upper, steps=steps, lr=lr)
 
+    last = len(view.ops) - 1
+
     def node_bounds(bounds, k, mask):
+        if k == last and not logits:
+            return base[k]
         frames = P.patch_frames(view, k) if patches else None
         if frames is None:
             return None

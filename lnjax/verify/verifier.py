@@ -100,7 +100,8 @@ def make_verifier(
         margin bound above it.
       pgd_steps, pgd_restarts, pgd_step_size: the box PGD (`pgd_box.make_pgd_box`). A first step of
         half the box width found more counterexamples than a quarter on 80 held-out DOUBLE-MNIST
-        boxes (quick PGD 30 vs 26, full 40 × 4: 41 vs 40), never fewer at any scale; a whole width was no better.
+        boxes (quick PGD 30 vs 26, full 40 × 4: 41 vs 40), never fewer at any scale; a whole width
+        was no better.
       pgd_quick_steps, pgd_quick_restarts: the quick PGD run before the bounds (0 steps: none; then
         the full PGD runs first, as its own stage before the bounds).
       alpha_steps, alpha_lr: α-CROWN's Adam steps and learning rate.
@@ -215,7 +216,7 @@ def make_verifier(
             return now
 
         def evaluate(x) -> tuple[np.ndarray, float]:
-            x = jnp.clip(jnp.asarray(x, jnp.float32).reshape(lo.shape), lo, hi)
+            x = _clip_point(x, lo, hi)
             m = float(margin_fn(view, x, c, offset, k=k))
             points.append((np.asarray(x), m))
             return points[-1]
@@ -412,9 +413,15 @@ def make_verifier(
         centre = (lo + hi) / 2
         out = [logits_fn(view, centre), margin_fn(view, centre, c, offset, k=k)]
         if "pgd" in stages:
-            out.append(pgd_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x)
-        if quick:
-            out.append(pgd_quick_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x)
+            # The same argument kinds as in `verify`: the full PGD starts from the quick one's point
+            # (an output of a jitted function, which carries a sharding a host-made array lacks: a
+            # different cache key), and `evaluate` clips and scores each attack's point.
+            x0 = centre
+            if quick:
+                x0 = pgd_quick_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x
+                out.append(margin_fn(view, _clip_point(x0, lo, hi), c, offset, k=k))
+            x1 = pgd_fn(jax.random.key(0), view, lo, hi, c, offset, x0, k=k).x
+            out.append(margin_fn(view, _clip_point(x1, lo, hi), c, offset, k=k))
         best = base = interval_fn(view, lo, hi)
         if "crown" in stages:
             best = crown_fn(view, lo, hi, best)
@@ -425,6 +432,11 @@ def make_verifier(
             best = fns.alpha(view, lo, hi, best)
             out.append(alpha_spec_fn(view, lo, hi, c, best))
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
+        if "milp" in stages and net is None:
+            net = M.network_from_view(view)
+        # One whole query: compiles the small eager ops around the stages (clipping, checks, key
+        # splits; ~0.1 s each on CPU), which would otherwise land in the first timed query.
+        verify(jax.random.key(0), x_lower, x_upper, spec)
         # A second, timed run of the costly bound stages seeds their cost predictions.
         units = work("crown", B.unstable_counts(view, base))
         best = base
@@ -437,13 +449,16 @@ def make_verifier(
                 best = jax.block_until_ready(fn(view, lo, hi, best))
                 rates[name] = (time.monotonic() - t1) / units
         if "milp" in stages:
-            if net is None:
-                net = M.network_from_view(view)
             (worker or M.shared_worker()).start()
         return time.monotonic() - t0
 
     verify.warm_up = warm_up
     return verify
+
+
+def _clip_point(x, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """A candidate point (any array-like of the input's size) as float32 in the input's shape, in the box."""
+    return jnp.clip(jnp.asarray(x, jnp.float32).reshape(lo.shape), lo, hi)
 
 
 class _Jitted(NamedTuple):
@@ -493,7 +508,14 @@ def _jitted(
 
     def alpha(view, lo, hi, base):
         return B.alpha_crown_bounds(
-            view, lo, hi, steps=intermediate_steps, lr=intermediate_lr, base=base, chunk=chunk
+            view,
+            lo,
+            hi,
+            steps=intermediate_steps,
+            lr=intermediate_lr,
+            base=base,
+            chunk=chunk,
+            logits=False,  # the spec rows get their own α-CROWN pass (alpha_spec)
         )
 
     def alpha_spec(view, lo, hi, c, b):
