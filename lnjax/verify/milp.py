@@ -797,14 +797,25 @@ class MilpWorker:
         t0 = time.monotonic()
         self.start()
         with self._lock:
-            if not self._send([("ping",)], t0 + timeout) or not self._conn.poll(
-                max(t0 + timeout - time.monotonic(), 0.0)
-            ):
-                raise TimeoutError(f"the MILP worker did not answer within {timeout} s")
-            reply = self._conn.recv()
-            if reply != ("pong",):
-                raise RuntimeError(f"unexpected reply from the MILP worker: {reply!r}")
+            reply = self._exchange([("ping",)], t0 + timeout)
+        if reply is None:
+            raise TimeoutError(f"the MILP worker did not answer within {timeout} s (restarted)")
+        if reply != ("pong",):
+            raise RuntimeError(f"unexpected reply from the MILP worker: {reply!r}")
         return time.monotonic() - t0
+
+    def _exchange(self, messages: list, deadline: float):
+        """Sends `messages` and returns the worker's one reply, or None if `deadline` came first —
+        then the worker is killed and a fresh one started (a late reply must never be read as the
+        answer to a later request). Call with the lock held."""
+        if self._send(messages, deadline):
+            wait = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0.0)
+            if self._conn.poll(wait):
+                return self._conn.recv()
+        self._kill()
+        self.restarts += 1
+        self._start()
+        return None
 
     def _send(self, messages: list, deadline: float) -> bool:
         """Sends in a thread, so a worker that is still starting (it reads only once its imports are
@@ -837,22 +848,17 @@ class MilpWorker:
             try:
                 messages = [] if net.key in self._known else [("net", net)]
                 messages.append(("solve", net.key, query, options))
-                if self._send(messages, deadline):
-                    self._known.add(net.key)
-                    wait = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0.0)
-                    result = self._conn.recv() if self._conn.poll(wait) else None
-                else:
-                    result = None  # a (re)starting worker did not take the query in time
+                # None: the deadline came first (a restarting worker did not take the query in time,
+                # or CBC overran); the worker has been replaced.
+                result = self._exchange(messages, deadline)
             except (EOFError, OSError) as e:
                 self._kill()
                 return MilpResult(
                     status="error", message=f"MILP worker died: {e!r}", wall_s=time.monotonic() - t0
                 )
             if result is None:
-                self._kill()
-                self.restarts += 1
-                self._start()
                 return MilpResult(status="timeout", wall_s=time.monotonic() - t0)
+            self._known.add(net.key)
         return result._replace(wall_s=time.monotonic() - t0)
 
     def close(self) -> None:
