@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from lnjax.models.conv import conv_general_dilated
+
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
@@ -90,8 +92,12 @@ class LayerView:
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding) -> jax.Array:
-    """Convolution without bias. x: [H, W, C_in] -> [H', W', C_out]."""
-    y = jax.lax.conv_general_dilated(
+    """Convolution without bias. x: [H, W, C_in] -> [H', W', C_out].
+
+    The loop-friendly `conv.conv_general_dilated` (same values and derivatives as lax's): the
+    verifier's box PGD differentiates this inside a `lax.fori_loop`.
+    """
+    y = conv_general_dilated(
         x[None],
         kernel,
         window_strides=tuple(strides),

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lnjax.models import layers as L
+from lnjax.models.conv import conv_general_dilated
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,14 @@ class Sequential(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, s in enumerate(self.specs):
             if isinstance(s, ConvSpec):
-                x = nn.Conv(s.features, s.kernel, s.strides, padding=s.padding, name=f"layer_{i}")(x)
+                x = nn.Conv(
+                    s.features,
+                    s.kernel,
+                    s.strides,
+                    padding=s.padding,
+                    conv_general_dilated=conv_general_dilated,  # fast input gradients in loops
+                    name=f"layer_{i}",
+                )(x)
             elif isinstance(s, DenseSpec):
                 x = nn.Dense(s.features, name=f"layer_{i}")(x)
             elif isinstance(s, ReLUSpec):
