@@ -44,6 +44,7 @@ from lnjax.bounds.interval import LayerBounds, interval_bounds, interval_op, lin
 from lnjax.bounds.nodes import masked_node_bounds
 from lnjax.bounds.relu import relu_relaxation
 from lnjax.models import layers as L
+from lnjax.models.conv import conv_general_dilated
 
 CHUNK = 256
 """Neurons per backward pass (each gives two rows: lower and upper)."""
@@ -142,7 +143,7 @@ def conv_transpose(op: L.Conv, in_shape, a: jax.Array) -> jax.Array:
     k = jnp.pad(op.kernel, ((0, sh * mh - kh), (0, sw * mw - kw), (0, 0), (0, 0)))
     k = k.reshape(mh, sh, mw, sw, c_in, c_out)[::-1, :, ::-1]
     k = k.transpose(0, 2, 5, 1, 3, 4).reshape(mh, mw, c_out, sh * sw * c_in)
-    out = lax.conv_general_dilated(
+    out = conv_general_dilated(  # α-CROWN differentiates this inside a loop: see models/conv.py
         a,
         k,
         window_strides=(1, 1),

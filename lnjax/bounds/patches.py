@@ -31,6 +31,7 @@ from lnjax.bounds.interval import LayerBounds
 from lnjax.bounds.nodes import masked_node_bounds
 from lnjax.bounds.relu import default_alpha, relu_relaxation
 from lnjax.models import layers as L
+from lnjax.models.conv import conv_general_dilated
 
 PATCH_CHUNK = 512
 """Neurons per patch-mode backward pass (patches are small, so far more rows fit than in full mode)."""
@@ -94,7 +95,7 @@ MATRIX_MAX = 1 << 22
 
 
 def _valid_conv(op: L.Conv, x: jax.Array) -> jax.Array:
-    return lax.conv_general_dilated(
+    return conv_general_dilated(
         x,
         op.kernel,
         window_strides=tuple(op.strides),
