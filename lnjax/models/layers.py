@@ -94,8 +94,8 @@ class LayerView:
 def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding) -> jax.Array:
     """Convolution without bias. x: [H, W, C_in] -> [H', W', C_out].
 
-    The loop-friendly `conv.conv_general_dilated` (same values and derivatives as lax's): the
-    verifier's box PGD differentiates this inside a `lax.fori_loop`.
+    The loop-friendly `conv.conv_general_dilated` (same values and derivatives as lax's), so a
+    gradient of the layer view taken inside a `lax` loop stays on XLA CPU's fast path.
     """
     y = conv_general_dilated(
         x[None],
