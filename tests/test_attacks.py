@@ -113,6 +113,23 @@ def test_optmargin_success_means_every_noisy_copy_is_misclassified():
         assert bool(r.success[i]) == bool(jnp.all(m <= 0))
 
 
+def test_chunked_batch_gives_the_same_attack():
+    """Examples are independent: chunks (lax.map, with a remainder chunk) change speed only."""
+    x, y = batch(7)
+    results = [
+        attacks.make_optmargin(eps=0.05, n=4, lr=0.05, steps=30, binary_steps=3, c0=1.0, chunk=c)(
+            jax.random.key(4), apply_fn, PARAMS, x, y
+        )
+        for c in (3, 4, 100)  # 3 + 3 + 1, 4 + 3, one vmap
+    ]
+    for r in results[:2]:
+        np.testing.assert_allclose(r.x_adv, results[2].x_adv, atol=1e-5)
+        np.testing.assert_array_equal(r.success, results[2].success)
+    assert results[2].success.any()
+    with pytest.raises(ValueError, match="chunk"):
+        attacks.make_cw_l2(chunk=0)
+
+
 def test_orthogonal_noise_is_orthogonal_with_the_given_rms():
     v = attacks.orthogonal_noise(jax.random.key(0), (6, 6, 1), 8, 0.3)
     assert v.shape == (8, 6, 6, 1) and np.all(v[-1] == 0)

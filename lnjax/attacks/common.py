@@ -22,6 +22,17 @@ def per_example(apply_fn, params):
     return lambda x: apply_fn(params, x[None])[0]
 
 
+def vmap_chunked(fn, args: tuple, chunk: int | None):
+    """`jax.vmap(fn)(*args)` over the leading axis, run as sequential chunks of at most `chunk`
+    examples (`lax.map` with `batch_size`; None or ≥ the batch: one vmap). The chunks are equal
+    where they divide the batch, since a remainder chunk compiles a second copy of `fn`."""
+    b = jax.tree.leaves(args)[0].shape[0]
+    if chunk is None or chunk >= b:
+        return jax.vmap(fn)(*args)
+    size = -(-b // -(-b // chunk))
+    return jax.lax.map(lambda a: fn(*a), args, batch_size=size)
+
+
 def rms(delta: jax.Array) -> jax.Array:
     """Root mean square over the pixels of each example. delta: [B, ...] -> [B]."""
     return jnp.sqrt(jnp.mean(jnp.square(delta.reshape(delta.shape[0], -1)), axis=-1))
