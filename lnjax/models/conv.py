@@ -51,10 +51,19 @@ def conv_general_dilated(
 ) -> jax.Array:
     """`lax.conv_general_dilated` (same arguments, same result) with a loop-friendly gradient.
 
-    Grouped convolutions (`feature_group_count` or `batch_group_count` > 1) and a
-    `preferred_element_type` go straight to `lax.conv_general_dilated`.
+    Grouped convolutions (`feature_group_count` or `batch_group_count` > 1), a
+    `preferred_element_type`, and string padding with `lhs_dilation` (which lax rejects) go straight
+    to `lax.conv_general_dilated`.
     """
-    if feature_group_count != 1 or batch_group_count != 1 or preferred_element_type is not None:
+    nd = lhs.ndim - 2
+    lhs_dilation = tuple(lhs_dilation or (1,) * nd)
+    rhs_dilation = tuple(rhs_dilation or (1,) * nd)
+    if (
+        feature_group_count != 1
+        or batch_group_count != 1
+        or preferred_element_type is not None
+        or (isinstance(padding, str) and lhs_dilation != (1,) * nd)  # lax raises its own error
+    ):
         return lax.conv_general_dilated(
             lhs,
             rhs,
@@ -68,15 +77,11 @@ def conv_general_dilated(
             precision,
             preferred_element_type,
         )
-    nd = lhs.ndim - 2
     dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    lhs_dilation = tuple(lhs_dilation or (1,) * nd)
-    rhs_dilation = tuple(rhs_dilation or (1,) * nd)
-    if isinstance(padding, str):
+    if isinstance(padding, str):  # as lax resolves it
         in_spatial = [lhs.shape[d] for d in dn.lhs_spec[2:]]
-        dilated_in = [(n - 1) * d + 1 for n, d in zip(in_spatial, lhs_dilation, strict=True)]
         window = [(rhs.shape[d] - 1) * r + 1 for d, r in zip(dn.rhs_spec[2:], rhs_dilation, strict=True)]
-        padding = lax.padtype_to_pads(dilated_in, window, window_strides, padding)
+        padding = lax.padtype_to_pads(in_spatial, window, window_strides, padding)
     config = (
         tuple(window_strides),
         tuple((int(lo), int(hi)) for lo, hi in padding),
