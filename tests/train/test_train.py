@@ -221,7 +221,7 @@ def _run_worker(tmp_path, devices):
         "JAX_PLATFORMS": "cpu",
     }
     subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "train_worker.py"), str(prefix), *DEFENSES],
+        [sys.executable, str(ROOT / "tests" / "train" / "train_worker.py"), str(prefix), *DEFENSES],
         check=True,
         env=env,
         cwd=ROOT,
