@@ -7,7 +7,6 @@ metrics), metrics.json (test metrics, clean and under PGD), figures/training.png
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -15,18 +14,16 @@ import matplotlib.pyplot as plt
 from absl import logging
 from ml_collections import ConfigDict
 
-from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict
-from lnjax import data, models, plots
+from experiments.common import check_workdir, open_workdir, require, to_dict
+from experiments.runs import NUM_CLASSES, load_split, load_trained, task_of
+from lnjax import models, plots
 from lnjax.io import read_json, write_json_atomic
-from lnjax.train import DEFENSES, DefenseConfig, TrainConfig, evaluate, restore_params, train
+from lnjax.train import DEFENSES, DefenseConfig, TrainConfig, evaluate, train
 
 INPUT_SHAPES = {"double_mnist": (64, 64, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
-NUM_CLASSES = 10
 SCHEDULES = ("cosine", "constant")
-
-
-def task_of(dataset: str) -> str:
-    return "multilabel" if dataset == "double_mnist" else "single"
+# Run loading moved to experiments.runs; re-exported here until the sibling experiments import it from there.
+__all__ = ["NUM_CLASSES", "load_split", "load_trained", "run", "task_of", "validate"]
 
 
 def validate(c: ConfigDict) -> None:
@@ -81,20 +78,6 @@ def validate(c: ConfigDict) -> None:
         )
         require(e.robust_n >= 0, f"eval.robust_n = {e.robust_n} must be ≥ 0 (0 = the whole test split)")
     require(c.data.train_limit >= 0 and c.data.test_limit >= 0, "data.train_limit and test_limit must be ≥ 0")
-
-
-def load_split(c: ConfigDict, split: str) -> data.Dataset:
-    limit = c.data.train_limit if split == "train" else c.data.test_limit
-    try:
-        return data.load_dataset(
-            c.data.dataset,
-            split,
-            c.data.data_dir,
-            limit=limit or None,
-            tfds_data_dir=c.data.tfds_data_dir or None,
-        )
-    except data.DataNotFoundError as e:
-        raise UsageError(f"missing data: {e}") from e
 
 
 def defense_config(c: ConfigDict) -> DefenseConfig:
@@ -205,21 +188,3 @@ def run(
         summary = {f"top{c.k}_exact": test[f"top{c.k}_exact"], "per_label": test["per_label"], **summary}
     summary["workdir"] = str(path)
     return summary
-
-
-def load_trained(workdir: str | Path):
-    """(model, params, config) of a finished `train` run in `workdir`.
-
-    Raises:
-      UsageError: no finished run there (the message says how to make one).
-    """
-    path = Path(workdir)
-    if not (path / "metrics.json").is_file() or not (path / "config.json").is_file():
-        raise UsageError(
-            f"{path} holds no finished training run; train one first (python -m experiments.run ...)"
-        )
-    c = ConfigDict(read_json(path / "config.json"))
-    model = models.get_model(c.model, NUM_CLASSES)
-    params_like = model.init_params(jax.random.key(0))
-    params = restore_params(str(path / "checkpoints"), params_like)
-    return model, params, c

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict, unknown_keys
 from experiments.configs.verify import base as base_config
-from experiments.train import load_trained, task_of
+from experiments.runs import load_double_mnist_run
 from lnjax import data, models, neighborhood as nbh, verify as V
 from lnjax.io import read_json, write_json_atomic
 
@@ -228,31 +228,6 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "milp_queries": len(binaries),
         "median_binaries": float(np.median(binaries)) if binaries else None,
     }
-
-
-def load_double_mnist_run(c: ConfigDict, *, needs: str):
-    """(model, params, k, test images start .. start + images − 1 and before) of the finished DOUBLE-MNIST
-    training run `c.train_workdir`, test data from `c.data_dir` or the run's own data dir.
-
-    Raises:
-      UsageError: no such run, not a DOUBLE-MNIST run (`needs` says why it must be), missing data, too
-        few test images.
-    """
-    model, params, tc = load_trained(c.train_workdir)
-    require(
-        tc.data.dataset == "double_mnist" and task_of(tc.data.dataset) == "multilabel",
-        f"{c.train_workdir} was trained on {tc.data.dataset}; {needs}",
-    )
-    data_dir = c.data_dir or tc.data.data_dir
-    try:
-        test = data.load_dataset("double_mnist", "test", data_dir, limit=c.start + c.images)
-    except data.DataNotFoundError as e:
-        raise UsageError(f"missing data: {e}") from e
-    require(
-        test.num_examples >= c.start + c.images,
-        f"start + images = {c.start + c.images} but the test split has {test.num_examples} images",
-    )
-    return model, params, int(tc.k), test
 
 
 def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""Loading finished runs: the one place an experiment opens another experiment's workdir.
+
+`train` leaves a workdir with config.json, metrics.json and checkpoints/; verify, neighborhood,
+attack and boundary read it through `load_trained` (and the test data through `load_split` /
+`load_double_mnist_run`), so no experiment imports a sibling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+from ml_collections import ConfigDict
+
+from experiments.common import UsageError, require
+from lnjax import data, models
+from lnjax.io import read_json
+from lnjax.train import restore_params
+
+NUM_CLASSES = 10
+
+
+def task_of(dataset: str) -> str:
+    """ "multilabel" for DOUBLE-MNIST (two digits per image), "single" otherwise."""
+    return "multilabel" if dataset == "double_mnist" else "single"
+
+
+def load_split(c: ConfigDict, split: str) -> data.Dataset:
+    """The `split` of a train config's dataset (`c.data`), limited by its train/test limit.
+
+    Raises:
+      UsageError: the data files are missing.
+    """
+    limit = c.data.train_limit if split == "train" else c.data.test_limit
+    try:
+        return data.load_dataset(
+            c.data.dataset,
+            split,
+            c.data.data_dir,
+            limit=limit or None,
+            tfds_data_dir=c.data.tfds_data_dir or None,
+        )
+    except data.DataNotFoundError as e:
+        raise UsageError(f"missing data: {e}") from e
+
+
+def load_trained(workdir: str | Path) -> tuple[models.Sequential, Any, ConfigDict]:
+    """(model, params, config) of a finished `train` run in `workdir`.
+
+    Raises:
+      UsageError: no finished run there (the message says how to make one).
+    """
+    path = Path(workdir)
+    if not (path / "metrics.json").is_file() or not (path / "config.json").is_file():
+        raise UsageError(
+            f"{path} holds no finished training run; train one first (python -m experiments.run ...)"
+        )
+    c = ConfigDict(read_json(path / "config.json"))
+    model = models.get_model(c.model, NUM_CLASSES)
+    params_like = model.init_params(jax.random.key(0))
+    params = restore_params(str(path / "checkpoints"), params_like)
+    return model, params, c
+
+
+def load_double_mnist_run(c: ConfigDict, *, needs: str) -> tuple[models.Sequential, Any, int, data.Dataset]:
+    """(model, params, k, test images start .. start + images − 1 and before) of the finished DOUBLE-MNIST
+    training run `c.train_workdir`, test data from `c.data_dir` or the run's own data dir.
+
+    Raises:
+      UsageError: no such run, not a DOUBLE-MNIST run (`needs` says why it must be), missing data, too
+        few test images.
+    """
+    model, params, tc = load_trained(c.train_workdir)
+    require(
+        tc.data.dataset == "double_mnist" and task_of(tc.data.dataset) == "multilabel",
+        f"{c.train_workdir} was trained on {tc.data.dataset}; {needs}",
+    )
+    data_dir = c.data_dir or tc.data.data_dir
+    try:
+        test = data.load_dataset("double_mnist", "test", data_dir, limit=c.start + c.images)
+    except data.DataNotFoundError as e:
+        raise UsageError(f"missing data: {e}") from e
+    require(
+        test.num_examples >= c.start + c.images,
+        f"start + images = {c.start + c.images} but the test split has {test.num_examples} images",
+    )
+    return model, params, int(tc.k), test
