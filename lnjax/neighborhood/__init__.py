@@ -2,6 +2,7 @@
 their boxes, the MaRVeL-style optimizer, shrink weights and the per-layer binary-search baseline."""
 
 from lnjax.neighborhood.baseline import binary_search, queries_per_layer
+from lnjax.neighborhood.config import OptimizerConfig
 from lnjax.neighborhood.layers import (
     METRICS,
     box_of,
@@ -27,6 +28,7 @@ __all__ = [
     "METRICS",
     "CountingOracle",
     "Optimizer",
+    "OptimizerConfig",
     "OptimizerState",
     "Problem",
     "Result",

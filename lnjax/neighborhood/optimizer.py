@@ -51,6 +51,7 @@ import numpy as np
 
 from lnjax.models import layers as L
 from lnjax.neighborhood import gradients as G
+from lnjax.neighborhood.config import NORMS
 from lnjax.neighborhood.problem import (
     CountingOracle,
     Problem,
@@ -69,8 +70,6 @@ from lnjax.neighborhood.sensitivity import (
     sensitivity_weights,
 )
 from lnjax.verify.verdict import Status
-
-NORMS = ("logvol", "linear")
 
 
 class OptimizerState(NamedTuple):

@@ -5,6 +5,7 @@ References:
   ICLR 2019 (MIPVerify).
 """
 
+from lnjax.verify.config import VerifierConfig
 from lnjax.verify.milp import (
     MilpNetwork,
     MilpOptions,
@@ -34,6 +35,7 @@ __all__ = [
     "Threshold",
     "TopK",
     "Verdict",
+    "VerifierConfig",
     "VerifyStats",
     "kth_smallest",
     "make_pgd_box",

@@ -48,11 +48,11 @@ from absl import logging
 from lnjax import bounds as B
 from lnjax.models import layers as L
 from lnjax.verify import milp as M
+from lnjax.verify.config import STAGES
 from lnjax.verify.pgd_box import make_pgd_box
 from lnjax.verify.specs import Spec, SpecRows, kth_smallest, margin_lower_bound
 from lnjax.verify.verdict import Status, Verdict, VerifyStats
 
-STAGES = ("pgd", "crown", "alpha_crown", "milp")
 _KNOWN = set(STAGES) | {"interval"}
 
 VerifyFn = Callable[[jax.Array, jax.Array, jax.Array, Spec], Verdict]

@@ -1,0 +1,96 @@
+"""`OptimizerConfig`: every option of `make_optimizer`, typed, with today's defaults, checked once.
+
+Each field's meaning is documented on `make_optimizer`. Field names equal the experiments'
+`optimizer` ConfigDict keys (`experiments/configs/neighborhood.py`), which are generated from this
+class. A bad value raises `ValueError` with one line naming the field, the value and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lnjax.neighborhood.sensitivity import ORIENTATIONS, REDUCTIONS, SHRINKS
+from lnjax.verify.config import check_bool, check_choice, check_float, check_int
+
+NORMS = ("logvol", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """The neighborhood optimizer's options (see `make_optimizer` for what each one does).
+
+    Attributes:
+      norm: "logvol" or "linear".
+      precondition: per-pixel gradients.
+      lr, grow, backoff, max_step: the expansion step schedule (in log ε).
+      lam, lam_decay, lam_min: the λ schedule (MaRVeL: 0.99, 0.75, 0.01).
+      plateau: relative mean-ε gain below which a robust step is a plateau.
+      shrink: "fixed" or "sensitivity" shrink weights.
+      fixed_near, fixed_power: the fixed profile.
+      orientation, sensitivity_reduce, weight_floor: the sensitivity weights.
+      first_shrink: the shrink factor before anything is committed.
+      eps_max, eps_min: ε is kept in [eps_min, eps_max].
+      init_fraction: the start as a fraction of the largest PGD-clean uniform ε.
+      max_queries: verifier queries per search.
+      time_budget: wall-clock seconds per search (None: unlimited).
+      pgd_steps, pgd_restarts, pgd_step_size: the box PGD (start bracket, weakest points).
+      temperature: softmax temperature of the weakest points' weights.
+    """
+
+    norm: str = "logvol"
+    precondition: bool = True
+    lr: float = 0.5
+    grow: float = 1.5
+    backoff: float = 0.5
+    max_step: float = 2.0
+    lam: float = 0.99
+    lam_decay: float = 0.75
+    lam_min: float = 0.01
+    plateau: float = 1e-3
+    shrink: str = "fixed"
+    fixed_near: float = 0.25
+    fixed_power: float = 1.0
+    orientation: str = "insensitive"
+    sensitivity_reduce: str = "mean"
+    weight_floor: float = 0.25
+    first_shrink: float = 0.75
+    eps_max: float = 1.0
+    eps_min: float = 1e-6
+    init_fraction: float = 0.25
+    max_queries: int = 20
+    time_budget: float | None = None
+    pgd_steps: int = 20
+    pgd_restarts: int = 2
+    pgd_step_size: float = 0.25
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        w = "optimizer."
+        check_choice(w + "norm", self.norm, NORMS)
+        check_bool(w + "precondition", self.precondition)
+        check_float(w + "lr", self.lr, low=0.0, low_open=True)
+        check_float(w + "grow", self.grow, low=1.0)
+        check_float(w + "backoff", self.backoff, low=0.0, high=1.0, low_open=True)
+        check_float(w + "max_step", self.max_step, low=0.0, low_open=True)
+        check_float(w + "lam", self.lam, low=0.0, low_open=True)
+        check_float(w + "lam_decay", self.lam_decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_float(w + "lam_min", self.lam_min, low=0.0, low_open=True)
+        check_float(w + "plateau", self.plateau, low=0.0)
+        check_choice(w + "shrink", self.shrink, SHRINKS)
+        check_float(w + "fixed_near", self.fixed_near, low=0.0, high=1.0, low_open=True)
+        check_float(w + "fixed_power", self.fixed_power, low=0.0, low_open=True)
+        check_choice(w + "orientation", self.orientation, ORIENTATIONS)
+        check_choice(w + "sensitivity_reduce", self.sensitivity_reduce, REDUCTIONS)
+        check_float(w + "weight_floor", self.weight_floor, low=0.0, high=1.0, low_open=True)
+        check_float(w + "first_shrink", self.first_shrink, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_float(w + "eps_max", self.eps_max, low=0.0, low_open=True)
+        check_float(w + "eps_min", self.eps_min, low=0.0, high=self.eps_max, low_open=True, high_open=True)
+        check_float(w + "init_fraction", self.init_fraction, low=0.0, high=1.0, low_open=True)
+        check_int(w + "max_queries", self.max_queries, 1)
+        if self.time_budget is not None:
+            check_float(w + "time_budget", self.time_budget, low=0.0, low_open=True)
+        check_int(w + "pgd_steps", self.pgd_steps, 1)
+        check_int(w + "pgd_restarts", self.pgd_restarts, 1)
+        check_float(w + "pgd_step_size", self.pgd_step_size, low=0.0, low_open=True)
+        check_float(w + "temperature", self.temperature, low=0.0, low_open=True)
