@@ -8,11 +8,12 @@ existing workdir is refused (results of two configs never mix).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging as std_logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from absl import logging
 from ml_collections import ConfigDict
@@ -22,6 +23,50 @@ from lnjax.io import read_json, write_json_atomic
 
 class UsageError(Exception):
     """A problem with the user's input; the runner prints the message in one line and exits with 2."""
+
+
+_D = TypeVar("_D")
+
+
+def config_dict_from(instance: Any) -> ConfigDict:
+    """The fields of a (library config) dataclass instance as a ConfigDict block (nested ones too).
+
+    The library dataclasses hold every default; `experiments/configs/*.py` build their blocks with
+    this and presets override single fields, so a default is stated once.
+    """
+    if not dataclasses.is_dataclass(instance) or isinstance(instance, type):
+        raise TypeError(f"expected a dataclass instance, got {type(instance).__name__}")
+    return ConfigDict(
+        {
+            f.name: config_dict_from(v) if dataclasses.is_dataclass(v := getattr(instance, f.name)) else v
+            for f in dataclasses.fields(instance)
+        }
+    )
+
+
+def dataclass_from(config: ConfigDict, cls: type[_D], *, where: str = "") -> _D:
+    """`cls(**config)`, with its validation errors as one-line UsageErrors.
+
+    Args:
+      config: a flat ConfigDict block whose keys are `cls`'s fields (all of them, or a subset: the
+        rest keep their defaults).
+      where: the block's dotted name in the experiment config (e.g. "train"), prefixed to the
+        message so it names the flag to fix ("train.learning_rate = inf must be ...").
+
+    Raises:
+      UsageError: a key that is no field of `cls`, or `cls` rejected a value (ValueError/TypeError).
+    """
+    prefix = f"{where}." if where else ""
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = config.to_dict()
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        names = ", ".join(prefix + k for k in unknown)
+        raise UsageError(f"unknown config field(s) {names}; expected {prefix}<one of {sorted(fields)}>")
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"{prefix}{e}") from e
 
 
 def to_dict(config: ConfigDict) -> dict[str, Any]:
