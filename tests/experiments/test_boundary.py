@@ -15,7 +15,7 @@ from lnjax import data, models
 from lnjax.io import read_json
 from tests.fakes import write_fake_wheel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(workdir, preset, model="", **data_fields):

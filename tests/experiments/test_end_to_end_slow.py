@@ -12,7 +12,7 @@ import pytest
 from lnjax import data
 from lnjax.data import mnist
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from experiments.configs import train as train_configs
 from lnjax.io import read_json
 from tests.fakes import tiny_double_mnist_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

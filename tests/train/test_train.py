@@ -28,7 +28,7 @@ from lnjax.train import (
 )
 from lnjax.train.step import TrainState
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_model(num_classes=10):
