@@ -7,7 +7,7 @@ DATA_DIR ?= data
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: run test test-slow lint format bench data venv clean-runs
+.PHONY: run test test-slow lint format bench data venv clean-runs coverage
 
 venv: $(STAMP)
 
@@ -35,6 +35,11 @@ test-slow: $(STAMP) data
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
+
+# Line coverage of lnjax/ over the fast suite (the number BUILD.md quotes).
+coverage: $(STAMP)
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow" --cov=lnjax --cov-report=term $(PYTEST_ARGS)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
