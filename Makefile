@@ -7,7 +7,7 @@ DATA_DIR ?= data
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: run test test-slow lint format bench data venv clean-runs coverage
+.PHONY: run test test-slow lint format bench data venv clean-runs coverage typecheck
 
 venv: $(STAMP)
 
@@ -35,6 +35,8 @@ test-slow: $(STAMP) data
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
 	$(VENV)/bin/pyright
 
 # Line coverage of lnjax/ over the fast suite (the number BUILD.md quotes).
