@@ -13,14 +13,14 @@ and the fix, exits with code 2 and writes nothing.
 from __future__ import annotations
 
 import importlib
-import json
 import logging as std_logging
 import sys
 
+import ml_collections.config_flags as config_flags
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from experiments.common import UsageError
+from lnjax.io import to_json
 
 EXPERIMENTS = {
     "train": "experiments.train",
@@ -94,7 +94,7 @@ def main(argv: list[str]) -> None:
         summary = module.run(config, workdir, progress=_PROGRESS.value)
     except UsageError as e:
         fail(str(e))
-    print(json.dumps(summary), flush=True)
+    print(to_json(summary), flush=True)  # strict JSON: a NaN metric prints as null
 
 
 if __name__ == "__main__":
