@@ -30,7 +30,8 @@ def load_split(c: ConfigDict, split: str) -> data.Dataset:
     """The `split` of a train config's dataset (`c.data`), limited by its train/test limit.
 
     Raises:
-      UsageError: the data files are missing.
+      UsageError: the data files are missing, corrupt or of the wrong shape (one line naming the
+        file, what was expected and how to rebuild it).
     """
     limit = c.data.train_limit if split == "train" else c.data.test_limit
     try:
@@ -41,8 +42,15 @@ def load_split(c: ConfigDict, split: str) -> data.Dataset:
             limit=limit or None,
             tfds_data_dir=c.data.tfds_data_dir or None,
         )
-    except data.DataNotFoundError as e:
-        raise UsageError(f"missing data: {e}") from e
+    except data.DataError as e:
+        raise data_usage_error(e) from e
+
+
+def data_usage_error(e: data.DataError) -> UsageError:
+    """A data loading error as the one-line UsageError the runner prints."""
+    text = " ".join(str(e).split())  # one line
+    kind = "missing data" if isinstance(e, data.DataNotFoundError) else "bad data"
+    return UsageError(f"{kind}: {text}")
 
 
 def load_trained(workdir: str | Path) -> tuple[models.Sequential, Any, ConfigDict]:
@@ -79,8 +87,8 @@ def load_double_mnist_run(c: ConfigDict, *, needs: str) -> tuple[models.Sequenti
     data_dir = c.data_dir or tc.data.data_dir
     try:
         test = data.load_dataset("double_mnist", "test", data_dir, limit=c.start + c.images)
-    except data.DataNotFoundError as e:
-        raise UsageError(f"missing data: {e}") from e
+    except data.DataError as e:
+        raise data_usage_error(e) from e
     require(
         test.num_examples >= c.start + c.images,
         f"start + images = {c.start + c.images} but the test split has {test.num_examples} images",

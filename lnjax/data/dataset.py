@@ -51,8 +51,17 @@ def take(dataset: Dataset, index: Any) -> Dataset:
     return Dataset(x=dataset.x[index], y=dataset.y[index], meta=meta)
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataError(Exception):
+    """A dataset cannot be used; the message names the file, what is wrong and how to make it."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
     """A dataset file or source is missing; the message says what is missing and how to make it."""
+
+
+class DataFileError(DataError, ValueError):
+    """A dataset file exists but is unusable: truncated, empty, corrupt, or arrays of the wrong
+    shape or dtype. The message names the file, what was expected and how to rebuild it."""
 
 
 def check_split(split: str) -> None:

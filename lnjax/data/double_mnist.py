@@ -30,6 +30,7 @@ import numpy as np
 from absl import logging
 
 from lnjax.data import npz
+from lnjax.data.dataset import DataFileError
 from lnjax.data.mnist import PrepareResult, load_mnist_arrays
 
 GENERATOR_VERSION = 1
@@ -47,8 +48,74 @@ assert X_JITTER - 1 + DIGIT <= HALF, "a jittered digit must stay inside its half
 assert Y_RANGE - 1 + DIGIT <= CANVAS, "a digit must stay inside the canvas"
 
 
+PREPARE_COMMAND = "python -m data_prep.double_mnist --data_dir={data_dir}  (or `make data`)"
+# name -> (dtype, shape after the leading N): what a DOUBLE-MNIST file must hold.
+EXPECTED = {
+    "images": (np.uint8, (CANVAS, CANVAS)),
+    "labels": (np.uint8, (NUM_CLASSES,)),
+    "digits": (np.uint8, (2,)),
+    "offsets": (np.int16, (2, 2)),
+    "masks": (np.bool_, (2, DIGIT, DIGIT)),
+    "boxes": (np.int16, (2, 4)),
+    "source_index": (np.int32, (2,)),
+}
+
+
 def double_mnist_path(data_dir: str | os.PathLike, split: str) -> Path:
     return Path(data_dir) / f"double_mnist_{split}.npz"
+
+
+def _describe_expected() -> str:
+    return ", ".join(
+        f"{k} {np.dtype(t).name} [N, {', '.join(map(str, shape))}]" for k, (t, shape) in EXPECTED.items()
+    )
+
+
+def read_double_mnist_file(path: str | os.PathLike, split: str) -> dict[str, Any]:
+    """The checked contents of a DOUBLE-MNIST split file (every array of `EXPECTED`, 'metadata' as a
+    dict, 'sha256').
+
+    Raises:
+      FileNotFoundError: no such file.
+      DataFileError: the file is unreadable (truncated, zero bytes, corrupt), lacks an array, holds
+        arrays of another shape or dtype (e.g. 28×28 MNIST images), no examples, another split, or
+        arrays that do not match their stored checksum. The message names the file, what was
+        expected and the command that rebuilds it.
+    """
+    path = Path(path)
+    rebuild = f"rebuild it with `{PREPARE_COMMAND.format(data_dir=path.parent)}`"
+    try:
+        contents = npz.load_npz(path)
+    except ValueError as e:
+        raise DataFileError(f"{e}; {rebuild}") from e
+
+    def bad(what: str) -> DataFileError:
+        return DataFileError(
+            f"{path} is not a DOUBLE-MNIST {split} file: {what} (expected {_describe_expected()}, "
+            f"metadata and sha256); {rebuild}"
+        )
+
+    missing = [k for k in (*EXPECTED, "metadata", "sha256") if k not in contents]
+    if missing:
+        raise bad(f"no {', '.join(missing)}" + (" (the archive is empty)" if not contents else ""))
+    n = contents["images"].shape[0] if contents["images"].ndim else 0
+    for key, (dtype, shape) in EXPECTED.items():
+        a = contents[key]
+        if a.dtype != dtype or a.shape != (n, *shape):
+            raise bad(f"{key} is {a.dtype.name} {list(a.shape)}")
+    if n == 0:
+        raise bad("it holds no examples")
+    try:
+        metadata = npz.read_json_array(contents["metadata"])
+        stored = str(contents["sha256"][()])
+    except (ValueError, IndexError, TypeError) as e:
+        raise bad(f"unreadable metadata or sha256 ({e})") from e
+    if not isinstance(metadata, dict) or metadata.get("split") != split:
+        got = metadata.get("split") if isinstance(metadata, dict) else metadata
+        raise bad(f"its metadata says split {got!r}")
+    if npz.arrays_sha256({k: contents[k] for k in ARRAY_KEYS}) != stored:
+        raise bad("the arrays do not match their stored sha256 (the file was modified or damaged)")
+    return {**{k: contents[k] for k in ARRAY_KEYS}, "metadata": metadata, "sha256": stored}
 
 
 def generate_double_mnist(
@@ -99,8 +166,8 @@ def generate_double_mnist(
             cols = ox[lo:hi, j, None, None] + r[None, None, :]  # [c, 1, 28]
             images[rows_n, rows, cols] = np.maximum(images[rows_n, rows, cols], patches[lo:hi, j])
 
-    row0, row1 = _ink_extent(masks.any(axis=3))  # rows with ink, within the patch: [n, 2] each
-    col0, col1 = _ink_extent(masks.any(axis=2))
+    row0, row1 = _ink_extent(np.asarray(masks.any(axis=3)))  # rows with ink, within the patch: [n, 2] each
+    col0, col1 = _ink_extent(np.asarray(masks.any(axis=2)))
     boxes = np.stack([oy + row0, ox + col0, oy + row1, ox + col1], axis=-1)  # [n, 2, 4] (y0, x0, y1, x1)
     labels = np.zeros((n, NUM_CLASSES), np.uint8)
     np.put_along_axis(labels, digits, 1, axis=1)
@@ -182,11 +249,8 @@ def _is_current(path: Path, metadata: dict[str, Any]) -> bool:
     if not path.is_file():
         return False
     try:
-        contents = npz.load_npz(path)
-        if npz.read_json_array(contents["metadata"]) != metadata:
-            return False
-        return npz.arrays_sha256({k: contents[k] for k in ARRAY_KEYS}) == str(contents["sha256"][()])
-    except (OSError, KeyError, ValueError) as e:
+        return read_double_mnist_file(path, metadata["split"])["metadata"] == metadata
+    except (OSError, DataFileError) as e:
         logging.warning("%s is not a valid DOUBLE-MNIST file (%s)", path, e)
         return False
 

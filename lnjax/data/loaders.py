@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lnjax.data import npz
 from lnjax.data.dataset import DataNotFoundError, Dataset, check_split
-from lnjax.data.double_mnist import ARRAY_KEYS, double_mnist_path
+from lnjax.data.double_mnist import ARRAY_KEYS, double_mnist_path, read_double_mnist_file
 from lnjax.data.mnist import MNIST_FILE, load_mnist_arrays
 from lnjax.data.tfds_source import load_tfds
 
@@ -23,7 +22,8 @@ def load_mnist(data_dir: str | os.PathLike, split: str) -> Dataset:
       Dataset(x float32 [N, 28, 28, 1] = uint8 / 255, y int32 [N]); meta holds the file's provenance.
 
     Raises:
-      DataNotFoundError: the file is missing or invalid.
+      DataNotFoundError: the file is missing.
+      DataFileError: the file is unreadable or its arrays are not MNIST's (see `load_mnist_arrays`).
     """
     check_split(split)
     contents = load_mnist_arrays(data_dir)
@@ -47,6 +47,8 @@ def load_double_mnist(data_dir: str | os.PathLike, split: str, limit: int | None
 
     Raises:
       DataNotFoundError: the file is missing.
+      DataFileError: the file is truncated, empty, corrupt or of the wrong shape (the message says
+        what was expected and how to rebuild it).
     """
     check_split(split)
     path = double_mnist_path(data_dir, split)
@@ -55,12 +57,12 @@ def load_double_mnist(data_dir: str | os.PathLike, split: str, limit: int | None
             f"{path} does not exist. Make it with `python -m data_prep.double_mnist --data_dir={data_dir}` "
             "(or `make data`)."
         )
-    contents = npz.load_npz(path)
+    contents = read_double_mnist_file(path, split)
     stop = None if limit is None else int(limit)
     arrays = {k: contents[k][:stop] for k in ARRAY_KEYS}
     x = arrays.pop("images").astype(np.float32)[..., None] / 255.0
     y = arrays.pop("labels").astype(np.float32)
-    return Dataset(x=x, y=y, meta={**arrays, "metadata": npz.read_json_array(contents["metadata"])})
+    return Dataset(x=x, y=y, meta={**arrays, "metadata": contents["metadata"]})
 
 
 def load_dataset(

@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from lnjax.data import npz
-from lnjax.data.dataset import DataNotFoundError
+from lnjax.data.dataset import DataFileError, DataNotFoundError
 from lnjax.data.tfds_source import default_tfds_data_dir, read_tfds_arrays
 
 MNIST_FILE = "mnist.npz"
@@ -195,24 +195,46 @@ def _check_arrays(arrays: dict[str, np.ndarray]) -> None:
             raise ValueError(f"bad MNIST {split} arrays: x {x.dtype} {x.shape}, y {y.dtype} {y.shape}")
 
 
+def read_mnist_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The checked contents of a prepared `mnist.npz` (arrays, 'sha256', 'provenance').
+
+    Raises:
+      FileNotFoundError: no such file.
+      DataFileError: the file is unreadable (truncated, zero bytes, corrupt), lacks an array, holds
+        arrays of another shape or dtype, or arrays that do not match their stored checksum; the
+        message names the file, what was expected and the command that rebuilds it.
+    """
+    path = Path(path)
+    try:
+        contents = npz.load_npz(path)
+        missing = [k for k in (*MNIST_KEYS, "sha256", "provenance") if k not in contents]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        arrays = {k: contents[k] for k in MNIST_KEYS}
+        _check_arrays(arrays)
+        stored = str(contents["sha256"][()])
+        provenance = npz.read_json_array(contents["provenance"])
+        if npz.arrays_sha256(arrays) != stored:
+            raise ValueError("the arrays do not match their stored sha256 (the file was modified or damaged)")
+    except (ValueError, IndexError, TypeError) as e:
+        raise DataFileError(
+            f"{path} is not a prepared MNIST file: {e} (expected x_train uint8 [N, 28, 28], y_train uint8 "
+            f"[N], x_test, y_test likewise, sha256 and provenance); rebuild it with "
+            f"`{PREPARE_COMMAND.format(data_dir=path.parent)}`"
+        ) from e
+    return {**arrays, "sha256": stored, "provenance": provenance}
+
+
 def read_prepared(path: str | os.PathLike) -> dict[str, Any] | None:
     """The contents of a valid prepared `mnist.npz` (checksum verified), or None if missing or invalid."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
-        contents = npz.load_npz(path)
-        arrays = {k: contents[k] for k in MNIST_KEYS}
-        _check_arrays(arrays)
-        stored = str(contents["sha256"][()])
-        provenance = npz.read_json_array(contents["provenance"])
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        return read_mnist_file(path)
+    except (OSError, DataFileError) as e:
         logging.warning("%s is not a valid MNIST file (%s)", path, e)
         return None
-    if npz.arrays_sha256(arrays) != stored:
-        logging.warning("%s: the arrays do not match their stored checksum", path)
-        return None
-    return {**arrays, "sha256": stored, "provenance": provenance}
 
 
 def _try_tfds(tfds_data_dir: Path, attempts: list[str]) -> tuple[dict[str, np.ndarray], dict] | None:
@@ -346,13 +368,12 @@ def load_mnist_arrays(data_dir: str | os.PathLike) -> dict[str, Any]:
     """The verified contents of `data_dir/mnist.npz` (arrays, 'sha256', 'provenance').
 
     Raises:
-      DataNotFoundError: the file is missing or invalid; the message names the command that makes it.
+      DataNotFoundError: the file is missing; the message names the command that makes it.
+      DataFileError: the file is invalid (see `read_mnist_file`).
     """
     path = Path(data_dir) / MNIST_FILE
-    contents = read_prepared(path)
-    if contents is None:
-        state = "is invalid" if path.exists() else "does not exist"
+    if not path.is_file():
         raise DataNotFoundError(
-            f"{path} {state}. Make it with `{PREPARE_COMMAND.format(data_dir=data_dir)}`."
+            f"{path} does not exist. Make it with `{PREPARE_COMMAND.format(data_dir=data_dir)}`."
         )
-    return contents
+    return read_mnist_file(path)

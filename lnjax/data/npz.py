@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,24 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Returns:
       name -> array.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: the file is not a readable `.npz` (truncated, zero bytes, corrupted members,
+        pickled objects); the message names the file and the reason.
     """
-    with np.load(path, allow_pickle=False) as npz:
-        return {name: npz[name] for name in npz.files}
+    try:
+        with open(path, "rb") as f:  # our handle: np.load(path) leaks its own when the zip is bad
+            loaded = np.load(f, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with loaded as npz:
+                return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        reason = "zero bytes" if isinstance(e, EOFError) else f"{type(e).__name__}: {str(e).split('. ')[0]}"
+        raise ValueError(f"{path} is not a readable .npz file ({reason})") from e
 
 
 def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tqdm
@@ -43,7 +44,7 @@ def read_tfds_arrays(
 
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_tfds_data_dir()
     try:
-        source = tfds.data_source(
+        source: Any = tfds.data_source(  # a random-access source (its stubs say a tree of them)
             name, split=split, data_dir=os.fspath(data_dir), download=False, try_gcs=False
         )
     except Exception as e:  # tfds raises NotImplementedError, AssertionError, ... for a missing copy
