@@ -16,7 +16,7 @@ from ml_collections import ConfigDict
 from experiments.common import UsageError, require
 from lnjax import data, models
 from lnjax.io import read_json
-from lnjax.train import restore_params
+from lnjax.train.checkpoint import CheckpointError, restore_params
 
 NUM_CLASSES = 10
 
@@ -56,18 +56,34 @@ def data_usage_error(e: data.DataError) -> UsageError:
 def load_trained(workdir: str | Path) -> tuple[models.Sequential, Any, ConfigDict]:
     """(model, params, config) of a finished `train` run in `workdir`.
 
+    A damaged newest checkpoint falls back to the newest intact one (a warning is logged).
+
     Raises:
-      UsageError: no finished run there (the message says how to make one).
+      UsageError: no finished run there, its config.json is unreadable, or its checkpoints are
+        missing, all damaged or of another model (one line saying how to rebuild them).
     """
     path = Path(workdir)
     if not (path / "metrics.json").is_file() or not (path / "config.json").is_file():
         raise UsageError(
             f"{path} holds no finished training run; train one first (python -m experiments.run ...)"
         )
-    c = ConfigDict(read_json(path / "config.json"))
-    model = models.get_model(c.model, NUM_CLASSES)
+    retrain = (
+        f"rerun the training that made it (same config, --workdir={path}) to rebuild them, or train a new run"
+    )
+    try:
+        c = ConfigDict(read_json(path / "config.json"))
+        model = models.get_model(c.model, NUM_CLASSES)
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise UsageError(f"{path}/config.json is not a readable train config ({e}); {retrain}") from e
     params_like = model.init_params(jax.random.key(0))
-    params = restore_params(str(path / "checkpoints"), params_like)
+    try:
+        params = restore_params(str(path / "checkpoints"), params_like)
+    except FileNotFoundError as e:
+        raise UsageError(f"{path} has no checkpoints (the trained params are gone); {retrain}") from e
+    except CheckpointError as e:
+        raise UsageError(f"{' '.join(str(e).split())}; {retrain}") from e
+    except ValueError as e:
+        raise UsageError(f"{e} {c.model!r}; {retrain}") from e
     return model, params, c
 
 
