@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -17,24 +20,90 @@ from lnjax.models import Sequential
 from lnjax.train.checkpoint import Checkpointer
 from lnjax.train.step import DefenseConfig, TrainState, make_eval_step, make_mesh, make_train_step
 
+SCHEDULES = ("cosine", "constant")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """The host loop's hyperparameters (Adam with a learning-rate schedule).
+
+    Attributes:
+      batch_size: global batch (divisible by the local device count).
+      steps: optimiser steps in total (a resumed run continues to this step).
+      learning_rate: Adam's (peak) learning rate; finite and > 0.
+      schedule: "cosine" (decay to 0 over `steps`) or "constant".
+      checkpoint_every: save a checkpoint every this many steps (and at the end).
+      log_every: log metrics every this many steps (and at the end).
+
+    Raises:
+      ValueError: (at construction) a value out of range, naming the field and what is expected.
+    """
+
     batch_size: int = 128
-    steps: int = 1000
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"  # "constant" or "cosine" (decay to 0 over `steps`)
-    checkpoint_every: int = 200
+    steps: int = 5000
+    learning_rate: float = 2e-3
+    schedule: str = "cosine"
+    checkpoint_every: int = 500
     log_every: int = 50
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} = {value!r} must be an integer ≥ 1")
+        if not _finite_number(self.learning_rate) or self.learning_rate <= 0:
+            raise ValueError(f"learning_rate = {self.learning_rate!r} must be a finite number > 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
 
-def make_schedule(config: TrainConfig):
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became non-finite; no checkpoint of the diverged state was written.
+
+    Attributes:
+      step: the step whose logged loss (or params, at a checkpoint) was non-finite.
+      loss: that loss.
+      checkpoint_step: the last (finite) checkpoint kept, or None.
+    """
+
+    def __init__(self, step: int, loss: float, checkpoint_step: int | None):
+        kept = (
+            f"the last good checkpoint (step {checkpoint_step}) is kept"
+            if checkpoint_step
+            else "no checkpoint"
+        )
+        super().__init__(f"training diverged at step {step} (loss {loss})" + (f"; {kept}" if kept else ""))
+        self.step, self.loss, self.checkpoint_step = step, loss, checkpoint_step
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the last finished step was checkpointed (when a directory was given).
+
+    Attributes:
+      step: the last finished step.
+      checkpoint_step: the step of the newest checkpoint (== step when the save worked), or None.
+    """
+
+    def __init__(self, step: int, checkpoint_step: int | None):
+        super().__init__(f"training interrupted after step {step}")
+        self.step, self.checkpoint_step = step, checkpoint_step
+
+
+def make_schedule(config: TrainConfig) -> optax.Schedule:
     """The learning-rate schedule named by `config.schedule`."""
     if config.schedule == "constant":
         return optax.constant_schedule(config.learning_rate)
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(config.learning_rate, config.steps)
-    raise ValueError(f"unknown schedule {config.schedule!r}; expected 'constant' or 'cosine'")
+    raise ValueError(f"unknown schedule {config.schedule!r}; expected one of {SCHEDULES}")
+
+
+def _all_finite(tree: Any) -> bool:
+    return all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(tree))
 
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int, epoch: int) -> np.ndarray:
@@ -61,20 +130,29 @@ def train(
     checkpoint_dir: str | None = None,
     stop_after: int | None = None,
     progress: bool = True,
-    on_log: Callable[[dict], None] | None = None,
-):
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
     """Trains `model` and returns its params.
 
     Args:
       key: root key; init, data order and defense randomness are folded from it.
       x: [N, H, W, C] float32 in [0, 1]; y: [N, K] multi-hot or [N] int.
       checkpoint_dir: Orbax checkpoints every `config.checkpoint_every` steps and at the end;
-        a run with an existing checkpoint resumes from it and reaches the same result as an
-        uninterrupted one (batches and keys depend only on the step).
+        a run with an existing checkpoint resumes from it (the newest intact one) and reaches the
+        same result as an uninterrupted one (batches and keys depend only on the step).
       stop_after: stop (after checkpointing) once this step is reached, as if killed (tests).
+      on_log: called with each logged metric dict (step, loss, rs_loss, examples_per_s) as it is
+        logged, e.g. to append it to a file that survives a kill.
 
     Returns:
       (params, history) with history a list of logged metric dicts.
+
+    Raises:
+      TrainingDiverged: a logged loss or the params at a checkpoint became non-finite; the last
+        finite checkpoint is kept and nothing later is saved.
+      TrainingInterrupted: Ctrl-C (KeyboardInterrupt, also from `on_log`); the last finished step is
+        checkpointed first when `checkpoint_dir` is given.
+      CheckpointError: `checkpoint_dir` holds checkpoints but none is intact.
     """
     mesh = make_mesh()
     n_dev = mesh.devices.size
@@ -87,42 +165,88 @@ def train(
     repl = NamedSharding(mesh, P())
     state = jax.device_put(TrainState.create(params=model.init_params(init_key), tx=tx), repl)
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir else None
-    if ckpt is not None and ckpt.latest_step() is not None:
-        state = jax.device_put(ckpt.restore(state), repl)
-        logging.info("resumed from step %d", int(state.step))
-    step_fn = make_train_step(model=model, task=task, defense=defense, mesh=mesh)
-    step_key = jax.device_put(step_key, repl)
+    try:
+        if ckpt is not None and ckpt.latest_step() is not None:
+            state = jax.device_put(ckpt.restore(state), repl)
+            logging.info("resumed from step %d", int(state.step))
+        step_fn = make_train_step(model=model, task=task, defense=defense, mesh=mesh)
+        step_key = jax.device_put(step_key, repl)
+        state, history = _loop(
+            state, step_fn, step_key, data_key, x, y, config, mesh, ckpt, stop_after, progress, on_log
+        )
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    return state.params, history
 
+
+def _loop(
+    state: TrainState,
+    step_fn: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
+    step_key: jax.Array,
+    data_key: jax.Array,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    mesh: jax.sharding.Mesh,
+    ckpt: Checkpointer | None,
+    stop_after: int | None,
+    progress: bool,
+    on_log: Callable[[dict[str, Any]], None] | None,
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    """The steps from `state.step` to the end (see `train`)."""
     n = x.shape[0]
     per_epoch = n // config.batch_size
     start = int(jax.device_get(state.step))
     end = config.steps if stop_after is None else min(config.steps, stop_after)
-    history, batches, cur_epoch = [], None, -1
+    history: list[dict[str, Any]] = []
+    batches, cur_epoch = np.zeros((0, config.batch_size), np.int64), -1
+    saved = ckpt.latest_step() if ckpt is not None else None
     bar = tqdm(total=config.steps, initial=start, desc="train", disable=not progress, unit="step")
     t0, seen = time.perf_counter(), 0
-    for s in range(start, end):
-        epoch, i = divmod(s, per_epoch)
-        if epoch != cur_epoch:
-            batches, cur_epoch = epoch_batches(data_key, n, config.batch_size, epoch), epoch
-        idx = batches[i]
-        xb, yb = _shard(mesh, x[idx], y[idx])
-        state, metrics = step_fn(state, step_key, xb, yb)
-        seen += config.batch_size
-        if (s + 1) % config.log_every == 0 or s + 1 == end:
-            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            m["step"] = s + 1
-            m["examples_per_s"] = seen / (time.perf_counter() - t0)
-            history.append(m)
-            bar.set_postfix(loss=f"{m['loss']:.4f}", ex_s=f"{m['examples_per_s']:.0f}")
-            if on_log:
-                on_log(m)
-        bar.update(1)
-        if ckpt is not None and ((s + 1) % config.checkpoint_every == 0 or s + 1 == end):
-            ckpt.save(state)
-    bar.close()
-    if ckpt is not None:
-        ckpt.close()
-    return state.params, history
+    try:
+        for s in range(start, end):
+            epoch, i = divmod(s, per_epoch)
+            if epoch != cur_epoch:
+                batches, cur_epoch = epoch_batches(data_key, n, config.batch_size, epoch), epoch
+            idx = batches[i]
+            xb, yb = _shard(mesh, x[idx], y[idx])
+            state, metrics = step_fn(state, step_key, xb, yb)
+            seen += config.batch_size
+            if (s + 1) % config.log_every == 0 or s + 1 == end:
+                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                m["step"] = s + 1
+                m["examples_per_s"] = seen / (time.perf_counter() - t0)
+                history.append(m)
+                bar.set_postfix(loss=f"{m['loss']:.4f}", ex_s=f"{m['examples_per_s']:.0f}")
+                if on_log:
+                    on_log(m)
+                if not math.isfinite(m["loss"]):
+                    raise TrainingDiverged(s + 1, m["loss"], saved)
+            bar.update(1)
+            if ckpt is not None and ((s + 1) % config.checkpoint_every == 0 or s + 1 == end):
+                if not _all_finite(state.params):
+                    raise TrainingDiverged(s + 1, float(jax.device_get(metrics["loss"])), saved)
+                ckpt.save(state)
+                saved = s + 1
+    except KeyboardInterrupt as e:
+        raise _interrupted(state, ckpt, saved) from e
+    finally:
+        bar.close()
+    return state, history
+
+
+def _interrupted(state: TrainState, ckpt: Checkpointer | None, saved: int | None) -> TrainingInterrupted:
+    """Checkpoints the last finished step (unless saved already or not finite) after a Ctrl-C."""
+    try:
+        step = int(jax.device_get(state.step))
+    except RuntimeError:  # Ctrl-C landed while the donated state was being replaced: keep what is saved
+        return TrainingInterrupted(saved or 0, saved)
+    if ckpt is not None and saved != step and step > 0 and _all_finite(state.params):
+        ckpt.save(state)
+        saved = step
+        logging.info("interrupted: checkpointed step %d", step)
+    return TrainingInterrupted(step, saved)
 
 
 def evaluate(

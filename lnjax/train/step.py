@@ -8,8 +8,9 @@ replicated, and XLA inserts the gradient all-reduce.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -46,13 +47,18 @@ class DefenseConfig:
       `eps_warmup` steps (0 = full ε from the start); PGD training from scratch at full ε on
       DOUBLE-MNIST otherwise sits at the label prior for hundreds of steps.
     rs_weight, rs_eps: weight and box radius of the ReLU-stability regulariser (0 = off).
+
+    Raises:
+      ValueError: (at construction) a value out of range, naming the field and what is expected
+        (every number finite; eps in [0, 1]; for "linf" eps > 0, steps ≥ 1, step_size > 0,
+        adv_share in (0, 1], eps_warmup ≥ 0; for "l0" 1 ≤ l0_min ≤ l0_max).
     """
 
     name: str = "none"
     l0_min: int = 4
     l0_max: int = 16
     eps: float = 0.1
-    steps: int = 10
+    steps: int = 7
     step_size: float = 0.025
     random_start: bool = True
     adv_share: float = 1.0
@@ -60,8 +66,44 @@ class DefenseConfig:
     rs_weight: float = 0.0
     rs_eps: float = 0.1
 
+    def __post_init__(self) -> None:
+        if self.name not in DEFENSES:
+            raise ValueError(f"unknown defense name {self.name!r}; expected one of {DEFENSES}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{field.name} = {value} must be a finite number")
+        checks = [
+            (0 <= self.eps <= 1, f"eps = {self.eps} must be in [0, 1] (an L∞ radius in pixel units)"),
+            (self.rs_weight >= 0, f"rs_weight = {self.rs_weight} must be ≥ 0"),
+            (self.rs_eps >= 0, f"rs_eps = {self.rs_eps} must be ≥ 0"),
+        ]
+        if self.name == "linf":
+            checks += [
+                (self.eps > 0, "eps must be > 0 for the linf defense"),
+                (self.steps >= 1, f"steps = {self.steps} must be ≥ 1"),
+                (self.step_size > 0, f"step_size = {self.step_size} must be > 0"),
+                (0 < self.adv_share <= 1, f"adv_share = {self.adv_share} must be in (0, 1]"),
+                (self.eps_warmup >= 0, f"eps_warmup = {self.eps_warmup} must be ≥ 0 (steps)"),
+            ]
+        if self.name == "l0":
+            checks.append(
+                (
+                    1 <= self.l0_min <= self.l0_max,
+                    f"l0_min = {self.l0_min}, l0_max = {self.l0_max}: need 1 ≤ l0_min ≤ l0_max",
+                )
+            )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
 
 DEFENSES = ("none", "l0", "linf")
+
+
+def _logits_fn(model: Sequential) -> Callable[[Any, jax.Array], jax.Array]:
+    """`logits(params, x)` of `model` (flax types `apply`'s result loosely)."""
+    return lambda params, x: cast(jax.Array, model.apply({"params": params}, x))
 
 
 def make_mesh() -> Mesh:
@@ -86,7 +128,7 @@ def make_train_step(
     The key is folded with the step inside, so callers pass the same root key every step.
     """
     loss_fn = losses.LOSSES[task]
-    apply_fn = lambda params, x: model.apply({"params": params}, x)
+    apply_fn = _logits_fn(model)
 
     def perturb(params, key, x, y, step):
         if defense.name == "l0":
@@ -102,9 +144,9 @@ def make_train_step(
                 key,
                 lambda xa: _loss_of(apply_fn, loss_fn, params, xa, y).sum(),
                 x,
-                eps=defense.eps * ramp,
+                eps=defense.eps * ramp,  # pyright: ignore[reportArgumentType] (a traced scalar)
                 steps=defense.steps,
-                step_size=defense.step_size * ramp,
+                step_size=defense.step_size * ramp,  # pyright: ignore[reportArgumentType]
                 random_start=defense.random_start,
             )
             x_adv = jax.lax.stop_gradient(x_adv)
@@ -151,7 +193,7 @@ def make_eval_step(*, model: Sequential, task: str, k: int, mesh: Mesh, pgd: Def
     L∞ PGD attack on the loss at pgd.eps).
     """
     loss_fn = losses.LOSSES[task]
-    apply_fn = lambda params, x: model.apply({"params": params}, x)
+    apply_fn = _logits_fn(model)
 
     def evaluate(params, key, x, y, w):
         logits = apply_fn(params, x)

@@ -179,8 +179,6 @@ def test_train_rejects_bad_batch_settings():
     )
     with pytest.raises(ValueError, match="fewer than one batch"):
         train(config=TrainConfig(batch_size=16, steps=1), **kw)
-    with pytest.raises(ValueError, match="unknown schedule"):
-        train(config=TrainConfig(batch_size=4, steps=1, schedule="exp"), **kw)
 
 
 def test_evaluate_counts_every_example_and_robust_is_at_most_clean():
