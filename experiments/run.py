@@ -28,6 +28,7 @@ EXPERIMENTS = {
     "attack": "experiments.attack",
     "neighborhood": "experiments.neighborhood",
     "boundary": "experiments.boundary",
+    "panel": "experiments.panel",
 }
 
 

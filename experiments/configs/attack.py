@@ -1,13 +1,17 @@
 """Attack presets: `--config=experiments/configs/attack.py:NAME`.
 
 Attacks `images` test images of a finished `train` run (`train_workdir`) with each attack in
-`attacks` (comma-separated: fgsm, pgd, optbrittle, optstrong, optmargin); per-attack settings below
-(MNIST defaults of the reference, SPEC §3).
+`attacks` (comma-separated: fgsm, pgd, optbrittle, optstrong, optmargin); the per-attack blocks
+(`fgsm`, `pgd`, `cw`, `optmargin`) are generated from `lnjax/attacks/config.py` (the reference's
+MNIST defaults, SPEC §3).
 """
 
 from ml_collections import ConfigDict
 
-ATTACKS = ("fgsm", "pgd", "optbrittle", "optstrong", "optmargin")
+from experiments.configs.blocks import attack_blocks
+from lnjax.attacks.config import ATTACKS
+
+__all__ = ["ATTACKS", "PRESETS", "base", "get_config"]
 
 
 def base() -> ConfigDict:
@@ -22,32 +26,19 @@ def base() -> ConfigDict:
     c.batch_size = 50
     c.attacks = ",".join(ATTACKS)
     c.examples = 8  # example images saved to figures/
-    c.fgsm = ConfigDict({"eps": 0.3})
-    c.pgd = ConfigDict({"eps": 0.3, "steps": 40, "step_size": 0.01, "restarts": 1})
-    # C&W-L2; OPTSTRONG is the same with a large confidence κ. distance_scale 1: ‖δ‖² in [0, 1] pixels.
-    c.cw = ConfigDict(
-        {
-            "lr": 1e-2,
-            "steps": 1000,
-            "binary_steps": 9,
-            "c0": 1e-3,
-            "strong_confidence": 20.0,
-            "distance_scale": 1.0,
-        }
-    )
-    c.optmargin = ConfigDict(
-        {"eps": 0.3, "n": 20, "lr": 0.2, "steps": 1000, "binary_steps": 4, "c0": 0.2, "distance_scale": 1.0}
-    )
+    c.update(attack_blocks())  # fgsm, pgd, cw (OPTBRITTLE / OPTSTRONG), optmargin
     return c
 
 
 def mnist() -> ConfigDict:
+    """The small MNIST CNN (runs/mnist_normal), 100 test images, every attack."""
     c = base()
     c.name = "attack_mnist"
     return c
 
 
 def mnist_pgd() -> ConfigDict:
+    """The same attacks on the PGD-trained MNIST CNN (runs/mnist_pgd)."""
     c = base()
     c.name = "attack_mnist_pgd"
     c.train_workdir = "runs/mnist_pgd"

@@ -13,7 +13,7 @@ Defaults and where they come from (SPEC §3, the reference's MNIST code):
   distances  784 directions and their negatives (CIFAR-10 1000, no negatives); the linear scan
              0.01 … 0.49 RMS (CIFAR-10 2/255 … 126/255); `mode` "bisect" (coarse step 0.1, then
              bisection to ≤ 0.01) is ours and the default, "linear" is the reference's.
-  attacks    the attack experiment's settings (experiments/configs/attack.py; `mnist`: fewer steps).
+  attacks    lnjax/attacks/config.py's settings, as in the attack experiment (`mnist`: fewer steps).
   detector   2000 Adam steps (`mnist`: 300) of 128 benign + 128 adversarial, lr 1e-3, dropout 0.5,
              top-3 purity, 80 % of the images for training (the reference: 8000 of 10,000), the rest
              held out.
@@ -35,7 +35,7 @@ scan, 2000 detector steps): a GPU job.
 
 from ml_collections import ConfigDict
 
-from experiments.configs import attack as attack_configs
+from experiments.configs.blocks import attack_blocks
 
 DETECTOR_ALL = "all"  # detector.attacks: every attack of `attacks`
 
@@ -50,11 +50,9 @@ def base() -> ConfigDict:
     c.images = 100  # test images start .. start + images − 1
     c.start = 0
     c.batch_size = 50  # images per attack / region-classification call
-    c.attacks = "fgsm,optbrittle,optmargin,optstrong"  # any of experiments/configs/attack.py's ATTACKS
+    c.attacks = "fgsm,optbrittle,optmargin,optstrong"  # any of lnjax.attacks.config.ATTACKS
     c.figure_images = 20  # images drawn per panel of figure 4
-    a = attack_configs.base()
-    for name in ("fgsm", "pgd", "cw", "optmargin"):
-        c[name] = ConfigDict(a[name].to_dict())
+    c.update(attack_blocks())  # fgsm, pgd, cw, optmargin: lnjax/attacks/config.py
     # The reference's effective MNIST OPTMARGIN objective: its ‖δ‖² is divided by 255² (pixels in [0, 1]),
     # so c dominates and the examples land deep past the 20 copies' boundaries. With the honest ‖δ‖²
     # and c0 0.2 (the attack experiment's default) region classification still recovered 47 % of them

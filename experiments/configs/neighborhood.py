@@ -14,7 +14,7 @@ Every field can be overridden on the command line, e.g. `--config.images=3 --con
 
 from ml_collections import ConfigDict
 
-from experiments.configs import verify as verify_configs
+from experiments.configs.blocks import optimizer_block, verifier_block
 
 METHODS = ("optimizer_fixed", "optimizer_sensitivity", "baseline")
 
@@ -40,35 +40,10 @@ def base() -> ConfigDict:
             "max_layers": 16,  # at most this many layers; the last holds every farther pixel
         }
     )
-    c.optimizer = ConfigDict(
-        {
-            "norm": "logvol",  # logvol (Σ|l_d| log ε_d) | linear (Σ|l_d| ε_d): the norm maximised
-            "precondition": True,  # per-pixel gradients (n and r divided by the layer sizes)
-            "lr": 0.5,  # first expansion in log ε
-            "grow": 1.5,
-            "backoff": 0.5,
-            "max_step": 2.0,
-            "lam": 0.99,  # λ schedule (MaRVeL defaults)
-            "lam_decay": 0.75,
-            "lam_min": 0.01,
-            "plateau": 1e-3,  # relative gain of the mean ε below which a robust step is a plateau
-            "fixed_near": 0.25,  # fixed weights: layer 0's weight (the farthest layer's is 1)
-            "fixed_power": 1.0,
-            "orientation": "insensitive",  # sensitivity weights: insensitive (the seed's) | sensitive
-            "sensitivity_reduce": "mean",  # mean | sum | max saliency per layer
-            "weight_floor": 0.25,
-            "first_shrink": 0.75,
-            "eps_max": 1.0,
-            "eps_min": 1e-6,
-            "init_fraction": 0.25,
-            "max_queries": 16,
-            "time_budget": 600.0,  # seconds per image and method (0: unlimited)
-            "pgd_steps": 20,
-            "pgd_restarts": 2,
-            "pgd_step_size": 0.25,
-            "temperature": 1.0,
-        }
-    )
+    # lnjax.neighborhood.OptimizerConfig's defaults (MaRVeL's λ schedule ...), except the budgets:
+    c.optimizer = optimizer_block()
+    c.optimizer.max_queries = 16  # verifier queries per image and method (the library: 20)
+    c.optimizer.time_budget = 600.0  # seconds per image and method (0: unlimited; the library: unlimited)
     c.baseline = ConfigDict(
         {
             "scale": "log",  # log (relative tolerance) | linear (absolute tolerance)
@@ -79,8 +54,7 @@ def base() -> ConfigDict:
             "time_budget": 0.0,  # seconds per image (0: unlimited)
         }
     )
-    # The verify experiment's verifier block (one source of truth for its options), with these stages.
-    c.verifier = verify_configs.base().verifier
+    c.verifier = verifier_block()  # lnjax.verify.VerifierConfig's defaults, except:
     c.verifier.stages = "pgd,crown,milp"  # any of pgd, crown, alpha_crown, milp (comma-separated)
     c.verifier.time_limit = 10.0  # wall-clock seconds per query (hard); a time-out is not robust
     return c

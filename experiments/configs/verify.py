@@ -11,10 +11,13 @@ Box shapes (`box.shape`):
             ε_d = box.eps · (1 + box.growth · d), or the explicit list `box.eps_layers`
             ("e0,e1,..."; the last value repeats for farther layers).
 
-Every field can be overridden on the command line, e.g. `--config.images=5 --config.box.eps=0.01`.
+The `verifier` block is generated from `lnjax.verify.VerifierConfig` (see `make_verifier` for each
+option). Every field can be overridden on the command line, e.g. `--config.images=5 --config.box.eps=0.01`.
 """
 
 from ml_collections import ConfigDict
+
+from experiments.configs.blocks import verifier_block
 
 
 def base() -> ConfigDict:
@@ -40,26 +43,7 @@ def base() -> ConfigDict:
             "max_layers": 8,  # layers: at most this many layers
         }
     )
-    c.verifier = ConfigDict(
-        {
-            "stages": "pgd,crown,alpha_crown,milp",  # any of pgd, crown, alpha_crown, milp (comma-separated)
-            "time_limit": 60.0,  # wall-clock seconds per query (hard)
-            "milp_mode": "sign",  # sign (stop at the first proof / counterexample) | optimise
-            "atol": 1e-4,  # ROBUST needs a proven margin > atol + rtol · max(1, |z|∞)
-            "rtol": 1e-4,
-            "pgd_steps": 40,
-            "pgd_restarts": 4,
-            "pgd_step_size": 0.5,  # as a fraction of each pixel's box width
-            "pgd_quick_steps": 10,  # a quick PGD before the bounds (0: the full PGD goes first)
-            "alpha_steps": 20,
-            "alpha_lr": 0.1,
-            "alpha_intermediate": True,  # α-CROWN also on the unstable intermediate neurons (after PGD)
-            "alpha_intermediate_steps": 5,
-            "alpha_intermediate_lr": 0.3,
-            "lp_tighten": False,
-            "milp_max_unstable": 0,  # skip the MILP (UNKNOWN) above this many unstable ReLUs (0: never)
-        }
-    )
+    c.verifier = verifier_block()  # lnjax.verify.VerifierConfig's defaults (experiments/configs/blocks.py)
     return c
 
 

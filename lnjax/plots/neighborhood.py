@@ -68,7 +68,13 @@ def _range(eps_list) -> tuple[float, float]:
 
 
 def heatmaps(
-    x, layers, eps: Mapping[str, Sequence[float]], *, target_mask=None, other_mask=None, title: str = ""
+    x,
+    layers,
+    eps: Mapping[str, Sequence[float] | np.ndarray],
+    *,
+    target_mask=None,
+    other_mask=None,
+    title: str = "",
 ) -> plt.Figure:
     """One heatmap per method (a shared colour scale): {name: ε [R]} -> Figure."""
     names = list(eps)
@@ -95,7 +101,7 @@ def heatmaps(
     return fig
 
 
-def eps_by_layer(eps: Mapping[str, Sequence[float]], *, title: str = "") -> plt.Figure:
+def eps_by_layer(eps: Mapping[str, Sequence[float] | np.ndarray], *, title: str = "") -> plt.Figure:
     """ε against layer index (log scale), one line per method."""
     fig, ax = plt.subplots(figsize=(5.2, 3.4), constrained_layout=True)
     for name, e in eps.items():

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from experiments import neighborhood as NE
+from experiments import neighborhood as NE, panel as panel_experiment
 from experiments.common import UsageError
-from experiments.configs import neighborhood as configs, train as train_configs
+from experiments.configs import neighborhood as configs, panel as panel_configs, train as train_configs
 from experiments.train import run as train_run
 from lnjax.io import read_json
 from tests.fakes import tiny_double_mnist_dir
@@ -88,10 +88,16 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
     assert calls == ["optimizer_fixed", "optimizer_sensitivity", "baseline"]  # image 1 only
     assert files[0].read_text() == done
 
-    fig, image = NE.make_panel({"tiny": str(work), "same": str(work)})
-    assert image == 0
-    fig.savefig(tmp_path / "panel.png")
-    assert (tmp_path / "panel.png").stat().st_size > 0
+    # The panel experiment draws the searched image of both runs (here the same run twice).
+    c = panel_configs.get_config("defenses")
+    c.runs, c.output = f"tiny={work},same={work}", str(tmp_path / "panel.png")
+    out = panel_experiment.run(c, str(tmp_path / "panel"), progress=False)
+    assert out["image"] == 0 and set(out["cells"]) == {
+        f"{r}/{m}" for r in ("tiny", "same") for m in ("fixed", "sensitivity")
+    }
+    assert (tmp_path / "panel.png").read_bytes() == (
+        tmp_path / "panel" / "figures" / "neighborhood_panel.png"
+    ).read_bytes()
 
 
 @pytest.mark.parametrize(

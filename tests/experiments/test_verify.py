@@ -94,8 +94,8 @@ def test_end_to_end_then_resume(trained, monkeypatch):
 
     # A restart with the same config redoes nothing; a half-finished run redoes only what is missing.
     calls = []
-    original = VE._verify_image
-    monkeypatch.setattr(VE, "_verify_image", lambda *a, **k: calls.append(a[5]) or original(*a, **k))
+    original = VE.verify_image
+    monkeypatch.setattr(VE, "verify_image", lambda *a, **k: calls.append(a[5]) or original(*a, **k))
     again = VE.run(c, str(workdir), progress=False)
     assert calls == [] and {k: again[k] for k in counts} == counts
     (workdir / "verdicts" / "img_00001.json").unlink()

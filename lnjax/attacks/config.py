@@ -1,0 +1,168 @@
+"""Typed attack settings: the one source of the attack and boundary experiments' defaults.
+
+Each dataclass holds one attack's hyperparameters with the reference's MNIST defaults (SPEC §3;
+the C&W and OPTMARGIN values equal `make_cw_l2` / `make_optmargin`'s own defaults), checks them
+once (a bad value raises `ValueError` with one line naming the field), and builds the attack with
+`make()`. `AttackSettings` bundles the four blocks the experiments' ConfigDicts hold
+(`fgsm`, `pgd`, `cw`, `optmargin`) and builds any attack of `ATTACKS` by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Protocol
+
+from lnjax.attacks.common import AttackResult
+from lnjax.attacks.cw import make_cw_l2, make_optmargin
+from lnjax.attacks.gradient import make_fgsm, make_pgd
+from lnjax.types import ApplyFn, Array, Params, PRNGKey
+
+ATTACKS = ("fgsm", "pgd", "optbrittle", "optstrong", "optmargin")
+
+__all__ = ["ATTACKS", "AttackSettings", "CwConfig", "FgsmConfig", "OptMarginConfig", "PgdConfig"]
+
+
+def _number(where: str, value: object, *, positive: bool = False) -> None:
+    """Raises ValueError unless `value` is a finite real ≥ 0 (> 0 if `positive`)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):  # type: ignore[operator]
+        raise ValueError(f"{where} = {value!r}; expected a finite number {'>' if positive else '≥'} 0")
+
+
+def _count(where: str, value: object) -> None:
+    """Raises ValueError unless `value` is an integer ≥ 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where} = {value!r}; expected an integer ≥ 1")
+
+
+class _Attack(Protocol):
+    """What `make()` returns: `attack(key, apply_fn, params, x, y) -> AttackResult` (see lnjax.attacks)."""
+
+    def __call__(
+        self, key: PRNGKey, apply_fn: ApplyFn, params: Params, x: Array, y: Array
+    ) -> AttackResult: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class FgsmConfig:
+    """FGSM (Goodfellow et al. 2015): one signed-gradient step of `eps` (L∞)."""
+
+    eps: float = 0.3
+
+    def __post_init__(self) -> None:
+        _number("fgsm.eps", self.eps)
+
+    def make(self) -> _Attack:
+        return make_fgsm(eps=self.eps)
+
+
+@dataclasses.dataclass(frozen=True)
+class PgdConfig:
+    """L∞ PGD (Madry et al. 2018) with a random start: `steps` steps of `step_size`, `restarts` starts."""
+
+    eps: float = 0.3
+    steps: int = 40
+    step_size: float = 0.01
+    restarts: int = 1
+
+    def __post_init__(self) -> None:
+        _number("pgd.eps", self.eps)
+        _count("pgd.steps", self.steps)
+        _number("pgd.step_size", self.step_size, positive=True)
+        _count("pgd.restarts", self.restarts)
+
+    def make(self) -> _Attack:
+        return make_pgd(eps=self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts)
+
+
+@dataclasses.dataclass(frozen=True)
+class CwConfig:
+    """C&W-L2 (Carlini & Wagner 2017): OPTBRITTLE (κ = 0) and OPTSTRONG (κ = `strong_confidence`).
+
+    `distance_scale` 1: ‖δ‖² in [0, 1] pixel units.
+    """
+
+    lr: float = 1e-2
+    steps: int = 1000
+    binary_steps: int = 9
+    c0: float = 1e-3
+    strong_confidence: float = 20.0
+    distance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _number("cw.lr", self.lr, positive=True)
+        _count("cw.steps", self.steps)
+        _count("cw.binary_steps", self.binary_steps)
+        _number("cw.c0", self.c0, positive=True)
+        _number("cw.strong_confidence", self.strong_confidence)
+        _number("cw.distance_scale", self.distance_scale, positive=True)
+
+    def make(self, *, strong: bool) -> _Attack:
+        return make_cw_l2(
+            confidence=self.strong_confidence if strong else 0.0,
+            lr=self.lr,
+            steps=self.steps,
+            binary_steps=self.binary_steps,
+            c0=self.c0,
+            distance_scale=self.distance_scale,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class OptMarginConfig:
+    """OPTMARGIN (He, Li & Song 2018): C&W-L2 that also fools `n` noisy copies at RMS `eps`."""
+
+    eps: float = 0.3
+    n: int = 20
+    lr: float = 0.2
+    steps: int = 1000
+    binary_steps: int = 4
+    c0: float = 0.2
+    distance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _number("optmargin.eps", self.eps)
+        _count("optmargin.n", self.n)
+        _number("optmargin.lr", self.lr, positive=True)
+        _count("optmargin.steps", self.steps)
+        _count("optmargin.binary_steps", self.binary_steps)
+        _number("optmargin.c0", self.c0, positive=True)
+        _number("optmargin.distance_scale", self.distance_scale, positive=True)
+
+    def make(self) -> _Attack:
+        return make_optmargin(
+            eps=self.eps,
+            n=self.n,
+            lr=self.lr,
+            steps=self.steps,
+            binary_steps=self.binary_steps,
+            c0=self.c0,
+            distance_scale=self.distance_scale,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSettings:
+    """The settings of every attack in `ATTACKS` (OPTBRITTLE and OPTSTRONG share `cw`)."""
+
+    fgsm: FgsmConfig = dataclasses.field(default_factory=FgsmConfig)
+    pgd: PgdConfig = dataclasses.field(default_factory=PgdConfig)
+    cw: CwConfig = dataclasses.field(default_factory=CwConfig)
+    optmargin: OptMarginConfig = dataclasses.field(default_factory=OptMarginConfig)
+
+    def make(self, name: str) -> _Attack:
+        """The attack `name` (one of ATTACKS) with these settings.
+
+        References:
+          see each config class (FGSM, PGD, C&W-L2, OPTMARGIN).
+        """
+        if name == "fgsm":
+            return self.fgsm.make()
+        if name == "pgd":
+            return self.pgd.make()
+        if name in ("optbrittle", "optstrong"):
+            return self.cw.make(strong=name == "optstrong")
+        if name == "optmargin":
+            return self.optmargin.make()
+        raise ValueError(f"unknown attack {name!r}; expected one of {ATTACKS}")
