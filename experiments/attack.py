@@ -1,7 +1,14 @@
 """The `attack` experiment: attack test images of a trained single-label model with several attacks.
 
+  python -m experiments.run --flagfile=experiments/flagfiles/attack_mnist.flags
+
+The attacks and their settings are `lnjax.attacks.config`'s (the `fgsm`, `pgd`, `cw`, `optmargin`
+blocks of experiments/configs/attack.py are generated from it).
+
 workdir/config.json, metrics.json ({attack: success rate, mean RMS / L2 / L∞ distortion of the
-successes, seconds, images/s}), figures/examples.png (originals and adversarials), log.txt.
+successes, seconds, images/s}), adversarial.npz (x, y and per attack NAME_x_adv and NAME_success:
+confirmed by the model at x_adv, on correctly classified images only), figures/examples.png
+(originals and adversarials), log.txt.
 """
 
 from __future__ import annotations
@@ -18,52 +25,42 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict
-from experiments.configs.attack import ATTACKS
-from experiments.train import load_split, load_trained, task_of
+from experiments.common import check_workdir, dataclass_from, open_workdir, require, to_dict, unknown_keys
+from experiments.configs.attack import base as base_config
+from experiments.runs import load_split, load_trained, task_of
 from lnjax import attacks as A, models
+from lnjax.attacks.config import ATTACKS, AttackSettings, CwConfig, FgsmConfig, OptMarginConfig, PgdConfig
+from lnjax.data import save_npz_deterministic
 from lnjax.io import write_json_atomic
 
 
 def parse_attacks(text: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in text.split(",") if s.strip())
-    require(names, f"attacks = {text!r} names no attack; expected a comma-separated subset of {ATTACKS}")
+    names = tuple(s.strip() for s in str(text).split(",") if s.strip())
+    require(bool(names), f"attacks = {text!r} names no attack; expected a subset of {ATTACKS}")
     bad = [n for n in names if n not in ATTACKS]
     require(not bad, f"unknown attacks {bad}; expected a comma-separated subset of {ATTACKS}")
     return names
 
 
-def validate(c: ConfigDict) -> tuple[str, ...]:
+def attack_settings(c: ConfigDict) -> AttackSettings:
+    """The fgsm, pgd, cw and optmargin blocks as checked library settings (UsageError otherwise)."""
+    return AttackSettings(
+        fgsm=dataclass_from(c.fgsm, FgsmConfig),
+        pgd=dataclass_from(c.pgd, PgdConfig),
+        cw=dataclass_from(c.cw, CwConfig),
+        optmargin=dataclass_from(c.optmargin, OptMarginConfig),
+    )
+
+
+def validate(c: ConfigDict) -> tuple[tuple[str, ...], AttackSettings]:
+    """(attack names, their checked settings); UsageError naming the first invalid value."""
+    unknown = unknown_keys(c.to_dict(), base_config().to_dict())
+    require(not unknown, f"unknown config options {unknown}; see experiments/configs/attack.py")
+    require(c.experiment == "attack", f"experiment = {c.experiment!r}; this module runs 'attack'")
     names = parse_attacks(c.attacks)
     require(c.images >= 1 and c.start >= 0 and c.batch_size >= 1, "images ≥ 1, start ≥ 0 and batch_size ≥ 1")
-    require(c.fgsm.eps >= 0 and c.pgd.eps >= 0 and c.optmargin.eps >= 0, "attack eps values must be ≥ 0")
-    require(c.pgd.steps >= 1 and c.pgd.step_size > 0 and c.pgd.restarts >= 1, "pgd: steps ≥ 1, step_size > 0")
-    for name in ("cw", "optmargin"):
-        s = c[name]
-        require(
-            s.lr > 0 and s.steps >= 1 and s.binary_steps >= 1 and s.c0 > 0, f"{name}: lr, c0 > 0; steps ≥ 1"
-        )
-    require(c.optmargin.n >= 1, "optmargin.n must be ≥ 1")
-    return names
-
-
-def make_attack(name: str, c: ConfigDict):
-    if name == "fgsm":
-        return A.make_fgsm(eps=c.fgsm.eps)
-    if name == "pgd":
-        p = c.pgd
-        return A.make_pgd(eps=p.eps, steps=p.steps, step_size=p.step_size, restarts=p.restarts)
-    if name in ("optbrittle", "optstrong"):
-        w = c.cw
-        return A.make_cw_l2(
-            confidence=w.strong_confidence if name == "optstrong" else 0.0,
-            lr=w.lr, steps=w.steps, binary_steps=w.binary_steps, c0=w.c0, distance_scale=w.distance_scale,
-        )  # fmt: skip
-    o = c.optmargin
-    return A.make_optmargin(
-        eps=o.eps, n=o.n, lr=o.lr, steps=o.steps, binary_steps=o.binary_steps, c0=o.c0,
-        distance_scale=o.distance_scale,
-    )  # fmt: skip
+    require(c.examples >= 0, f"examples = {c.examples} must be ≥ 0")
+    return names, attack_settings(c)
 
 
 def _examples_figure(x, adversarial: dict[str, np.ndarray], count: int):
@@ -75,7 +72,8 @@ def _examples_figure(x, adversarial: dict[str, np.ndarray], count: int):
         for j, (title, img) in enumerate([("original", x[i])] + [(n, adversarial[n][i]) for n in names]):
             ax = axes[i, j]
             ax.imshow(np.squeeze(img), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=8)
     fig.tight_layout()
@@ -83,7 +81,12 @@ def _examples_figure(x, adversarial: dict[str, np.ndarray], count: int):
 
 
 def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    names = validate(c)
+    """Attacks the configured test images; returns success rate and RMS per attack (metrics.json: more).
+
+    Everything is checked and built (config, training run, data, attacks) before the workdir is
+    touched, so bad input writes nothing.
+    """
+    names, settings = validate(c)
     model, params, tc = load_trained(c.train_workdir)
     require(
         task_of(tc.data.dataset) == "single",
@@ -96,7 +99,9 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         c.start + c.images <= test.num_examples, f"start + images exceeds the {test.num_examples} test images"
     )
     resolved = to_dict(c)
-    path = open_workdir(check_workdir(workdir, resolved), resolved)
+    path = check_workdir(workdir, resolved)
+    attacks = {name: settings.make(name) for name in names}
+    open_workdir(path, resolved)
 
     apply_fn = models.apply_fn(model)
     x_all = jnp.asarray(test.x[c.start : c.start + c.images])
@@ -105,8 +110,10 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     key = jax.random.key(c.seed)
     metrics: dict[str, Any] = {"images": c.images, "clean_accuracy": float(clean.mean())}
     examples: dict[str, np.ndarray] = {}
+    adversarial: dict[str, np.ndarray] = {}
+    successes: dict[str, np.ndarray] = {}
     for i, name in enumerate(names):
-        attack = make_attack(name, c)
+        attack = attacks[name]
         parts, t0 = [], time.perf_counter()
         for s in tqdm(range(0, c.images, c.batch_size), desc=name, disable=not progress):
             xb, yb = x_all[s : s + c.batch_size], y_all[s : s + c.batch_size]
@@ -121,8 +128,19 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         s.update(seconds=seconds, images_per_s=c.images / seconds)
         metrics[name] = s
         examples[name] = np.asarray(result.x_adv[: c.examples])
+        adversarial[name] = np.asarray(result.x_adv)
+        successes[name] = np.asarray(kept.success)
         logging.info("%s: %s", name, s)
     write_json_atomic(path / "metrics.json", metrics)
+    save_npz_deterministic(
+        path / "adversarial.npz",
+        {
+            "x": x_all,
+            "y": y_all,
+            **{f"{n}_x_adv": adversarial[n] for n in names},
+            **{f"{n}_success": successes[n] for n in names},
+        },
+    )
     fig = _examples_figure(np.asarray(x_all[: c.examples]), examples, min(c.examples, c.images))
     fig.savefig(path / "figures" / "examples.png", dpi=100)
     plt.close(fig)
@@ -132,4 +150,4 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     return {**summary, "workdir": str(Path(path))}
 
 
-__all__ = ["UsageError", "run"]
+__all__ = ["run", "validate"]

@@ -41,7 +41,6 @@ References:
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import re
@@ -57,13 +56,15 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments import attack as attack_experiment
-from experiments.common import UsageError, check_workdir, open_workdir, require, to_dict, unknown_keys
+from experiments.common import check_workdir, dataclass_from, open_workdir, require, to_dict, unknown_keys
 from experiments.configs.boundary import DETECTOR_ALL, base as base_config
-from experiments.train import NUM_CLASSES, load_split, load_trained, task_of
+from experiments.records import RecordStore
+from experiments.report import csv_bytes, markdown, num, pct, write_report
+from experiments.runs import NUM_CLASSES, load_split, load_trained, task_of
 from lnjax import boundary as B, models
-from lnjax.data import load_npz, save_npz_deterministic
-from lnjax.io import read_json, write_bytes_atomic, write_json_atomic
+from lnjax.attacks.config import ATTACKS, AttackSettings, CwConfig, FgsmConfig, OptMarginConfig, PgdConfig
+from lnjax.boundary import analysis as BA
+from lnjax.io import write_bytes_atomic, write_json_atomic
 from lnjax.plots import boundary as plots
 
 BENIGN = "benign"
@@ -119,13 +120,42 @@ def parse_detector_attacks(text: str, attacks: tuple[str, ...]) -> tuple[str, ..
     return names
 
 
-def validate(c: ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
-    """(attacks, detector attacks, runs); UsageError naming the first invalid value. Reads no files."""
+class Settings(NamedTuple):
+    """The checked options of a boundary config."""
+
+    attacks: tuple[str, ...]
+    detector_attacks: tuple[str, ...]
+    runs: dict[str, str]  # name -> train workdir
+    attack_settings: AttackSettings
+
+
+def parse_attacks(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in str(text).split(",") if s.strip())
+    require(bool(names), f"attacks = {text!r} names no attack; expected a subset of {ATTACKS}")
+    bad = [n for n in names if n not in ATTACKS]
+    require(not bad, f"unknown attacks {bad}; expected a comma-separated subset of {ATTACKS}")
+    require(len(set(names)) == len(names), f"attacks = {text!r} names an attack twice")
+    return names
+
+
+def attack_settings(c: ConfigDict) -> AttackSettings:
+    """The fgsm, pgd, cw and optmargin blocks as checked library settings (UsageError otherwise)."""
+    return AttackSettings(
+        fgsm=dataclass_from(c.fgsm, FgsmConfig),
+        pgd=dataclass_from(c.pgd, PgdConfig),
+        cw=dataclass_from(c.cw, CwConfig),
+        optmargin=dataclass_from(c.optmargin, OptMarginConfig),
+    )
+
+
+def validate(c: ConfigDict) -> Settings:
+    """The checked options; UsageError naming the first invalid value. Reads no files."""
     unknown = unknown_keys(c.to_dict(), base_config().to_dict())
     require(not unknown, f"unknown config options {unknown}; see experiments/configs/boundary.py")
     require(c.experiment == "boundary", f"experiment = {c.experiment!r}; this module runs 'boundary'")
-    attacks = attack_experiment.validate(c)  # attacks, images, start, batch_size, attack settings
-    require(len(set(attacks)) == len(attacks), f"attacks = {c.attacks!r} names an attack twice")
+    attacks = parse_attacks(c.attacks)
+    require(c.images >= 1 and c.start >= 0 and c.batch_size >= 1, "images ≥ 1, start ≥ 0 and batch_size ≥ 1")
+    settings = attack_settings(c)
     runs = parse_runs(c.runs)
     require(c.figure_images >= 1, f"figure_images = {c.figure_images} must be ≥ 1")
     r = c.region
@@ -161,7 +191,7 @@ def validate(c: ConfigDict) -> tuple[tuple[str, ...], tuple[str, ...], dict[str,
             f"the detector needs ≥ {B.MIN_DISTANCES} directions, distances give {n_dirs}; "
             "raise distances.directions or set detector.attacks=none",
         )
-    return attacks, detector_attacks, runs
+    return Settings(attacks, detector_attacks, runs, settings)
 
 
 def load_run(c: ConfigDict, name: str, workdir: str) -> Run:
@@ -246,153 +276,35 @@ def attack_inputs(c, key, run: Run, attack, name: str, *, progress):
     return np.concatenate(xs), np.concatenate(ok), time.perf_counter() - t0
 
 
-def stage_path(path: Path, model: str, kind: str) -> Path:
-    return path / "stages" / model / f"{kind}.npz"
-
-
-# ---------------------------------------------------------------------------------------------- tables
-
-
-def _mean(values) -> float | None:
-    values = np.asarray(values, np.float64)
-    return float(values.mean()) if values.size else None
-
-
-def _rms(delta: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.mean(np.square(delta.reshape(delta.shape[0], -1)), axis=1))
-
-
-def attack_row(run: Run, benign: dict, stage: dict) -> dict[str, Any]:
-    clean = benign["point"] == run.y
-    success = stage["success"] & clean
-    return {
-        "success_rate": float(success.sum() / clean.sum()) if clean.any() else None,
-        "successes": int(success.sum()),
-        "correct": int(clean.sum()),
-        "rms": _mean(_rms(stage["x_adv"] - run.x)[success]),
-        "seconds": float(stage["attack_seconds"]),
-    }
-
-
-def accuracy_row(run: Run, stage: dict) -> dict[str, Any]:
-    return {
-        "region": float(np.mean(stage["region_label"] == run.y)),
-        "point": float(np.mean(stage["point"] == run.y)),
-    }
-
-
-_purity = jax.jit(B.adjacent_purity, static_argnums=1)
-
-
-def purity_of(stage: dict, num_classes: int) -> np.ndarray:
-    """[N, K] purity curves of a stage's inputs (one compilation for all stages of a shape)."""
-    return np.asarray(_purity(jnp.asarray(stage["adjacent"], jnp.int32), num_classes))
-
-
-def distance_row(stage: dict, usable: np.ndarray, num_classes: int) -> dict[str, Any]:
-    d = stage["distance"][usable]
-    hit = np.isfinite(d)
-    purity = purity_of(stage, num_classes)[usable]
-    with_hits = hit.any(axis=1)
-    return {
-        "inputs": int(usable.sum()),
-        "hit_share": _mean(hit),
-        "median_distance": float(np.median(d[hit])) if hit.any() else None,
-        "purity_top1": _mean(purity[with_hits, 0]),
-        "forward_passes_per_image": _mean(stage["forward_passes"]),  # cost: over all inputs
-        "seconds_per_image": float(stage["distances_seconds"]) / max(len(stage["point"]), 1),
-    }
-
-
 def usable_rows(run: Run, benign: dict, stage: dict, kind: str) -> np.ndarray:
     """Correctly classified benign images; successful attacks on correctly classified images."""
-    clean = benign["point"] == run.y
-    return clean if kind == BENIGN else clean & stage["success"]
+    return BA.usable_rows(run.y, benign, stage, is_benign=kind == BENIGN)
 
 
-_features = jax.jit(
-    B.detector_features, static_argnames=("num_classes", "purity_k", "miss_distance", "shift", "scale")
-)
-
-
-def train_and_rate_detector(c, key, run: Run, benign: dict, stage: dict, num_classes: int) -> dict[str, Any]:
+def detector_record(
+    c: ConfigDict, key: jax.Array, run: Run, benign: dict, stage: dict, num_classes: int
+) -> dict:
+    """The detector of one model and attack, trained and rated (`lnjax.boundary.analysis`)."""
     t = c.detector
-    n = len(run.y)
-    n_train = min(max(round(t.train_share * n), 1), n - 1)
-
-    kw = dict(purity_k=int(t.purity_k), miss_distance=float(t.miss_distance), shift=float(t.shift))
-    kw.update(scale=float(t.scale), num_classes=num_classes)
-    fb, fa = (
-        _features(jnp.asarray(s["distance"]), jnp.asarray(s["adjacent"], jnp.int32), **kw)
-        for s in (benign, stage)
-    )
-    fb, fa = jax.device_get(fb), jax.device_get(fa)  # numpy: slicing below compiles nothing
-    ok_b = usable_rows(run, benign, stage, BENIGN)
-    ok_a = usable_rows(run, benign, stage, "attack")
-    tr, te = slice(0, n_train), slice(n_train, n)
-    take = lambda f, sl: B.DetectorFeatures(f.distances[sl], f.purity[sl])
-    record: dict[str, Any] = {
-        "train_images": n_train,
-        "test_images": n - n_train,
-        "train_benign": int(ok_b[tr].sum()),
-        "train_adversarial": int(ok_a[tr].sum()),
-    }
-    if not ok_b[tr].any() or not ok_a[tr].any():
-        record["skipped"] = (
-            "no correctly classified benign image or no successful attack in the training part"
-        )
-        return record
-    t0 = time.perf_counter()
-    fit = B.train_detector(
+    return BA.train_and_rate_detector(
         key,
-        take(fb, tr),
-        take(fa, tr),
-        ok_b[tr],
-        ok_a[tr],
+        run.y,
+        benign,
+        stage,
+        num_classes=num_classes,
+        train_share=float(t.train_share),
         steps=int(t.steps),
         half_batch=int(t.half_batch),
         learning_rate=float(t.learning_rate),
         dropout=float(t.dropout),
+        purity_k=int(t.purity_k),
+        miss_distance=float(t.miss_distance),
+        shift=float(t.shift),
+        scale=float(t.scale),
     )
-    rates = B.detector_rates(fit.params, take(fb, te), take(fa, te), ok_b[te], ok_a[te])
-    train_rates = B.detector_rates(fit.params, take(fb, tr), take(fa, tr), ok_b[tr], ok_a[tr])
-    losses = np.asarray(fit.losses)
-    record.update(
-        false_positive=_finite(rates.false_positive),
-        false_negative=_finite(rates.false_negative),
-        test_benign=rates.benign,
-        test_adversarial=rates.adversarial,
-        train_false_positive=_finite(train_rates.false_positive),
-        train_false_negative=_finite(train_rates.false_negative),
-        final_loss=float(losses[-max(len(losses) // 20, 1) :].mean()),
-        seconds=time.perf_counter() - t0,
-    )
-    return record
 
 
-def _finite(v: float) -> float | None:
-    return None if v is None or not math.isfinite(v) else float(v)
-
-
-def _pct(v, digits: int = 0) -> str:
-    return "–" if v is None else f"{100 * v:.{digits}f}%"
-
-
-def _num(v, digits: int = 3) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _csv(header: list[str], rows: list[list[Any]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([["" if v is None else v for v in r] for r in rows])
-    return buf.getvalue().encode()
+# ---------------------------------------------------------------------------------------------- tables
 
 
 def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, detector_attacks) -> None:
@@ -402,14 +314,14 @@ def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, de
     kinds = [BENIGN, *attacks]
     t1, t2, det, dist = (metrics[k] for k in ("table1", "table2", "detector", "distances"))
 
-    md1 = _markdown(
+    md1 = markdown(
         ["examples", *[f"{m}: {h}" for m in models for h in ("success", "RMS")]],
         [
-            [a, *[v for m in models for v in (_pct(t1[m][a]["success_rate"]), _num(t1[m][a]["rms"]))]]
+            [a, *[v for m in models for v in (pct(t1[m][a]["success_rate"]), num(t1[m][a]["rms"]))]]
             for a in attacks
         ],
     )
-    csv1 = _csv(
+    csv1 = csv_bytes(
         ["model", "attack", "success_rate", "rms", "successes", "correct"],
         [
             [m, a, *(t1[m][a][k] for k in ("success_rate", "rms", "successes", "correct"))]
@@ -417,43 +329,43 @@ def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, de
             for a in attacks
         ],
     )
-    md2 = _markdown(
+    md2 = markdown(
         ["examples", *[f"region: {m}" for m in models], *[f"point: {m}" for m in models]],
-        [[k, *[_pct(t2[m][k][w]) for w in ("region", "point") for m in models]] for k in kinds],
+        [[k, *[pct(t2[m][k][w]) for w in ("region", "point") for m in models]] for k in kinds],
     )
-    csv2 = _csv(
+    csv2 = csv_bytes(
         ["model", "examples", "region_accuracy", "point_accuracy"],
         [[m, k, t2[m][k]["region"], t2[m][k]["point"]] for m in models for k in kinds],
     )
     det_cells = lambda r: (
-        _pct(r.get("false_positive"), 1),
-        _pct(r.get("false_negative"), 1),
+        pct(r.get("false_positive"), 1),
+        pct(r.get("false_negative"), 1),
         f"{r.get('test_benign', 0)} / {r.get('test_adversarial', 0)}",
     )
-    md3 = _markdown(
+    md3 = markdown(
         ["attack", *[f"{m}: {h}" for m in models for h in ("false pos.", "false neg.", "n benign / adv.")]],
         [[a, *[v for m in models for v in det_cells(det[m][a])]] for a in detector_attacks],
     )
     det_keys = ("false_positive", "false_negative", "test_benign", "test_adversarial", "train_benign",
                 "train_adversarial")  # fmt: skip
-    csv3 = _csv(
+    csv3 = csv_bytes(
         ["model", "attack", *det_keys],
         [[m, a, *(det[m][a].get(k) for k in det_keys)] for m in models for a in detector_attacks],
     )
     dist_keys = ("inputs", "hit_share", "median_distance", "purity_top1", "forward_passes_per_image")
     dist_cells = lambda r: (
         str(r["inputs"]),
-        _pct(r["hit_share"], 1),
-        _num(r["median_distance"]),
-        _num(r["purity_top1"], 2),
-        _num(r["forward_passes_per_image"], 0),
+        pct(r["hit_share"], 1),
+        num(r["median_distance"]),
+        num(r["purity_top1"], 2),
+        num(r["forward_passes_per_image"], 0),
     )
-    md4 = _markdown(
+    md4 = markdown(
         ["model", "examples", "inputs", "directions with a boundary", "median distance", "purity P_1",
          "forward passes / image"],
         [[m, k, *dist_cells(dist[m][k])] for m in models for k in kinds],
     )  # fmt: skip
-    csv4 = _csv(
+    csv4 = csv_bytes(
         ["model", "examples", *dist_keys],
         [[m, k, *(dist[m][k][f] for f in dist_keys)] for m in models for k in kinds],
     )
@@ -498,9 +410,8 @@ def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, de
         "Figures: `figures/figure4_distances.png`, `figures/figure5_purity.png`.",
         "",
     ]
-    write_bytes_atomic(path / "tables.md", "\n".join(md).encode())
-    for name, data in (("table1", csv1), ("table2", csv2), ("detector", csv3), ("distances", csv4)):
-        write_bytes_atomic(path / f"{name}.csv", data)
+    tables = {"table1": csv1, "table2": csv2, "detector": csv3, "distances": csv4}
+    write_report(path, "tables.md", md, tables)
 
 
 def _save_figure(fig, file: Path) -> None:
@@ -520,7 +431,7 @@ def write_figures(path: Path, c, runs: dict[str, Run], stages, attacks, num_clas
             rows = np.flatnonzero(usable_rows(run, stages[m][BENIGN], s, k))
             shown = rows[: c.figure_images]
             panels[(m, k)] = (s["distance"][shown], s["adjacent"][shown].astype(np.int32))
-            p = purity_of(s, num_classes)[rows]
+            p = BA.purity_of(s, num_classes)[rows]
             purity[m][k] = p[np.isfinite(s["distance"][rows]).any(axis=1)]
     fig4 = plots.boundary_distances(
         panels,
@@ -540,9 +451,14 @@ def write_figures(path: Path, c, runs: dict[str, Run], stages, attacks, num_clas
 
 
 def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) the analysis; returns the summary (Tables 1, 2 and the detector's rates)."""
-    attacks, detector_attacks, run_dirs = validate(c)
-    runs = {name: load_run(c, name, wd) for name, wd in run_dirs.items()}
+    """Runs (or resumes) the analysis; returns the summary (Tables 1, 2 and the detector's rates).
+
+    Everything is checked and built (config, runs, data, attacks, directions) before the workdir is
+    touched, so bad input writes nothing.
+    """
+    settings = validate(c)
+    attacks, detector_attacks = settings.attacks, settings.detector_attacks
+    runs = {name: load_run(c, name, wd) for name, wd in settings.runs.items()}
     datasets = {r.dataset for r in runs.values()}
     require(len(datasets) == 1, f"the runs use different datasets {sorted(datasets)}; compare models of one")
     shape = tuple(next(iter(runs.values())).x.shape[1:])
@@ -553,7 +469,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         "(the directions are orthogonal)",
     )
     resolved = to_dict(c)
-    path = open_workdir(check_workdir(workdir, resolved), resolved)
+    path = check_workdir(workdir, resolved)
 
     root = jax.random.key(c.seed)
     d = c.distances
@@ -569,35 +485,51 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         tol=float(d.tol),
         chunk=int(d.chunk),
     )
-    attack_fns = {a: attack_experiment.make_attack(a, c) for a in attacks}  # one jit each, for every model
-    kinds = [BENIGN, *attacks]
-    stages: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for mi, (m, r) in enumerate(runs.items()):
-        stages[m] = {}
-        for ki, kind in enumerate(kinds):
-            file = stage_path(path, m, kind)
-            if file.is_file():
-                stages[m][kind] = load_npz(file)
-                logging.info("%s %s: loaded %s", m, kind, file)
-                continue
-            keys = [
-                jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, i), mi), ki) for i in (1, 2)
-            ]
-            x, extra = r.x, {}
-            if kind != BENIGN:
-                x, success, seconds = attack_inputs(c, keys[1], r, attack_fns[kind], kind, progress=progress)
-                extra = {"x_adv": x, "success": success, "attack_seconds": np.float64(seconds)}
-            tools = (region, distances, directions)
-            arrays = {**classify_and_measure(c, keys[0], r, x, *tools, progress=progress), **extra}
-            save_npz_deterministic(file, arrays)
-            stages[m][kind] = arrays
-            logging.info(
-                "%s %s: point acc %.3f, region acc %.3f, %.0f forward passes / image, %.1f s distances",
-                m, kind, np.mean(arrays["point"] == r.y), np.mean(arrays["region_label"] == r.y),
-                arrays["forward_passes"].mean(), arrays["distances_seconds"],
-            )  # fmt: skip
+    attack_fns = {a: settings.attack_settings.make(a) for a in attacks}  # one jit each, for every model
+    open_workdir(path, resolved)
 
-    num_classes = int(stages[next(iter(runs))][BENIGN]["region_counts"].shape[1])
+    kinds = [BENIGN, *attacks]
+    names = list(runs)
+    stage_store: RecordStore[tuple[str, str]] = RecordStore(path / "stages", "{}/{}", kind="npz")
+
+    def compute_stage(item: tuple[str, str]) -> dict[str, Any]:
+        m, kind = item
+        r, mi, ki = runs[m], names.index(m), kinds.index(kind)
+        keys = [jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, i), mi), ki) for i in (1, 2)]
+        x, extra = r.x, {}
+        if kind != BENIGN:
+            x, success, seconds = attack_inputs(c, keys[1], r, attack_fns[kind], kind, progress=progress)
+            extra = {"x_adv": x, "success": success, "attack_seconds": np.float64(seconds)}
+        tools = (region, distances, directions)
+        arrays = {**classify_and_measure(c, keys[0], r, x, *tools, progress=progress), **extra}
+        logging.info(
+            "%s %s: point acc %.3f, region acc %.3f, %.0f forward passes / image, %.1f s distances",
+            m, kind, np.mean(arrays["point"] == r.y), np.mean(arrays["region_label"] == r.y),
+            arrays["forward_passes"].mean(), arrays["distances_seconds"],
+        )  # fmt: skip
+        return arrays
+
+    items = [(m, kind) for m in names for kind in kinds]
+    stages: dict[str, dict[str, dict[str, np.ndarray]]] = {m: {} for m in names}
+    for (m, kind), arrays in zip(items, stage_store.resume(items, compute_stage, desc="stages"), strict=True):
+        stages[m][kind] = arrays
+
+    num_classes = int(stages[names[0]][BENIGN]["region_counts"].shape[1])
+    detector_store: RecordStore[tuple[str, str]] = RecordStore(path / "stages", "{}/detector_{}")
+
+    def compute_detector(item: tuple[str, str]) -> dict[str, Any]:
+        m, a = item
+        mi = names.index(m)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, 3), mi), kinds.index(a))
+        record = detector_record(c, key, runs[m], stages[m][BENIGN], stages[m][a], num_classes)
+        logging.info("%s detector %s: %s", m, a, record)
+        return record
+
+    pairs = [(m, a) for m in names for a in detector_attacks]
+    detectors = dict(
+        zip(pairs, detector_store.resume(pairs, compute_detector, desc="detectors"), strict=True)
+    )
+
     metrics: dict[str, Any] = {
         "name": c.name,
         "images": c.images,
@@ -609,24 +541,15 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         "distances": {},
         "detector": {},
     }
-    for mi, (m, r) in enumerate(runs.items()):
+    for m, r in runs.items():
         benign = stages[m][BENIGN]
-        metrics["table1"][m] = {a: attack_row(r, benign, stages[m][a]) for a in attacks}
-        metrics["table2"][m] = {k: accuracy_row(r, stages[m][k]) for k in kinds}
+        metrics["table1"][m] = {a: BA.attack_row(r.x, r.y, benign, stages[m][a]) for a in attacks}
+        metrics["table2"][m] = {k: BA.accuracy_row(r.y, stages[m][k]) for k in kinds}
         metrics["distances"][m] = {
-            k: distance_row(stages[m][k], usable_rows(r, benign, stages[m][k], k), num_classes) for k in kinds
+            k: BA.distance_row(stages[m][k], usable_rows(r, benign, stages[m][k], k), num_classes)
+            for k in kinds
         }
-        metrics["detector"][m] = {}
-        for a in detector_attacks:
-            file = path / "stages" / m / f"detector_{a}.json"
-            if file.is_file():
-                record = read_json(file)
-            else:
-                key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, 3), mi), kinds.index(a))
-                record = train_and_rate_detector(c, key, r, benign, stages[m][a], num_classes)
-                write_json_atomic(file, record)
-            metrics["detector"][m][a] = record
-            logging.info("%s detector %s: %s", m, a, record)
+        metrics["detector"][m] = {a: detectors[(m, a)] for a in detector_attacks}
     write_tables(path, c, metrics, attacks, detector_attacks)
     write_figures(path, c, runs, stages, attacks, num_classes)
     write_json_atomic(path / "metrics.json", metrics)
@@ -643,6 +566,3 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         "workdir": str(path),
     }
     return summary
-
-
-__all__ = ["UsageError", "run", "validate"]

@@ -1,8 +1,5 @@
 """experiments.boundary end to end on a tiny fake-MNIST model (and mock CIFAR-10), resume, bad inputs."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +8,8 @@ import pytest
 from experiments import boundary as boundary_experiment, train as train_experiment
 from experiments.common import UsageError
 from experiments.configs import boundary as boundary_configs, train as train_configs
-from lnjax import data, models
+from lnjax import models
 from lnjax.io import read_json
-from tests.fakes import write_fake_wheel
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(workdir, preset, model="", **data_fields):
@@ -30,10 +24,9 @@ def _train(workdir, preset, model="", **data_fields):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("boundary")
-    data.prepare_mnist(root / "data", wheel=write_fake_wheel(root / "w.whl"), download=False)
-    return _train(root / "train", "mnist_normal", data_dir=str(root / "data"))
+def trained(mnist_run: Path) -> Path:
+    """The conftest's finished MNIST run (read-only)."""
+    return mnist_run
 
 
 def tiny(runs, attacks="fgsm,optmargin"):
@@ -138,38 +131,3 @@ def test_bad_input_writes_nothing(trained, tmp_path, change, message):
     with pytest.raises(UsageError, match=message):
         boundary_experiment.run(c, str(tmp_path / "b"), progress=False)
     assert not (tmp_path / "b").exists()
-
-
-def test_cli_bad_run_exits_2_and_writes_nothing(tmp_path):
-    workdir = tmp_path / "b"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.run",
-            "--flagfile=experiments/flagfiles/boundary_mnist.flags",
-            f"--workdir={workdir}",
-            f"--config.runs=normal={tmp_path / 'missing'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "no finished training run" in lines[-1]
-    assert not workdir.exists()
-
-
-def test_boundary_flagfiles_name_valid_presets():
-    files = sorted((ROOT / "experiments" / "flagfiles").glob("boundary_*.flags"))
-    assert {f.stem for f in files} >= {"boundary_mnist", "boundary_mnist_full", "boundary_cifar10"}
-    for flagfile in files:
-        lines = dict(line.split("=", 1) for line in flagfile.read_text().split() if line.startswith("--"))
-        path, _, preset = lines["--config"].partition(":")
-        assert path == "experiments/configs/boundary.py"
-        c = boundary_configs.get_config(preset)
-        boundary_experiment.validate(c)
-        assert lines["--workdir"] == f"runs/{c.name}"

@@ -1,0 +1,49 @@
+"""Tables for experiment summaries: Markdown for people, CSV for programs, both written atomically.
+
+  md = markdown(["model", "rate"], [["normal", pct(0.93)]])
+  write_report(path, "tables.md", ["# Title", "", md], {"table1": csv_bytes(header, rows)})
+
+Cells: `pct` and `num` render None (no value) as "–"; `csv_bytes` writes None as an empty field.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lnjax.io import write_bytes_atomic
+
+
+def pct(v: float | None, digits: int = 0) -> str:
+    """0.931 -> "93%" (digits after the point); None -> "–"."""
+    return "–" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def num(v: float | None, digits: int = 3) -> str:
+    """A number with `digits` decimals; None -> "–"."""
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown (GitHub) table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def csv_bytes(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes:
+    """A CSV file (header line first, "\\n" line ends, None as an empty field)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([["" if v is None else v for v in r] for r in rows])
+    return buf.getvalue().encode()
+
+
+def write_report(path: Path, name: str, lines: Sequence[str], tables: Mapping[str, bytes]) -> None:
+    """Writes `lines` as the Markdown file `path/name` and each CSV of `tables` as `path/<key>.csv`."""
+    write_bytes_atomic(path / name, "\n".join(lines).encode())
+    for key, data in tables.items():
+        write_bytes_atomic(path / f"{key}.csv", data)

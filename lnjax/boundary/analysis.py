@@ -1,0 +1,189 @@
+"""The seed's tables from per-input arrays: attack rows, accuracy rows, distance rows, the detector.
+
+A *stage* is the arrays one input kind (the benign test images, or one attack's adversarial
+examples) produced for N inputs of one model:
+  point [N] int          the prediction at the input (the distances' centre class)
+  region_label [N] int   the region classifier's label; region_counts [N, K] its votes
+  distance [N, D] float  boundary distance along each of D directions (inf: no boundary)
+  adjacent [N, D] int    the class beyond that boundary (−1: none)
+  forward_passes [N]     model evaluations spent on the distances
+  region_seconds, distances_seconds   wall time of the two measurements (scalars)
+and, for an attack, x_adv [N, ...], success [N] bool (confirmed by the model at x_adv) and
+attack_seconds. Every function here is pure (NumPy, or jitted JAX), takes the true labels y [N]
+and returns plain Python values, so the rows serialise to JSON as they are.
+
+Definitions (He, Li & Song 2018, as in the seed): an attack's success rate is over the images the
+model classifies correctly; its distortion is the mean RMS of x_adv − x over those successes.
+Accuracies are over all images. The distance and detector statistics use the *usable* inputs:
+correctly classified benign images, successful attacks on correctly classified images.
+
+References:
+  He, Li & Song, Decision Boundary Analysis of Adversarial Examples, ICLR 2018.
+  Cao & Gong, Mitigating Evasion Attacks to Deep Neural Networks via Region-based Classification,
+    ACSAC 2017.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lnjax.boundary.detector import DetectorFeatures, detector_features, detector_rates, train_detector
+from lnjax.boundary.purity import adjacent_purity
+
+Stage = Mapping[str, Any]  # name -> array (see the module docstring)
+
+
+def mean_or_none(values: Any) -> float | None:
+    """The mean as a float, None for no values."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()) if values.size else None
+
+
+def finite_or_none(v: float | None) -> float | None:
+    """`v` as a float, None if it is None or not finite (JSON has no NaN)."""
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def rms(delta: np.ndarray) -> np.ndarray:
+    """Root-mean-square per input of delta [N, ...] -> [N]."""
+    return np.sqrt(np.mean(np.square(delta.reshape(delta.shape[0], -1)), axis=1))
+
+
+def usable_rows(y: np.ndarray, benign: Stage, stage: Stage, *, is_benign: bool) -> np.ndarray:
+    """[N] bool: correctly classified benign images; successful attacks on correctly classified images."""
+    clean = benign["point"] == y
+    return clean if is_benign else clean & stage["success"]
+
+
+def attack_row(x: np.ndarray, y: np.ndarray, benign: Stage, stage: Stage) -> dict[str, Any]:
+    """Table 1: success rate over the correct images, mean RMS distortion of the successes, time."""
+    clean = benign["point"] == y
+    success = stage["success"] & clean
+    return {
+        "success_rate": float(success.sum() / clean.sum()) if clean.any() else None,
+        "successes": int(success.sum()),
+        "correct": int(clean.sum()),
+        "rms": mean_or_none(rms(stage["x_adv"] - x)[success]),
+        "seconds": float(stage["attack_seconds"]),
+    }
+
+
+def accuracy_row(y: np.ndarray, stage: Stage) -> dict[str, Any]:
+    """Table 2: region and point classification accuracy over all inputs of the stage."""
+    return {
+        "region": float(np.mean(stage["region_label"] == y)),
+        "point": float(np.mean(stage["point"] == y)),
+    }
+
+
+_purity = jax.jit(adjacent_purity, static_argnums=1)
+
+
+def purity_of(stage: Stage, num_classes: int) -> np.ndarray:
+    """[N, K] purity curves of a stage's inputs (one compilation for all stages of a shape)."""
+    return np.asarray(_purity(jnp.asarray(stage["adjacent"], jnp.int32), num_classes))
+
+
+def distance_row(stage: Stage, usable: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """Boundary statistics of the usable inputs: share of directions with a boundary, median distance,
+    top-1 purity (inputs with a hit); forward passes per image over all inputs (the cost)."""
+    d = stage["distance"][usable]
+    hit = np.isfinite(d)
+    purity = purity_of(stage, num_classes)[usable]
+    with_hits = hit.any(axis=1)
+    return {
+        "inputs": int(usable.sum()),
+        "hit_share": mean_or_none(hit),
+        "median_distance": float(np.median(d[hit])) if hit.any() else None,
+        "purity_top1": mean_or_none(purity[with_hits, 0]),
+        "forward_passes_per_image": mean_or_none(stage["forward_passes"]),
+        "seconds_per_image": float(stage["distances_seconds"]) / max(len(stage["point"]), 1),
+    }
+
+
+_features = jax.jit(
+    detector_features, static_argnames=("num_classes", "purity_k", "miss_distance", "shift", "scale")
+)
+
+
+def train_and_rate_detector(
+    key: jax.Array,
+    y: np.ndarray,
+    benign: Stage,
+    stage: Stage,
+    *,
+    num_classes: int,
+    train_share: float,
+    steps: int,
+    half_batch: int,
+    learning_rate: float,
+    dropout: float,
+    purity_k: int,
+    miss_distance: float,
+    shift: float,
+    scale: float,
+) -> dict[str, Any]:
+    """Trains the boundary detector on the first `train_share` of the inputs (usable ones only) and
+    rates it on the rest: false-positive / false-negative rates (held out and on the training part),
+    counts, final loss, seconds. A record with "skipped" if the training part lacks either class."""
+    n = len(y)
+    n_train = min(max(round(train_share * n), 1), n - 1)
+    kw = dict(
+        purity_k=purity_k, miss_distance=miss_distance, shift=shift, scale=scale, num_classes=num_classes
+    )
+    fb, fa = (
+        _features(jnp.asarray(s["distance"]), jnp.asarray(s["adjacent"], jnp.int32), **kw)
+        for s in (benign, stage)
+    )
+    fb, fa = jax.device_get(fb), jax.device_get(fa)  # numpy: slicing below compiles nothing
+    ok_b = usable_rows(y, benign, stage, is_benign=True)
+    ok_a = usable_rows(y, benign, stage, is_benign=False)
+    tr, te = slice(0, n_train), slice(n_train, n)
+
+    def take(f: DetectorFeatures, sl: slice) -> DetectorFeatures:
+        return DetectorFeatures(f.distances[sl], f.purity[sl])
+
+    record: dict[str, Any] = {
+        "train_images": n_train,
+        "test_images": n - n_train,
+        "train_benign": int(ok_b[tr].sum()),
+        "train_adversarial": int(ok_a[tr].sum()),
+    }
+    if not ok_b[tr].any() or not ok_a[tr].any():
+        record["skipped"] = (
+            "no correctly classified benign image or no successful attack in the training part"
+        )
+        return record
+    t0 = time.perf_counter()
+    fit = train_detector(
+        key,
+        take(fb, tr),
+        take(fa, tr),
+        ok_b[tr],
+        ok_a[tr],
+        steps=steps,
+        half_batch=half_batch,
+        learning_rate=learning_rate,
+        dropout=dropout,
+    )
+    rates = detector_rates(fit.params, take(fb, te), take(fa, te), ok_b[te], ok_a[te])
+    train_rates = detector_rates(fit.params, take(fb, tr), take(fa, tr), ok_b[tr], ok_a[tr])
+    losses = np.asarray(fit.losses)
+    record.update(
+        false_positive=finite_or_none(rates.false_positive),
+        false_negative=finite_or_none(rates.false_negative),
+        test_benign=rates.benign,
+        test_adversarial=rates.adversarial,
+        train_false_positive=finite_or_none(train_rates.false_positive),
+        train_false_negative=finite_or_none(train_rates.false_negative),
+        final_loss=float(losses[-max(len(losses) // 20, 1) :].mean()),
+        seconds=time.perf_counter() - t0,
+    )
+    return record
