@@ -1,9 +1,11 @@
 """What every experiment shares: usage errors, the workdir, resolved configs, logs.
 
 A run owns a workdir: `config.json` (the resolved config), `metrics.json`, `checkpoints/`, `log.txt`,
-`figures/`. Nothing is written before the config, the data and the workdir have been checked, so a
-bad invocation leaves no trace. Re-running with the same config resumes; a different config in an
-existing workdir is refused (results of two configs never mix).
+`figures/`. Nothing is written before the config, the data and the library objects have been checked
+and built, so a bad invocation leaves no trace. Re-running with the same config resumes; a different
+config is refused in a workdir that holds results (results of two configs never mix) and accepted in
+one that holds only config.json, log.txt and empty directories (a start that failed before producing
+anything).
 """
 
 from __future__ import annotations
@@ -23,6 +25,11 @@ from lnjax.io import read_json, write_json_atomic
 
 class UsageError(Exception):
     """A problem with the user's input; the runner prints the message in one line and exits with 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, after the experiment saved what it could; the runner prints the message (how to resume)
+    in one line and exits with 130."""
 
 
 _D = TypeVar("_D")
@@ -96,8 +103,8 @@ def check_workdir(workdir: str | os.PathLike, resolved: dict[str, Any]) -> Path:
     """Checks that `workdir` can hold this run (writes nothing) and returns it as a Path.
 
     Raises:
-      UsageError: it is a file, is not writable, its config.json is unreadable, or it holds a run
-        with a different config.
+      UsageError: it is a file, is not writable, its config.json is unreadable, or it holds results
+        of a run with a different config.
     """
     path = Path(workdir).expanduser()
     if path.exists() and not path.is_dir():
@@ -116,7 +123,7 @@ def check_workdir(workdir: str | os.PathLike, resolved: dict[str, Any]) -> Path:
                     f"--workdir {path}: cannot read {config_file.name} ({e}); "
                     "delete the workdir or pick another"
                 ) from e
-            if old != resolved:
+            if old != resolved and holds_results(path):
                 raise UsageError(
                     f"--workdir {path} holds a run with a different config "
                     f"({_first_difference(old, resolved)}); pass a new --workdir or delete the old one"
@@ -130,15 +137,38 @@ def check_workdir(workdir: str | os.PathLike, resolved: dict[str, Any]) -> Path:
     return path
 
 
+_CLAIM_ONLY = {"config.json", "log.txt"}
+
+
+def holds_results(path: Path) -> bool:
+    """Whether the workdir holds anything a run produced: an entry other than config.json, log.txt
+    and empty directories (e.g. checkpoints/, history.jsonl, metrics.json, verdicts/*.json)."""
+    for entry in path.iterdir():
+        if entry.name in _CLAIM_ONLY and entry.is_file():
+            continue
+        if entry.is_dir() and not entry.is_symlink() and not any(not p.is_dir() for p in entry.rglob("*")):
+            continue
+        return True
+    return False
+
+
+_LOG_HANDLER: std_logging.Handler | None = None
+
+
 def open_workdir(path: Path, resolved: dict[str, Any]) -> Path:
-    """Creates the workdir, writes config.json and sends absl logs to log.txt as well."""
+    """Creates the workdir, writes config.json and sends absl logs to log.txt as well (this workdir's
+    log.txt only: the handler of a previously opened workdir in this process is closed)."""
+    global _LOG_HANDLER
     path.mkdir(parents=True, exist_ok=True)
     (path / "figures").mkdir(exist_ok=True)
     write_json_atomic(path / "config.json", resolved)
-    handler = std_logging.FileHandler(path / "log.txt")
-    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.addFilter(lambda r: "/orbax/" not in r.pathname or r.levelno >= std_logging.WARNING)
-    logging.get_absl_logger().addHandler(handler)
+    if _LOG_HANDLER is not None:
+        logging.get_absl_logger().removeHandler(_LOG_HANDLER)
+        _LOG_HANDLER.close()
+    _LOG_HANDLER = std_logging.FileHandler(path / "log.txt")
+    _LOG_HANDLER.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    _LOG_HANDLER.addFilter(lambda r: "/orbax/" not in r.pathname or r.levelno >= std_logging.WARNING)
+    logging.get_absl_logger().addHandler(_LOG_HANDLER)
     logging.info("workdir %s", path)
     return path
 

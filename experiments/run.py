@@ -6,8 +6,10 @@ r"""The experiment runner: the only place flags are defined.
 
 The config's `experiment` field picks the experiment module; its `run(config, workdir)` returns a
 summary printed as the last line of stdout (one JSON object). Bad input (unknown flag file, preset
-or experiment, invalid values, missing data, unusable workdir) prints one line naming the problem
-and the fix, exits with code 2 and writes nothing.
+or experiment, invalid values, missing or damaged data or checkpoints, unusable workdir) prints one
+line naming the problem and the fix, exits with code 2 and writes nothing. A diverging training run
+also exits with 2 (its last finite checkpoint kept). Ctrl-C exits with 130 after the experiment
+saved what it could, printing how to resume.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import ml_collections.config_flags as config_flags
 from absl import app, flags, logging
 
-from experiments.common import UsageError
+from experiments.common import Interrupted, UsageError
 from lnjax.io import to_json
 
 EXPERIMENTS = {
@@ -32,9 +34,9 @@ EXPERIMENTS = {
 }
 
 
-def fail(message: str) -> None:
+def fail(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def _one_line(error: Exception) -> str:
@@ -95,6 +97,10 @@ def main(argv: list[str]) -> None:
         summary = module.run(config, workdir, progress=_PROGRESS.value)
     except UsageError as e:
         fail(str(e))
+    except Interrupted as e:
+        fail(str(e), code=130)
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume (finished work in the workdir is kept)", code=130)
     print(to_json(summary), flush=True)  # strict JSON: a NaN metric prints as null
 
 

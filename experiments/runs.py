@@ -7,6 +7,7 @@ attack and boundary read it through `load_trained` (and the test data through `l
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,32 @@ from lnjax.io import read_json
 from lnjax.train.checkpoint import CheckpointError, restore_params
 
 NUM_CLASSES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which dataset a train run uses and where it lives (the `data` block of a train config).
+
+    Attributes:
+      dataset: one of `lnjax.data.DATASETS`.
+      data_dir: the directory `make data` fills (offline npz files).
+      tfds_data_dir: tensorflow-datasets' directory ("" = $TFDS_DATA_DIR or ~/tensorflow_datasets).
+      train_limit, test_limit: use only the first this many examples (0 = all).
+    """
+
+    dataset: str = "double_mnist"
+    data_dir: str = "data"
+    tfds_data_dir: str = ""
+    train_limit: int = 0
+    test_limit: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset not in data.DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {sorted(data.DATASETS)}")
+        for name in ("train_limit", "test_limit"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} = {value!r} must be an integer ≥ 0 (0 = all examples)")
 
 
 def task_of(dataset: str) -> str:

@@ -1,12 +1,22 @@
 """The `train` experiment: train a model with a defense, evaluate it, leave a usable workdir.
 
-workdir/config.json, checkpoints/ (Orbax; a killed run resumes), history.json (logged training
-metrics), metrics.json (test metrics, clean and under PGD), figures/training.png, log.txt.
+workdir/config.json, checkpoints/ (Orbax; a killed run resumes from the newest intact one),
+history.jsonl (each logged training metric appended as it is logged, so it survives a kill),
+history.json (all of it, rewritten at the end of each run), metrics.json (test metrics, clean and
+under PGD), figures/training.png, log.txt.
+
+Failures: invalid values, missing or damaged data and damaged checkpoints are one UsageError line
+(exit 2) and, before training starts, leave no trace; a diverging run (non-finite loss) stops with
+a UsageError (exit 2) keeping its last finite checkpoint; Ctrl-C checkpoints the last finished step
+and raises `Interrupted` (the runner exits with 130 and says how to resume).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -14,161 +24,232 @@ import matplotlib.pyplot as plt
 from absl import logging
 from ml_collections import ConfigDict
 
-from experiments.common import check_workdir, open_workdir, require, to_dict
-from experiments.runs import NUM_CLASSES, load_split, load_trained, task_of
+from experiments.common import (
+    Interrupted,
+    UsageError,
+    check_workdir,
+    dataclass_from,
+    open_workdir,
+    require,
+    to_dict,
+)
+from experiments.runs import NUM_CLASSES, DataConfig, load_split, load_trained, task_of
 from lnjax import models, plots
-from lnjax.io import read_json, write_json_atomic
-from lnjax.train import DEFENSES, DefenseConfig, TrainConfig, evaluate, train
+from lnjax.io import append_jsonl, read_json, read_jsonl, write_json_atomic
+from lnjax.train import DefenseConfig, TrainConfig, evaluate, train
+from lnjax.train.checkpoint import CheckpointError
+from lnjax.train.loop import TrainingDiverged, TrainingInterrupted
 
 INPUT_SHAPES = {"double_mnist": (64, 64, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
-SCHEDULES = ("cosine", "constant")
-# Run loading moved to experiments.runs; re-exported here until the sibling experiments import it from there.
-__all__ = ["NUM_CLASSES", "load_split", "load_trained", "run", "task_of", "validate"]
+# Run loading lives in experiments.runs; re-exported here until the sibling experiments import it from there.
+__all__ = ["NUM_CLASSES", "EvalConfig", "Setup", "load_split", "load_trained", "run", "setup", "task_of"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Test evaluation after training (the `eval` block of a train config).
+
+    Attributes:
+      batch_size: examples per evaluation batch.
+      robust_eps: L∞ radius of the PGD robustness check on the first `robust_n` test examples
+        (0 = skipped).
+      robust_steps, robust_step_size: that PGD's steps and step (random start).
+      robust_n: how many test examples it attacks (0 = the whole test split).
+    """
+
+    batch_size: int = 500
+    robust_eps: float = 0.0
+    robust_steps: int = 20
+    robust_step_size: float = 0.01
+    robust_n: int = 1000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size = {self.batch_size!r} must be an integer ≥ 1")
+        if not math.isfinite(self.robust_eps) or not 0 <= self.robust_eps <= 1:
+            raise ValueError(f"robust_eps = {self.robust_eps} must be in [0, 1]")
+        if self.robust_eps > 0:
+            if (
+                self.robust_steps < 1
+                or not math.isfinite(self.robust_step_size)
+                or self.robust_step_size <= 0
+            ):
+                raise ValueError(
+                    f"robust_steps = {self.robust_steps} must be ≥ 1 and robust_step_size = "
+                    f"{self.robust_step_size} a finite number > 0"
+                )
+            if self.robust_n < 0:
+                raise ValueError(f"robust_n = {self.robust_n} must be ≥ 0 (0 = the whole test split)")
+
+    def pgd(self) -> DefenseConfig | None:
+        """The robustness check's attack (None when robust_eps is 0)."""
+        if self.robust_eps <= 0:
+            return None
+        return DefenseConfig(
+            name="linf", eps=self.robust_eps, steps=self.robust_steps, step_size=self.robust_step_size
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """A validated train config as typed library objects (built before the workdir is touched)."""
+
+    data: DataConfig
+    train: TrainConfig
+    defense: DefenseConfig
+    eval: EvalConfig
+    model: models.Sequential
+    task: str
+
+
+def setup(c: ConfigDict) -> Setup:
+    """Validates `c` and builds its typed configs and model.
+
+    Raises:
+      UsageError: the first invalid value, what is expected (one line).
+    """
+    data_config = dataclass_from(c.data, DataConfig, where="data")
+    train_config = dataclass_from(c.train, TrainConfig, where="train")
+    defense = dataclass_from(c.defense, DefenseConfig, where="defense")
+    eval_config = dataclass_from(c.eval, EvalConfig, where="eval")
+    require(
+        data_config.dataset in INPUT_SHAPES,
+        f"unknown dataset {data_config.dataset!r}; expected one of {sorted(INPUT_SHAPES)}",
+    )
+    require(c.model in models.MODELS, f"unknown model {c.model!r}; expected one of {sorted(models.MODELS)}")
+    model = models.get_model(c.model, NUM_CLASSES)
+    shape = INPUT_SHAPES[data_config.dataset]
+    require(
+        tuple(model.input_shape) == shape,
+        f"model {c.model!r} takes inputs of shape {tuple(model.input_shape)} but {data_config.dataset} "
+        f"images are {shape}; pick a model for that dataset",
+    )
+    require(1 <= c.k <= NUM_CLASSES, f"k = {c.k} must be between 1 and the class count {NUM_CLASSES}")
+    n_dev = jax.local_device_count()
+    require(
+        train_config.batch_size % n_dev == 0,
+        f"train.batch_size = {train_config.batch_size} must be divisible by the {n_dev} local devices",
+    )
+    if defense.name == "l0":
+        side = min(shape[:2])
+        require(defense.l0_max <= side, f"defense.l0_max = {defense.l0_max} must be ≤ the image side {side}")
+    return Setup(data_config, train_config, defense, eval_config, model, task_of(data_config.dataset))
 
 
 def validate(c: ConfigDict) -> None:
     """Raises UsageError naming the first invalid value and what is expected."""
-    require(
-        c.data.dataset in INPUT_SHAPES,
-        f"unknown dataset {c.data.dataset!r}; expected one of {sorted(INPUT_SHAPES)}",
-    )
-    require(c.model in models.MODELS, f"unknown model {c.model!r}; expected one of {sorted(models.MODELS)}")
-    model = models.get_model(c.model, NUM_CLASSES)
-    require(
-        tuple(model.input_shape) == INPUT_SHAPES[c.data.dataset],
-        f"model {c.model!r} takes inputs of shape {tuple(model.input_shape)} but {c.data.dataset} images are "
-        f"{INPUT_SHAPES[c.data.dataset]}; pick a model for that dataset",
-    )
-    require(1 <= c.k <= NUM_CLASSES, f"k = {c.k} must be between 1 and the class count {NUM_CLASSES}")
-    t = c.train
-    require(t.batch_size >= 1, f"train.batch_size = {t.batch_size} must be ≥ 1")
-    n_dev = jax.local_device_count()
-    require(
-        t.batch_size % n_dev == 0,
-        f"train.batch_size = {t.batch_size} must be divisible by the {n_dev} local devices",
-    )
-    require(t.steps >= 1, f"train.steps = {t.steps} must be ≥ 1")
-    require(t.learning_rate > 0, f"train.learning_rate = {t.learning_rate} must be > 0")
-    require(t.schedule in SCHEDULES, f"unknown train.schedule {t.schedule!r}; expected one of {SCHEDULES}")
-    require(
-        t.checkpoint_every >= 1 and t.log_every >= 1, "train.checkpoint_every and train.log_every must be ≥ 1"
-    )
-    d = c.defense
-    require(d.name in DEFENSES, f"unknown defense {d.name!r}; expected one of {DEFENSES}")
-    require(d.eps >= 0, f"defense.eps = {d.eps} must be ≥ 0 (an L∞ radius in pixel units of [0, 1])")
-    require(d.eps <= 1, f"defense.eps = {d.eps} must be ≤ 1 (pixels are in [0, 1])")
-    if d.name == "linf":
-        require(d.eps > 0, "defense.eps must be > 0 for the linf defense")
-        require(d.steps >= 1 and d.step_size > 0, "defense.steps must be ≥ 1 and defense.step_size > 0")
-        require(0 < d.adv_share <= 1, f"defense.adv_share = {d.adv_share} must be in (0, 1]")
-        require(d.eps_warmup >= 0, f"defense.eps_warmup = {d.eps_warmup} must be ≥ 0 (steps)")
-    if d.name == "l0":
-        side = min(INPUT_SHAPES[c.data.dataset][:2])
-        require(
-            1 <= d.l0_min <= d.l0_max <= side,
-            f"defense.l0_min = {d.l0_min}, l0_max = {d.l0_max}: need 1 ≤ l0_min ≤ l0_max ≤ {side}",
-        )
-    require(d.rs_weight >= 0 and d.rs_eps >= 0, "defense.rs_weight and defense.rs_eps must be ≥ 0")
-    e = c.eval
-    require(e.batch_size >= 1, f"eval.batch_size = {e.batch_size} must be ≥ 1")
-    require(0 <= e.robust_eps <= 1, f"eval.robust_eps = {e.robust_eps} must be in [0, 1]")
-    if e.robust_eps > 0:
-        require(
-            e.robust_steps >= 1 and e.robust_step_size > 0, "eval.robust_steps ≥ 1 and robust_step_size > 0"
-        )
-        require(e.robust_n >= 0, f"eval.robust_n = {e.robust_n} must be ≥ 0 (0 = the whole test split)")
-    require(c.data.train_limit >= 0 and c.data.test_limit >= 0, "data.train_limit and test_limit must be ≥ 0")
+    setup(c)
 
 
-def defense_config(c: ConfigDict) -> DefenseConfig:
-    return DefenseConfig(**c.defense.to_dict())
+def _history(path: Path) -> list[dict[str, Any]]:
+    """Every logged step of the run, once (the newest record of a step wins: a resumed run recomputes
+    the steps after its checkpoint), in step order. Reads history.jsonl (and a history.json written
+    before history.jsonl existed)."""
+    by_step: dict[int, dict[str, Any]] = {}
+    if (path / "history.json").is_file() and not (path / "history.jsonl").is_file():
+        by_step.update((m["step"], m) for m in read_json(path / "history.json"))
+    by_step.update((m["step"], m) for m in read_jsonl(path / "history.jsonl"))
+    return [by_step[s] for s in sorted(by_step)]
 
 
-def train_config(c: ConfigDict) -> TrainConfig:
-    return TrainConfig(**c.train.to_dict())
-
-
-def _robust_pgd(c: ConfigDict) -> DefenseConfig:
-    e = c.eval
-    return DefenseConfig(
-        name="linf", eps=e.robust_eps, steps=e.robust_steps, step_size=e.robust_step_size, random_start=True
-    )
+def _log_metrics(path: Path, m: dict[str, Any]) -> None:
+    append_jsonl(path / "history.jsonl", m)
+    logging.info("train %s", m)
 
 
 def run(
     c: ConfigDict, workdir: str, *, progress: bool = True, stop_after: int | None = None
 ) -> dict[str, Any]:
-    """Trains and evaluates; returns the summary the runner prints (test metrics + workdir)."""
-    validate(c)
+    """Trains and evaluates; returns the summary the runner prints (test metrics + workdir).
+
+    Raises:
+      UsageError: invalid config, missing or damaged data, damaged checkpoints, or divergence.
+      Interrupted: Ctrl-C (the last finished step is checkpointed; rerunning resumes).
+    """
+    s = setup(c)
     train_ds, test_ds = load_split(c, "train"), load_split(c, "test")
     require(
-        train_ds.num_examples >= c.train.batch_size,
-        f"{train_ds.num_examples} training examples are fewer than one batch of {c.train.batch_size}",
+        train_ds.num_examples >= s.train.batch_size,
+        f"{train_ds.num_examples} training examples are fewer than one batch of {s.train.batch_size}",
     )
     resolved = to_dict(c)
     path = open_workdir(check_workdir(workdir, resolved), resolved)
 
-    model = models.get_model(c.model, NUM_CLASSES)
-    task = task_of(c.data.dataset)
     key = jax.random.key(c.seed)
     train_key, eval_key = jax.random.split(key)
     t0 = time.perf_counter()
-    params, history = train(
-        key=train_key,
-        model=model,
-        task=task,
-        x=train_ds.x,
-        y=train_ds.y,
-        config=train_config(c),
-        defense=defense_config(c),
-        checkpoint_dir=str(path / "checkpoints"),
-        stop_after=stop_after,
-        progress=progress,
-        on_log=lambda m: logging.info("train %s", m),
-    )
+    try:
+        params, history = train(
+            key=train_key,
+            model=s.model,
+            task=s.task,
+            x=train_ds.x,
+            y=train_ds.y,
+            config=s.train,
+            defense=s.defense,
+            checkpoint_dir=str(path / "checkpoints"),
+            stop_after=stop_after,
+            progress=progress,
+            on_log=lambda m: _log_metrics(path, m),
+        )
+    except CheckpointError as e:
+        raise UsageError(
+            f"{' '.join(str(e).split())}; delete {path / 'checkpoints'} to train from scratch"
+        ) from e
+    except TrainingDiverged as e:
+        raise UsageError(
+            f"{e} (in {path / 'checkpoints'}); lower train.learning_rate (or change the defense) and "
+            f"pass a new --workdir"
+        ) from e
+    except TrainingInterrupted as e:
+        saved = f"step {e.checkpoint_step} is checkpointed" if e.checkpoint_step else "no checkpoint yet"
+        raise Interrupted(
+            f"training interrupted after step {e.step}; {saved} in {path / 'checkpoints'}; "
+            "rerun the same command to resume"
+        ) from e
     train_seconds = time.perf_counter() - t0
-    if history:  # a resumed run keeps the history of its earlier part
-        old = read_json(path / "history.json") if (path / "history.json").exists() else []
-        history = [m for m in old if m["step"] < history[0]["step"]] + history
-        write_json_atomic(path / "history.json", history)
-    if stop_after is not None and stop_after < c.train.steps:
+    all_history = _history(path)
+    if history:
+        write_json_atomic(path / "history.json", all_history)
+    if stop_after is not None and stop_after < s.train.steps:
         return {"stopped_at": stop_after, "workdir": str(path)}
 
     t0 = time.perf_counter()
     test = evaluate(
         key=eval_key,
-        model=model,
+        model=s.model,
         params=params,
-        task=task,
+        task=s.task,
         k=c.k,
         x=test_ds.x,
         y=test_ds.y,
-        batch_size=c.eval.batch_size,
+        batch_size=s.eval.batch_size,
         progress=progress,
     )
-    if c.eval.robust_eps > 0:
-        n = c.eval.robust_n or test_ds.num_examples
+    pgd = s.eval.pgd()
+    if pgd is not None:
+        n = s.eval.robust_n or test_ds.num_examples
         robust = evaluate(
             key=eval_key,
-            model=model,
+            model=s.model,
             params=params,
-            task=task,
+            task=s.task,
             k=c.k,
             x=test_ds.x[:n],
             y=test_ds.y[:n],
-            batch_size=c.eval.batch_size,
-            pgd=_robust_pgd(c),
+            batch_size=s.eval.batch_size,
+            pgd=pgd,
             progress=progress,
         )
         test.update(
             robust=robust["robust"],
             robust_eps=robust["robust_eps"],
             robust_n=robust["n"],
-            robust_steps=c.eval.robust_steps,
+            robust_steps=s.eval.robust_steps,
         )
     eval_seconds = time.perf_counter() - t0
     train_stats = {
-        "steps": c.train.steps,
+        "steps": s.train.steps,
         "seconds_this_run": train_seconds,
         "examples_per_s": history[-1]["examples_per_s"] if history else None,
         "final_loss": history[-1]["loss"] if history else None,
@@ -180,11 +261,11 @@ def run(
     metrics = {"name": c.name, "test": test, "train": train_stats, "eval_seconds": eval_seconds}
     write_json_atomic(path / "metrics.json", metrics)
     if history:
-        fig = plots.training_curves(history, title=c.name)
+        fig = plots.training_curves(all_history, title=c.name)
         fig.savefig(path / "figures" / "training.png", dpi=120)
         plt.close(fig)
-    summary = {k: v for k, v in test.items() if isinstance(v, float)}
-    if task == "multilabel":
+    summary: dict[str, Any] = {k: v for k, v in test.items() if isinstance(v, float)}
+    if s.task == "multilabel":
         summary = {f"top{c.k}_exact": test[f"top{c.k}_exact"], "per_label": test["per_label"], **summary}
     summary["workdir"] = str(path)
     return summary

@@ -1,9 +1,17 @@
 """Training presets: `--config=experiments/configs/train.py:NAME` (NAME one of PRESETS).
 
-Every field can be overridden on the command line, e.g. `--config.train.steps=200`.
+Every field can be overridden on the command line, e.g. `--config.train.steps=200`. The blocks are
+generated from the typed configs that hold the defaults (`lnjax.train.TrainConfig` for `train`,
+`lnjax.train.DefenseConfig` for `defense`, `experiments.runs.DataConfig` for `data`,
+`experiments.train.EvalConfig` for `eval`); presets override single fields.
 """
 
 from ml_collections import ConfigDict
+
+from experiments.common import config_dict_from
+from experiments.runs import DataConfig
+from experiments.train import EvalConfig
+from lnjax.train import DefenseConfig, TrainConfig
 
 
 def base() -> ConfigDict:
@@ -11,46 +19,13 @@ def base() -> ConfigDict:
     c.experiment = "train"
     c.name = "train"
     c.seed = 0
-    c.data = ConfigDict(
-        {
-            "dataset": "double_mnist",
-            "data_dir": "data",
-            "tfds_data_dir": "",
-            "train_limit": 0,
-            "test_limit": 0,
-        }
-    )
+    c.data = config_dict_from(DataConfig())
     c.model = "dmnist_small"
     c.k = 2  # top-k exact set for multi-label data (DOUBLE-MNIST: 2 digits); ignored for single-label
-    c.train = ConfigDict(
-        {
-            "batch_size": 128,
-            "steps": 5000,
-            "learning_rate": 2e-3,
-            "schedule": "cosine",
-            "checkpoint_every": 500,
-            "log_every": 50,
-        }
-    )
-    c.defense = ConfigDict(
-        {
-            "name": "none",
-            "l0_min": 4,
-            "l0_max": 16,
-            "eps": 0.1,
-            "steps": 7,
-            "step_size": 0.025,
-            "random_start": True,
-            "adv_share": 1.0,
-            "eps_warmup": 0,
-            "rs_weight": 0.0,
-            "rs_eps": 0.1,
-        }
-    )
+    c.train = config_dict_from(TrainConfig())
+    c.defense = config_dict_from(DefenseConfig())
     # Robust accuracy under L∞ PGD on the first `robust_n` test examples (eps 0 = skipped).
-    c.eval = ConfigDict(
-        {"batch_size": 500, "robust_eps": 0.0, "robust_steps": 20, "robust_step_size": 0.01, "robust_n": 1000}
-    )
+    c.eval = config_dict_from(EvalConfig())
     return c
 
 
