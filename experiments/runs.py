@@ -41,7 +41,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.dataset not in data.DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {sorted(data.DATASETS)}")
+            raise ValueError(
+                f"dataset = {self.dataset!r} is unknown; expected one of {sorted(data.DATASETS)}"
+            )
         for name in ("train_limit", "test_limit"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:

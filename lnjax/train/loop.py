@@ -54,7 +54,7 @@ class TrainConfig:
         if not _finite_number(self.learning_rate) or self.learning_rate <= 0:
             raise ValueError(f"learning_rate = {self.learning_rate!r} must be a finite number > 0")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+            raise ValueError(f"schedule = {self.schedule!r} is unknown; expected one of {SCHEDULES}")
 
 
 def _finite_number(value: Any) -> bool:

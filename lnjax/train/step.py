@@ -68,7 +68,7 @@ class DefenseConfig:
 
     def __post_init__(self) -> None:
         if self.name not in DEFENSES:
-            raise ValueError(f"unknown defense name {self.name!r}; expected one of {DEFENSES}")
+            raise ValueError(f"name = {self.name!r} is unknown; expected one of {DEFENSES}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -80,7 +80,7 @@ class DefenseConfig:
         ]
         if self.name == "linf":
             checks += [
-                (self.eps > 0, "eps must be > 0 for the linf defense"),
+                (self.eps > 0, f"eps = {self.eps} must be > 0 for the linf defense"),
                 (self.steps >= 1, f"steps = {self.steps} must be ≥ 1"),
                 (self.step_size > 0, f"step_size = {self.step_size} must be > 0"),
                 (0 < self.adv_share <= 1, f"adv_share = {self.adv_share} must be in (0, 1]"),

@@ -36,3 +36,28 @@ def test_damaged_mnist_data(data_dir, tmp_path, damage):
     DAMAGES[damage](own / "mnist.npz")
     message = refused(tiny_train_config("mnist_normal", own), tmp_path / "run", "bad data")
     assert "mnist.npz" in message and "python -m data_prep.mnist" in message
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"train__learning_rate": float("inf")}, r"train.learning_rate = inf must be a finite number > 0"),
+        ({"train__learning_rate": float("nan")}, r"train.learning_rate = nan must be a finite number > 0"),
+        ({"train__learning_rate": -1.0}, r"train.learning_rate = -1.0 must be"),
+        ({"train__steps": 0}, r"train.steps = 0 must be an integer ≥ 1"),
+        ({"train__schedule": "exp"}, r"train.schedule = 'exp' is unknown"),
+        (
+            {"defense__name": "linf", "defense__eps": float("nan")},
+            r"defense.eps = nan must be a finite number",
+        ),
+        ({"defense__name": "linf", "defense__step_size": -1.0}, r"defense.step_size = -1.0 must be > 0"),
+        ({"defense__name": "l0", "defense__l0_max": 80}, r"defense.l0_max = 80 must be ≤ the image side 64"),
+        ({"eval__robust_eps": 0.1, "eval__robust_step_size": float("inf")}, r"eval.robust_steps = .* finite"),
+        ({"eval__batch_size": 0}, r"eval.batch_size = 0 must be an integer ≥ 1"),
+        ({"data__train_limit": -1}, r"data.train_limit = -1 must be an integer ≥ 0"),
+        ({"model": "mnist_small"}, r"model 'mnist_small' takes inputs of shape \(28, 28, 1\)"),
+        ({"train__batch_size": 1000}, r"64 training examples are fewer than one batch of 1000"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_is_written(data_dir, tmp_path, override, match):
+    refused(tiny_train_config("quickstart", data_dir, **override), tmp_path / "run", match)

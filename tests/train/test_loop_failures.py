@@ -22,7 +22,7 @@ from tests.train.test_train import tiny_data, tiny_model
         ({"batch_size": 2.5}, r"batch_size = 2.5 must be an integer"),
         ({"log_every": 0}, "log_every"),
         ({"checkpoint_every": -1}, "checkpoint_every"),
-        ({"schedule": "exp"}, "unknown schedule 'exp'"),
+        ({"schedule": "exp"}, "schedule = 'exp' is unknown"),
     ],
 )
 def test_train_config_rejects_bad_values(fields, match):
@@ -33,10 +33,10 @@ def test_train_config_rejects_bad_values(fields, match):
 @pytest.mark.parametrize(
     "fields, match",
     [
-        ({"name": "pgd"}, "unknown defense name"),
+        ({"name": "pgd"}, "name = 'pgd' is unknown"),
         ({"eps": math.nan}, "eps = nan must be a finite number"),
         ({"eps": 1.5}, r"eps = 1.5 must be in \[0, 1\]"),
-        ({"name": "linf", "eps": 0.0}, "eps must be > 0"),
+        ({"name": "linf", "eps": 0.0}, "eps = 0.0 must be > 0 for the linf defense"),
         ({"name": "linf", "steps": 0}, "steps = 0 must be ≥ 1"),
         ({"name": "linf", "step_size": -1.0}, "step_size = -1.0 must be > 0"),
         ({"name": "linf", "adv_share": 0.0}, "adv_share"),
