@@ -70,7 +70,7 @@ def parse_args(argv):
 def ensure_model():
     """(model, params, test split) of the cached mnist_normal run (prepares MNIST and trains if missing)."""
     from experiments.configs.train import get_config
-    from experiments.train import load_split, load_trained
+    from experiments.runs import load_split, load_trained
     from lnjax import data
 
     config = get_config("mnist_normal")

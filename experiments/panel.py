@@ -114,15 +114,20 @@ def make_panel(workdirs: dict[str, str], *, image: int | None = None, data_dir: 
     return fig, image
 
 
-def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Draws the panel; returns the image and, per cell, the search's log-volume and queries."""
-    del progress  # one figure: nothing to show
+def validate(c: ConfigDict) -> dict[str, str]:
+    """The runs {row: workdir}; UsageError naming the first invalid value (reads and writes nothing)."""
     unknown = unknown_keys(c.to_dict(), base_config().to_dict())
     require(not unknown, f"unknown config options {unknown}; see experiments/configs/panel.py")
     require(c.experiment == "panel", f"experiment = {c.experiment!r}; this module runs 'panel'")
     require(c.image >= -1, f"image = {c.image} must be ≥ 0 (or -1: the first one every run searched)")
     require(c.dpi >= 10, f"dpi = {c.dpi} must be ≥ 10")
-    workdirs = parse_runs(c.runs)
+    return parse_runs(c.runs)
+
+
+def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Draws the panel; returns the image and, per cell, the search's log-volume and queries."""
+    del progress  # one figure: nothing to show
+    workdirs = validate(c)
     fig, image = make_panel(workdirs, image=None if c.image < 0 else int(c.image), data_dir=c.data_dir)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=int(c.dpi))

@@ -8,8 +8,11 @@ metrics.json) works on a copy (`copy_run`). No network: MNIST comes from the fak
 from __future__ import annotations
 
 import shutil
+import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from ml_collections import ConfigDict
@@ -70,3 +73,48 @@ def mnist_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     c = tiny_train_config("mnist_normal", data_dir, train__steps=6)
     train_experiment.run(c, str(workdir), progress=False)
     return workdir
+
+
+# ------------------------------------------------------------------------------------------------------
+# C2 (experiments): the runner called in-process, as `python -m experiments.run ARGS` would run it.
+
+
+class CliResult(NamedTuple):
+    code: int  # the exit code (0: success)
+    out: str  # stdout (the summary JSON line)
+    err: str  # stderr (one `error: ...` line on bad input)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """`cli(*args) -> CliResult`: `experiments.run` parsed and run in this process, from the repo root.
+
+    ml_collections defines the `--config.a.b` override flags from sys.argv while parsing, so sys.argv
+    is set to the arguments, and the override flags of an earlier call are removed first.
+    """
+    from absl import flags
+
+    from experiments import run as runner
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+
+    def call(*args: str) -> CliResult:
+        argv = ["experiments.run", *args]
+        flags.FLAGS.unparse_flags()
+        for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+            delattr(flags.FLAGS, name)
+        monkeypatch.setattr(sys, "argv", argv)
+        capsys.readouterr()
+        try:
+            with warnings.catch_warnings():
+                # ml_collections' config_flags loads the config file with importlib's deprecated
+                # load_module() (its code, not ours; the CLI never sees it: warnings are off there).
+                warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+                runner.main(runner.parse_flags(argv))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return call

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -165,7 +165,8 @@ def _fit(
     labels = jnp.concatenate([jnp.zeros(half_batch, jnp.int32), jnp.ones(half_batch, jnp.int32)])
 
     def loss_fn(params, d, p, dropout_key):
-        logits = model.apply({"params": params}, d, p, train=True, rngs={"dropout": dropout_key})
+        out = model.apply({"params": params}, d, p, train=True, rngs={"dropout": dropout_key})
+        logits = cast(jax.Array, out)  # apply returns the output alone (no mutable collections)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     def body(carry, step):
@@ -245,7 +246,8 @@ def train_detector(
 
 @jax.jit
 def _flag(params, features: DetectorFeatures) -> jax.Array:
-    logits = BoundaryDetector().apply({"params": params}, features.distances, features.purity, train=False)
+    out = BoundaryDetector().apply({"params": params}, features.distances, features.purity, train=False)
+    logits = cast(jax.Array, out)  # apply returns the output alone (no mutable collections)
     return jnp.argmax(logits, axis=-1) == 1
 
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 CLASS_COLOURS = plt.get_cmap("tab10")
 
@@ -22,7 +23,7 @@ def boundary_distances(
     max_distance: float,
     reference: float | None = None,
     title: str = "",
-) -> plt.Figure:
+) -> Figure:
     """Sorted boundary distances per direction, one panel per (row, col), e.g. (model, input kind).
 
     In each panel: the first input's distances in ascending order, one dot per direction coloured by its
@@ -74,7 +75,7 @@ def boundary_distances(
     return fig
 
 
-def purity_curves(curves: Mapping[str, Mapping[str, np.ndarray]], *, title: str = "") -> plt.Figure:
+def purity_curves(curves: Mapping[str, Mapping[str, np.ndarray]], *, title: str = "") -> Figure:
     """Mean adjacent-class purity P_k against k, one panel per row key (e.g. model), a line per kind.
 
     Args:

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 FLOOR = 1e-6  # ε = 0 is drawn as this
 
@@ -75,7 +76,7 @@ def heatmaps(
     target_mask=None,
     other_mask=None,
     title: str = "",
-) -> plt.Figure:
+) -> Figure:
     """One heatmap per method (a shared colour scale): {name: ε [R]} -> Figure."""
     names = list(eps)
     vmin, vmax = _range([eps[n] for n in names])
@@ -95,13 +96,14 @@ def heatmaps(
             vmax=vmax,
             title=name,
         )
+    assert im is not None, "eps names no method"
     fig.colorbar(im, ax=axes[0].tolist(), label="log10 ε")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
 
 
-def eps_by_layer(eps: Mapping[str, Sequence[float] | np.ndarray], *, title: str = "") -> plt.Figure:
+def eps_by_layer(eps: Mapping[str, Sequence[float] | np.ndarray], *, title: str = "") -> Figure:
     """ε against layer index (log scale), one line per method."""
     fig, ax = plt.subplots(figsize=(5.2, 3.4), constrained_layout=True)
     for name, e in eps.items():
@@ -116,7 +118,7 @@ def eps_by_layer(eps: Mapping[str, Sequence[float] | np.ndarray], *, title: str 
 
 def panel(
     cells: Mapping[tuple[str, str], Mapping], *, rows: Sequence[str], cols: Sequence[str], title: str = ""
-) -> plt.Figure:
+) -> Figure:
     """A grid of heatmaps with one colour scale (the seed's Figures 2–3: defenses × shrink methods).
 
     Args:

@@ -1,4 +1,5 @@
-"""experiments.run: end to end on a tiny config, resume, every bad-input case (exit 2, one line, no files)."""
+"""experiments.run: one subprocess smoke test of the CLI end to end; every bad-input case in-process
+(exit 2, one line, no files); resume and workdir checks on the train experiment."""
 
 import json
 import os
@@ -13,14 +14,8 @@ from experiments import train as train_experiment
 from experiments.common import UsageError
 from experiments.configs import train as train_configs
 from lnjax.io import read_json
-from tests.fakes import tiny_double_mnist_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tiny_double_mnist_dir(tmp_path_factory.mktemp("data"), n_train=64, n_test=24)
 
 
 def tiny_overrides(data_dir):
@@ -56,7 +51,8 @@ def run_cli(*args, cwd=ROOT):
     )
 
 
-def test_quickstart_cli_end_to_end(data_dir, tmp_path):
+def test_quickstart_cli_end_to_end(data_dir, tmp_path, cli):
+    """The one subprocess test: `python -m experiments.run` trains, writes its files, prints JSON."""
     workdir = tmp_path / "qs"
     out = run_cli(
         "--flagfile=experiments/flagfiles/quickstart.flags", f"--workdir={workdir}", *tiny_overrides(data_dir)
@@ -69,25 +65,15 @@ def test_quickstart_cli_end_to_end(data_dir, tmp_path):
     for name in ("config.json", "metrics.json", "history.json", "log.txt", "figures/training.png"):
         assert (workdir / name).is_file(), name
     metrics = read_json(workdir / "metrics.json")
-    assert metrics["test"]["n"] == 24 and metrics["test"]["top2_exact"] == summary["top2_exact"]
+    assert metrics["test"]["n"] == 32 and metrics["test"]["top2_exact"] == summary["top2_exact"]
     assert read_json(workdir / "config.json")["train"]["steps"] == 4
-    # the same command again reuses the finished run (nothing retrained) and reports the same metrics
-    again = run_cli(
+    # the same command again (in-process) reuses the finished run and reports the same metrics
+    again = cli(
         "--flagfile=experiments/flagfiles/quickstart.flags", f"--workdir={workdir}", *tiny_overrides(data_dir)
     )
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads(again.stdout.strip().splitlines()[-1]) == summary
+    assert again.code == 0, again.err[-2000:]
+    assert json.loads(again.out.strip().splitlines()[-1]) == summary
     assert read_json(workdir / "metrics.json")["train"] == metrics["train"]  # training stats kept
-
-
-def test_every_flagfile_names_a_valid_preset():
-    for flagfile in sorted((ROOT / "experiments" / "flagfiles").glob("*.flags")):
-        lines = dict(line.split("=", 1) for line in flagfile.read_text().split() if line.startswith("--"))
-        path, _, preset = lines["--config"].partition(":")
-        if path.endswith("configs/train.py"):
-            c = train_configs.get_config(preset)
-            train_experiment.validate(c)
-            assert lines["--workdir"] == f"runs/{c.name}"
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path):
@@ -105,9 +91,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path):
     assert config.name == "dmnist_linf" and model.input_shape == (64, 64, 1)
 
 
-def _bad(data_dir, tmp_path, *extra, flagfile="quickstart"):
+def _bad(cli, data_dir, tmp_path, *extra, flagfile="quickstart"):
     workdir = tmp_path / "never"
-    out = run_cli(
+    out = cli(
         f"--flagfile=experiments/flagfiles/{flagfile}.flags",
         f"--workdir={workdir}",
         *tiny_overrides(data_dir),
@@ -124,9 +110,9 @@ BAD_CASES = {
         "unknown training preset",
     ),
     "unknown experiment": (["--config.experiment=dance"], "quickstart", "unknown experiment 'dance'"),
-    "negative eps": (["--config.defense.eps=-0.1"], "dmnist_linf", "defense.eps = -0.1 must be ≥ 0"),
+    "negative eps": (["--config.defense.eps=-0.1"], "dmnist_linf", "defense.eps = -0.1 must be in [0, 1]"),
     "k too large": (["--config.k=11"], "quickstart", "k = 11 must be between 1 and the class count 10"),
-    "unknown defense": (["--config.defense.name=l2"], "quickstart", "unknown defense 'l2'"),
+    "unknown defense": (["--config.defense.name=l2"], "quickstart", "defense name 'l2'; expected one of"),
     "wrong model for data": (["--config.model=mnist_small"], "quickstart", "takes inputs of shape"),
     "bad value type": (["--config.train.steps=lots"], "quickstart", "invalid literal for int()"),
     "unknown field": (["--config.train.stepz=3"], "quickstart", "stepz"),
@@ -136,13 +122,13 @@ BAD_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
-def test_bad_input_is_one_line_exit_2_nothing_written(data_dir, tmp_path, case):
+def test_bad_input_is_one_line_exit_2_nothing_written(cli, data_dir, tmp_path, case):
     extra, flagfile, expected = BAD_CASES[case]
-    out, workdir = _bad(data_dir, tmp_path, *extra, flagfile=flagfile)
-    assert out.returncode == 2, (out.returncode, out.stderr[-1500:])
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], out.stderr
-    assert "Traceback" not in out.stderr and out.stdout == ""
+    out, workdir = _bad(cli, data_dir, tmp_path, *extra, flagfile=flagfile)
+    assert out.code == 2, (out.code, out.err[-1500:])
+    lines = [line for line in out.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], out.err
+    assert "Traceback" not in out.err and out.out == ""
     assert not workdir.exists()
 
 
@@ -165,13 +151,13 @@ def test_missing_data_and_unusable_workdirs(tmp_path, data_dir):
     assert sorted(p.name for p in (tmp_path / "w2").iterdir()) == ["config.json"]
 
 
-def test_missing_data_cli(tmp_path):
-    out = run_cli(
+def test_missing_data_cli(tmp_path, cli):
+    out = cli(
         "--flagfile=experiments/flagfiles/quickstart.flags",
         f"--workdir={tmp_path / 'w'}",
         f"--config.data.data_dir={tmp_path / 'nodata'}",
     )
-    assert out.returncode == 2 and "missing data" in out.stderr and "make data" in out.stderr
+    assert out.code == 2 and "missing data" in out.err and "make data" in out.err
     assert not (tmp_path / "w").exists()
 
 
