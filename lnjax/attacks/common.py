@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from lnjax.types import ApplyFn, Params
 
 
 class AttackResult(NamedTuple):
@@ -17,12 +20,12 @@ class AttackResult(NamedTuple):
     margin: jax.Array
 
 
-def per_example(apply_fn, params):
+def per_example(apply_fn: ApplyFn, params: Params) -> Callable[[jax.Array], jax.Array]:
     """logits of one example: x [...] -> [K]."""
     return lambda x: apply_fn(params, x[None])[0]
 
 
-def vmap_chunked(fn, args: tuple, chunk: int | None):
+def vmap_chunked(fn: Callable[..., Any], args: tuple, chunk: int | None) -> Any:
     """`jax.vmap(fn)(*args)` over the leading axis, run as sequential chunks of at most `chunk`
     examples (`lax.map` with `batch_size`; None or ≥ the batch: one vmap). The chunks are equal
     where they divide the batch, since a remainder chunk compiles a second copy of `fn`."""
@@ -39,10 +42,12 @@ def rms(delta: jax.Array) -> jax.Array:
 
 
 def l2(delta: jax.Array) -> jax.Array:
+    """Euclidean norm over the pixels of each example. delta: [B, ...] -> [B]."""
     return jnp.linalg.norm(delta.reshape(delta.shape[0], -1), axis=-1)
 
 
 def linf(delta: jax.Array) -> jax.Array:
+    """Largest absolute entry of each example. delta: [B, ...] -> [B]."""
     return jnp.max(jnp.abs(delta.reshape(delta.shape[0], -1)), axis=-1)
 
 
@@ -52,7 +57,7 @@ def summarize(x: jax.Array, result: AttackResult) -> dict[str, float]:
     ok = result.success
     n_ok = jnp.sum(ok)
 
-    def mean_ok(v):
+    def mean_ok(v: jax.Array) -> float:
         return float(jnp.where(n_ok > 0, jnp.sum(jnp.where(ok, v, 0.0)) / jnp.maximum(n_ok, 1), jnp.nan))
 
     return {
@@ -62,33 +67,3 @@ def summarize(x: jax.Array, result: AttackResult) -> dict[str, float]:
         "l2": mean_ok(l2(delta)),
         "linf": mean_ok(linf(delta)),
     }
-
-
-def bind(jitted):
-    """The public signature attack(key, apply_fn, params, x, y) around a jitted
-    `jitted(key, Pair(apply_fn, params), x, y)`: apply_fn is static (hashable; one compilation per
-    model function), params are traced (new params of the same shapes do not recompile)."""
-
-    def attack(key, apply_fn, params, x, y):
-        return jitted(key, Pair(apply_fn, params), x, y)
-
-    attack.jitted = jitted
-    return attack
-
-
-@jax.tree_util.register_pytree_node_class
-class Pair:
-    """(apply_fn, params) with apply_fn as static aux data, so jit traces params and caches on apply_fn."""
-
-    def __init__(self, apply_fn, params):
-        self.apply_fn, self.params = apply_fn, params
-
-    def __iter__(self):
-        return iter((self.apply_fn, self.params))
-
-    def tree_flatten(self):
-        return (self.params,), self.apply_fn
-
-    @classmethod
-    def tree_unflatten(cls, apply_fn, children):
-        return cls(apply_fn, children[0])

@@ -21,26 +21,28 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
-from lnjax.attacks.common import AttackResult, bind, per_example, vmap_chunked
-from lnjax.attacks.margins import MarginFn, argmax_margin
+from lnjax.attacks.common import AttackResult, per_example, vmap_chunked
+from lnjax.attacks.directions import random_directions
+from lnjax.specs import MarginFn, argmax_margin
+from lnjax.types import ApplyFn, AttackFn, Params
 
 _BIG = 1e10
 
 
 def orthogonal_noise(key: jax.Array, shape: tuple[int, ...], n: int, rms_eps: float) -> jax.Array:
-    """[n, *shape]: n − 1 orthonormal random directions (QR of a Gaussian) scaled to RMS rms_eps, then 0."""
-    d = 1
-    for s in shape:
-        d *= s
+    """[n, *shape]: n − 1 orthonormal random directions (`directions.random_directions`) scaled to
+    RMS rms_eps, then 0."""
+    d = math.prod(shape)
     if n - 1 > d:
         raise ValueError(f"cannot draw {n - 1} orthogonal directions in {d} dimensions")
-    q, _ = jnp.linalg.qr(jax.random.normal(key, (d, max(n - 1, 1))))
-    v = (q[:, : n - 1].T * (rms_eps * jnp.sqrt(d))).reshape(n - 1, *shape)
+    v = random_directions(key, shape, max(n - 1, 1), rms=rms_eps)[: n - 1]
     return jnp.concatenate([v, jnp.zeros((1, *shape), v.dtype)])
 
 
@@ -122,7 +124,7 @@ def make_cw_l2(
     noise_copies: int = 1,
     noise_rms: float = 0.0,
     chunk: int | None = None,
-):
+) -> AttackFn:
     """C&W L2 (noise_copies = 1) or OPTMARGIN (noise_copies = n > 1, noise_rms = ε).
 
     Args:
@@ -164,15 +166,13 @@ def make_cw_l2(
         x, found, m = _cw_one(f, margin_fn, x0, y, noise, **kw)
         return x, found & jnp.all(m <= 0), jnp.max(m)
 
-    @jax.jit
-    def attack(key, pair, x, y):
-        apply_fn, params = pair
+    def attack(key: jax.Array, apply_fn: ApplyFn, params: Params, x: jax.Array, y: jax.Array) -> AttackResult:
         keys = jax.random.split(key, x.shape[0])
         run = lambda k, xi, yi: one(k, apply_fn, params, xi, yi)  # noqa: E731
         x_adv, success, m = vmap_chunked(run, (keys, x, y), chunk)
         return AttackResult(x_adv=x_adv, success=success, margin=m)
 
-    return bind(attack)
+    return jax.jit(attack, static_argnames="apply_fn")
 
 
 CPU_EVALS_PER_CHUNK = 256
@@ -196,7 +196,7 @@ def make_optmargin(
     binary_steps: int = 4,
     c0: float = 0.2,
     **kwargs,
-):
+) -> AttackFn:
     """OPTMARGIN with the reference's MNIST defaults (n = 20, RMS ε 0.3, lr 0.2, 1000 steps, 4 binary
     steps, c0 0.2); margin = the largest margin over the copies (≤ 0: all misclassified)."""
     return make_cw_l2(

@@ -1,4 +1,5 @@
-"""FGSM and PGD (L∞ and L2), untargeted or targeted, on a margin.
+"""FGSM and PGD (L∞ and L2) on a model, untargeted or targeted, on a margin; PGD runs the one core
+(`attacks.pgd`).
 
 References:
   Goodfellow, Shlens & Szegedy, Explaining and Harnessing Adversarial Examples, ICLR 2015 (FGSM).
@@ -10,36 +11,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from lnjax.attacks.common import AttackResult, bind, per_example
-from lnjax.attacks.margins import MarginFn, argmax_margin
-
-
-def _project(x0, x, eps, norm):
-    if norm == "linf":
-        x = jnp.clip(x, x0 - eps, x0 + eps)
-    else:
-        d = x - x0
-        n = jnp.linalg.norm(d.ravel())
-        x = x0 + d * jnp.minimum(1.0, eps / jnp.maximum(n, 1e-12))
-    return jnp.clip(x, 0.0, 1.0)
-
-
-def _direction(g, norm):
-    if norm == "linf":
-        return jnp.sign(g)
-    return g / jnp.maximum(jnp.linalg.norm(g.ravel()), 1e-12)
-
-
-def _random_start(key, x0, eps, norm):
-    if norm == "linf":
-        return x0 + jax.random.uniform(key, x0.shape, minval=-eps, maxval=eps)
-    kd, kr = jax.random.split(key)
-    d = jax.random.normal(kd, x0.shape)
-    d = d / jnp.linalg.norm(d.ravel())
-    r = eps * jax.random.uniform(kr) ** (1.0 / d.size)  # uniform in the ball
-    return x0 + r * d
+from lnjax.attacks import pgd as P
+from lnjax.attacks.common import AttackResult, per_example
+from lnjax.specs import MarginFn, argmax_margin
+from lnjax.types import ApplyFn, AttackFn, Params
 
 
 def make_pgd(
@@ -51,7 +27,7 @@ def make_pgd(
     random_start: bool = True,
     restarts: int = 1,
     margin_fn: MarginFn = argmax_margin,
-):
+) -> AttackFn:
     """PGD minimising `margin_fn(logits, y)` in the `norm` ball of radius eps, inside [0, 1].
 
     Args:
@@ -64,6 +40,7 @@ def make_pgd(
 
     Returns:
       attack(key, apply_fn, params, x, y) -> AttackResult. x: [B, ...] in [0, 1]; y: [B] labels.
+      Jitted with apply_fn static: one compilation per model function and batch shape.
     """
     if norm not in ("linf", "l2"):
         raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
@@ -72,31 +49,28 @@ def make_pgd(
 
     def one(key, apply_fn, params, x0, y):
         f = per_example(apply_fn, params)
-        loss = lambda x: margin_fn(f(x), y)
-        grad = jax.grad(loss)
+        if norm == "linf":
+            project = P.box_projection(*P.linf_box(x0, eps))
+            step, start = P.sign_step(step_size), P.uniform_linf_start
+        else:
+            project, step, start = P.l2_projection(x0, eps), P.l2_step(step_size), P.uniform_l2_start
+        keys = jax.random.split(key, restarts)
+        if random_start:
+            starts = jax.vmap(lambda k: project(start(k, x0, eps)))(keys)
+        else:
+            starts = jnp.broadcast_to(x0, (restarts, *x0.shape))
+        res = P.best_of_starts(lambda x: margin_fn(f(x), y), starts, steps=steps, step=step, project=project)
+        return res.x, res.margin
 
-        def run(k):
-            x = _project(x0, _random_start(k, x0, eps, norm), eps, norm) if random_start else x0
-            x = lax.fori_loop(
-                0, steps, lambda _, x: _project(x0, x - step_size * _direction(grad(x), norm), eps, norm), x
-            )
-            return x, loss(x)
-
-        xs, ms = jax.vmap(run)(jax.random.split(key, restarts))
-        best = jnp.argmin(ms)
-        return xs[best], ms[best]
-
-    @jax.jit
-    def attack(key, apply_fn_params, x, y):
-        apply_fn, params = apply_fn_params
+    def attack(key: jax.Array, apply_fn: ApplyFn, params: Params, x: jax.Array, y: jax.Array) -> AttackResult:
         keys = jax.random.split(key, x.shape[0])
         x_adv, m = jax.vmap(lambda k, xi, yi: one(k, apply_fn, params, xi, yi))(keys, x, y)
         return AttackResult(x_adv=x_adv, success=m <= 0, margin=m)
 
-    return bind(attack)
+    return jax.jit(attack, static_argnames="apply_fn")
 
 
-def make_fgsm(*, eps: float, margin_fn: MarginFn = argmax_margin):
+def make_fgsm(*, eps: float, margin_fn: MarginFn = argmax_margin) -> AttackFn:
     """One signed-gradient step of size eps (L∞), clipped to [0, 1]."""
     if eps < 0:
         raise ValueError(f"eps must be ≥ 0, got {eps}")
@@ -107,11 +81,9 @@ def make_fgsm(*, eps: float, margin_fn: MarginFn = argmax_margin):
         x = jnp.clip(x0 - eps * jnp.sign(g), 0.0, 1.0)
         return x, margin_fn(f(x), y)
 
-    @jax.jit
-    def attack(key, apply_fn_params, x, y):
+    def attack(key: jax.Array, apply_fn: ApplyFn, params: Params, x: jax.Array, y: jax.Array) -> AttackResult:
         del key  # deterministic
-        apply_fn, params = apply_fn_params
         x_adv, m = jax.vmap(lambda xi, yi: one(apply_fn, params, xi, yi))(x, y)
         return AttackResult(x_adv=x_adv, success=m <= 0, margin=m)
 
-    return bind(attack)
+    return jax.jit(attack, static_argnames="apply_fn")

@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from lnjax.attacks.directions import random_directions as orthonormal_directions
+
 MODES = ("bisect", "linear")
 
 
@@ -67,8 +69,10 @@ class BoundaryDistances(NamedTuple):
     forward_passes: jax.Array
 
 
-def random_directions(key: jax.Array, shape: tuple[int, ...], n: int, *, antipodal: bool = False):
-    """Fixed random orthonormal directions in RMS units.
+def random_directions(
+    key: jax.Array, shape: tuple[int, ...], n: int, *, antipodal: bool = False
+) -> jax.Array:
+    """Fixed random orthonormal directions in RMS units (`attacks.random_directions` with RMS 1).
 
     Args:
       key: a typed PRNG key.
@@ -81,13 +85,7 @@ def random_directions(key: jax.Array, shape: tuple[int, ...], n: int, *, antipod
       of a QR factorisation of a d × n standard Gaussian matrix, times √d, so each has RMS 1 and
       ‖v‖₂ = √d, and distinct directions are orthogonal.
     """
-    d = math.prod(shape)
-    if not 1 <= n <= d:
-        raise ValueError(f"need 1 ≤ n ≤ {d} (the number of pixels) orthogonal directions, got {n}")
-    gaussian = jax.random.normal(key, (d * n,), jnp.float32).reshape(d, n)  # flat: compiles faster
-    q, _ = jnp.linalg.qr(gaussian)
-    v = (q.T * jnp.sqrt(jnp.float32(d))).reshape(n, *shape)
-    return jnp.concatenate([v, -v]) if antipodal else v
+    return orthonormal_directions(key, shape, n, antipodal=antipodal)
 
 
 def grid(step: float, max_distance: float) -> np.ndarray:

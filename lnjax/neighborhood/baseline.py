@@ -28,7 +28,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from lnjax.neighborhood.problem import CountingOracle, Problem, Result, VerifyFn, finish
+from lnjax.neighborhood.problem import CountingOracle, Problem, Result, finish
+from lnjax.types import VerifyFn
 from lnjax.verify.verdict import Status
 
 SCALES = ("linear", "log")

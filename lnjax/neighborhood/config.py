@@ -1,6 +1,6 @@
 """`OptimizerConfig`: every option of `make_optimizer`, typed, with today's defaults, checked once.
 
-Each field's meaning is documented on `make_optimizer`. Field names equal the experiments'
+Each field is documented on the class. Field names equal the experiments'
 `optimizer` ConfigDict keys (`experiments/configs/neighborhood.py`), which are generated from this
 class. A bad value raises `ValueError` with one line naming the field, the value and what was
 expected.
@@ -18,24 +18,30 @@ NORMS = ("logvol", "linear")
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """The neighborhood optimizer's options (see `make_optimizer` for what each one does).
+    """The neighborhood optimizer's options (`make_optimizer`; the algorithm is in its module).
 
     Attributes:
-      norm: "logvol" or "linear".
-      precondition: per-pixel gradients.
-      lr, grow, backoff, max_step: the expansion step schedule (in log ε).
+      norm: "logvol" (Σ|l_d| log ε_d, default) or "linear" (Σ|l_d| ε_d), the norm maximised.
+      precondition: divide n and r by the layer sizes |l_d| before combining them (per-pixel
+        gradients): the log-volume's n becomes uniform, so a balanced ε (r_d ∝ |l_d|, the optimum
+        of the linearised problem) expands as a whole instead of only its largest layer.
+      lr: the first expansion's length in log ε (0.5: ×1.65 on the layer that moves most).
+      grow: step multiplier after each robust expansion; backoff: after a failure; max_step: cap.
       lam, lam_decay, lam_min: the λ schedule (MaRVeL: 0.99, 0.75, 0.01).
-      plateau: relative mean-ε gain below which a robust step is a plateau.
-      shrink: "fixed" or "sensitivity" shrink weights.
-      fixed_near, fixed_power: the fixed profile.
-      orientation, sensitivity_reduce, weight_floor: the sensitivity weights.
-      first_shrink: the shrink factor before anything is committed.
-      eps_max, eps_min: ε is kept in [eps_min, eps_max].
-      init_fraction: the start as a fraction of the largest PGD-clean uniform ε.
-      max_queries: verifier queries per search.
-      time_budget: wall-clock seconds per search (None: unlimited).
-      pgd_steps, pgd_restarts, pgd_step_size: the box PGD (start bracket, weakest points).
+      plateau: a robust step raising the mean per-pixel ε by less than this fraction is a plateau.
+      shrink: "fixed" or "sensitivity" weights (`sensitivity`).
+      fixed_near, fixed_power: the fixed profile (weight of layer 0; shape).
+      orientation: sensitivity weights' orientation: "insensitive" (the seed's) or "sensitive".
+      sensitivity_reduce: saliency per layer: "mean", "sum" or "max".
+      weight_floor: the smallest sensitivity weight.
+      first_shrink: without a committed ε, a failure multiplies ε_d by (1 − first_shrink · w_d).
+      eps_max, eps_min: ε is kept in [eps_min, eps_max] (eps_max also starts the PGD bracket).
+      init_fraction: the start is this fraction of the largest PGD-clean uniform ε.
+      max_queries: verifier queries per search (≥ 1).
+      time_budget: wall-clock seconds per search (None: unlimited); checked before each query.
+      pgd_steps, pgd_restarts, pgd_step_size: the jitted box PGD (start bracket, weakest points).
       temperature: softmax temperature of the weakest points' weights.
+
     """
 
     norm: str = "logvol"

@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lnjax.attacks.pgd import BoxAttackResult, view_box_pgd, view_margin
 from lnjax.models import layers as L
 from lnjax.neighborhood.layers import eps_per_pixel
-from lnjax.verify.pgd_box import BoxAttackResult, make_pgd_box
-from lnjax.verify.specs import Spec, kth_smallest
+from lnjax.specs import Spec
 
 MAX_POINTS = 4  # weakest points per RL gradient (padded with zero-weight copies: one compilation)
 
@@ -42,38 +42,34 @@ def spec_arrays(spec: Spec, view: L.LayerView) -> tuple[jax.Array, jax.Array, in
     return jnp.asarray(rows.c), jnp.asarray(rows.offset), int(rows.k)
 
 
-def _margin(view, x, c, offset, k):
-    return kth_smallest(c @ L.apply_layers(view, x) + offset, k)
-
-
 @functools.partial(jax.jit, static_argnames="k")
 def margin(view, x, c, offset, *, k):
     """The spec margin at x: [*input_shape] -> scalar (positive = the property holds)."""
-    return _margin(view, x, c, offset, k)
+    return view_margin(view, x, c, offset, k)
 
 
 @functools.partial(jax.jit, static_argnames="k")
 def saliency(view, x, c, offset, *, k):
     """Vanilla-gradient saliency |∂ margin / ∂x| (Simonyan et al. 2013): [*input_shape] -> same."""
-    return jnp.abs(jax.grad(_margin, argnums=1)(view, x, c, offset, k))
-
-
-@functools.lru_cache(maxsize=8)
-def _pgd_fn(steps: int, restarts: int, step_size: float):
-    attack = make_pgd_box(steps=steps, step_size=step_size, restarts=restarts)
-
-    @functools.partial(jax.jit, static_argnames="k")
-    def pgd(key, view, lo, hi, c, offset, x0, *, k):
-        return attack(key, lambda x: _margin(view, x, c, offset, k), lo, hi, x0)
-
-    return pgd
+    return jnp.abs(jax.grad(view_margin, argnums=1)(view, x, c, offset, k))
 
 
 def pgd_in_box(
-    key, view, lo, hi, c, offset, x0, *, k: int, steps: int = 20, restarts: int = 2, step_size: float = 0.25
+    key: jax.Array,
+    view: L.LayerView,
+    lo: jax.Array,
+    hi: jax.Array,
+    c: jax.Array,
+    offset: jax.Array,
+    x0: jax.Array,
+    *,
+    k: int,
+    steps: int = 20,
+    restarts: int = 2,
+    step_size: float = 0.25,
 ) -> BoxAttackResult:
-    """A jitted box PGD (`verify.pgd_box`) minimising the spec margin inside [lo, hi], from x0."""
-    return _pgd_fn(int(steps), int(restarts), float(step_size))(key, view, lo, hi, c, offset, x0, k=k)
+    """The jitted box PGD (`attacks.view_box_pgd`) minimising the spec margin inside [lo, hi], from x0."""
+    return view_box_pgd(int(steps), int(restarts), float(step_size))(key, view, lo, hi, c, offset, x0, k=k)
 
 
 @functools.partial(jax.jit, static_argnames="k")
@@ -98,7 +94,7 @@ def rl_gradient(view, x, layers, eps, points, margins, c, offset, temperature, *
 
     def at(eps, s):
         e = eps_per_pixel(layers, eps)[..., None]
-        return _margin(view, jnp.clip(x + s * e, 0.0, 1.0), c, offset, k)
+        return view_margin(view, jnp.clip(x + s * e, 0.0, 1.0), c, offset, k)
 
     grads = jax.vmap(jax.grad(at), in_axes=(None, 0))(eps, s)
     w = jax.nn.softmax(-margins / temperature)

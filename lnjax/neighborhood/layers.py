@@ -19,9 +19,12 @@ optimizer can differentiate through them.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from scipy import ndimage
 
 METRICS = ("chebyshev", "euclidean", "manhattan")
@@ -55,11 +58,11 @@ def distance_map(mask, *, metric: str = "chebyshev") -> np.ndarray:
     mask = _check_mask(mask)
     background = ~mask  # distance transforms measure the distance to the nearest zero
     if metric == "chebyshev":
-        return ndimage.distance_transform_cdt(background, metric="chessboard").astype(np.int32)
+        return np.asarray(ndimage.distance_transform_cdt(background, metric="chessboard"), np.int32)
     if metric == "manhattan":
-        return ndimage.distance_transform_cdt(background, metric="taxicab").astype(np.int32)
+        return np.asarray(ndimage.distance_transform_cdt(background, metric="taxicab"), np.int32)
     # Euclidean: exact squared distance to the nearest object pixel, then an exact integer floor(sqrt).
-    _, (iy, ix) = ndimage.distance_transform_edt(background, return_indices=True)
+    _, (iy, ix) = cast(Any, ndimage.distance_transform_edt(background, return_indices=True))
     yy, xx = np.indices(mask.shape)
     d2 = (yy - iy).astype(np.int64) ** 2 + (xx - ix).astype(np.int64) ** 2
     d = np.floor(np.sqrt(d2.astype(np.float64))).astype(np.int64)
@@ -123,7 +126,7 @@ def box_of(mask) -> np.ndarray:
 
 
 def _is_concrete(v) -> bool:
-    return not isinstance(v, jax.core.Tracer)
+    return not isinstance(v, Tracer)
 
 
 def eps_per_pixel(layers, eps) -> jax.Array:

@@ -40,10 +40,11 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,24 +52,22 @@ import numpy as np
 
 from lnjax.models import layers as L
 from lnjax.neighborhood import gradients as G
-from lnjax.neighborhood.config import NORMS
+from lnjax.neighborhood.config import NORMS, OptimizerConfig
 from lnjax.neighborhood.problem import (
     CountingOracle,
     Problem,
     Result,
-    VerifyFn,
     finish,
     linear_norm,
     log_volume,
     mean_width,
 )
 from lnjax.neighborhood.sensitivity import (
-    ORIENTATIONS,
-    SHRINKS,
     fixed_weights,
     layer_sensitivity,
     sensitivity_weights,
 )
+from lnjax.types import VerifyFn
 from lnjax.verify.verdict import Status
 
 
@@ -133,91 +132,29 @@ def step_gradient(n, r, lam: float) -> np.ndarray:
     return n + lam * (float(np.linalg.norm(n)) / rn) * r
 
 
-def make_optimizer(
-    *,
-    norm: str = "logvol",
-    precondition: bool = True,
-    lr: float = 0.5,
-    grow: float = 1.5,
-    backoff: float = 0.5,
-    max_step: float = 2.0,
-    lam: float = 0.99,
-    lam_decay: float = 0.75,
-    lam_min: float = 0.01,
-    plateau: float = 1e-3,
-    shrink: str = "fixed",
-    fixed_near: float = 0.25,
-    fixed_power: float = 1.0,
-    orientation: str = "insensitive",
-    sensitivity_reduce: str = "mean",
-    weight_floor: float = 0.25,
-    first_shrink: float = 0.75,
-    eps_max: float = 1.0,
-    eps_min: float = 1e-6,
-    init_fraction: float = 0.25,
-    max_queries: int = 20,
-    time_budget: float | None = None,
-    pgd_steps: int = 20,
-    pgd_restarts: int = 2,
-    pgd_step_size: float = 0.25,
-    temperature: float = 1.0,
-) -> Optimizer:
+def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> Optimizer:
     """Builds the optimizer (see the module docstring for the algorithm).
 
     Args:
-      norm: "logvol" (Σ|l_d| log ε_d, default) or "linear" (Σ|l_d| ε_d), the norm maximised.
-      precondition: divide n and r by the layer sizes |l_d| before combining them (per-pixel
-        gradients): the log-volume's n becomes uniform, so a balanced ε (r_d ∝ |l_d|, the optimum
-        of the linearised problem) expands as a whole instead of only its largest layer.
-      lr: the first expansion's length in log ε (0.5: ×1.65 on the layer that moves most).
-      grow: step multiplier after each robust expansion; backoff: after a failure; max_step: cap.
-      lam, lam_decay, lam_min: the λ schedule (MaRVeL: 0.99, 0.75, 0.01).
-      plateau: a robust step raising the mean per-pixel ε by less than this fraction is a plateau.
-      shrink: "fixed" or "sensitivity" weights (`sensitivity`).
-      fixed_near, fixed_power: the fixed profile (weight of layer 0; shape).
-      orientation: sensitivity weights' orientation: "insensitive" (the seed's) or "sensitive".
-      sensitivity_reduce: saliency per layer: "mean", "sum" or "max".
-      weight_floor: the smallest sensitivity weight.
-      first_shrink: without a committed ε, a failure multiplies ε_d by (1 − first_shrink · w_d).
-      eps_max, eps_min: ε is kept in [eps_min, eps_max] (eps_max also starts the PGD bracket).
-      init_fraction: the start is this fraction of the largest PGD-clean uniform ε.
-      max_queries: verifier queries per search (≥ 1).
-      time_budget: wall-clock seconds per search (None: unlimited); checked before each query.
-      pgd_steps, pgd_restarts, pgd_step_size: the jitted box PGD (start bracket, weakest points).
-      temperature: softmax temperature of the weakest points' weights.
+      config: the options (`OptimizerConfig`, whose fields document each one; default: its defaults).
+      **overrides: `OptimizerConfig` fields replacing the config's (e.g. `max_queries=5`); checked by
+        `OptimizerConfig` (ValueError naming the field).
 
     Returns:
       An `Optimizer` (init, update, run).
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
-    if shrink not in SHRINKS:
-        raise ValueError(f"unknown shrink {shrink!r}; expected one of {SHRINKS}")
-    if orientation not in ORIENTATIONS:
-        raise ValueError(f"unknown orientation {orientation!r}; expected one of {ORIENTATIONS}")
-    if not (lr > 0 and grow >= 1 and 0 < backoff <= 1 and max_step > 0):
-        raise ValueError("need lr > 0, grow ≥ 1, 0 < backoff ≤ 1, max_step > 0")
-    if not (0 < lam_decay < 1 and lam_min > 0 and lam > 0):
-        raise ValueError("need 0 < lam_decay < 1 and lam, lam_min > 0")
-    if not 0 < first_shrink < 1:
-        raise ValueError(f"first_shrink must be in (0, 1), got {first_shrink}")
-    if not 0 < eps_min < eps_max:
-        raise ValueError(f"need 0 < eps_min < eps_max, got {eps_min}, {eps_max}")
-    if not 0 < init_fraction <= 1:
-        raise ValueError(f"init_fraction must be in (0, 1], got {init_fraction}")
-    if max_queries < 1:
-        raise ValueError(f"max_queries must be ≥ 1, got {max_queries}")
-    lo_t, hi_t = math.log(eps_min), math.log(eps_max)
+    cfg = dataclasses.replace(config or OptimizerConfig(), **overrides)
+    lo_t, hi_t = math.log(cfg.eps_min), math.log(cfg.eps_max)
 
     def init(eps0) -> OptimizerState:
-        theta = np.clip(np.log(np.maximum(np.asarray(eps0, np.float64), eps_min)), lo_t, hi_t)
+        theta = np.clip(np.log(np.maximum(np.asarray(eps0, np.float64), cfg.eps_min)), lo_t, hi_t)
         return OptimizerState(
             theta=theta,
             best_theta=np.full_like(theta, -np.inf),
             has_best=False,
-            step=float(lr),
-            last_step=float(lr),
-            lam=float(lam),
+            step=float(cfg.lr),
+            last_step=float(cfg.lr),
+            lam=float(cfg.lam),
             iteration=0,
             failures=0,
             plateaus=0,
@@ -234,11 +171,11 @@ def make_optimizer(
             eps = np.exp(theta)
             if state.has_best:
                 before = mean_width(np.exp(state.best_theta), sizes)
-                if mean_width(eps, sizes) - before < plateau * before:
-                    lam_ *= lam_decay
+                if mean_width(eps, sizes) - before < cfg.plateau * before:
+                    lam_ *= cfg.lam_decay
                     plateaus += 1
-            n, r = norm_gradient(eps, sizes, norm), np.asarray(rl_grad, np.float64)
-            if precondition:
+            n, r = norm_gradient(eps, sizes, cfg.norm), np.asarray(rl_grad, np.float64)
+            if cfg.precondition:
                 n, r = n / np.maximum(sizes, 1), r / np.maximum(sizes, 1)
             g = step_gradient(n, r, lam_)
             top = float(np.max(np.abs(g)))
@@ -248,36 +185,36 @@ def make_optimizer(
                 theta=new_theta,
                 best_theta=theta,
                 has_best=True,
-                step=min(state.step * grow, max_step),
+                step=min(state.step * cfg.grow, cfg.max_step),
                 last_step=state.step,
                 lam=lam_,
                 iteration=state.iteration + 1,
                 plateaus=plateaus,
-                done=lam_ < lam_min,
+                done=lam_ < cfg.lam_min,
             )
-        lam_ *= lam_decay
+        lam_ *= cfg.lam_decay
         failures += 1
         if state.has_best:
             delta = theta - state.best_theta
             new_theta = state.best_theta + np.maximum(delta, 0.0) * (1.0 - w) + np.minimum(delta, 0.0)
         else:
-            new_theta = theta + np.log1p(-first_shrink * w)
+            new_theta = theta + np.log1p(-cfg.first_shrink * w)
         return state._replace(
             theta=np.clip(new_theta, lo_t, hi_t),
-            step=max(state.last_step * backoff, 1e-3),
-            last_step=state.last_step * backoff,
+            step=max(state.last_step * cfg.backoff, 1e-3),
+            last_step=state.last_step * cfg.backoff,
             lam=lam_,
             iteration=state.iteration + 1,
             failures=failures,
-            done=lam_ < lam_min,
+            done=lam_ < cfg.lam_min,
         )
 
     def start_eps(key, view, problem: Problem, c, offset, k) -> tuple[float, int]:
         """The largest eps_max · 2^−j with no PGD counterexample (a uniform box), and PGD calls made."""
         x = jnp.asarray(problem.x)
-        e = eps_max
+        e = cfg.eps_max
         calls = 0
-        while e >= eps_min:
+        while e >= cfg.eps_min:
             lo, hi = jnp.clip(x - e, 0.0, 1.0), jnp.clip(x + e, 0.0, 1.0)
             res = G.pgd_in_box(
                 jax.random.fold_in(key, calls),
@@ -288,15 +225,15 @@ def make_optimizer(
                 offset,
                 x,
                 k=k,
-                steps=pgd_steps,
-                restarts=pgd_restarts,
-                step_size=pgd_step_size,
+                steps=cfg.pgd_steps,
+                restarts=cfg.pgd_restarts,
+                step_size=cfg.pgd_step_size,
             )
             calls += 1
             if float(res.margin) > 0:
                 return e, calls
             e /= 2
-        return eps_min, calls
+        return cfg.eps_min, calls
 
     def run(
         key: jax.Array,
@@ -332,30 +269,30 @@ def make_optimizer(
         if eps0 is None:
             e0, calls = start_eps(key_start, view, problem, c, offset, k)
             facts["pgd_bracket"] = {"eps": e0, "pgd_calls": calls}
-            eps0 = np.full(R, init_fraction * e0)
+            eps0 = np.full(R, cfg.init_fraction * e0)
         else:
             eps0 = np.broadcast_to(np.asarray(eps0, np.float64), (R,))
-        if shrink == "fixed":
-            weights = fixed_weights(R, near=fixed_near, power=fixed_power)
+        if cfg.shrink == "fixed":
+            weights = fixed_weights(R, near=cfg.fixed_near, power=cfg.fixed_power)
         else:
             sal = np.asarray(G.saliency(view, x, c, offset, k=k))
-            sens = layer_sensitivity(sal, problem.layers, R, reduce=sensitivity_reduce)
-            weights = sensitivity_weights(sens, orientation=orientation, floor=weight_floor)
+            sens = layer_sensitivity(sal, problem.layers, R, reduce=cfg.sensitivity_reduce)
+            weights = sensitivity_weights(sens, orientation=cfg.orientation, floor=cfg.weight_floor)
             facts["layer_sensitivity"] = sens.tolist()
         facts["shrink_weights"] = weights.tolist()
 
         state = init(eps0)
         best_eps, best_norm = np.zeros(R), -math.inf
-        norm_of = log_volume if norm == "logvol" else linear_norm
+        norm_of = log_volume if cfg.norm == "logvol" else linear_norm
         reason = "max_queries"
         while True:
             if state.done:
                 reason = "lambda_min"
                 break
-            if oracle.log.queries >= max_queries:
+            if oracle.log.queries >= cfg.max_queries:
                 reason = "max_queries"
                 break
-            if time_budget is not None and time.perf_counter() - t_start >= time_budget:
+            if cfg.time_budget is not None and time.perf_counter() - t_start >= cfg.time_budget:
                 reason = "time_budget"
                 break
             eps = np.exp(state.theta)
@@ -378,9 +315,9 @@ def make_optimizer(
                     offset,
                     jnp.asarray(x0, jnp.float32).reshape(x.shape),
                     k=k,
-                    steps=pgd_steps,
-                    restarts=pgd_restarts,
-                    step_size=pgd_step_size,
+                    steps=cfg.pgd_steps,
+                    restarts=cfg.pgd_restarts,
+                    step_size=cfg.pgd_step_size,
                 )
                 points.append((np.asarray(res.x), float(res.margin)))
                 pts, ms = G.pad_points(points, x.shape)
@@ -393,7 +330,7 @@ def make_optimizer(
                     jnp.asarray(ms),
                     c,
                     offset,
-                    jnp.float32(temperature),
+                    jnp.float32(cfg.temperature),
                     k=k,
                 )
                 rl = np.asarray(g_eps, np.float64) * eps  # chain rule: ∂/∂θ = ε ∂/∂ε

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
 from lnjax.neighborhood.layers import layer_sizes, neighborhood_box
-from lnjax.verify.specs import Spec
+from lnjax.specs import Spec
+from lnjax.types import VerifyFn
 from lnjax.verify.verdict import Status, Verdict
 
 LOG_FLOOR = 1e-6
-
-VerifyFn = Callable[[jax.Array, jax.Array, jax.Array, Spec], Verdict]
 
 
 class Problem(NamedTuple):

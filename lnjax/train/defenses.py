@@ -14,6 +14,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from lnjax.attacks import pgd as P
+
 
 def l0_rectangle(key: jax.Array, x: jax.Array, *, min_size: int, max_size: int) -> jax.Array:
     """Zeros one random axis-aligned rectangle of one image.
@@ -50,6 +52,9 @@ def pgd_linf(
 ) -> jax.Array:
     """Projected gradient ascent on `loss_fn` inside the L∞ ball of radius eps and [0, 1].
 
+    The one PGD core (`attacks.pgd.descend`) on −loss, over the whole batch at once (one start
+    drawn for the batch from `key`; the last iterate is kept).
+
     Args:
       key: PRNG key (random start).
       loss_fn: x -> scalar loss to maximise (for a batch, the sum of per-example losses, so each
@@ -59,14 +64,9 @@ def pgd_linf(
     Returns:
       Adversarial inputs, same shape, |x_adv - x| ≤ eps and inside [0, 1].
     """
-    lo = jnp.clip(x - eps, 0.0, 1.0)
-    hi = jnp.clip(x + eps, 0.0, 1.0)
-    start = jax.random.uniform(key, x.shape, minval=-eps, maxval=eps) if random_start else 0.0
-    x_adv = jnp.clip(x + start, lo, hi)
-    grad_fn = jax.grad(loss_fn)
-
-    def body(_, xa):
-        g = grad_fn(xa)
-        return jnp.clip(xa + step_size * jnp.sign(g), lo, hi)
-
-    return jax.lax.fori_loop(0, steps, body, x_adv)
+    lo, hi = P.linf_box(x, eps)
+    start = P.uniform_linf_start(key, x, eps) if random_start else x
+    project = P.box_projection(lo, hi)
+    return P.descend(
+        lambda xa: -loss_fn(xa), project(start), steps=steps, step=P.sign_step(step_size), project=project
+    ).x

@@ -1,11 +1,14 @@
-"""Exact verification of output properties over input boxes: specs, the MILP, verdicts, stages.
+"""Exact verification of output properties over input boxes: the MILP, verdicts, the staged verifier
+(specs re-exported from `lnjax.specs`).
 
 References:
   Tjeng, Xiao & Tedrake, Evaluating Robustness of Neural Networks with Mixed Integer Programming,
   ICLR 2019 (MIPVerify).
 """
 
-from lnjax.verify.config import VerifierConfig
+from lnjax.specs import Argmax, Spec, SpecRows, Threshold, TopK, kth_smallest, margin_from_rows
+from lnjax.types import VerifyFn
+from lnjax.verify.config import MILP_MODES, STAGES, VerifierConfig
 from lnjax.verify.milp import (
     MilpNetwork,
     MilpOptions,
@@ -15,15 +18,13 @@ from lnjax.verify.milp import (
     network_from_view,
     shared_worker,
 )
-from lnjax.verify.pgd_box import BoxAttackResult, make_pgd_box
-from lnjax.verify.specs import Argmax, Spec, SpecRows, Threshold, TopK, kth_smallest, margin_from_rows
 from lnjax.verify.verdict import Status, Verdict, VerifyStats
-from lnjax.verify.verifier import STAGES, make_verifier
+from lnjax.verify.verifier import Verifier, make_verifier
 
 __all__ = [
+    "MILP_MODES",
     "STAGES",
     "Argmax",
-    "BoxAttackResult",
     "MilpNetwork",
     "MilpOptions",
     "MilpQuery",
@@ -35,10 +36,11 @@ __all__ = [
     "Threshold",
     "TopK",
     "Verdict",
+    "Verifier",
     "VerifierConfig",
+    "VerifyFn",
     "VerifyStats",
     "kth_smallest",
-    "make_pgd_box",
     "make_verifier",
     "margin_from_rows",
     "network_from_view",

@@ -34,11 +34,12 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,465 +47,454 @@ import numpy as np
 from absl import logging
 
 from lnjax import bounds as B
+from lnjax.attacks.pgd import view_box_pgd, view_margin
 from lnjax.models import layers as L
+from lnjax.specs import Spec, SpecRows, margin_lower_bound
 from lnjax.verify import milp as M
-from lnjax.verify.config import STAGES
-from lnjax.verify.pgd_box import make_pgd_box
-from lnjax.verify.specs import Spec, SpecRows, kth_smallest, margin_lower_bound
+from lnjax.verify.config import STAGES, VerifierConfig
 from lnjax.verify.verdict import Status, Verdict, VerifyStats
 
-_KNOWN = set(STAGES) | {"interval"}
+_ORDER = ("pgd", "interval", "crown", "alpha_crown", "milp")
+_MILP_FACTS = (
+    "objective",
+    "bound",
+    "num_columns",
+    "num_rows",
+    "unstable",
+    "build_s",
+    "tighten_s",
+    "solve_s",
+    "wall_s",
+)
 
-VerifyFn = Callable[[jax.Array, jax.Array, jax.Array, Spec], Verdict]
 
+class Verifier(NamedTuple):
+    """`make_verifier`'s functions; calling the tuple calls `verify`.
 
-def _rows_margin(view: L.LayerView, x: jax.Array, c: jax.Array, offset: jax.Array, k: int) -> jax.Array:
-    return kth_smallest(c @ L.apply_layers(view, x) + offset, k)
+    verify(key, x_lower, x_upper, spec) -> Verdict: key a typed PRNG key; x_lower, x_upper:
+      [*view.input_shape] (clipped to [0, 1] here); spec a `lnjax.specs` object. The first call of
+      each jitted stage compiles it (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's
+      budget.
+    warm_up(x_lower, x_upper, spec) -> seconds: runs every configured stage once on a box (results
+      discarded; also builds the MILP network and starts the worker), so that timed queries with the
+      same spec type measure only themselves, then times CROWN and α-CROWN's intermediate pass once
+      more to seed the cost predictions.
+    """
+
+    verify: Callable[[jax.Array, jax.Array, jax.Array, Spec], Verdict]
+    warm_up: Callable[[jax.Array, jax.Array, Spec], float]
+
+    def __call__(self, key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
+        return self.verify(key, x_lower, x_upper, spec)
 
 
 def make_verifier(
-    *,
     view: L.LayerView,
-    stages: Sequence[str] = STAGES,
-    time_limit: float | None = 60.0,
-    milp_mode: str = "sign",
-    atol: float = 1e-4,
-    rtol: float = 1e-4,
-    pgd_steps: int = 40,
-    pgd_restarts: int = 4,
-    pgd_step_size: float = 0.5,
-    pgd_quick_steps: int = 10,
-    pgd_quick_restarts: int = 1,
-    alpha_steps: int = 20,
-    alpha_lr: float = 0.1,
-    alpha_intermediate: bool = True,
-    alpha_intermediate_steps: int = 5,
-    alpha_intermediate_lr: float = 0.3,
-    bound_chunk: int = 32,
-    milp_max_unstable: int | None = None,
-    lp_tighten: bool = False,
-    milp_options: M.MilpOptions | None = None,
-    cbc_fraction: float = 0.6,
+    config: VerifierConfig | None = None,
+    *,
     worker: M.MilpWorker | None = None,
-) -> VerifyFn:
-    """Builds `verify(key, x_lower, x_upper, spec) -> Verdict` for one network.
+    **overrides: Any,
+) -> Verifier:
+    """Builds the staged verifier of one network.
 
     Args:
       view: the network (`models.layer_view`).
-      stages: a subset of ("pgd", "crown", "alpha_crown", "milp"), run cheapest first. Interval
-        bounds are always computed; "interval" may be listed but changes nothing.
-      time_limit: wall-clock budget per query in seconds (None: unlimited).
-      milp_mode: "sign" (cutoff, first solution) or "optimise" (to optimality or the time limit;
-        returns every saved solution as a weakest point).
-      atol, rtol: safety margin = atol + rtol · max(1, ‖z(centre)‖∞); ROBUST needs a proven
-        margin bound above it.
-      pgd_steps, pgd_restarts, pgd_step_size: the box PGD (`pgd_box.make_pgd_box`). A first step of
-        half the box width found more counterexamples than a quarter on 80 held-out DOUBLE-MNIST
-        boxes (quick PGD 30 vs 26, full 40 × 4: 41 vs 40), never fewer at any scale; a whole width
-        was no better.
-      pgd_quick_steps, pgd_quick_restarts: the quick PGD run before the bounds (0 steps: none; then
-        the full PGD runs first, as its own stage before the bounds).
-      alpha_steps, alpha_lr: α-CROWN's Adam steps and learning rate.
-      alpha_intermediate: after the full PGD, α-CROWN also optimises the bounds of every unstable
-        intermediate neuron (stats name "alpha_intermediate"; tighter bounds for the spec and the
-        MILP). Its first cost prediction: CROWN's time × (steps + 1) (`warm_up` measures it).
-      alpha_intermediate_steps, alpha_intermediate_lr: Adam steps and learning rate of that pass
-        (each step a backward pass of every unstable neuron's two rows). Measured on 10 held-out
-        quickstart boxes (not the benchmark's): 5 steps at 0.3 reach a spec bound at least as high
-        as 10 steps at 0.1 on every box, in ~55 % of the time; 10 at 0.3 gains ~0.2 more for 2×.
-      bound_chunk: neurons per CROWN backward pass (`crown_bounds(chunk=...)`). Passes are padded
-        to whole chunks, so small chunks suit verification-friendly nets with few unstable neurons
-        (DOUBLE-MNIST CNN, ~100 unstable per layer: 32 → 0.12 s, 256 → 0.75 s) and cost nothing
-        measurable with thousands.
-      milp_max_unstable: skip the MILP (UNKNOWN at once, with a note) when more ReLUs than this are
-        still unstable after the bounds (each is a binary; CBC rarely settles more than a few hundred
-        within seconds). None: always try.
-      lp_tighten: per-neuron LP tightening in the MILP worker (off: it costs ~0.1 s per LP and adds
-        little over CROWN).
-      milp_options: base `milp.MilpOptions` (threads, emphasis, slack, ...); mode, cutoff and the
-        CBC time limit are set per query.
-      cbc_fraction: CBC's own (soft) limit as a fraction of the remaining budget, so it usually
-        stops by itself before the hard kill and returns what it found.
+      config: the options (`VerifierConfig`, whose fields document each one; default: its defaults).
       worker: the MILP worker process (default: the shared one).
+      **overrides: `VerifierConfig` fields replacing the config's (e.g. `time_limit=5.0`); checked
+        by `VerifierConfig` (ValueError naming the field).
 
     Returns:
-      verify(key, x_lower, x_upper, spec): key a typed PRNG key; x_lower, x_upper:
-      [*view.input_shape] (clipped to [0, 1] here); spec a `specs` object. The first call of each
-      jitted stage compiles it (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's budget;
-      `verify.warm_up(x_lower, x_upper, spec) -> seconds` runs every configured stage once on a box
-      (results discarded; also builds the MILP network and starts the worker), so that timed queries
-      with the same spec type measure only themselves, then times CROWN and α-CROWN's intermediate
-      pass once more to seed the cost predictions.
+      A `Verifier` (verify, warm_up); `verifier(key, x_lower, x_upper, spec)` calls verify.
 
     References:
       Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify).
     """
-    unknown = set(stages) - _KNOWN
-    if unknown:
-        raise ValueError(f"unknown stages {sorted(unknown)}; expected a subset of {STAGES}")
-    if milp_mode not in ("sign", "optimise"):
-        raise ValueError(f"milp_mode must be 'sign' or 'optimise', got {milp_mode!r}")
-    stages = tuple(
-        s for s in ("pgd", "interval", "crown", "alpha_crown", "milp") if s in stages or s == "interval"
-    )
-    base_options = milp_options or M.MilpOptions()
+    cfg = dataclasses.replace(config or VerifierConfig(), **overrides)
+    stages = tuple(s for s in _ORDER if s in cfg.stages or s == "interval")
     num_classes = int(math.prod(view.output_shapes[-1]))
-    net: M.MilpNetwork | None = None
-    rates: dict[str, float] = {}  # bound stage -> seconds per unit of work, from the last query
-
-    def work(name: str, unstable_after_interval: tuple[int, ...]) -> int:
-        """Backward-pass work of a bound stage: the unstable neurons it refines (+1: the logits)."""
-        if name == "alpha_crown":
-            return 1
-        return 1 + sum(unstable_after_interval[1:])  # the first layer is exact under interval bounds
-
-    def predicted(name: str, units: int) -> float:
-        if name in rates:
-            return rates[name] * units
-        if name == "alpha_intermediate":  # never timed yet: from CROWN's rate, one pass per step
-            return rates.get("crown", 0.0) * units * (alpha_intermediate_steps + 1)
-        return 0.0
-
-    if pgd_quick_steps < 0 or pgd_quick_restarts < 1:
-        raise ValueError("need pgd_quick_steps ≥ 0 and pgd_quick_restarts ≥ 1")
-    if bound_chunk < 1:
-        raise ValueError(f"bound_chunk must be ≥ 1, got {bound_chunk}")
     fns = _jitted(
-        pgd_steps,
-        pgd_restarts,
-        pgd_step_size,
-        alpha_steps,
-        alpha_lr,
-        pgd_quick_steps,
-        pgd_quick_restarts,
-        bound_chunk,
-        alpha_intermediate_steps,
-        alpha_intermediate_lr,
+        cfg.pgd_steps,
+        cfg.pgd_restarts,
+        cfg.pgd_step_size,
+        cfg.alpha_steps,
+        cfg.alpha_lr,
+        cfg.pgd_quick_steps,
+        cfg.pgd_quick_restarts,
+        cfg.bound_chunk,
+        cfg.alpha_intermediate_steps,
+        cfg.alpha_intermediate_lr,
     )
-    margin_fn, pgd_fn, pgd_quick_fn, logits_fn = fns.margin, fns.pgd, fns.pgd_quick, fns.logits
-    quick = "pgd" in stages and pgd_quick_steps > 0
-    interval_fn, crown_fn, crown_spec_fn = fns.interval, fns.crown, fns.crown_spec
-    alpha_spec_fn = fns.alpha_spec
-    late_alpha = alpha_intermediate and "alpha_crown" in stages
-
-    def same_bounds(view, lo, hi, base):
-        return base
+    quick = "pgd" in stages and cfg.pgd_quick_steps > 0
+    late_alpha = cfg.alpha_intermediate and "alpha_crown" in stages
+    costs = _Costs(cfg.alpha_intermediate_steps)
+    milp_net = _LazyNetwork(view)
 
     def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
-        nonlocal net
         t_start = time.monotonic()
-        deadline = math.inf if time_limit is None else t_start + time_limit
-        stats = VerifyStats()
-        lo, hi = B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
-        if lo.shape != tuple(view.input_shape) or hi.shape != lo.shape:
-            raise ValueError(
-                f"box shapes {lo.shape}, {hi.shape} do not match the input shape {view.input_shape}"
-            )
-        if bool(jnp.any(lo > hi)):
-            raise ValueError("empty box: x_lower > x_upper somewhere after clipping to [0, 1]")
-        rows: SpecRows = spec.rows(num_classes)
-        c, offset, k = jnp.asarray(rows.c), jnp.asarray(rows.offset), rows.k
-        points: list[tuple[np.ndarray, float]] = []
-        proven: list[float] = []
-
-        z_centre = logits_fn(view, (lo + hi) / 2)
-        stats.safety = safety = float(atol + rtol * max(1.0, float(jnp.max(jnp.abs(z_centre)))))
-
-        def lap(name: str, t0: float) -> float:
-            now = time.monotonic()
-            stats.time_s[name] = stats.time_s.get(name, 0.0) + now - t0
-            return now
-
-        def evaluate(x) -> tuple[np.ndarray, float]:
-            x = _clip_point(x, lo, hi)
-            m = float(margin_fn(view, x, c, offset, k=k))
-            points.append((np.asarray(x), m))
-            return points[-1]
-
-        def finish(status: Status, decided_by: str | None, counterexample=None) -> Verdict:
-            stats.decided_by = decided_by
-            stats.time_s["total"] = time.monotonic() - t_start
-            pts = sorted(points, key=lambda p: p[1])
-            return Verdict(
-                status=status,
-                proven_bound=max(proven) if proven else None,
-                best_objective=pts[0][1] if pts else None,
-                counterexample=counterexample,
-                weakest_points=pts,
-                stats=stats,
-            )
-
-        def out_of_time(after: str) -> bool:
-            if time.monotonic() > deadline:
-                stats.notes.append(f"time limit reached after {after}")
-                return True
-            return False
-
+        lo, hi = _checked_box(view, x_lower, x_upper)
+        q = _Query(view, fns, cfg, t_start, lo, hi, spec.rows(num_classes))
         key_quick, key_pgd, key_refine = jax.random.split(key, 3)
-        x_attack = (lo + hi) / 2
-
-        def attack(fn, key_) -> Verdict | None:
-            nonlocal x_attack
-            t0 = time.monotonic()
-            res = fn(key_, view, lo, hi, c, offset, x_attack, k=k)
-            x_attack = res.x
-            x, m = evaluate(res.x)
-            lap("pgd", t0)
-            if m <= 0:
-                return finish(Status.NOT_ROBUST, "pgd", x)
-            if out_of_time("pgd"):
-                return finish(Status.UNKNOWN, None)
-            return None
 
         # --- PGD (quick, or the full one when there is no quick one) ----------------------------
         if "pgd" in stages:
-            verdict = attack(pgd_quick_fn if quick else pgd_fn, key_quick if quick else key_pgd)
+            verdict = q.attack(fns.pgd_quick if quick else fns.pgd, key_quick if quick else key_pgd)
             if verdict is not None:
                 return verdict
 
         # --- bounds ----------------------------------------------------------------------------
-        t0 = time.monotonic()
-        best = interval_fn(view, lo, hi)
-        row_lower = M.interval_row_lower(rows, best[-1])
-        stats.unstable["interval"] = B.unstable_counts(view, best)
-        m_lb = margin_lower_bound(rows, row_lower)
-        stats.margin_lower["interval"] = m_lb
-        proven.append(m_lb)
-        lap("interval", t0)
-        if m_lb > safety:
-            return finish(Status.ROBUST, "interval")
-
-        def refine(name: str, bounds_fn, spec_fn, after: str) -> Verdict | None:
-            """One bound stage: tighter bounds and spec rows; ROBUST if proven, UNKNOWN if out of time."""
-            nonlocal best, row_lower
-            if out_of_time(after):
-                return finish(Status.UNKNOWN, None)
-            units = work(name, stats.unstable["interval"])
-            expected = predicted(name, units)
-            if time.monotonic() + expected > deadline:
-                left = deadline - time.monotonic()
-                stats.notes.append(f"{name} not started: predicted {expected:.1f} s, {left:.1f} s left")
-                return finish(Status.UNKNOWN, None)
-            t0 = time.monotonic()
-            best = bounds_fn(view, lo, hi, best)
-            row_lower = np.maximum(row_lower, np.asarray(spec_fn(view, lo, hi, c, best), np.float64))
-            stats.unstable[name] = B.unstable_counts(view, best)
-            m_lb = margin_lower_bound(rows, row_lower)
-            stats.margin_lower[name] = m_lb
-            proven.append(m_lb)
-            rates[name] = (time.monotonic() - t0) / units
-            lap(name, t0)
-            return finish(Status.ROBUST, name) if m_lb > safety else None
-
+        verdict = q.interval()
+        if verdict is not None:
+            return verdict
         after = "interval"
         for name, bounds_fn, spec_fn in (
-            ("crown", crown_fn, crown_spec_fn),
-            ("alpha_crown", same_bounds, alpha_spec_fn),
+            ("crown", fns.crown, fns.crown_spec),
+            ("alpha_crown", _same_bounds, fns.alpha_spec),
         ):
             if name in stages:
-                verdict = refine(name, bounds_fn, spec_fn, after)
+                verdict = q.refine(costs, name, bounds_fn, spec_fn, after)
                 if verdict is not None:
                     return verdict
                 after = name
 
         # --- the full PGD, from the quick one's best point -------------------------------------
         if quick:
-            if out_of_time("bounds"):
-                return finish(Status.UNKNOWN, None)
-            verdict = attack(pgd_fn, key_pgd)
+            if q.out_of_time("bounds"):
+                return q.finish(Status.UNKNOWN, None)
+            verdict = q.attack(fns.pgd, key_pgd)
             if verdict is not None:
                 return verdict
 
         # --- α-CROWN over the intermediate neurons too -----------------------------------------
         if late_alpha:
-            verdict = refine("alpha_intermediate", fns.alpha, alpha_spec_fn, "pgd" if quick else after)
+            verdict = q.refine(
+                costs, "alpha_intermediate", fns.alpha, fns.alpha_spec, "pgd" if quick else after
+            )
             if verdict is not None:
                 return verdict
 
         if "milp" not in stages:
-            return finish(Status.UNKNOWN, None)
-        if out_of_time("bounds"):
-            return finish(Status.UNKNOWN, None)
-        unstable_now = sum(list(stats.unstable.values())[-1])
-        if milp_max_unstable is not None and unstable_now > milp_max_unstable:
-            stats.notes.append(f"milp not started: {unstable_now} unstable ReLUs > milp_max_unstable")
-            return finish(Status.UNKNOWN, None)
-
-        # --- MILP ------------------------------------------------------------------------------
-        t0 = time.monotonic()
-        if net is None:
-            net = M.network_from_view(view)
-        query = M.make_query(net, lo, hi, best, rows, row_lower)
-        remaining = deadline - time.monotonic()
-        cbc_seconds = 1e9 if math.isinf(remaining) else max(cbc_fraction * remaining, 0.01)
-        options = base_options._replace(
-            mode=milp_mode,
-            cutoff=safety,
-            cbc_seconds=cbc_seconds,
-            lp_tighten=lp_tighten or base_options.lp_tighten,
-        )
-        w = worker or M.shared_worker()
-        result = w.solve(net, query, options, deadline=deadline)
-        lap("milp", t0)
-        stats.milp_status = result.status
-        stats.binaries = result.num_binaries
-        stats.milp = {
-            f: getattr(result, f)
-            for f in (
-                "objective",
-                "bound",
-                "num_columns",
-                "num_rows",
-                "unstable",
-                "build_s",
-                "tighten_s",
-                "solve_s",
-                "wall_s",
-            )
-        }
-        if result.status == "error":
-            logging.warning("MILP worker error: %s", result.message)
-            stats.notes.append(
-                f"milp error: {result.message.strip().splitlines()[-1] if result.message else ''}"
-            )
-        if result.status == "infeasible":
-            if milp_mode == "sign":
-                proven.append(safety)
-                return finish(Status.ROBUST, "milp")
-            logging.warning("optimise-mode MILP infeasible: the bounds fed to it were not sound")
-            stats.notes.append("optimise-mode MILP infeasible (unsound bounds?)")
-            return finish(Status.UNKNOWN, None)
-        if result.status == "optimal" and result.bound is not None:
-            # Optimise mode: CBC's bound is proven. Sign mode: nodes above the cutoff were pruned,
-            # so an optimal solution above the cutoff proves margin ≥ cutoff (the bound itself only
-            # for a pure LP, i.e. no binaries, where CBC ignores the cutoff).
-            if milp_mode == "optimise" or result.num_binaries == 0:
-                bound, holds = result.bound, result.bound > safety
-            else:
-                bound, holds = min(result.bound, safety), result.objective > safety
-            proven.append(bound)
-            if holds:
-                for x, _ in result.solutions:
-                    evaluate(x)
-                return finish(Status.ROBUST, "milp")
-        # Candidates: confirm in JAX, clipped into the box.
-        for x, _ in result.solutions:
-            xc, m = evaluate(x)
-            if m <= 0:
-                return finish(Status.NOT_ROBUST, "milp", xc)
-        if result.solutions and time.monotonic() < deadline:
-            # A MILP point the network does not confirm (tolerances): a short PGD from it.
-            t0 = time.monotonic()
-            x0 = jnp.asarray(result.solutions[0][0], jnp.float32).reshape(lo.shape)
-            res = pgd_fn(key_refine, view, lo, hi, c, offset, x0, k=k)
-            xc, m = evaluate(res.x)
-            lap("milp_refine", t0)
-            stats.notes.append(f"MILP objective {result.objective:.3g} not confirmed; refined margin {m:.3g}")
-            if m <= 0:
-                return finish(Status.NOT_ROBUST, "milp", xc)
-        return finish(Status.UNKNOWN, None)
+            return q.finish(Status.UNKNOWN, None)
+        if q.out_of_time("bounds"):
+            return q.finish(Status.UNKNOWN, None)
+        unstable_now = sum(list(q.stats.unstable.values())[-1])
+        if cfg.milp_max_unstable is not None and unstable_now > cfg.milp_max_unstable:
+            q.stats.notes.append(f"milp not started: {unstable_now} unstable ReLUs > milp_max_unstable")
+            return q.finish(Status.UNKNOWN, None)
+        return _milp_stage(q, milp_net, cfg, worker or M.shared_worker(), key_refine)
 
     def warm_up(x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> float:
-        nonlocal net
         t0 = time.monotonic()
         lo, hi = B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
         rows = spec.rows(num_classes)
         c, offset, k = jnp.asarray(rows.c), jnp.asarray(rows.offset), rows.k
         centre = (lo + hi) / 2
-        out = [logits_fn(view, centre), margin_fn(view, centre, c, offset, k=k)]
+        out = [fns.logits(view, centre), fns.margin(view, centre, c, offset, k=k)]
         if "pgd" in stages:
             # The same argument kinds as in `verify`: the full PGD starts from the quick one's point
             # (an output of a jitted function, which carries a sharding a host-made array lacks: a
             # different cache key), and `evaluate` clips and scores each attack's point.
             x0 = centre
             if quick:
-                x0 = pgd_quick_fn(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x
-                out.append(margin_fn(view, _clip_point(x0, lo, hi), c, offset, k=k))
-            x1 = pgd_fn(jax.random.key(0), view, lo, hi, c, offset, x0, k=k).x
-            out.append(margin_fn(view, _clip_point(x1, lo, hi), c, offset, k=k))
-        best = base = interval_fn(view, lo, hi)
+                x0 = fns.pgd_quick(jax.random.key(0), view, lo, hi, c, offset, centre, k=k).x
+                out.append(fns.margin(view, _clip_point(x0, lo, hi), c, offset, k=k))
+            x1 = fns.pgd(jax.random.key(0), view, lo, hi, c, offset, x0, k=k).x
+            out.append(fns.margin(view, _clip_point(x1, lo, hi), c, offset, k=k))
+        best = base = fns.interval(view, lo, hi)
         if "crown" in stages:
-            best = crown_fn(view, lo, hi, best)
-            out.append(crown_spec_fn(view, lo, hi, c, best))
+            best = fns.crown(view, lo, hi, best)
+            out.append(fns.crown_spec(view, lo, hi, c, best))
         if "alpha_crown" in stages:
-            out.append(alpha_spec_fn(view, lo, hi, c, best))
+            out.append(fns.alpha_spec(view, lo, hi, c, best))
         if late_alpha:
             best = fns.alpha(view, lo, hi, best)
-            out.append(alpha_spec_fn(view, lo, hi, c, best))
+            out.append(fns.alpha_spec(view, lo, hi, c, best))
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
-        if "milp" in stages and net is None:
-            net = M.network_from_view(view)
+        if "milp" in stages:
+            milp_net.get()
         # One whole query: compiles the small eager ops around the stages (clipping, checks, key
         # splits; ~0.1 s each on CPU), which would otherwise land in the first timed query.
         verify(jax.random.key(0), x_lower, x_upper, spec)
         # A second, timed run of the costly bound stages seeds their cost predictions.
-        units = work("crown", B.unstable_counts(view, base))
+        units = _Costs.work("crown", B.unstable_counts(view, base))
         best = base
         for name, fn, on in (
-            ("crown", crown_fn, "crown" in stages),
+            ("crown", fns.crown, "crown" in stages),
             ("alpha_intermediate", fns.alpha, late_alpha),
         ):
             if on:
                 t1 = time.monotonic()
                 best = jax.block_until_ready(fn(view, lo, hi, best))
-                rates[name] = (time.monotonic() - t1) / units
+                costs.rates[name] = (time.monotonic() - t1) / units
         if "milp" in stages:
             (worker or M.shared_worker()).start()
         return time.monotonic() - t0
 
-    verify.warm_up = warm_up
-    return verify
+    return Verifier(verify=verify, warm_up=warm_up)
 
 
-def _clip_point(x, lo: jax.Array, hi: jax.Array) -> jax.Array:
+# ------------------------------------------------------------------------------------------ stages
+
+
+def _checked_box(view: L.LayerView, x_lower: jax.Array, x_upper: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The box clipped to [0, 1] as float32; ValueError if its shape is not the input's or it is empty."""
+    lo, hi = B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
+    if lo.shape != tuple(view.input_shape) or hi.shape != lo.shape:
+        raise ValueError(f"box shapes {lo.shape}, {hi.shape} do not match the input shape {view.input_shape}")
+    if bool(jnp.any(lo > hi)):
+        raise ValueError("empty box: x_lower > x_upper somewhere after clipping to [0, 1]")
+    return lo, hi
+
+
+def _same_bounds(view: L.LayerView, lo: jax.Array, hi: jax.Array, base: Any) -> Any:
+    """The bounds stage of spec-only α-CROWN: the intermediate bounds stay CROWN's."""
+    return base
+
+
+class _LazyNetwork:
+    """The MILP network of a view, built on first use and kept (one per verifier)."""
+
+    def __init__(self, view: L.LayerView):
+        self.view, self.net = view, None
+
+    def get(self) -> M.MilpNetwork:
+        if self.net is None:
+            self.net = M.network_from_view(self.view)
+        return self.net
+
+
+class _Costs:
+    """Predicted seconds of a bound stage: its rate (seconds per unit of work) from the last query."""
+
+    def __init__(self, alpha_intermediate_steps: int):
+        self.rates: dict[str, float] = {}
+        self.alpha_intermediate_steps = alpha_intermediate_steps
+
+    @staticmethod
+    def work(name: str, unstable_after_interval: tuple[int, ...]) -> int:
+        """Backward-pass work of a bound stage: the unstable neurons it refines (+1: the logits)."""
+        if name == "alpha_crown":
+            return 1
+        return 1 + sum(unstable_after_interval[1:])  # the first layer is exact under interval bounds
+
+    def predicted(self, name: str, units: int) -> float:
+        if name in self.rates:
+            return self.rates[name] * units
+        if name == "alpha_intermediate":  # never timed yet: from CROWN's rate, one pass per step
+            return self.rates.get("crown", 0.0) * units * (self.alpha_intermediate_steps + 1)
+        return 0.0
+
+
+class _Query:
+    """One query's state: the box, the spec rows, the clock, the points seen, the proven bounds."""
+
+    def __init__(
+        self,
+        view: L.LayerView,
+        fns: _Jitted,
+        cfg: VerifierConfig,
+        t_start: float,
+        lo: jax.Array,
+        hi: jax.Array,
+        rows: SpecRows,
+    ):
+        self.view, self.fns, self.lo, self.hi, self.rows = view, fns, lo, hi, rows
+        self.t_start = t_start
+        self.deadline = math.inf if cfg.time_limit is None else t_start + cfg.time_limit
+        self.stats = VerifyStats()
+        self.c, self.offset, self.k = jnp.asarray(rows.c), jnp.asarray(rows.offset), rows.k
+        self.points: list[tuple[np.ndarray, float]] = []
+        self.proven: list[float] = []
+        z_centre = fns.logits(view, (lo + hi) / 2)
+        self.safety = float(cfg.atol + cfg.rtol * max(1.0, float(jnp.max(jnp.abs(z_centre)))))
+        self.stats.safety = self.safety
+        self.x_attack = (lo + hi) / 2
+        self.best: Any = None  # the tightest bounds so far (set by `interval`, which runs first)
+        self.row_lower: np.ndarray = np.full(len(rows.offset), -np.inf)  # lower bounds of c @ z
+
+    def lap(self, name: str, t0: float) -> float:
+        now = time.monotonic()
+        self.stats.time_s[name] = self.stats.time_s.get(name, 0.0) + now - t0
+        return now
+
+    def evaluate(self, x: Any) -> tuple[np.ndarray, float]:
+        """The JAX margin at a candidate clipped into the box; recorded as a weakest point."""
+        x = _clip_point(x, self.lo, self.hi)
+        m = float(self.fns.margin(self.view, x, self.c, self.offset, k=self.k))
+        self.points.append((np.asarray(x), m))
+        return self.points[-1]
+
+    def finish(self, status: Status, decided_by: str | None, counterexample: Any = None) -> Verdict:
+        self.stats.decided_by = decided_by
+        self.stats.time_s["total"] = time.monotonic() - self.t_start
+        pts = sorted(self.points, key=lambda p: p[1])
+        return Verdict(
+            status=status,
+            proven_bound=max(self.proven) if self.proven else None,
+            best_objective=pts[0][1] if pts else None,
+            counterexample=counterexample,
+            weakest_points=pts,
+            stats=self.stats,
+        )
+
+    def out_of_time(self, after: str) -> bool:
+        if time.monotonic() > self.deadline:
+            self.stats.notes.append(f"time limit reached after {after}")
+            return True
+        return False
+
+    def attack(self, fn: Callable[..., Any], key: jax.Array) -> Verdict | None:
+        """A box PGD from the last attack's best point: NOT_ROBUST if it finds margin ≤ 0."""
+        t0 = time.monotonic()
+        res = fn(key, self.view, self.lo, self.hi, self.c, self.offset, self.x_attack, k=self.k)
+        self.x_attack = res.x
+        x, m = self.evaluate(res.x)
+        self.lap("pgd", t0)
+        if m <= 0:
+            return self.finish(Status.NOT_ROBUST, "pgd", x)
+        if self.out_of_time("pgd"):
+            return self.finish(Status.UNKNOWN, None)
+        return None
+
+    def interval(self) -> Verdict | None:
+        """Interval bounds (always computed: the base of every other bound); ROBUST if proven."""
+        t0 = time.monotonic()
+        self.best = self.fns.interval(self.view, self.lo, self.hi)
+        self.row_lower = M.interval_row_lower(self.rows, self.best[-1])
+        self.stats.unstable["interval"] = B.unstable_counts(self.view, self.best)
+        m_lb = margin_lower_bound(self.rows, self.row_lower)
+        self.stats.margin_lower["interval"] = m_lb
+        self.proven.append(m_lb)
+        self.lap("interval", t0)
+        return self.finish(Status.ROBUST, "interval") if m_lb > self.safety else None
+
+    def refine(
+        self, costs: _Costs, name: str, bounds_fn: Callable[..., Any], spec_fn: Callable[..., Any], after: str
+    ) -> Verdict | None:
+        """One bound stage: tighter bounds and spec rows; ROBUST if proven, UNKNOWN if out of time."""
+        if self.out_of_time(after):
+            return self.finish(Status.UNKNOWN, None)
+        units = costs.work(name, self.stats.unstable["interval"])
+        expected = costs.predicted(name, units)
+        if time.monotonic() + expected > self.deadline:
+            left = self.deadline - time.monotonic()
+            self.stats.notes.append(f"{name} not started: predicted {expected:.1f} s, {left:.1f} s left")
+            return self.finish(Status.UNKNOWN, None)
+        t0 = time.monotonic()
+        self.best = bounds_fn(self.view, self.lo, self.hi, self.best)
+        spec_lower = np.asarray(spec_fn(self.view, self.lo, self.hi, self.c, self.best), np.float64)
+        self.row_lower = np.maximum(self.row_lower, spec_lower)
+        self.stats.unstable[name] = B.unstable_counts(self.view, self.best)
+        m_lb = margin_lower_bound(self.rows, self.row_lower)
+        self.stats.margin_lower[name] = m_lb
+        self.proven.append(m_lb)
+        costs.rates[name] = (time.monotonic() - t0) / units
+        self.lap(name, t0)
+        return self.finish(Status.ROBUST, name) if m_lb > self.safety else None
+
+
+def _milp_stage(
+    q: _Query, milp_net: _LazyNetwork, cfg: VerifierConfig, worker: M.MilpWorker, key_refine: jax.Array
+) -> Verdict:
+    """The MILP over the tightest bounds in the worker, within what is left of the budget."""
+    stats = q.stats
+    t0 = time.monotonic()
+    net = milp_net.get()
+    query = M.make_query(net, q.lo, q.hi, q.best, q.rows, q.row_lower)
+    remaining = q.deadline - time.monotonic()
+    cbc_seconds = 1e9 if math.isinf(remaining) else max(cfg.cbc_fraction * remaining, 0.01)
+    base_options = cfg.milp_options or M.MilpOptions()
+    options = base_options._replace(
+        mode=cfg.milp_mode,
+        cutoff=q.safety,
+        cbc_seconds=cbc_seconds,
+        lp_tighten=cfg.lp_tighten or base_options.lp_tighten,
+    )
+    result = worker.solve(net, query, options, deadline=q.deadline)
+    q.lap("milp", t0)
+    stats.milp_status = result.status
+    stats.binaries = result.num_binaries
+    stats.milp = {f: getattr(result, f) for f in _MILP_FACTS}
+    if result.status == "error":
+        logging.warning("MILP worker error: %s", result.message)
+        stats.notes.append(f"milp error: {result.message.strip().splitlines()[-1] if result.message else ''}")
+    if result.status == "infeasible":
+        if cfg.milp_mode == "sign":
+            q.proven.append(q.safety)
+            return q.finish(Status.ROBUST, "milp")
+        logging.warning("optimise-mode MILP infeasible: the bounds fed to it were not sound")
+        stats.notes.append("optimise-mode MILP infeasible (unsound bounds?)")
+        return q.finish(Status.UNKNOWN, None)
+    if result.status == "optimal" and result.bound is not None:
+        # Optimise mode: CBC's bound is proven. Sign mode: nodes above the cutoff were pruned,
+        # so an optimal solution above the cutoff proves margin ≥ cutoff (the bound itself only
+        # for a pure LP, i.e. no binaries, where CBC ignores the cutoff).
+        if cfg.milp_mode == "optimise" or result.num_binaries == 0:
+            bound, holds = result.bound, result.bound > q.safety
+        else:
+            assert result.objective is not None  # an optimal solve has a solution
+            bound, holds = min(result.bound, q.safety), result.objective > q.safety
+        q.proven.append(bound)
+        if holds:
+            for x, _ in result.solutions:
+                q.evaluate(x)
+            return q.finish(Status.ROBUST, "milp")
+    # Candidates: confirm in JAX, clipped into the box.
+    for x, _ in result.solutions:
+        xc, m = q.evaluate(x)
+        if m <= 0:
+            return q.finish(Status.NOT_ROBUST, "milp", xc)
+    if result.solutions and time.monotonic() < q.deadline:
+        # A MILP point the network does not confirm (tolerances): a short PGD from it.
+        t0 = time.monotonic()
+        x0 = jnp.asarray(result.solutions[0][0], jnp.float32).reshape(q.lo.shape)
+        res = q.fns.pgd(key_refine, q.view, q.lo, q.hi, q.c, q.offset, x0, k=q.k)
+        xc, m = q.evaluate(res.x)
+        q.lap("milp_refine", t0)
+        stats.notes.append(f"MILP objective {result.objective:.3g} not confirmed; refined margin {m:.3g}")
+        if m <= 0:
+            return q.finish(Status.NOT_ROBUST, "milp", xc)
+    return q.finish(Status.UNKNOWN, None)
+
+
+def _clip_point(x: Any, lo: jax.Array, hi: jax.Array) -> jax.Array:
     """A candidate point (any array-like of the input's size) as float32 in the input's shape, in the box."""
     return jnp.clip(jnp.asarray(x, jnp.float32).reshape(lo.shape), lo, hi)
 
 
+# ---------------------------------------------------------------------------------- jitted stages
+
+
 class _Jitted(NamedTuple):
-    margin: Callable
-    pgd: Callable
-    pgd_quick: Callable
-    logits: Callable
-    interval: Callable
-    crown: Callable
-    crown_spec: Callable
-    alpha: Callable
-    alpha_spec: Callable
+    margin: Callable[..., Any]
+    pgd: Callable[..., Any]
+    pgd_quick: Callable[..., Any]
+    logits: Callable[..., Any]
+    interval: Callable[..., Any]
+    crown: Callable[..., Any]
+    crown_spec: Callable[..., Any]
+    alpha: Callable[..., Any]
+    alpha_spec: Callable[..., Any]
 
 
 @functools.lru_cache(maxsize=16)
 def _jitted(
-    pgd_steps,
-    pgd_restarts,
-    pgd_step_size,
-    alpha_steps,
-    alpha_lr,
-    quick_steps,
-    quick_restarts,
-    chunk,
-    intermediate_steps,
-    intermediate_lr,
+    pgd_steps: int,
+    pgd_restarts: int,
+    pgd_step_size: float,
+    alpha_steps: int,
+    alpha_lr: float,
+    quick_steps: int,
+    quick_restarts: int,
+    chunk: int,
+    intermediate_steps: int,
+    intermediate_lr: float,
 ) -> _Jitted:
     """Jitted stage functions, shared by every verifier with the same hyperparameters.
 
     The view is an argument (not a closure constant), so networks of the same architecture reuse
     one compilation.
     """
-    attack = make_pgd_box(steps=pgd_steps, step_size=pgd_step_size, restarts=pgd_restarts)
-    quick_attack = make_pgd_box(steps=quick_steps, step_size=pgd_step_size, restarts=quick_restarts)
-
-    @functools.partial(jax.jit, static_argnames="k")
-    def margin(view, x, c, offset, *, k):
-        return _rows_margin(view, x, c, offset, k)
-
-    @functools.partial(jax.jit, static_argnames="k")
-    def pgd(key, view, lo, hi, c, offset, x0, *, k):
-        return attack(key, lambda x: _rows_margin(view, x, c, offset, k), lo, hi, x0)
-
-    @functools.partial(jax.jit, static_argnames="k")
-    def pgd_quick(key, view, lo, hi, c, offset, x0, *, k):
-        return quick_attack(key, lambda x: _rows_margin(view, x, c, offset, k), lo, hi, x0)
 
     def alpha(view, lo, hi, base):
         return B.alpha_crown_bounds(
@@ -522,9 +512,9 @@ def _jitted(
         return B.alpha_crown_spec_lower(view, lo, hi, c, bounds=b, steps=alpha_steps, lr=alpha_lr)
 
     return _Jitted(
-        margin=margin,
-        pgd=pgd,
-        pgd_quick=pgd_quick,
+        margin=jax.jit(view_margin, static_argnames="k"),
+        pgd=view_box_pgd(pgd_steps, pgd_restarts, pgd_step_size),
+        pgd_quick=view_box_pgd(quick_steps, quick_restarts, pgd_step_size),
         logits=jax.jit(L.apply_layers),
         interval=jax.jit(B.interval_bounds),
         crown=jax.jit(lambda view, lo, hi, base: B.crown_bounds(view, lo, hi, base=base, chunk=chunk)),
@@ -532,3 +522,6 @@ def _jitted(
         alpha=jax.jit(alpha),
         alpha_spec=jax.jit(alpha_spec),
     )
+
+
+__all__ = ["STAGES", "Verifier", "VerifierConfig", "make_verifier"]

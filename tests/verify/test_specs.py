@@ -5,9 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnjax import models
-from lnjax.verify import specs
-from lnjax.verify.pgd_box import make_pgd_box
+from lnjax import models, specs
+from lnjax.attacks import make_pgd_box
 
 
 def _logits(seed, n=200, k=6, ties=True):

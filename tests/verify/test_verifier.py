@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 
 from lnjax import bounds as B, models
+from lnjax.attacks import make_pgd_box
 from lnjax.models import sequential as S
-from lnjax.verify import Argmax, MilpWorker, Status, Threshold, TopK, make_pgd_box, make_verifier, milp as M
+from lnjax.verify import (
+    Argmax,
+    MilpWorker,
+    Status,
+    Threshold,
+    TopK,
+    Verifier,
+    VerifierConfig,
+    make_verifier,
+    milp as M,
+)
 from lnjax.verify.reference import brute_force_min
 
 SPECS = {"top2": lambda t: TopK(t, 2), "argmax": Argmax, "threshold": lambda t: Threshold(t, 0.05)}
@@ -175,24 +186,25 @@ def test_bound_chain_on_conv_net(worker):
 
 
 def test_conv_net_verdicts_and_stats(worker):
+    """Boxes built to be decided by each stage in turn, cheapest first."""
     view = small_cnn(3)
     verify = make_verifier(view=view, time_limit=60, worker=worker)
     x0 = jax.random.uniform(jax.random.key(4), (8, 8, 1))
     t = int(jnp.argmax(models.apply_layers(view, x0)))
-    statuses = []
-    for eps in (0.0005, 0.01, 0.3):
+    expected = {0.0005: "interval", 0.003: "crown", 0.005: "milp", 0.3: "pgd"}
+    for eps, stage in expected.items():
         v = verify(jax.random.key(0), x0 - eps, x0 + eps, TopK(t, 2))
         lo, hi = B.clip_box(x0 - eps, x0 + eps)
         check_verdict(view, TopK(t, 2), np.asarray(lo), np.asarray(hi), v)
-        statuses.append(v.status)
+        assert v.stats.decided_by == stage, (eps, v.stats)
+        assert v.status is (Status.NOT_ROBUST if stage == "pgd" else Status.ROBUST)
         assert v.stats.time_s["total"] >= sum(s for k, s in v.stats.time_s.items() if k != "total") - 1e-6
-        if v.stats.decided_by != "pgd":
-            assert len(v.stats.unstable["interval"]) == 2
-        if v.stats.decided_by == "milp":
+        assert v.to_json()["status"] == v.status.value
+        if stage != "pgd":
+            assert len(v.stats.unstable["interval"]) == 2  # two ReLU layers
+        if stage == "milp":
             assert v.stats.milp_status in ("infeasible", "optimal", "feasible")
             assert set(v.stats.time_s) >= {"pgd", "interval", "crown", "alpha_crown", "milp"}
-        assert v.to_json()["status"] == v.status.value
-    assert statuses[0] is Status.ROBUST and statuses[-1] is Status.NOT_ROBUST
 
 
 def test_quick_pgd_chunks_and_warm_up(worker):
@@ -210,15 +222,18 @@ def test_quick_pgd_chunks_and_warm_up(worker):
         clear = verify(jax.random.key(0), x0 - 0.3, x0 + 0.3, spec)
         assert clear.status is Status.NOT_ROBUST and clear.stats.decided_by == "pgd"
         small = verify(jax.random.key(0), x0 - 0.0005, x0 + 0.0005, spec)
-        assert small.status is Status.ROBUST
-        mid = verify(jax.random.key(0), x0 - 0.01, x0 + 0.01, spec)
-        lo, hi = B.clip_box(x0 - 0.01, x0 + 0.01)
+        assert small.status is Status.ROBUST and small.stats.decided_by == "interval"
+        # Built to need the MILP: interval, CROWN and α-CROWN all fall short of a proof here.
+        mid = verify(jax.random.key(0), x0 - 0.005, x0 + 0.005, spec)
+        lo, hi = B.clip_box(x0 - 0.005, x0 + 0.005)
         check_verdict(view, spec, np.asarray(lo), np.asarray(hi), mid)
-        if "crown" in mid.stats.margin_lower:
-            margins.append(mid.stats.margin_lower["crown"])
-    assert np.ptp(margins) < 1e-4 if margins else True  # the chunk size does not change CROWN
+        assert mid.status is Status.ROBUST and mid.stats.decided_by == "milp", mid.stats
+        assert mid.stats.margin_lower["crown"] < mid.stats.safety <= mid.proven_bound
+        margins.append(mid.stats.margin_lower["crown"])
+    assert np.ptp(margins) < 1e-4  # the chunk size does not change CROWN
 
 
+@pytest.mark.slow  # wall-clock budgets on a 64×64 CNN: not in the fast suite
 def test_timeout_is_unknown_and_within_budget(worker):
     """The DOUBLE-MNIST CNN at init (zero biases: thousands of unstable ReLUs), MILP only."""
     model = models.get_model("dmnist_cnn")
@@ -269,12 +284,30 @@ def test_no_time_left_is_unknown_never_robust(worker):
     pytest.fail("no case that only the MILP proves")
 
 
+def test_config_and_keyword_overrides_build_the_same_verifier(worker):
+    view = tiny_mlp(1)
+    x0 = np.full(3, 0.5, np.float32)
+    spec = Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
+    config = VerifierConfig(stages=("pgd", "crown", "milp"), time_limit=None, pgd_restarts=2)
+    by_config = make_verifier(view, config, worker=worker)
+    by_keywords = make_verifier(view=view, stages=("pgd", "crown", "milp"), time_limit=None, pgd_restarts=2)
+    assert isinstance(by_config, Verifier) and by_config.verify is by_config[0]
+    for eps in (0.01, 0.2):
+        a = by_config(jax.random.key(0), x0 - eps, x0 + eps, spec)
+        b = by_keywords.verify(jax.random.key(0), x0 - eps, x0 + eps, spec)
+        assert (a.status, a.proven_bound, a.best_objective) == (b.status, b.proven_bound, b.best_objective)
+
+
 def test_argument_validation():
     view = tiny_mlp(0)
-    with pytest.raises(ValueError, match="unknown stages"):
+    with pytest.raises(ValueError, match="verifier.stages"):
         make_verifier(view=view, stages=("pgd", "lp"))
-    with pytest.raises(ValueError, match="milp_mode"):
+    with pytest.raises(ValueError, match="verifier.milp_mode"):
         make_verifier(view=view, milp_mode="fast")
+    with pytest.raises(ValueError, match="verifier.pgd_restarts = 0"):
+        make_verifier(view, VerifierConfig(), pgd_restarts=0)
+    with pytest.raises(TypeError):
+        make_verifier(view=view, no_such_option=1)
     verify = make_verifier(view=view, stages=("pgd",))
     with pytest.raises(ValueError, match="empty box"):
         verify(jax.random.key(0), jnp.full(3, 0.6), jnp.full(3, 0.4), Argmax(0))
