@@ -5,26 +5,15 @@ import pytest
 
 from experiments import neighborhood as NE, panel as panel_experiment
 from experiments.common import UsageError
-from experiments.configs import neighborhood as configs, panel as panel_configs, train as train_configs
-from experiments.train import run as train_run
+from experiments.configs import neighborhood as configs, panel as panel_configs
 from lnjax.io import read_json
-from tests.fakes import tiny_double_mnist_dir
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A fake DOUBLE-MNIST data dir and a finished (barely trained) dmnist_tiny run."""
+def trained(tmp_path_factory, dmnist_run):
+    """A root whose `train` is the conftest's tiny finished DOUBLE-MNIST run (read-only)."""
     root = tmp_path_factory.mktemp("nbh_exp")
-    data_dir = tiny_double_mnist_dir(root / "data", n_train=32, n_test=3)
-    c = train_configs.get_config("quickstart")
-    c.model = "dmnist_tiny"
-    c.data.data_dir = str(data_dir)
-    c.train.steps = 2
-    c.train.batch_size = 16
-    c.train.checkpoint_every = 2
-    c.train.log_every = 1
-    c.eval.batch_size = 3
-    train_run(c, str(root / "train"), progress=False)
+    (root / "train").symlink_to(dmnist_run)
     return root
 
 

