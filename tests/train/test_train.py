@@ -27,6 +27,7 @@ from lnjax.train import (
     train,
 )
 from lnjax.train.step import TrainState
+from tests.train import train_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,6 +213,8 @@ DEFENSES = ("none", "linf", "l0")
 
 
 def _run_worker(tmp_path, devices):
+    """Params after training on `devices` forced host devices, in a subprocess (the device count is
+    fixed when JAX starts)."""
     prefix = tmp_path / f"params_{devices}"
     env = {
         **os.environ,
@@ -230,8 +233,13 @@ def _run_worker(tmp_path, devices):
 
 
 def test_four_devices_train_like_one(tmp_path):
-    """The same global batches on 1 and on 4 forced host devices give the same params (all defenses)."""
-    one, four = _run_worker(tmp_path, 1), _run_worker(tmp_path, 4)
+    """The same global batches on this process's one device and on 4 forced host devices give the
+    same params (all defenses)."""
+    assert jax.device_count() == 1
+    for defense in DEFENSES:
+        train_worker.main(str(tmp_path / f"params_1_{defense}.npz"), defense)
+    one = {d: dict(np.load(tmp_path / f"params_1_{d}.npz")) for d in DEFENSES}
+    four = _run_worker(tmp_path, 4)
     for defense in DEFENSES:
         a, b = one[defense], four[defense]
         assert int(a.pop("devices")) == 1 and int(b.pop("devices")) == 4
