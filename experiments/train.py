@@ -14,6 +14,7 @@ and raises `Interrupted` (the runner exits with 130 and says how to resume).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -215,32 +216,21 @@ def run(
         return {"stopped_at": stop_after, "workdir": str(path)}
 
     t0 = time.perf_counter()
-    test = evaluate(
+    evaluate_on = functools.partial(
+        evaluate,
         key=eval_key,
         model=s.model,
         params=params,
         task=s.task,
         k=c.k,
-        x=test_ds.x,
-        y=test_ds.y,
         batch_size=s.eval.batch_size,
         progress=progress,
     )
+    test = evaluate_on(x=test_ds.x, y=test_ds.y)
     pgd = s.eval.pgd()
     if pgd is not None:
         n = s.eval.robust_n or test_ds.num_examples
-        robust = evaluate(
-            key=eval_key,
-            model=s.model,
-            params=params,
-            task=s.task,
-            k=c.k,
-            x=test_ds.x[:n],
-            y=test_ds.y[:n],
-            batch_size=s.eval.batch_size,
-            pgd=pgd,
-            progress=progress,
-        )
+        robust = evaluate_on(x=test_ds.x[:n], y=test_ds.y[:n], pgd=pgd)
         test.update(
             robust=robust["robust"],
             robust_eps=robust["robust_eps"],
