@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from absl import logging
 from ml_collections import ConfigDict
 
-from lnjax.io import read_json, write_json_atomic
+from lnjax.io import read_json, to_json, write_json_atomic
 
 
 class UsageError(Exception):
@@ -78,7 +78,7 @@ def dataclass_from(config: ConfigDict, cls: type[_D], *, where: str = "") -> _D:
 
 def to_dict(config: ConfigDict) -> dict[str, Any]:
     """The config as plain JSON-able values (round-tripped through JSON, so it compares with config.json)."""
-    return json.loads(json.dumps(config.to_dict()))
+    return json.loads(to_json(config.to_dict()))
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
@@ -119,6 +119,8 @@ def check_workdir(workdir: str | os.PathLike, resolved: dict[str, Any]) -> Path:
             try:
                 old = read_json(config_file)
             except (OSError, ValueError) as e:
+                if not holds_results(path):
+                    return path  # a failed start's leftover: claimed again by open_workdir
                 raise UsageError(
                     f"--workdir {path}: cannot read {config_file.name} ({e}); "
                     "delete the workdir or pick another"
