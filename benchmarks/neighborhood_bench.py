@@ -52,6 +52,7 @@ from experiments.train import load_trained  # noqa: E402
 from lnjax import data, models, verify as V  # noqa: E402
 from lnjax.neighborhood import layers as NL  # noqa: E402
 from lnjax.neighborhood.baseline import binary_search, queries_per_layer  # noqa: E402
+from lnjax.neighborhood.config import OptimizerConfig  # noqa: E402
 from lnjax.neighborhood.optimizer import make_optimizer  # noqa: E402
 from lnjax.neighborhood.problem import make_problem  # noqa: E402
 from lnjax.verify.verdict import Status  # noqa: E402
@@ -82,9 +83,10 @@ def main(argv=None) -> None:
     k = int(tc.k)
     test = data.load_dataset("double_mnist", "test", a.data_dir, limit=max(20 * a.images, 200))
     stages = tuple(s for s in a.stages.split(",") if s)
-    verify = V.make_verifier(view=view, stages=stages, time_limit=a.time_limit)
-    fresh = V.make_verifier(view=view, stages=tuple(s for s in stages if s != "pgd"), time_limit=120.0)
-    optimizer = make_optimizer(max_queries=a.opt_queries, shrink="fixed")
+    verify = V.make_verifier(view, V.VerifierConfig(stages=stages, time_limit=a.time_limit))
+    no_pgd = tuple(s for s in stages if s != "pgd")
+    fresh = V.make_verifier(view, V.VerifierConfig(stages=no_pgd, time_limit=120.0))
+    optimizer = make_optimizer(OptimizerConfig(max_queries=a.opt_queries, shrink="fixed"))
     per_layer = queries_per_layer(scale=a.scale, eps_max=a.eps_max, tol=a.tol, eps_min=a.eps_min)
     settings = {
         "model": a.model,

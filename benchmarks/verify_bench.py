@@ -229,14 +229,13 @@ def run_model(name: str, args, worker: M.MilpWorker, test) -> list[dict]:
     common.log(f"{name}: test metrics {test_metrics}")
     view = models.layer_view(model, params)
     images = select_images(view, test, args.images)
-    verify = V.make_verifier(
-        view=view,
+    config = V.VerifierConfig(
         time_limit=args.time_limit,
         milp_max_unstable=args.milp_max_unstable,
         alpha_intermediate_steps=args.alpha_intermediate_steps,
         alpha_intermediate_lr=args.alpha_intermediate_lr,
-        worker=worker,
     )
+    verify = V.make_verifier(view, config, worker=worker)
     plain = None if args.no_plain else make_plain(view, cap=args.plain_cap, worker=worker)
     # Warm-up (compilation, MILP network, worker start): excluded from the timing.
     lo, hi, _ = box_for(test, images[0], scales[0], args.growth, args.max_layers)
