@@ -176,6 +176,8 @@ def run(
     resolved = to_dict(c)
     path = open_workdir(check_workdir(workdir, resolved), resolved)
 
+    if (path / "metrics.json").is_file() and not any((path / "checkpoints").glob("[0-9]*")):
+        logging.warning("%s is a finished run without checkpoints: training it again from scratch", path)
     key = jax.random.key(c.seed)
     train_key, eval_key = jax.random.split(key)
     t0 = time.perf_counter()

@@ -58,6 +58,11 @@ def test_finished_run_without_checkpoints_is_one_line_for_its_readers(
     code, out, err = cli(monkeypatch, capsys, c, tmp_path / "verify")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "has no checkpoints" in err and not (tmp_path / "verify").exists()
+    # re-running its training rebuilds them (the same model: training is deterministic)
+    _, _, tc = runs.load_trained(dmnist_run)
+    train_experiment.run(tc, str(run), progress=False)
+    same_test_metrics(run, dmnist_run)
+    runs.load_trained(run)
 
 
 def test_truncated_latest_checkpoint_falls_back_for_readers_and_training(dmnist_run, tmp_path, monkeypatch):
