@@ -27,17 +27,10 @@ import optax
 from jax import lax
 
 from lnjax.bounds import patches as P
-from lnjax.bounds.crown import (
-    CHUNK,
-    backward_lower,
-    crown_bounds,
-    input_bounds_of,
-    interval_spec_lower,
-    refine_bounds,
-)
-from lnjax.bounds.interval import LayerBounds
-from lnjax.bounds.relu import default_alpha
+from lnjax.bounds.crown import CHUNK, backward_lower, crown_bounds, interval_spec_lower, refine_bounds
+from lnjax.bounds.interval import LayerBounds, input_bounds_of
 from lnjax.models import layers as L
+from lnjax.models.ops import rules_of
 
 
 def optimized_lower(
@@ -64,9 +57,10 @@ def optimized_lower(
     rows = a.shape[0]
     init = {}
     for j in range(k + 1):
-        if isinstance(view.ops[j], L.ReLU):
+        alpha_init = rules_of(view.ops[j]).alpha_init
+        if alpha_init is not None:
             lo, hi = input_bounds_of(bounds, j, lower, upper)
-            init[j] = jnp.broadcast_to(default_alpha(lo, hi), (rows, *lo.shape))
+            init[j] = jnp.broadcast_to(alpha_init(lo, hi), (rows, *lo.shape))
 
     def bound(alphas):
         return backward_lower(view, bounds, k, a, lower, upper, alphas)
@@ -153,7 +147,7 @@ def alpha_crown_bounds(
             def bound(alphas):
                 return P.patch_lower(view, k, a, ctx, alphas, matrices)
 
-            return ascend(bound, P.patch_alphas(ctx), steps=steps, lr=lr)
+            return ascend(bound, P.patch_alphas(view, ctx), steps=steps, lr=lr)
 
         patch_chunk = max(chunk, P.PATCH_CHUNK)
         return P.patch_node_bounds(

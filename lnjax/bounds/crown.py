@@ -1,16 +1,14 @@
 """CROWN: backward linear bounds over the layer view, per example.
 
 A bound on a linear function `a · z_k` of the output of op k is propagated backwards op by op to
-an affine function of the input and concretised against the input box:
-- affine ops (Conv, Dense, Flatten, AvgPool): exactly, through the transpose of their linear part
-  (`jax.vjp`, so strides and padding need no hand-written transposed convolution);
+an affine function of the input and concretised against the input box. Each step is the op's
+`backward` rule (`lnjax.models.ops`):
+- affine ops (Conv, Dense, Flatten, AvgPool): exactly, through the transpose of their linear part;
 - ReLU with input bounds [l, u]: identity if l >= 0, zero if u <= 0, otherwise the standard
   relaxation alpha*x <= relu(x) <= u/(u-l) * (x - l), with the adaptive lower slope
   alpha = 1 if u >= -l else 0 (alpha-CROWN optimises alpha instead);
-- MaxPool with input bounds: per window, j = the input with the largest lower bound. Lower
-  relaxation: y >= x_j (always sound). Upper relaxation: y <= x_j when x_j dominates the window
-  (l_j >= u_i for every other i; then y = x_j exactly), otherwise the constant y <= max_i u_i.
-  Padded cells (-inf) never win.
+- MaxPool: y >= x_j for the input j with the largest lower bound; y <= x_j if it dominates its
+  window, else y <= max_i u_i (see `lnjax.models.ops.pool`).
 
 `crown_bounds` applies this to every pre-activation (the output of an affine op that feeds a ReLU or
 MaxPool) and to the logits, intersected with interval (or the given `base`) bounds; ops in between
@@ -40,11 +38,10 @@ import numpy as np
 from jax import lax
 
 from lnjax.bounds import patches as P
-from lnjax.bounds.interval import LayerBounds, interval_bounds, interval_op, linear_part
+from lnjax.bounds.interval import LayerBounds, input_bounds_of, interval_bounds, interval_op
 from lnjax.bounds.nodes import masked_node_bounds
-from lnjax.bounds.relu import relu_relaxation
 from lnjax.models import layers as L
-from lnjax.models.conv import conv_general_dilated
+from lnjax.models.ops import is_linear, rules_of
 
 CHUNK = 256
 """Neurons per backward pass (each gives two rows: lower and upper)."""
@@ -56,120 +53,7 @@ NodeBounds = Callable[[LayerBounds, int, jax.Array], "tuple[jax.Array, jax.Array
 RowLower = Callable[[LayerBounds, int, jax.Array], jax.Array]
 
 
-# ----------------------------------------------------------------------------- relaxations
-
-
-def _pool_index(in_hw, window, strides, padding) -> np.ndarray:
-    """[H', W', P] indices into the flattened [H * W] input (H * W marks a padded cell)."""
-    (h, w), (kh, kw), (sh, sw) = in_hw, window, strides
-    (pt, pb), (pl, pr) = padding
-    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    r = np.arange(oh)[:, None, None, None] * sh + np.arange(kh)[None, None, :, None] - pt
-    c = np.arange(ow)[None, :, None, None] * sw + np.arange(kw)[None, None, None, :] - pl
-    r, c = np.broadcast_arrays(r, c)
-    idx = np.where((r >= 0) & (r < h) & (c >= 0) & (c < w), r * w + c, h * w)
-    return idx.reshape(oh, ow, kh * kw)
-
-
-def _patches(x: jax.Array, idx: np.ndarray, fill: float) -> jax.Array:
-    """x: [H, W, C] -> [H', W', P, C] window cells (padded cells = fill)."""
-    h, w, c = x.shape
-    flat = jnp.pad(x.reshape(h * w, c), ((0, 1), (0, 0)), constant_values=fill)
-    return flat[idx]
-
-
-def _patches_transpose(a: jax.Array, in_shape, idx: np.ndarray) -> jax.Array:
-    """Transpose of `_patches(., idx, 0)`: a: [R, H', W', P, C] -> [R, H, W, C] (scatter-add)."""
-    _, vjp = jax.vjp(lambda x: _patches(x, idx, 0.0), jnp.zeros(in_shape, a.dtype))
-    return jax.vmap(lambda ai: vjp(ai)[0])(a)
-
-
-def maxpool_relaxation(op: L.MaxPool, lower, upper):
-    """Linear bounds of max-pooling given input bounds (see the module docstring).
-
-    Args:
-      op: the pooling op.
-      lower, upper: [H, W, C] input bounds.
-
-    Returns:
-      idx: [H', W', P] window cell indices (`_pool_index`);
-      w_lo: [H', W', P, C] one-hot lower-bound weights (y >= sum_p w_lo x_p);
-      w_up: [H', W', P, C] upper-bound weights (y <= sum_p w_up x_p + up_bias);
-      up_bias: [H', W', C];
-      undecided: [H', W', C] bool, windows where no input dominates.
-    """
-    idx = _pool_index(lower.shape[:2], op.window, op.strides, op.padding)
-    lp, up = _patches(lower, idx, -jnp.inf), _patches(upper, idx, -jnp.inf)
-    p = idx.shape[-1]
-    onehot = jnp.argmax(lp, axis=2)[:, :, None, :] == jnp.arange(p)[None, None, :, None]
-    u_other = jnp.max(jnp.where(onehot, -jnp.inf, up), axis=2)
-    decided = jnp.max(lp, axis=2) >= u_other
-    w_lo = onehot.astype(lower.dtype)
-    w_up = (onehot & decided[:, :, None, :]).astype(lower.dtype)
-    up_bias = jnp.where(decided, 0.0, jnp.max(up, axis=2))
-    return idx, w_lo, w_up, up_bias, ~decided
-
-
-def _undecided_pool_inputs(op: L.MaxPool, lower, upper) -> jax.Array:
-    """[H, W, C] bool: inputs that lie in some window where no input dominates."""
-    idx, _, _, _, undecided = maxpool_relaxation(op, lower, upper)
-    cells = jnp.broadcast_to(undecided[:, :, None, :], (*idx.shape, lower.shape[-1]))
-    hits = _patches_transpose(cells[None].astype(lower.dtype), lower.shape, idx)[0]
-    return hits > 0
-
-
 # ----------------------------------------------------------------------------- backward pass
-
-
-def _row_sum(x: jax.Array) -> jax.Array:
-    return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
-
-
-def conv_transpose(op: L.Conv, in_shape, a: jax.Array) -> jax.Array:
-    """Transpose of the convolution (no bias) applied to rows: [R, H', W', C_out] -> [R, *in_shape].
-
-    Equal to `jax.vjp` of `conv2d` (tests check it), but written as one stride-1 convolution per
-    stride phase, all phases stacked along the output channels, followed by depth-to-space: XLA's
-    CPU path for the input-dilated convolution that the vjp of a strided convolution produces is
-    several times slower.
-    """
-    h, w, c_in = in_shape
-    kh, kw, _, c_out = op.kernel.shape
-    (sh, sw), ((pt, _), (pl, _)) = op.strides, op.padding
-    rows, oh, ow = a.shape[:3]
-    mh, mw = -(-kh // sh), -(-kw // sw)  # taps per phase
-    qh, qw = -(-(h + pt) // sh), -(-(w + pl) // sw)  # outputs per phase
-    # x[s*q + r - p] = sum_m y[q - m] K[s*m + r]: phase r correlates y with K[s*(M-1-t) + r], t < M.
-    k = jnp.pad(op.kernel, ((0, sh * mh - kh), (0, sw * mw - kw), (0, 0), (0, 0)))
-    k = k.reshape(mh, sh, mw, sw, c_in, c_out)[::-1, :, ::-1]
-    k = k.transpose(0, 2, 5, 1, 3, 4).reshape(mh, mw, c_out, sh * sw * c_in)
-    out = conv_general_dilated(  # α-CROWN differentiates this inside a loop: see models/conv.py
-        a,
-        k,
-        window_strides=(1, 1),
-        padding=((mh - 1, max(0, qh - oh)), (mw - 1, max(0, qw - ow))),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=lax.Precision.HIGHEST,
-    )[:, :qh, :qw]
-    out = out.reshape(rows, qh, qw, sh, sw, c_in).transpose(0, 1, 3, 2, 4, 5)
-    return out.reshape(rows, qh * sh, qw * sw, c_in)[:, pt : pt + h, pl : pl + w]
-
-
-def _linear_transpose(op: L.Op, in_shape, a: jax.Array) -> jax.Array:
-    """Rows a: [R, *out] -> [R, *in_shape] through the transpose of the op's linear part."""
-    if isinstance(op, L.Dense):
-        return jnp.dot(a, op.kernel.T, precision=lax.Precision.HIGHEST)
-    if isinstance(op, L.Conv):
-        return conv_transpose(op, in_shape, a)
-    if isinstance(op, L.Flatten):
-        return a.reshape(a.shape[0], *in_shape)
-    _, vjp = jax.vjp(lambda x: linear_part(op, x), jnp.zeros(in_shape, a.dtype))
-    return jax.vmap(lambda ai: vjp(ai)[0])(a)
-
-
-def input_bounds_of(bounds: LayerBounds, j: int, lower, upper):
-    """Bounds of the input of op j (the box for j = 0)."""
-    return (lower, upper) if j == 0 else bounds[j - 1]
 
 
 def backward_lower(
@@ -200,24 +84,8 @@ def backward_lower(
     for j in range(k, -1, -1):
         op = view.ops[j]
         l_in, u_in = input_bounds_of(bounds, j, lower, upper)
-        if isinstance(op, L.ReLU):
-            lo_s, up_s, up_b = relu_relaxation(l_in, u_in, alphas.get(j))
-            a_pos, a_neg = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
-            bias = bias + _row_sum(a_neg * up_b)
-            a = a_pos * lo_s + a_neg * up_s
-        elif isinstance(op, L.MaxPool):
-            idx, w_lo, w_up, up_b, _ = maxpool_relaxation(op, l_in, u_in)
-            a_pos, a_neg = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
-            bias = bias + _row_sum(a_neg * up_b)
-            cells = a_pos[:, :, :, None, :] * w_lo + a_neg[:, :, :, None, :] * w_up
-            a = _patches_transpose(cells, l_in.shape, idx)
-        elif isinstance(op, (L.Conv, L.Dense)):
-            bias = bias + _row_sum(a * op.bias)
-            a = _linear_transpose(op, l_in.shape, a)
-        elif isinstance(op, L.LINEAR_OPS):
-            a = _linear_transpose(op, l_in.shape, a)
-        else:
-            raise TypeError(f"unknown op {type(op).__name__}")
+        a, term = rules_of(op).backward(op, a, l_in, u_in, alphas.get(j))
+        bias = bias + term
     flat = a.reshape(a.shape[0], -1)
     mid, rad = ((upper + lower) / 2).reshape(-1), ((upper - lower) / 2).reshape(-1)
     hi = lax.Precision.HIGHEST
@@ -229,28 +97,24 @@ def backward_lower(
 
 def _exact_by_interval(view: L.LayerView, k: int) -> bool:
     """True if op k's output is a single affine map of the box (interval bounds are exact)."""
-    prefix = view.ops[: k + 1]
-    affine = sum(isinstance(op, (L.Conv, L.Dense, L.AvgPool)) for op in prefix)
-    return all(isinstance(op, L.LINEAR_OPS) for op in prefix) and affine <= 1
+    prefix = [rules_of(op) for op in view.ops[: k + 1]]
+    mixing = sum(not r.box_exact for r in prefix)
+    return all(r.linear is not None for r in prefix) and mixing <= 1
 
 
 def refine_mask(view: L.LayerView, k: int, lower, upper) -> jax.Array | None:
     """Neurons of op k's output worth a backward pass, or None for no pass at all.
 
-    Outputs of affine ops that feed a ReLU (unstable neurons) or a MaxPool (inputs of undecided
-    windows), and the logits (all), unless interval bounds are already exact there.
+    Outputs of linear ops whose next op's relaxation depends on their bounds (its `refine` rule: a
+    ReLU's unstable inputs, a MaxPool's inputs in undecided windows), and the logits (all), unless
+    interval bounds are already exact there.
     """
-    op = view.ops[k]
-    if not isinstance(op, L.LINEAR_OPS) or _exact_by_interval(view, k):
+    if not is_linear(view.ops[k]) or _exact_by_interval(view, k):
         return None
     if k == len(view.ops) - 1:
         return jnp.ones(lower.shape, bool)
     nxt = view.ops[k + 1]
-    if isinstance(nxt, L.ReLU):
-        return (lower < 0) & (upper > 0)
-    if isinstance(nxt, L.MaxPool):
-        return _undecided_pool_inputs(nxt, lower, upper)
-    return None
+    return rules_of(nxt).refine(nxt, lower, upper)
 
 
 def _node_bounds(row_lower: Callable[[jax.Array], jax.Array], mask: jax.Array, chunk: int):
@@ -385,12 +249,15 @@ def crown_spec_lower(
 
 
 def unstable_counts(view: L.LayerView, bounds: LayerBounds) -> tuple[int, ...]:
-    """Number of unstable ReLUs (l < 0 < u on the ReLU's input) for each ReLU op, in order (host)."""
+    """Number of unstable ReLUs (l < 0 < u on the ReLU's input) for each ReLU op, in order (host).
+
+    "ReLU" is any op with an `unstable` rule (`lnjax.models.ops`)."""
     counts = []
     for k, op in enumerate(view.ops):
-        if isinstance(op, L.ReLU):
+        unstable = rules_of(op).unstable
+        if unstable is not None:
             if k == 0:
-                raise ValueError("a ReLU as the first op has no input bounds in LayerBounds")
+                raise ValueError(f"a {type(op).__name__} as the first op has no input bounds in LayerBounds")
             lo, hi = np.asarray(bounds[k - 1][0]), np.asarray(bounds[k - 1][1])
-            counts.append(int(np.sum((lo < 0) & (hi > 0))))
+            counts.append(int(np.sum(np.asarray(unstable(lo, hi)))))
     return tuple(counts)

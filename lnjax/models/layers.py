@@ -3,6 +3,8 @@
 Bounds (interval, CROWN) and the MILP encoder consume this view; it never relies on jaxpr
 internals. Every op is a `flax.struct` dataclass whose arrays are pytree leaves and whose
 geometry (strides, padding, windows) is static, so a view can be passed through `jax.jit`.
+The ops and their rules live in `lnjax.models.ops` (one module per op, one rule table); this
+module re-exports them and runs a view.
 
 Conventions: one example at a time, images `[H, W, C]` (NHWC without the batch axis),
 convolution kernels `[KH, KW, C_in, C_out]` (HWIO), dense kernels `[D_in, D_out]`,
@@ -12,64 +14,32 @@ exactly as Flax's `nn.Conv`, `nn.Dense` and `x.reshape(B, -1)` do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lnjax.models.conv import conv_general_dilated
+from lnjax.models.ops import AvgPool, Conv, Dense, Flatten, MaxPool, Op, Padding, ReLU, is_linear, rules_of
+from lnjax.models.ops.conv import conv2d
+from lnjax.models.ops.pool import avg_pool, max_pool
 
-Padding = tuple[tuple[int, int], tuple[int, int]]
-
-
-@struct.dataclass
-class Conv:
-    """2-D convolution + bias. kernel: [KH, KW, C_in, C_out], bias: [C_out]."""
-
-    kernel: jax.Array
-    bias: jax.Array
-    strides: tuple[int, int] = struct.field(pytree_node=False, default=(1, 1))
-    padding: Padding = struct.field(pytree_node=False, default=((0, 0), (0, 0)))
-
-
-@struct.dataclass
-class Dense:
-    """Affine map. kernel: [D_in, D_out], bias: [D_out]."""
-
-    kernel: jax.Array
-    bias: jax.Array
-
-
-@struct.dataclass
-class ReLU:
-    """Elementwise max(x, 0)."""
-
-
-@struct.dataclass
-class Flatten:
-    """[H, W, C] -> [H * W * C] in row-major order."""
-
-
-@struct.dataclass
-class MaxPool:
-    """Max over windows; padded cells never win (padding value -inf)."""
-
-    window: tuple[int, int] = struct.field(pytree_node=False, default=(2, 2))
-    strides: tuple[int, int] = struct.field(pytree_node=False, default=(2, 2))
-    padding: Padding = struct.field(pytree_node=False, default=((0, 0), (0, 0)))
-
-
-@struct.dataclass
-class AvgPool:
-    """Mean over windows (no padding): a linear op."""
-
-    window: tuple[int, int] = struct.field(pytree_node=False, default=(2, 2))
-    strides: tuple[int, int] = struct.field(pytree_node=False, default=(2, 2))
-
-
-Op = Conv | Dense | ReLU | Flatten | MaxPool | AvgPool
-LINEAR_OPS = (Conv, Dense, Flatten, AvgPool)
+__all__ = [
+    "AvgPool",
+    "Conv",
+    "Dense",
+    "Flatten",
+    "LayerView",
+    "MaxPool",
+    "Op",
+    "Padding",
+    "ReLU",
+    "apply_layers",
+    "apply_layers_batch",
+    "apply_op",
+    "avg_pool",
+    "conv2d",
+    "is_linear",
+    "max_pool",
+]
 
 
 @struct.dataclass
@@ -84,65 +54,20 @@ class LayerView:
         """Per-example shape after each op (len == len(ops))."""
         shapes, shape = [], self.input_shape
         for op in self.ops:
-            shape = jax.eval_shape(
-                lambda x, op=op: apply_op(op, x), jax.ShapeDtypeStruct(shape, jnp.float32)
-            ).shape
-            shapes.append(tuple(shape))
+            shape = op_output_shape(op, shape)
+            shapes.append(shape)
         return shapes
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Padding) -> jax.Array:
-    """Convolution without bias. x: [H, W, C_in] -> [H', W', C_out].
-
-    The loop-friendly `conv.conv_general_dilated` (same values and derivatives as lax's), so a
-    gradient of the layer view taken inside a `lax` loop stays on XLA CPU's fast path.
-    """
-    y = conv_general_dilated(
-        x[None],
-        kernel,
-        window_strides=tuple(strides),
-        padding=tuple(tuple(p) for p in padding),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        precision=jax.lax.Precision.HIGHEST,
-    )
-    return y[0]
-
-
-def max_pool(x: jax.Array, window, strides, padding: Padding) -> jax.Array:
-    """x: [H, W, C] -> [H', W', C]."""
-    return jax.lax.reduce_window(
-        x,
-        -jnp.inf,
-        jax.lax.max,
-        (*window, 1),
-        (*strides, 1),
-        (*padding, (0, 0)),
-    )
-
-
-def avg_pool(x: jax.Array, window, strides) -> jax.Array:
-    """x: [H, W, C] -> [H', W', C]."""
-    s = jax.lax.reduce_window(x, 0.0, jax.lax.add, (*window, 1), (*strides, 1), "VALID")
-    return s / (window[0] * window[1])
+def op_output_shape(op: Op, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The per-example output shape of `op` on inputs of shape `in_shape` (traced abstractly)."""
+    out = jax.eval_shape(lambda x: apply_op(op, x), jax.ShapeDtypeStruct(tuple(in_shape), jnp.float32))
+    return tuple(out.shape)
 
 
 def apply_op(op: Op, x: jax.Array) -> jax.Array:
     """Applies one op to one example."""
-    if isinstance(op, Conv):
-        return conv2d(x, op.kernel, op.strides, op.padding) + op.bias
-    if isinstance(op, Dense):
-        return jnp.dot(x, op.kernel, precision=jax.lax.Precision.HIGHEST) + op.bias
-    if isinstance(op, ReLU):
-        return jax.nn.relu(x)
-    if isinstance(op, Flatten):
-        return x.reshape(-1)
-    if isinstance(op, MaxPool):
-        return max_pool(x, op.window, op.strides, op.padding)
-    if isinstance(op, AvgPool):
-        return avg_pool(x, op.window, op.strides)
-    raise TypeError(
-        f"unknown op {type(op).__name__}; expected one of Conv, Dense, ReLU, Flatten, MaxPool, AvgPool"
-    )
+    return rules_of(op).apply(op, x)
 
 
 def apply_layers(view: LayerView, x: jax.Array) -> jax.Array:

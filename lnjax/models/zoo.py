@@ -16,6 +16,7 @@ from lnjax.models.sequential import (
     MaxPoolSpec,
     ReLUSpec,
     Sequential,
+    Spec,
 )
 
 R = ReLUSpec()
@@ -144,7 +145,7 @@ def cifar10_cnn(num_classes: int = 10) -> Sequential:
 
 def mlp(input_shape: tuple[int, ...], hidden: tuple[int, ...], num_classes: int) -> Sequential:
     """A fully connected ReLU network (tiny ones are used to test bounds and the MILP)."""
-    specs = [FlattenSpec()]
+    specs: list[Spec] = [FlattenSpec()]
     for h in hidden:
         specs += [DenseSpec(h), R]
     specs.append(DenseSpec(num_classes))

@@ -10,21 +10,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lnjax.bounds.interval import clip_box, interval_op
 from lnjax.models import layers as L
-
-
-def _abs_linear(op: L.Op, r: jax.Array) -> jax.Array:
-    """The radius map of a linear op: |W| r (bias-free)."""
-    if isinstance(op, L.Conv):
-        return L.conv2d(r, jnp.abs(op.kernel), op.strides, op.padding)
-    if isinstance(op, L.Dense):
-        return jnp.dot(r, jnp.abs(op.kernel))
-    return L.apply_op(op, r)  # Flatten, AvgPool: non-negative weights
+from lnjax.models.ops import rules_of
 
 
 def relu_stability_loss(view: L.LayerView, x: jax.Array, eps: float) -> jax.Array:
     """RS loss of one example: mean over ReLUs of −tanh(1 + l·u), l/u interval bounds of the
     pre-activation over the L∞ box of radius eps around x (clipped to [0, 1]).
+
+    The bounds are each op's interval rule (`lnjax.bounds.interval_op`); "ReLUs" are the ops with an
+    `unstable` rule (`lnjax.models.ops`).
 
     Args:
       view: the layer view of the model being trained (built from the params being differentiated).
@@ -34,19 +30,11 @@ def relu_stability_loss(view: L.LayerView, x: jax.Array, eps: float) -> jax.Arra
     Returns:
       Scalar in [−1, 1]; lower means more ReLUs are stable (l·u > 0 far from zero).
     """
-    lo = jnp.clip(x - eps, 0.0, 1.0)
-    hi = jnp.clip(x + eps, 0.0, 1.0)
-    total, count = 0.0, 0
+    lo, hi = clip_box(x - eps, x + eps)
+    total, count = jnp.zeros((), jnp.float32), 0
     for op in view.ops:
-        if isinstance(op, L.ReLU):
+        if rules_of(op).unstable is not None:
             total = total + jnp.sum(-jnp.tanh(1.0 + lo * hi))
             count += lo.size
-            lo, hi = jax.nn.relu(lo), jax.nn.relu(hi)
-        elif isinstance(op, L.MaxPool):
-            lo, hi = L.apply_op(op, lo), L.apply_op(op, hi)
-        else:
-            c, r = (lo + hi) / 2, (hi - lo) / 2
-            c = L.apply_op(op, c)
-            r = _abs_linear(op, r)
-            lo, hi = c - r, c + r
+        lo, hi = interval_op(op, lo, hi)
     return total / max(count, 1)

@@ -8,6 +8,8 @@ of every nonlinear layer (from `lnjax.bounds`) and the spec rows. The encoder th
 
 - affine layers: no variables; each value is a sparse row over the MILP columns (one `LinExpr`
   per emitted constraint);
+- nonlinear layers: each op's own encoding (`lnjax.models.ops`, `MilpRules.encode`), given this
+  encoder as an argument:
 - ReLU with bounds [l, u]: u ≤ 0 → the constant 0; l ≥ 0 → the
   identity (a continuous column tied by one equality, or inlined when the row has ≤
   `inline_max_terms` terms); otherwise one binary a and y ≥ x, y ≥ 0, y ≤ u·a, y ≤ x − l(1 − a);
@@ -47,12 +49,13 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import scipy.sparse as sp
 
 from lnjax.models import layers as L
+from lnjax.models.ops import MilpRules, rules_of
 
 # ----------------------------------------------------------------------------------------------
 # The network as data.
@@ -65,21 +68,17 @@ class AffineLayer(NamedTuple):
     b: np.ndarray
 
 
-class ReluLayer(NamedTuple):
-    """y = max(x, 0) on `size` units; `op_index` is the ReLU's index in `view.ops`."""
+class NonlinearLayer(NamedTuple):
+    """A nonlinear op (ReLU, max-pool, ...) as host data: `op` is the layer-view op (its rules encode
+    it), `data` what its `MilpRules.layer` precomputed (e.g. max-pool windows), `op_index` its index
+    in `view.ops`."""
 
-    size: int
+    op: Any
+    data: Any
     op_index: int
 
 
-class MaxPoolLayer(NamedTuple):
-    """y_o = max_{i ∈ windows[o], i ≥ 0} x_i. windows: [n_out, window] int (−1 = padding)."""
-
-    windows: np.ndarray
-    op_index: int
-
-
-Layer = AffineLayer | ReluLayer | MaxPoolLayer
+Layer = AffineLayer | NonlinearLayer
 
 
 class MilpNetwork(NamedTuple):
@@ -91,117 +90,35 @@ class MilpNetwork(NamedTuple):
     key: str  # a fingerprint of the weights, so a worker can cache the network
 
 
-def conv_matrix(kernel: np.ndarray, in_shape, strides, padding) -> tuple[sp.csr_matrix, tuple[int, ...]]:
-    """The convolution (without bias) as a sparse matrix over row-major flattened [H, W, C].
-
-    Args:
-      kernel: [KH, KW, C_in, C_out].
-      in_shape: (H, W, C_in).
-      strides: (sh, sw); padding: ((top, bottom), (left, right)).
-
-    Returns:
-      (matrix [Ho·Wo·C_out, H·W·C_in], output shape (Ho, Wo, C_out)).
-    """
-    kernel = np.asarray(kernel, np.float64)
-    kh, kw, ci, co = kernel.shape
-    h, w, _ = in_shape
-    (pt, pb), (pl, pr) = padding
-    sh, sw = strides
-    ho = (h + pt + pb - kh) // sh + 1
-    wo = (w + pl + pr - kw) // sw + 1
-    oh, ow, ih_k, iw_k, c_in, c_out = np.meshgrid(
-        np.arange(ho),
-        np.arange(wo),
-        np.arange(kh),
-        np.arange(kw),
-        np.arange(ci),
-        np.arange(co),
-        indexing="ij",
-    )
-    ih = oh * sh - pt + ih_k
-    iw = ow * sw - pl + iw_k
-    vals = kernel[ih_k, iw_k, c_in, c_out]
-    keep = (ih >= 0) & (ih < h) & (iw >= 0) & (iw < w) & (vals != 0)
-    rows = ((oh * wo + ow) * co + c_out)[keep]
-    cols = ((ih * w + iw) * ci + c_in)[keep]
-    m = sp.csr_matrix((vals[keep], (rows, cols)), shape=(ho * wo * co, h * w * ci))
-    return m, (ho, wo, co)
-
-
-def avg_pool_matrix(in_shape, window, strides) -> tuple[sp.csr_matrix, tuple[int, ...]]:
-    """Average pooling (VALID) as a sparse matrix over row-major flattened [H, W, C]."""
-    h, w, c = in_shape
-    kh, kw = window
-    sh, sw = strides
-    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
-    oh, ow, a, b, ch = np.meshgrid(
-        np.arange(ho), np.arange(wo), np.arange(kh), np.arange(kw), np.arange(c), indexing="ij"
-    )
-    rows = ((oh * wo + ow) * c + ch).ravel()
-    cols = (((oh * sh + a) * w + (ow * sw + b)) * c + ch).ravel()
-    vals = np.full(rows.shape, 1.0 / (kh * kw))
-    return sp.csr_matrix((vals, (rows, cols)), shape=(ho * wo * c, h * w * c)), (ho, wo, c)
-
-
-def max_pool_windows(in_shape, window, strides, padding) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Flat input indices of every max-pool window: [Ho·Wo·C, KH·KW] (−1 for padded cells)."""
-    h, w, c = in_shape
-    kh, kw = window
-    sh, sw = strides
-    (pt, pb), (pl, pr) = padding
-    ho = (h + pt + pb - kh) // sh + 1
-    wo = (w + pl + pr - kw) // sw + 1
-    oh, ow, ch, a, b = np.meshgrid(
-        np.arange(ho), np.arange(wo), np.arange(c), np.arange(kh), np.arange(kw), indexing="ij"
-    )
-    ih, iw = oh * sh - pt + a, ow * sw - pl + b
-    idx = (ih * w + iw) * c + ch
-    idx = np.where((ih >= 0) & (ih < h) & (iw >= 0) & (iw < w), idx, -1)
-    return idx.reshape(ho * wo * c, kh * kw), (ho, wo, c)
-
-
 def network_from_view(view: L.LayerView) -> MilpNetwork:
     """Converts a layer view into host data for the encoder (call once per network).
 
-    Consecutive linear ops are composed into one sparse matrix; weights are cast to float64.
+    Consecutive linear ops (their `MilpRules.matrix`) are composed into one sparse matrix; weights
+    are cast to float64. Nonlinear ops become a `NonlinearLayer` (their `MilpRules.layer`).
     """
     shape = tuple(view.input_shape)
     n_in = int(np.prod(shape))
     layers: list[Layer] = []
-    pending_w = sp.identity(n_in, format="csr", dtype=np.float64)
+    pending_w = sp.identity(n_in, format="csr", dtype="float64")
     pending_b = np.zeros(n_in)
 
     def flush():
-        nonlocal pending_w, pending_b
-        layers.append(AffineLayer(pending_w.tocsr(), pending_b))
+        layers.append(AffineLayer(cast(sp.csr_matrix, pending_w.tocsr()), pending_b))
 
     for i, op in enumerate(view.ops):
-        if isinstance(op, L.Conv):
-            m, out = conv_matrix(np.asarray(op.kernel), shape, op.strides, op.padding)
-            pending_w = m @ pending_w
-            pending_b = m @ pending_b + np.tile(np.asarray(op.bias, np.float64), out[0] * out[1])
-        elif isinstance(op, L.Dense):
-            m = sp.csr_matrix(np.asarray(op.kernel, np.float64).T)
-            out = (m.shape[0],)
-            pending_w = m @ pending_w
-            pending_b = m @ pending_b + np.asarray(op.bias, np.float64)
-        elif isinstance(op, L.Flatten):
-            out = (int(np.prod(shape)),)
-        elif isinstance(op, L.AvgPool):
-            m, out = avg_pool_matrix(shape, op.window, op.strides)
-            pending_w = m @ pending_w
-            pending_b = m @ pending_b
-        elif isinstance(op, L.ReLU):
+        milp = rules_of(op).milp
+        if milp.matrix is not None:  # linear: fold into the pending affine map
+            m, bias, out = milp.matrix(op, shape)
+            if m is not None:
+                pending_w = m @ pending_w
+                pending_b = m @ pending_b
+            if bias is not None:
+                pending_b = pending_b + bias
+        elif milp.layer is not None:
             flush()
-            out = shape
-            layers.append(ReluLayer(size=int(np.prod(shape)), op_index=i))
-            pending_w = sp.identity(int(np.prod(out)), format="csr", dtype=np.float64)
-            pending_b = np.zeros(int(np.prod(out)))
-        elif isinstance(op, L.MaxPool):
-            flush()
-            windows, out = max_pool_windows(shape, op.window, op.strides, op.padding)
-            layers.append(MaxPoolLayer(windows=windows, op_index=i))
-            pending_w = sp.identity(int(np.prod(out)), format="csr", dtype=np.float64)
+            data, out = milp.layer(op, shape)
+            layers.append(NonlinearLayer(op=op, data=data, op_index=i))
+            pending_w = sp.identity(int(np.prod(out)), format="csr", dtype="float64")
             pending_b = np.zeros(int(np.prod(out)))
         else:
             raise TypeError(f"the MILP encoder does not support op {type(op).__name__}")
@@ -209,18 +126,25 @@ def network_from_view(view: L.LayerView) -> MilpNetwork:
     flush()
     h = hashlib.blake2b(digest_size=16)
     for layer in layers:
-        for arr in layer:
-            if isinstance(arr, sp.csr_matrix):
-                for part in (arr.data, arr.indices, arr.indptr):
-                    h.update(np.ascontiguousarray(part).tobytes())
-            elif isinstance(arr, np.ndarray):
-                h.update(np.ascontiguousarray(arr).tobytes())
-            else:
-                h.update(repr(arr).encode())
+        for part in _fingerprint_parts(layer):
+            h.update(part)
     h.update(repr(shape).encode())
     return MilpNetwork(
         layers=tuple(layers), input_size=n_in, num_classes=int(np.prod(shape)), key=h.hexdigest()
     )
+
+
+def _fingerprint_parts(layer: Layer) -> list[bytes]:
+    """The bytes that identify a layer (weights, windows, op geometry)."""
+    if isinstance(layer, AffineLayer):
+        w = layer.w
+        return [np.ascontiguousarray(p).tobytes() for p in (w.data, w.indices, w.indptr, layer.b)]
+    data = np.asarray(layer.data)
+    return [repr(layer.op).encode(), np.ascontiguousarray(data).tobytes(), repr(layer.op_index).encode()]
+
+
+def _nonlinear_rules(layer: NonlinearLayer) -> MilpRules:
+    return rules_of(layer.op).milp
 
 
 def network_forward(net: MilpNetwork, x: np.ndarray) -> np.ndarray:
@@ -229,17 +153,16 @@ def network_forward(net: MilpNetwork, x: np.ndarray) -> np.ndarray:
     for layer in net.layers:
         if isinstance(layer, AffineLayer):
             v = layer.w @ v + layer.b
-        elif isinstance(layer, ReluLayer):
-            v = np.maximum(v, 0.0)
         else:
-            padded = np.concatenate([v, [-np.inf]])  # index −1 reads −inf
-            v = padded[layer.windows].max(axis=1)
+            forward = _nonlinear_rules(layer).forward
+            assert forward is not None
+            v = forward(layer.data, v)
     return v
 
 
 def nonlinear_op_indices(net: MilpNetwork) -> list[int]:
-    """The `view.ops` index of every ReLU / max-pool layer, in order (their input bounds are needed)."""
-    return [layer.op_index for layer in net.layers if not isinstance(layer, AffineLayer)]
+    """The `view.ops` index of every nonlinear layer, in order (their input bounds are needed)."""
+    return [layer.op_index for layer in net.layers if isinstance(layer, NonlinearLayer)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,14 +333,16 @@ class _Encoder:
 
     def resize(self, a: sp.csr_matrix) -> sp.csr_matrix:
         """The same rows over the current number of columns."""
-        return sp.csr_matrix((a.data, a.indices, a.indptr), shape=(a.shape[0], self.ncols))
+        return sp.csr_matrix((a.data, a.indices, a.indptr), shape=(len(a.indptr) - 1, self.ncols))
 
-    def expr(self, a: sp.csr_matrix, i: int, const: float = 0.0):
+    def expr(self, a: sp.csr_matrix, i: int | np.integer, const: float = 0.0) -> Any:
         """Row i of `a` as a LinExpr (+ const)."""
         lo, hi = a.indptr[i], a.indptr[i + 1]
         cols = self.cols
         return self.mip.LinExpr(
-            variables=[cols[j] for j in a.indices[lo:hi]], coeffs=a.data[lo:hi].tolist(), const=const
+            variables=[cols[j] for j in a.indices[lo:hi]],
+            coeffs=a.data[lo:hi].tolist(),
+            const=const,  # pyright: ignore[reportArgumentType] (python-mip annotates numbers.Real)
         )
 
     def add_rows(self, a: sp.csr_matrix, rhs: np.ndarray, sense: str) -> None:
@@ -432,14 +357,6 @@ class _Encoder:
                 self.model.add_constr(e >= r)
             else:
                 self.model.add_constr(e == r)
-
-
-def _selector(
-    n: int, idx: np.ndarray, ncols: int, cols: np.ndarray, coef: np.ndarray | float
-) -> sp.csr_matrix:
-    """A [len(idx), ncols] matrix with coef at (row r, column cols[r])."""
-    coef = np.broadcast_to(np.asarray(coef, float), (len(idx),))
-    return sp.csr_matrix((coef, (np.arange(len(idx)), cols)), shape=(len(idx), ncols))
 
 
 def _widen(lu, slack: float):
@@ -495,7 +412,7 @@ def encode(net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline
     first_nonlinear = True
     for layer in net.layers:
         if isinstance(layer, AffineLayer):
-            a = (layer.w @ enc.resize(a)).tocsr()
+            a = cast(sp.csr_matrix, layer.w @ enc.resize(a)).tocsr()
             a.eliminate_zeros()
             b = layer.w @ b + layer.b
             continue
@@ -505,111 +422,19 @@ def encode(net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline
         raw = tuple(np.asarray(v, np.float64).ravel() for v in query.pre_bounds[nl])
         lo, hi = _widen(raw, slack)
         nl += 1
-        if options.lp_tighten and not first_nonlinear and isinstance(layer, ReluLayer):
+        rules = _nonlinear_rules(layer)
+        if options.lp_tighten and not first_nonlinear and rules.lp_tighten:
             t0 = time.monotonic()
             lo, hi = _lp_tighten(enc, a, b, lo, hi, min(deadline, t0 + options.lp_tighten_seconds))
             raw = (np.maximum(raw[0], lo), np.minimum(raw[1], hi))
             tighten_s += time.monotonic() - t0
         first_nonlinear = False
-        if isinstance(layer, ReluLayer):
-            a, b, n_unstable = _encode_relu(enc, enc.resize(a), b, raw, lo, hi, options.inline_max_terms)
-        else:
-            a, b, n_unstable = _encode_maxpool(enc, enc.resize(a), b, raw, lo, hi, layer.windows)
+        assert rules.encode is not None
+        a, b, n_unstable = rules.encode(enc, enc.resize(a), b, raw, lo, hi, layer.data, options)
         unstable.append(n_unstable)
     s_col = _encode_objective(enc, enc.resize(a), b, query)
-    enc.model.objective = enc.mip.LinExpr(variables=[enc.cols[s_col]], coeffs=[1.0])
+    enc.model.objective = enc.mip.LinExpr(variables=[enc.cols[s_col]], coeffs=[1.0])  # pyright: ignore[reportArgumentType]
     return enc, x_cols, s_col, {"unstable": tuple(unstable), "tighten_s": tighten_s}
-
-
-def _encode_relu(enc: _Encoder, a, b, raw, lo, hi, inline_max_terms: int):
-    n = a.shape[0]
-    active = raw[0] >= 0
-    inactive = (raw[1] <= 0) & ~active
-    unstable = ~active & ~inactive
-    nnz = np.diff(a.indptr)
-    tie = active & (nnz > inline_max_terms)
-    # Output rows: start from the pre-activation rows, then overwrite.
-    keep = active & ~tie
-    out_rows = [a.multiply(keep[:, None]).tocsr()]
-    out_b = np.where(keep, b, 0.0)
-    # Identity units with long rows: a continuous column y with y = x.
-    idx = np.flatnonzero(tie)
-    if len(idx):
-        cols = enc.add_columns(lo[idx], hi[idx])
-        ax = enc.resize(a[idx])
-        enc.add_rows(_selector(n, idx, enc.ncols, cols, 1.0) - ax, b[idx], "==")
-    else:
-        cols = np.zeros(0, int)
-    tie_cols = cols
-    # Unstable units: y ∈ [0, u], binary g; y ≥ x; y ≤ x − l(1 − g); y ≤ u·g.
-    idx_u = np.flatnonzero(unstable)
-    if len(idx_u):
-        y = enc.add_columns(np.zeros(len(idx_u)), hi[idx_u])
-        g = enc.add_columns(np.zeros(len(idx_u)), np.ones(len(idx_u)), binary=True)
-        ax = enc.resize(a[idx_u])
-        sel_y = _selector(n, idx_u, enc.ncols, y, 1.0)
-        l_u, h_u = lo[idx_u], hi[idx_u]
-        enc.add_rows(sel_y - ax, b[idx_u], ">=")
-        enc.add_rows(sel_y - ax - _selector(n, idx_u, enc.ncols, g, l_u), b[idx_u] - l_u, "<=")
-        enc.add_rows(sel_y - _selector(n, idx_u, enc.ncols, g, h_u), np.zeros(len(idx_u)), "<=")
-    else:
-        y = np.zeros(0, int)
-    # New rows: selectors for tied and unstable units.
-    rows = np.concatenate([idx, idx_u])
-    cols = np.concatenate([tie_cols, y])
-    new = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, enc.ncols))
-    out = enc.resize(out_rows[0]) + new
-    return out.tocsr(), out_b, int(unstable.sum())
-
-
-def _encode_maxpool(enc: _Encoder, a, b, raw, lo, hi, windows: np.ndarray):
-    n_out = windows.shape[0]
-    out_rows, out_cols, out_vals = [], [], []
-    out_b = np.zeros(n_out)
-    n_unstable = 0
-    pending = []  # (o, candidates, y column)
-    for o in range(n_out):
-        w = windows[o]
-        w = w[w >= 0]
-        # Inputs that can exceed the largest lower bound L, plus one input attaining L (an input
-        # with u ≤ L can only tie with it).
-        j = w[np.argmax(raw[0][w])]
-        cand = np.union1d(w[raw[1][w] > raw[0][j]], [j])
-        if len(cand) == 1:
-            i = cand[0]
-            rs, re = a.indptr[i], a.indptr[i + 1]
-            out_rows += [o] * (re - rs)
-            out_cols += a.indices[rs:re].tolist()
-            out_vals += a.data[rs:re].tolist()
-            out_b[o] = b[i]
-            continue
-        n_unstable += 1
-        pending.append((o, cand, lo[w].max(), hi[cand].max()))
-    # Columns first (one y per open window, one binary per candidate), then the rows.
-    if pending:
-        ys = enc.add_columns(np.array([p[2] for p in pending]), np.array([p[3] for p in pending]))
-        a = enc.resize(a)
-        for (o, cand, _, big_u), y in zip(pending, ys, strict=True):
-            g = enc.add_columns(np.zeros(len(cand)), np.ones(len(cand)), binary=True)
-            a = enc.resize(a)
-            x = a[cand]
-            sel_y = sp.csr_matrix(
-                (np.ones(len(cand)), (np.arange(len(cand)), np.full(len(cand), y))),
-                shape=(len(cand), enc.ncols),
-            )
-            sel_g = sp.csr_matrix((big_u - lo[cand], (np.arange(len(cand)), g)), shape=(len(cand), enc.ncols))
-            enc.add_rows(sel_y - x, b[cand], ">=")  # y ≥ x_i
-            enc.add_rows(sel_y - x + sel_g, b[cand] + big_u - lo[cand], "<=")  # y ≤ x_i + (U − l_i)(1 − g_i)
-            enc.add_rows(
-                sp.csr_matrix((np.ones(len(cand)), (np.zeros(len(cand), int), g)), shape=(1, enc.ncols)),
-                np.ones(1),
-                "==",
-            )
-            out_rows.append(o)
-            out_cols.append(y)
-            out_vals.append(1.0)
-    out = sp.csr_matrix((out_vals, (out_rows, out_cols)), shape=(n_out, enc.ncols))
-    return out, out_b, n_unstable
 
 
 def _encode_objective(enc: _Encoder, a, b, query: MilpQuery) -> int:
@@ -810,8 +635,9 @@ class MilpWorker:
         answer to a later request). Call with the lock held."""
         if self._send(messages, deadline):
             wait = None if math.isinf(deadline) else max(deadline - time.monotonic(), 0.0)
-            if self._conn.poll(wait):
-                return self._conn.recv()
+            conn = self._conn
+            if conn is not None and conn.poll(wait):
+                return conn.recv()
         self._kill()
         self.restarts += 1
         self._start()
@@ -824,6 +650,8 @@ class MilpWorker:
 
         def run():
             try:
+                if conn is None:
+                    raise OSError("no connection to the worker")
                 for m in messages:
                     conn.send(m)
             except Exception as e:  # also the TypeError of a connection closed under it by a kill
@@ -846,7 +674,7 @@ class MilpWorker:
         self.start()
         with self._lock:
             try:
-                messages = [] if net.key in self._known else [("net", net)]
+                messages: list[tuple] = [] if net.key in self._known else [("net", net)]
                 messages.append(("solve", net.key, query, options))
                 # None: the deadline came first (a restarting worker did not take the query in time,
                 # or CBC overran); the worker has been replaced.

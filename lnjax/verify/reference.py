@@ -18,6 +18,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from lnjax.models import layers as L
+from lnjax.verify.milp import AffineLayer, network_from_view
 from lnjax.verify.specs import SpecRows
 
 
@@ -29,23 +30,19 @@ class BruteForceResult(NamedTuple):
     patterns: int
 
 
-def _affine_layers(view: L.LayerView):
-    """[(W [out, in], b [out]), ...] with a ReLU between consecutive entries."""
-    layers, w, b = [], None, None
-    n = int(np.prod(view.input_shape))
-    w, b = np.eye(n), np.zeros(n)
-    for op in view.ops:
-        if isinstance(op, L.Flatten):
-            continue
-        if isinstance(op, L.Dense):
-            k = np.asarray(op.kernel, np.float64).T
-            w, b = k @ w, k @ b + np.asarray(op.bias, np.float64)
-        elif isinstance(op, L.ReLU):
-            layers.append((w, b))
-            w, b = np.eye(w.shape[0]), np.zeros(w.shape[0])
-        else:
-            raise TypeError(f"brute force handles Flatten/Dense/ReLU nets only, not {type(op).__name__}")
-    layers.append((w, b))
+def _affine_layers(view: L.LayerView) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(W [out, in], b [out]), ...] with a ReLU between consecutive entries.
+
+    The linear ops are the MILP network's (`milp.network_from_view`: every op's `MilpRules.matrix`),
+    so any linear op of the rule table is supported; the nonlinear ops must be ReLUs, since this
+    enumerates ReLU activation patterns.
+    """
+    layers = []
+    for layer in network_from_view(view).layers:
+        if isinstance(layer, AffineLayer):
+            layers.append((layer.w.toarray(), np.asarray(layer.b, np.float64)))
+        elif not isinstance(layer.op, L.ReLU):  # a precondition of the algorithm, not a dispatch
+            raise TypeError(f"brute force handles ReLU networks only, not {type(layer.op).__name__}")
     return layers
 
 
@@ -55,7 +52,7 @@ def brute_force_min(
     """The exact minimum of the spec margin over the box, by enumerating activation patterns.
 
     Args:
-      view: a Flatten/Dense/ReLU network with at most `max_relus` ReLUs.
+      view: a network whose nonlinear ops are ReLUs, with at most `max_relus` of them.
       lower, upper: [*input_shape] the box.
       rows: the spec's rows (`spec.rows(K)`).
 

@@ -11,6 +11,7 @@ import pytest
 
 from lnjax import bounds as B, models
 from lnjax.bounds import crown as C, patches as P
+from lnjax.models.ops import conv as conv_op, pool as pool_op
 
 STEPS = 4  # alpha-CROWN steps in tests (soundness and order hold for any number)
 TOL = 1e-4  # float32 rounding slack for sampled values
@@ -149,7 +150,7 @@ def test_bounds_sound_nested_and_ordered(name):
         ib = interval_jit(view, lower, upper)
         cb = crown_jit(view, lower, upper)
         ab = alpha_jit(view, lower, upper, base=cb)  # base=cb: no second CROWN compile
-        outs = _all_outputs(view, _samples(jax.random.fold_in(key, 3), lower, upper, 2000))
+        outs = _all_outputs(view, _samples(jax.random.fold_in(key, 3), lower, upper, 512))
         for what, b in (("interval", ib), ("crown", cb), ("alpha", ab)):
             _assert_contains(b, outs, what)
         _assert_nested(cb, ib, "crown within interval")
@@ -252,12 +253,12 @@ def test_maxpool_relaxation_exact_when_one_input_dominates():
     op = models.MaxPool(window=(2, 2), strides=(2, 2))
     lower = jnp.array([[0.0, 2.0], [0.5, -1.0]])[:, :, None]
     upper = jnp.array([[1.0, 3.0], [1.9, 0.0]])[:, :, None]
-    _, w_lo, w_up, up_bias, undecided = C.maxpool_relaxation(op, lower, upper)
+    _, w_lo, w_up, up_bias, undecided = pool_op.maxpool_relaxation(op, lower, upper)
     np.testing.assert_array_equal(w_lo[0, 0, :, 0], [0, 1, 0, 0])
     np.testing.assert_array_equal(w_up[0, 0, :, 0], [0, 1, 0, 0])
     assert float(up_bias[0, 0, 0]) == 0.0 and not bool(undecided[0, 0, 0])
     upper = upper.at[1, 0, 0].set(2.5)  # now input (1, 0) may beat input (0, 1)
-    _, w_lo, w_up, up_bias, undecided = C.maxpool_relaxation(op, lower, upper)
+    _, w_lo, w_up, up_bias, undecided = pool_op.maxpool_relaxation(op, lower, upper)
     np.testing.assert_array_equal(w_lo[0, 0, :, 0], [0, 1, 0, 0])
     np.testing.assert_array_equal(w_up[0, 0, :, 0], [0, 0, 0, 0])
     assert float(up_bias[0, 0, 0]) == 3.0 and bool(undecided[0, 0, 0])
@@ -308,7 +309,7 @@ def test_conv_transpose_equals_vjp(hw, kernel, strides, padding):
     @jax.jit
     def both(op, a):
         _, vjp = jax.vjp(lambda x: models.apply_op(op, x), jnp.zeros(in_shape))
-        return C.conv_transpose(op, in_shape, a), jax.vmap(lambda ai: vjp(ai)[0])(a)
+        return conv_op.conv_transpose(op, in_shape, a), jax.vmap(lambda ai: vjp(ai)[0])(a)
 
     out_shape = jax.eval_shape(lambda x: models.apply_op(op, x), jax.ShapeDtypeStruct(in_shape, jnp.float32))
     got, expected = both(op, jax.random.normal(k2, (2, *out_shape.shape)))
@@ -351,6 +352,7 @@ def test_patch_mode_equals_the_full_backward_pass():
     _assert_nested(alpha_patch, full, "alpha patch in crown")
 
 
+@pytest.mark.slow  # the full-size DOUBLE-MNIST CNN; conv_pool / conv_avg / CONV_PATCH cover its ops fast
 def test_dmnist_cnn_bounds_sound_and_ordered():
     model = models.get_model("dmnist_cnn")
     view = _view(model, jax.random.key(11))
@@ -408,3 +410,20 @@ def test_batched_with_vmap_matches_per_example():
         for (lb, ub), (ls, us) in zip(batched, single, strict=True):
             np.testing.assert_allclose(lb[b], ls, atol=1e-5)
             np.testing.assert_allclose(ub[b], us, atol=1e-5)
+
+
+def test_relu_stability_loss_penalises_the_interval_bounds():
+    """The RS loss is −tanh(1 + l·u) averaged over the ReLU inputs' interval bounds (one propagation)."""
+    from lnjax.train.stability import relu_stability_loss
+
+    model, eps = NETS["conv_pool"]
+    view = _view(model, jax.random.key(31))
+    x = jax.random.uniform(jax.random.key(32), model.input_shape)
+    lower, upper = B.clip_box(x - eps, x + eps)
+    ib = interval_jit(view, lower, upper)
+    relus = [k for k, op in enumerate(view.ops) if isinstance(op, models.ReLU)]
+    terms = [-np.tanh(1.0 + np.asarray(ib[k - 1][0]) * np.asarray(ib[k - 1][1])) for k in relus]
+    expected = sum(float(t.sum()) for t in terms) / sum(t.size for t in terms)
+    assert float(jax.jit(relu_stability_loss, static_argnums=2)(view, x, eps)) == pytest.approx(
+        expected, rel=1e-5
+    )

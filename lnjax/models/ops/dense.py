@@ -1,0 +1,71 @@
+"""Dense: an affine map on the last axis, and all its rules (see `base`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+from flax import struct
+
+from lnjax.models.ops.base import MilpRules, OpRules, affine_interval, register, row_sum
+
+
+@struct.dataclass
+class Dense:
+    """Affine map. kernel: [D_in, D_out], bias: [D_out]."""
+
+    kernel: jax.Array
+    bias: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseSpec:
+    """A Flax dense layer (`nn.Dense`, with bias) in a `Sequential`."""
+
+    features: int
+
+    def flax(self, x: jax.Array, name: str) -> jax.Array:
+        return nn.Dense(self.features, name=name)(x)
+
+    def to_op(self, params: Any, in_shape: tuple[int, ...]) -> Dense:
+        del in_shape
+        return Dense(kernel=jnp.asarray(params["kernel"]), bias=jnp.asarray(params["bias"]))
+
+
+def linear(op: Dense, x: jax.Array) -> jax.Array:
+    return jnp.dot(x, op.kernel, precision=jax.lax.Precision.HIGHEST)
+
+
+def apply(op: Dense, x: jax.Array) -> jax.Array:
+    return linear(op, x) + op.bias
+
+
+def backward(
+    op: Dense, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha=None
+) -> tuple[jax.Array, jax.Array]:
+    """Exact: a · (x W + b) = (a W^T) · x + a · b."""
+    del l_in, u_in, alpha
+    return jnp.dot(a, op.kernel.T, precision=jax.lax.Precision.HIGHEST), row_sum(a * op.bias)
+
+
+def milp_matrix(op: Dense, in_shape: tuple[int, ...]):
+    del in_shape
+    m = sp.csr_matrix(np.asarray(op.kernel, np.float64).T)
+    return m, np.asarray(op.bias, np.float64), (int(op.kernel.shape[1]),)
+
+
+register(
+    Dense,
+    OpRules(
+        apply=apply,
+        interval=affine_interval,
+        backward=backward,
+        linear=linear,
+        milp=MilpRules(matrix=milp_matrix),
+    ),
+)
