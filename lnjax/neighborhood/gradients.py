@@ -43,13 +43,13 @@ def spec_arrays(spec: Spec, view: L.LayerView) -> tuple[jax.Array, jax.Array, in
 
 
 @functools.partial(jax.jit, static_argnames="k")
-def margin(view, x, c, offset, *, k):
+def margin(view: L.LayerView, x: jax.Array, c: jax.Array, offset: jax.Array, *, k: int) -> jax.Array:
     """The spec margin at x: [*input_shape] -> scalar (positive = the property holds)."""
     return view_margin(view, x, c, offset, k)
 
 
 @functools.partial(jax.jit, static_argnames="k")
-def saliency(view, x, c, offset, *, k):
+def saliency(view: L.LayerView, x: jax.Array, c: jax.Array, offset: jax.Array, *, k: int) -> jax.Array:
     """Vanilla-gradient saliency |∂ margin / ∂x| (Simonyan et al. 2013): [*input_shape] -> same."""
     return jnp.abs(jax.grad(view_margin, argnums=1)(view, x, c, offset, k))
 
@@ -73,7 +73,19 @@ def pgd_in_box(
 
 
 @functools.partial(jax.jit, static_argnames="k")
-def rl_gradient(view, x, layers, eps, points, margins, c, offset, temperature, *, k):
+def rl_gradient(
+    view: L.LayerView,
+    x: jax.Array,
+    layers: jax.Array,
+    eps: jax.Array,
+    points: jax.Array,
+    margins: jax.Array,
+    c: jax.Array,
+    offset: jax.Array,
+    temperature: jax.Array,
+    *,
+    k: int,
+) -> tuple[jax.Array, jax.Array]:
     """∂(worst-case margin)/∂ε_d from weakest points.
 
     Args:
@@ -101,7 +113,9 @@ def rl_gradient(view, x, layers, eps, points, margins, c, offset, temperature, *
     return jnp.sum(w[:, None] * grads, axis=0), w
 
 
-def pad_points(points: list[tuple[np.ndarray, float]], shape) -> tuple[np.ndarray, np.ndarray]:
+def pad_points(
+    points: list[tuple[np.ndarray, float]], shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """The ≤ MAX_POINTS weakest (x, margin) pairs as arrays [MAX_POINTS, *shape], [MAX_POINTS]."""
     pts = sorted(points, key=lambda p: p[1])[:MAX_POINTS]
     xs = np.zeros((MAX_POINTS, *shape), np.float32)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
+from jax.typing import ArrayLike
 from scipy import ndimage
 
 METRICS = ("chebyshev", "euclidean", "manhattan")
@@ -40,7 +41,7 @@ def _check_mask(mask) -> np.ndarray:
     return mask
 
 
-def distance_map(mask, *, metric: str = "chebyshev") -> np.ndarray:
+def distance_map(mask: ArrayLike, *, metric: str = "chebyshev") -> np.ndarray:
     """Integer distance of every pixel to the nearest pixel of the object.
 
     Args:
@@ -71,7 +72,7 @@ def distance_map(mask, *, metric: str = "chebyshev") -> np.ndarray:
     return d.astype(np.int32)
 
 
-def layer_map(mask, *, metric: str = "chebyshev", max_layers: int | None = None) -> np.ndarray:
+def layer_map(mask: ArrayLike, *, metric: str = "chebyshev", max_layers: int | None = None) -> np.ndarray:
     """The layer of every pixel: its distance to the object, capped at `max_layers − 1`.
 
     Args:
@@ -94,12 +95,12 @@ def layer_map(mask, *, metric: str = "chebyshev", max_layers: int | None = None)
     return d
 
 
-def num_layers(layers) -> int:
+def num_layers(layers: ArrayLike) -> int:
     """The number of layers of a layer map (its largest layer index + 1)."""
     return int(np.max(np.asarray(layers))) + 1
 
 
-def layer_sizes(layers, num: int | None = None) -> np.ndarray:
+def layer_sizes(layers: ArrayLike, num: int | None = None) -> np.ndarray:
     """Pixels per layer.
 
     Args:
@@ -116,7 +117,7 @@ def layer_sizes(layers, num: int | None = None) -> np.ndarray:
     return np.bincount(layers.ravel(), minlength=n).astype(np.int64)
 
 
-def box_of(mask) -> np.ndarray:
+def box_of(mask: ArrayLike) -> np.ndarray:
     """The tight bounding box of an object, as a mask: bool [H, W], True inside the box."""
     mask = _check_mask(mask)
     ys, xs = np.nonzero(mask)
@@ -129,7 +130,7 @@ def _is_concrete(v) -> bool:
     return not isinstance(v, Tracer)
 
 
-def eps_per_pixel(layers, eps) -> jax.Array:
+def eps_per_pixel(layers: ArrayLike, eps: ArrayLike) -> jax.Array:
     """ε of every pixel: eps[layers].
 
     Args:
@@ -147,7 +148,7 @@ def eps_per_pixel(layers, eps) -> jax.Array:
     return jnp.take(eps, jnp.asarray(layers))
 
 
-def neighborhood_box(x, layers, eps) -> tuple[jax.Array, jax.Array]:
+def neighborhood_box(x: ArrayLike, layers: ArrayLike, eps: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """The per-pixel box of N(x; ε): [x − ε_d, x + ε_d] on layer d, clipped to [0, 1].
 
     Args:
@@ -172,7 +173,7 @@ def neighborhood_box(x, layers, eps) -> tuple[jax.Array, jax.Array]:
     return jnp.clip(x - e, 0.0, 1.0), jnp.clip(x + e, 0.0, 1.0)
 
 
-def layer_sum(values, layers, num: int) -> jax.Array:
+def layer_sum(values: ArrayLike, layers: ArrayLike, num: int) -> jax.Array:
     """Sums per-pixel values over each layer (e.g. a gradient w.r.t. the per-pixel ε → w.r.t. ε_d).
 
     Args:

@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from lnjax.models import layers as L
 from lnjax.neighborhood import gradients as G
@@ -112,7 +113,7 @@ class Optimizer(NamedTuple):
     run: Callable[..., Result]
 
 
-def norm_gradient(eps, sizes, norm: str = "logvol") -> np.ndarray:
+def norm_gradient(eps: ArrayLike, sizes: ArrayLike, norm: str = "logvol") -> np.ndarray:
     """∂ norm / ∂θ (θ = log ε): "logvol" → |l_d|; "linear" → |l_d| ε_d. float64 [R]."""
     sizes = np.asarray(sizes, np.float64)
     if norm == "logvol":
@@ -122,7 +123,7 @@ def norm_gradient(eps, sizes, norm: str = "logvol") -> np.ndarray:
     raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
 
 
-def step_gradient(n, r, lam: float) -> np.ndarray:
+def step_gradient(n: ArrayLike, r: ArrayLike, lam: float) -> np.ndarray:
     """n + λ · (‖n‖ / ‖r‖) · r (just n when r = 0). float64 [R]."""
     n = np.asarray(n, np.float64)
     r = np.asarray(r, np.float64)
@@ -146,7 +147,7 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
     cfg = dataclasses.replace(config or OptimizerConfig(), **overrides)
     lo_t, hi_t = math.log(cfg.eps_min), math.log(cfg.eps_max)
 
-    def init(eps0) -> OptimizerState:
+    def init(eps0: ArrayLike) -> OptimizerState:
         theta = np.clip(np.log(np.maximum(np.asarray(eps0, np.float64), cfg.eps_min)), lo_t, hi_t)
         return OptimizerState(
             theta=theta,
@@ -161,7 +162,9 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
             done=False,
         )
 
-    def update(state: OptimizerState, robust: bool, rl_grad, sizes, shrink_weights) -> OptimizerState:
+    def update(
+        state: OptimizerState, robust: bool, rl_grad: ArrayLike, sizes: ArrayLike, shrink_weights: ArrayLike
+    ) -> OptimizerState:
         theta = np.asarray(state.theta, np.float64)
         w = np.asarray(shrink_weights, np.float64)
         sizes = np.asarray(sizes, np.float64)
@@ -209,7 +212,9 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
             done=lam_ < cfg.lam_min,
         )
 
-    def start_eps(key, view, problem: Problem, c, offset, k) -> tuple[float, int]:
+    def start_eps(
+        key: jax.Array, view: L.LayerView, problem: Problem, c: jax.Array, offset: jax.Array, k: int
+    ) -> tuple[float, int]:
         """The largest eps_max · 2^−j with no PGD counterexample (a uniform box), and PGD calls made."""
         x = jnp.asarray(problem.x)
         e = cfg.eps_max
@@ -241,7 +246,7 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
         view: L.LayerView,
         problem: Problem,
         *,
-        eps0=None,
+        eps0: ArrayLike | None = None,
         progress: Callable[[OptimizerState], None] | None = None,
     ) -> Result:
         """Searches a maximal robust ε for `problem` with `verify` as the oracle.

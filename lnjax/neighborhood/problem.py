@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from jax.typing import ArrayLike
 
 from lnjax.neighborhood.layers import layer_sizes, neighborhood_box
 from lnjax.specs import Spec
@@ -46,7 +47,7 @@ class Problem(NamedTuple):
         return int(len(self.sizes))
 
 
-def make_problem(x, layers, spec: Spec) -> Problem:
+def make_problem(x: ArrayLike, layers: ArrayLike, spec: Spec) -> Problem:
     """x: [H, W] or [H, W, C] in [0, 1]; layers: int [H, W]; spec: the target's property."""
     x = np.asarray(x, np.float32)
     if x.ndim == 2:
@@ -57,18 +58,18 @@ def make_problem(x, layers, spec: Spec) -> Problem:
     return Problem(x=x, layers=layers, sizes=layer_sizes(layers), spec=spec)
 
 
-def log_volume(eps, sizes, *, floor: float = LOG_FLOOR) -> float:
+def log_volume(eps: ArrayLike, sizes: ArrayLike, *, floor: float = LOG_FLOOR) -> float:
     """Σ_d |l_d| · log max(ε_d, floor)."""
     eps = np.maximum(np.asarray(eps, np.float64), floor)
     return float(np.sum(np.asarray(sizes, np.float64) * np.log(eps)))
 
 
-def linear_norm(eps, sizes) -> float:
+def linear_norm(eps: ArrayLike, sizes: ArrayLike) -> float:
     """Σ_d |l_d| · ε_d."""
     return float(np.sum(np.asarray(sizes, np.float64) * np.asarray(eps, np.float64)))
 
 
-def mean_width(eps, sizes) -> float:
+def mean_width(eps: ArrayLike, sizes: ArrayLike) -> float:
     """The mean per-pixel ε: Σ_d |l_d| ε_d / Σ_d |l_d|."""
     return linear_norm(eps, sizes) / float(np.sum(sizes))
 
@@ -96,7 +97,7 @@ class CountingOracle:
         self.problem = problem
         self.log = QueryLog()
 
-    def box(self, eps) -> tuple[np.ndarray, np.ndarray]:
+    def box(self, eps: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = neighborhood_box(self.problem.x, self.problem.layers, np.asarray(eps, np.float32))
         return np.asarray(lo), np.asarray(hi)
 
@@ -183,7 +184,12 @@ class Result:
 
 
 def finish(
-    oracle: CountingOracle, eps, verified: bool, t_start: float, stop_reason: str, setup=None
+    oracle: CountingOracle,
+    eps: ArrayLike,
+    verified: bool,
+    t_start: float,
+    stop_reason: str,
+    setup: dict[str, Any] | None = None,
 ) -> Result:
     """The `Result` of a search that committed `eps` (verified: answered ROBUST by a query)."""
     log = oracle.log

@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 import numpy as np
+from jax.typing import ArrayLike
 
 SHRINKS = ("fixed", "sensitivity")
 ORIENTATIONS = ("insensitive", "sensitive")
@@ -45,7 +46,9 @@ def fixed_weights(num_layers: int, *, near: float = 0.25, power: float = 1.0) ->
     return near + (1.0 - near) * t**power
 
 
-def layer_sensitivity(saliency, layers, num_layers: int, *, reduce: str = "mean") -> np.ndarray:
+def layer_sensitivity(
+    saliency: ArrayLike, layers: ArrayLike, num_layers: int, *, reduce: str = "mean"
+) -> np.ndarray:
     """Saliency aggregated per layer.
 
     Args:
@@ -74,7 +77,9 @@ def layer_sensitivity(saliency, layers, num_layers: int, *, reduce: str = "mean"
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
-def sensitivity_weights(sensitivity, *, orientation: str = "insensitive", floor: float = 0.25) -> np.ndarray:
+def sensitivity_weights(
+    sensitivity: ArrayLike, *, orientation: str = "insensitive", floor: float = 0.25
+) -> np.ndarray:
     """Shrink weights from per-layer sensitivities: [R] in [floor, 1].
 
     Args:

@@ -36,3 +36,19 @@ def test_bad_value_is_one_line_naming_the_field(field, value):
         OptimizerConfig(**{field: value})
     msg = str(e.value)
     assert f"optimizer.{field}" in msg and "expected" in msg and "\n" not in msg
+
+
+def test_make_optimizer_takes_the_config_and_checks_overrides():
+    import numpy as np
+
+    from lnjax.neighborhood import make_optimizer
+
+    by_config = make_optimizer(OptimizerConfig(lr=0.25, lam_decay=0.5))
+    by_keywords = make_optimizer(lr=0.25, lam_decay=0.5)
+    sizes, w = np.ones(3), np.full(3, 0.5)
+    a = by_config.update(by_config.init(np.full(3, 0.01)), False, np.zeros(3), sizes, w)
+    b = by_keywords.update(by_keywords.init(np.full(3, 0.01)), False, np.zeros(3), sizes, w)
+    np.testing.assert_array_equal(a.theta, b.theta)
+    assert a.lam == b.lam == 0.99 * 0.5 and a.step == b.step == 0.125
+    with pytest.raises(ValueError, match=r"optimizer\.pgd_restarts = 0"):
+        make_optimizer(OptimizerConfig(), pgd_restarts=0)
