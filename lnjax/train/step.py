@@ -8,6 +8,7 @@ replicated, and XLA inserts the gradient all-reduce.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, cast
@@ -106,13 +107,21 @@ def _logits_fn(model: Sequential) -> Callable[[Any, jax.Array], jax.Array]:
     return lambda params, x: cast(jax.Array, model.apply({"params": params}, x))
 
 
+@functools.cache
 def make_mesh() -> Mesh:
-    """A 1-D mesh over all local devices, axis "data"."""
+    """A 1-D mesh over all local devices, axis "data" (one per process, so steps built on it are
+    cached by `make_train_step` / `make_eval_step`)."""
     return Mesh(jax.local_devices(), ("data",))
 
 
 def _loss_of(apply_fn, loss_fn, params, x, y):
     return loss_fn(apply_fn(params, x), y)
+
+
+# Built steps by their arguments, which are frozen values (models, configs and the mesh compare by
+# value): a process that trains or evaluates the same architecture again (a resumed run in the same
+# process, tests) reuses the jitted step and its compilation.
+_STEPS: dict[tuple[Any, ...], Callable] = {}
 
 
 def make_train_step(
@@ -126,7 +135,22 @@ def make_train_step(
 
     x: [B, H, W, C] in [0, 1] (B divisible by the device count), y: [B, K] multi-hot or [B] int.
     The key is folded with the step inside, so callers pass the same root key every step.
+    The step is built once per (model, task, defense, mesh) in a process.
     """
+    key = ("train", model, task, defense, mesh)
+    if key not in _STEPS:
+        _STEPS[key] = _build_train_step(model=model, task=task, defense=defense, mesh=mesh)
+    return _STEPS[key]
+
+
+def _build_train_step(
+    *,
+    model: Sequential,
+    task: str,
+    defense: DefenseConfig,
+    mesh: Mesh,
+) -> Callable:
+    """The uncached `make_train_step`."""
     loss_fn = losses.LOSSES[task]
     apply_fn = _logits_fn(model)
 
@@ -185,7 +209,18 @@ def make_train_step(
     )
 
 
-def make_eval_step(*, model: Sequential, task: str, k: int, mesh: Mesh, pgd: DefenseConfig | None = None):
+def make_eval_step(
+    *, model: Sequential, task: str, k: int, mesh: Mesh, pgd: DefenseConfig | None = None
+) -> Callable:
+    """Returns `evaluate(params, key, x, y, w) -> dict of weighted metric sums` (jitted, sharded),
+    built once per (model, task, k, mesh, pgd) in a process; see `_build_eval_step`."""
+    key = ("eval", model, task, k, mesh, pgd)
+    if key not in _STEPS:
+        _STEPS[key] = _build_eval_step(model=model, task=task, k=k, mesh=mesh, pgd=pgd)
+    return _STEPS[key]
+
+
+def _build_eval_step(*, model: Sequential, task: str, k: int, mesh: Mesh, pgd: DefenseConfig | None = None):
     """Returns `evaluate(params, key, x, y, w) -> dict of weighted metric sums` (jitted, sharded).
 
     w: [B] example weights (0 masks padding). Keys: "n" (sum of w), "correct" (top-k exact set or
