@@ -116,7 +116,7 @@ def test_chunked_batch_gives_the_same_attack():
     """Examples are independent: chunks (lax.map, with a remainder chunk) change speed only."""
     x, y = batch(7)
     results = [
-        attacks.make_optmargin(eps=0.05, n=4, lr=0.05, steps=30, binary_steps=3, c0=1.0, chunk=c)(
+        attacks.make_optmargin(eps=0.05, n=4, lr=0.1, steps=10, binary_steps=2, c0=1.0, chunk=c)(
             jax.random.key(4), apply_fn, PARAMS, x, y
         )
         for c in (3, 4, 100)  # 3 + 3 + 1, 4 + 3, one vmap

@@ -119,7 +119,7 @@ def reference_min(seed, view, lo, hi, name, spec):
 def test_verdicts_agree_with_brute_force(config, worker):
     rng = np.random.default_rng(0)
     seen = set()
-    for seed in range(4):
+    for seed in range(2):
         view = tiny_mlp(seed)
         verify = make_verifier(view=view, time_limit=60, worker=worker, **CONFIGS[config])
         for eps in (0.02, 0.1, 0.3):
@@ -154,9 +154,10 @@ def _bound_chain(view, lo, hi, c):
     )
 
 
+@pytest.mark.slow  # ~20 s, mostly compiling α-CROWN on the CNN; the fast suite keeps the chain on MLPs
 def test_bound_chain_on_conv_net(worker):
     """interval ≤ CROWN ≤ α-CROWN ≤ MILP optimum ≤ best attack value, for the spec margin."""
-    for seed in range(2):
+    for seed in (1,):
         view = small_cnn(seed)
         x0 = jax.random.uniform(jax.random.key(seed), (8, 8, 1))
         t = int(jnp.argmax(models.apply_layers(view, x0)))
@@ -261,27 +262,23 @@ def test_timeout_is_unknown_and_within_budget(worker):
 
 
 def test_no_time_left_is_unknown_never_robust(worker):
-    """A case only the MILP proves: with no budget the answer is UNKNOWN, with budget ROBUST."""
-    for seed in range(20):
-        view = tiny_mlp(seed, hidden=(6, 6))
-        x0 = np.random.default_rng(seed).uniform(0.2, 0.8, 3).astype(np.float32)
-        t = int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))
-        full = make_verifier(view=view, stages=("crown", "milp"), time_limit=60, worker=worker)
-        for eps in (0.05, 0.1, 0.2):
-            v = full(jax.random.key(0), x0 - eps, x0 + eps, Argmax(t))
-            if v.status is Status.ROBUST and v.stats.decided_by == "milp":
-                starved = make_verifier(view=view, stages=("crown", "milp"), time_limit=1e-9, worker=worker)
-                u = starved(jax.random.key(0), x0 - eps, x0 + eps, Argmax(t))
-                assert u.status is Status.UNKNOWN
-                # Too many unstable ReLUs for the MILP (here: any): UNKNOWN without a solve.
-                capped = make_verifier(
-                    view=view, stages=("crown", "milp"), milp_max_unstable=0, worker=worker
-                )
-                u = capped(jax.random.key(0), x0 - eps, x0 + eps, Argmax(t))
-                assert u.status is Status.UNKNOWN and u.stats.milp_status is None
-                assert any("milp not started" in n for n in u.stats.notes)
-                return
-    pytest.fail("no case that only the MILP proves")
+    """A case built so that only the MILP proves it: with no budget the answer is UNKNOWN."""
+    view = tiny_mlp(3, hidden=(6, 6))
+    x0 = np.random.default_rng(3).uniform(0.2, 0.8, 3).astype(np.float32)
+    spec = Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
+    lo, hi = x0 - 0.1, x0 + 0.1
+    full = make_verifier(view=view, stages=("crown", "milp"), time_limit=60, worker=worker)
+    v = full(jax.random.key(0), lo, hi, spec)
+    assert v.status is Status.ROBUST and v.stats.decided_by == "milp", v.stats
+    assert v.stats.margin_lower["crown"] <= v.stats.safety and v.stats.binaries > 0
+    starved = make_verifier(view=view, stages=("crown", "milp"), time_limit=1e-9, worker=worker)
+    u = starved(jax.random.key(0), lo, hi, spec)
+    assert u.status is Status.UNKNOWN and u.stats.decided_by is None
+    # Too many unstable ReLUs for the MILP (here: any): UNKNOWN without a solve.
+    capped = make_verifier(view=view, stages=("crown", "milp"), milp_max_unstable=0, worker=worker)
+    u = capped(jax.random.key(0), lo, hi, spec)
+    assert u.status is Status.UNKNOWN and u.stats.milp_status is None
+    assert any("milp not started" in n for n in u.stats.notes)
 
 
 def test_config_and_keyword_overrides_build_the_same_verifier(worker):
