@@ -327,7 +327,7 @@ CONV_PATCH = models.Sequential(  # conv-only prefix: CROWN bounds its conv neuro
         models.FlattenSpec(),
         models.DenseSpec(4),
     ),
-    input_shape=(14, 12, 2),
+    input_shape=(10, 10, 2),
 )
 
 

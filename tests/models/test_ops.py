@@ -57,28 +57,39 @@ def _samples(lower, upper, seed, n=N_SAMPLES):
 
 
 def check_interval(rules, op, in_shape, seed=0):
-    lower, upper = _box(in_shape, seed)
-    lo, hi = rules.interval(op, lower, upper)
-    ys = jax.vmap(lambda x: rules.apply(op, x))(_samples(lower, upper, seed + 1))
+    @jax.jit  # one compilation per check (eager dispatch of each small op is slower)
+    def run(op):
+        lower, upper = _box(in_shape, seed)
+        lo, hi = rules.interval(op, lower, upper)
+        ys = jax.vmap(lambda x: rules.apply(op, x))(_samples(lower, upper, seed + 1))
+        return lo, hi, ys
+
+    lo, hi, ys = (np.asarray(v) for v in run(op))
     assert lo.shape == hi.shape == ys.shape[1:]
-    assert bool(jnp.all(ys >= lo - TOL * (1 + jnp.abs(ys)))), "interval: output below the lower bound"
-    assert bool(jnp.all(ys <= hi + TOL * (1 + jnp.abs(ys)))), "interval: output above the upper bound"
+    assert np.all(ys >= lo - TOL * (1 + np.abs(ys))), "interval: output below the lower bound"
+    assert np.all(ys <= hi + TOL * (1 + np.abs(ys))), "interval: output above the upper bound"
 
 
 def check_backward(rules, op, in_shape, seed=0):
     """a · apply(x) >= a_in · x + bias for sampled x in the box, random rows a (and slopes)."""
-    lower, upper = _box(in_shape, seed)
-    xs = _samples(lower, upper, seed + 1)
-    ys = jax.vmap(lambda x: rules.apply(op, x))(xs)
-    a = jax.random.normal(jax.random.key(seed + 2), (5, *ys.shape[1:]))
-    alpha = None
-    if rules.alpha_init is not None:  # any slopes in [0, 1] are sound
-        alpha = jax.random.uniform(jax.random.key(seed + 3), (5, *in_shape))
-    a_in, bias = rules.backward(op, a, lower, upper, alpha)
+
+    @jax.jit
+    def run(op):
+        lower, upper = _box(in_shape, seed)
+        xs = _samples(lower, upper, seed + 1)
+        ys = jax.vmap(lambda x: rules.apply(op, x))(xs)
+        a = jax.random.normal(jax.random.key(seed + 2), (5, *ys.shape[1:]))
+        alpha = None
+        if rules.alpha_init is not None:  # any slopes in [0, 1] are sound
+            alpha = jax.random.uniform(jax.random.key(seed + 3), (5, *in_shape))
+        a_in, bias = rules.backward(op, a, lower, upper, alpha)
+        lhs = jnp.einsum("r...,n...->nr", a, ys)
+        rhs = jnp.einsum("r...,n...->nr", a_in, xs) + bias
+        return a_in, bias, lhs, rhs
+
+    a_in, bias, lhs, rhs = (np.asarray(v) for v in run(op))
     assert a_in.shape == (5, *in_shape) and bias.shape == (5,)
-    lhs = jnp.einsum("r...,n...->nr", a, ys)
-    rhs = jnp.einsum("r...,n...->nr", a_in, xs) + bias
-    assert bool(jnp.all(lhs >= rhs - 1e-4 * (1 + jnp.abs(lhs)))), "backward: relaxation not a lower bound"
+    assert np.all(lhs >= rhs - 1e-4 * (1 + np.abs(lhs))), "backward: relaxation not a lower bound"
     if rules.linear is not None:  # linear ops: the step is exact
         np.testing.assert_allclose(lhs, rhs, rtol=1e-4, atol=1e-4)
 
