@@ -25,11 +25,12 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import check_workdir, dataclass_from, open_workdir, require, to_dict, unknown_keys
+from experiments.common import check_workdir, open_workdir, require, to_dict, unknown_keys
 from experiments.configs.attack import base as base_config
+from experiments.configs.blocks import attack_settings
 from experiments.runs import load_split, load_trained, task_of
 from lnjax import attacks as A, models
-from lnjax.attacks.config import ATTACKS, AttackSettings, CwConfig, FgsmConfig, OptMarginConfig, PgdConfig
+from lnjax.attacks.config import ATTACKS, AttackSettings
 from lnjax.data import save_npz_deterministic
 from lnjax.io import write_json_atomic
 
@@ -40,16 +41,6 @@ def parse_attacks(text: str) -> tuple[str, ...]:
     bad = [n for n in names if n not in ATTACKS]
     require(not bad, f"unknown attacks {bad}; expected a comma-separated subset of {ATTACKS}")
     return names
-
-
-def attack_settings(c: ConfigDict) -> AttackSettings:
-    """The fgsm, pgd, cw and optmargin blocks as checked library settings (UsageError otherwise)."""
-    return AttackSettings(
-        fgsm=dataclass_from(c.fgsm, FgsmConfig),
-        pgd=dataclass_from(c.pgd, PgdConfig),
-        cw=dataclass_from(c.cw, CwConfig),
-        optmargin=dataclass_from(c.optmargin, OptMarginConfig),
-    )
 
 
 def validate(c: ConfigDict) -> tuple[tuple[str, ...], AttackSettings]:

@@ -44,25 +44,24 @@ from __future__ import annotations
 import io
 import math
 import re
-import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import check_workdir, dataclass_from, open_workdir, require, to_dict, unknown_keys
+from experiments.common import check_workdir, open_workdir, require, to_dict, unknown_keys
+from experiments.configs.blocks import attack_settings
 from experiments.configs.boundary import DETECTOR_ALL, base as base_config
 from experiments.records import RecordStore
 from experiments.report import csv_bytes, markdown, num, pct, write_report
 from experiments.runs import NUM_CLASSES, load_split, load_trained, task_of
 from lnjax import boundary as B, models
-from lnjax.attacks.config import ATTACKS, AttackSettings, CwConfig, FgsmConfig, OptMarginConfig, PgdConfig
+from lnjax.attacks.config import ATTACKS, AttackSettings
 from lnjax.boundary import analysis as BA
 from lnjax.io import write_bytes_atomic, write_json_atomic
 from lnjax.plots import boundary as plots
@@ -138,16 +137,6 @@ def parse_attacks(text: str) -> tuple[str, ...]:
     return names
 
 
-def attack_settings(c: ConfigDict) -> AttackSettings:
-    """The fgsm, pgd, cw and optmargin blocks as checked library settings (UsageError otherwise)."""
-    return AttackSettings(
-        fgsm=dataclass_from(c.fgsm, FgsmConfig),
-        pgd=dataclass_from(c.pgd, PgdConfig),
-        cw=dataclass_from(c.cw, CwConfig),
-        optmargin=dataclass_from(c.optmargin, OptMarginConfig),
-    )
-
-
 def validate(c: ConfigDict) -> Settings:
     """The checked options; UsageError naming the first invalid value. Reads no files."""
     unknown = unknown_keys(c.to_dict(), base_config().to_dict())
@@ -218,62 +207,29 @@ def load_run(c: ConfigDict, name: str, workdir: str) -> Run:
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def _batches(n: int, size: int):
-    return [(s, min(s + size, n)) for s in range(0, n, size)]
-
-
-def _padded(a: np.ndarray, s: int, e: int, size: int) -> jax.Array:
-    """a[s:e] padded to `size` rows by repeating its last row (every call has the compiled shape)."""
-    part = a[s:e]
-    if len(part) < size:
-        part = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
-    return jnp.asarray(part)
-
-
 def classify_and_measure(c, key, run: Run, x: np.ndarray, region, distances, directions, *, progress):
     """Point and region predictions and boundary distances of the inputs x: the arrays of one stage."""
-    apply_fn = models.apply_fn(run.model)
-    labels, counts = [], []
-    t0 = time.perf_counter()
-    size = min(c.region.batch_size, len(x))
-    for s, e in _batches(len(x), size):
-        votes = region(jax.random.fold_in(key, s), apply_fn, run.params, _padded(x, s, e, size))
-        labels.append(np.asarray(votes.label, np.int32)[: e - s])
-        counts.append(np.asarray(votes.counts, np.int32)[: e - s])
-    region_s = time.perf_counter() - t0
-    parts = []
-    t0 = time.perf_counter()
-    size = min(c.distances.batch_size, len(x))
-    for s, e in tqdm(_batches(len(x), size), desc=f"{run.name} distances", disable=not progress, leave=False):
-        r = jax.device_get(distances(apply_fn, run.params, _padded(x, s, e, size), directions))
-        parts.append(B.BoundaryDistances(*(v[: e - s] for v in r)))
-    distances_s = time.perf_counter() - t0
-    center = np.concatenate([p.center for p in parts]).astype(np.int32)
-    arrays = dict(
-        point=center,  # the prediction at the input itself (the distances' center class)
-        region_label=np.concatenate(labels),
-        region_counts=np.concatenate(counts),
-        distance=np.concatenate([p.distance for p in parts]).astype(np.float32),
-        adjacent=np.concatenate([p.adjacent for p in parts]).astype(np.int16),
-        forward_passes=np.concatenate([p.forward_passes for p in parts]).astype(np.int64),
-        region_seconds=np.float64(region_s),
-        distances_seconds=np.float64(distances_s),
+    return BA.measure_stage(
+        key,
+        models.apply_fn(run.model),
+        run.params,
+        x,
+        region=region,
+        distances=distances,
+        directions=directions,
+        region_batch=int(c.region.batch_size),
+        distances_batch=int(c.distances.batch_size),
+        over=lambda b: tqdm(b, desc=f"{run.name} distances", disable=not progress, leave=False),
     )
-    return arrays
 
 
 def attack_inputs(c, key, run: Run, attack, name: str, *, progress):
     """x_adv, the attack's success (confirmed at x_adv by the model) and its time."""
+    over = lambda b: tqdm(b, desc=f"{run.name} {name}", disable=not progress)  # noqa: E731
     apply_fn = models.apply_fn(run.model)
-    xs, ok = [], []
-    t0 = time.perf_counter()
-    size = min(c.batch_size, len(run.x))
-    for s, e in tqdm(_batches(len(run.x), size), desc=f"{run.name} {name}", disable=not progress):
-        xb, yb = _padded(run.x, s, e, size), _padded(run.y, s, e, size)
-        r = attack(jax.random.fold_in(key, s), apply_fn, run.params, xb, yb)
-        xs.append(np.asarray(r.x_adv, np.float32)[: e - s])
-        ok.append(np.asarray(r.success, bool)[: e - s])
-    return np.concatenate(xs), np.concatenate(ok), time.perf_counter() - t0
+    return BA.attack_stage(
+        key, apply_fn, run.params, run.x, run.y, attack, batch_size=int(c.batch_size), over=over
+    )
 
 
 def usable_rows(run: Run, benign: dict, stage: dict, kind: str) -> np.ndarray:

@@ -29,15 +29,15 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import check_workdir, dataclass_from, open_workdir, require, to_dict, unknown_keys
+from experiments.common import check_workdir, open_workdir, require, to_dict
+from experiments.configs.blocks import optimizer_config, verifier_config
 from experiments.configs.neighborhood import METHODS, base as base_config
 from experiments.queries import (
     OBJECTS,
-    SPECS,
     TARGETS,
+    check_queries,
     image_problem,
     make_verifier,
-    verifier_config,
     warm_up,
 )
 from experiments.records import RecordStore
@@ -70,14 +70,7 @@ class Settings(NamedTuple):
 
 def validate(c: ConfigDict) -> Settings:
     """The checked options; UsageError naming the first invalid value (reads and writes nothing)."""
-    unknown = unknown_keys(c.to_dict(), base_config().to_dict())
-    require(not unknown, f"unknown config options {unknown}; see experiments/configs/neighborhood.py")
-    require(c.experiment == "neighborhood", f"experiment = {c.experiment!r}; this module runs 'neighborhood'")
-    require(bool(c.train_workdir), "train_workdir is empty; name a finished training run (runs/dmnist_none)")
-    require(c.images >= 1, f"images = {c.images} must be ≥ 1")
-    require(c.start >= 0, f"start = {c.start} must be ≥ 0")
-    require(c.target in TARGETS, f"unknown target {c.target!r}; expected one of {sorted(TARGETS)}")
-    require(c.spec in SPECS, f"unknown spec {c.spec!r}; expected one of {SPECS}")
+    check_queries(c, base_config(), TARGETS)
     require(c.figure_images >= 0, f"figure_images = {c.figure_images} must be ≥ 0")
     methods = parse_methods(c.methods)
     lay = c.layers
@@ -90,16 +83,9 @@ def validate(c: ConfigDict) -> Settings:
     require(0 < b.eps_min < b.eps_max <= 1, "baseline.eps_min and eps_max need 0 < eps_min < eps_max ≤ 1")
     require(b.max_queries >= 0 and b.time_budget >= 0, "baseline.max_queries and time_budget must be ≥ 0")
     require(c.optimizer.time_budget >= 0, f"optimizer.time_budget = {c.optimizer.time_budget} must be ≥ 0")
-    optimizer = ConfigDict({**c.optimizer.to_dict(), "time_budget": float(c.optimizer.time_budget) or None})
-    optimizers = {
-        m: dataclass_from(
-            ConfigDict({**optimizer.to_dict(), "shrink": m.removeprefix("optimizer_")}), OptimizerConfig
-        )
-        for m in methods
-        if m.startswith("optimizer_")
-    }
-    if not optimizers:  # the block is checked even when only the baseline runs
-        dataclass_from(optimizer, OptimizerConfig)
+    optimizer_config(c.optimizer)  # checked even when only the baseline runs
+    shrinks = {m: m.removeprefix("optimizer_") for m in methods if m.startswith("optimizer_")}
+    optimizers = {m: optimizer_config(c.optimizer, shrink) for m, shrink in shrinks.items()}
     return Settings(methods, verifier_config(c.verifier), optimizers)
 
 

@@ -9,12 +9,13 @@ neither imports the other.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
 from ml_collections import ConfigDict
 
-from experiments.common import UsageError, dataclass_from
+from experiments.common import UsageError, require, unknown_keys
 from lnjax import data, neighborhood as nbh, verify as V
 from lnjax.neighborhood.problem import Problem, make_problem
 
@@ -34,16 +35,22 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
         raise UsageError(f"{what} = {text!r} must be comma-separated numbers, e.g. '0.01,0.02,0.04'") from e
 
 
-def verifier_config(block: ConfigDict) -> V.VerifierConfig:
-    """The `verifier` block (experiments/configs/blocks.py) as a checked `VerifierConfig`.
-
-    Raises:
-      UsageError: an unknown field or a value the library rejects (one line naming the field).
-    """
-    values = block.to_dict()
-    values["stages"] = tuple(s.strip() for s in str(block.stages).split(",") if s.strip())
-    values["milp_max_unstable"] = int(block.milp_max_unstable) or None  # 0: never skip the MILP
-    return dataclass_from(ConfigDict(values), V.VerifierConfig)
+def check_queries(c: ConfigDict, base: ConfigDict, targets: Collection[str]) -> None:
+    """The fields verify and neighborhood share (experiment, run, images, target, spec): UsageError
+    naming the first invalid one. `base` is the experiment's base config (its known fields)."""
+    unknown = unknown_keys(c.to_dict(), base.to_dict())
+    require(not unknown, f"unknown config options {unknown}; see experiments/configs/{base.experiment}.py")
+    require(
+        c.experiment == base.experiment,
+        f"experiment = {c.experiment!r}; this module runs {base.experiment!r}",
+    )
+    require(
+        bool(c.train_workdir), f"train_workdir is empty; name a finished training run ({base.train_workdir})"
+    )
+    require(c.images >= 1, f"images = {c.images} must be ≥ 1")
+    require(c.start >= 0, f"start = {c.start} must be ≥ 0")
+    require(c.target in targets, f"unknown target {c.target!r}; expected one of {sorted(targets)}")
+    require(c.spec in SPECS, f"unknown spec {c.spec!r}; expected one of {SPECS}")
 
 
 def make_verifier(view: Any, config: V.VerifierConfig, worker: V.MilpWorker | None = None) -> Any:

@@ -24,21 +24,21 @@ import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
-from experiments.common import check_workdir, open_workdir, require, to_dict, unknown_keys
+from experiments.common import check_workdir, open_workdir, require, to_dict
+from experiments.configs.blocks import verifier_config
 from experiments.configs.verify import base as base_config
 from experiments.queries import (
     OBJECTS,
     SHAPES,
     SIDE_NAMES,
     SIDES,
-    SPECS,
+    check_queries,
     image_box,
     make_spec,
     make_verifier,
     meta_of,
     object_mask,
     parse_floats,
-    verifier_config,
     warm_up,
 )
 from experiments.records import RecordStore
@@ -49,14 +49,7 @@ from lnjax.io import write_json_atomic
 
 def validate(c: ConfigDict) -> V.VerifierConfig:
     """The checked verifier options; UsageError naming the first invalid value (reads and writes nothing)."""
-    unknown = unknown_keys(c.to_dict(), base_config().to_dict())
-    require(not unknown, f"unknown config options {unknown}; see experiments/configs/verify.py")
-    require(c.experiment == "verify", f"experiment = {c.experiment!r}; this module runs 'verify'")
-    require(bool(c.train_workdir), "train_workdir is empty; name a finished training run (runs/quickstart)")
-    require(c.images >= 1, f"images = {c.images} must be ≥ 1")
-    require(c.start >= 0, f"start = {c.start} must be ≥ 0")
-    require(c.target in SIDES, f"unknown target {c.target!r}; expected one of {sorted(SIDES)}")
-    require(c.spec in SPECS, f"unknown spec {c.spec!r}; expected one of {SPECS}")
+    check_queries(c, base_config(), SIDES)
     b = c.box
     require(b.shape in SHAPES, f"unknown box.shape {b.shape!r}; expected one of {SHAPES}")
     require(0 <= b.eps <= 1, f"box.eps = {b.eps} must be in [0, 1] (pixels are in [0, 1])")

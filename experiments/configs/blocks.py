@@ -1,4 +1,5 @@
-"""Config blocks generated from the library's typed configs (their one source of defaults).
+"""Config blocks generated from the library's typed configs (their one source of defaults), and read
+back into them (checked: a bad value is one UsageError line naming the field).
 
   verifier   `lnjax.verify.VerifierConfig` (verify, neighborhood)
   optimizer  `lnjax.neighborhood.OptimizerConfig` (neighborhood; `shrink` is the method's)
@@ -11,8 +12,8 @@ library `None` appears as a number with the meaning "0: none" (`verifier.milp_ma
 
 from ml_collections import ConfigDict
 
-from experiments.common import config_dict_from
-from lnjax.attacks.config import AttackSettings
+from experiments.common import config_dict_from, dataclass_from
+from lnjax.attacks.config import AttackSettings, CwConfig, FgsmConfig, OptMarginConfig, PgdConfig
 from lnjax.neighborhood.config import OptimizerConfig
 from lnjax.verify.config import VerifierConfig
 
@@ -42,3 +43,27 @@ def optimizer_block() -> ConfigDict:
 def attack_blocks() -> ConfigDict:
     """The fgsm, pgd, cw (OPTBRITTLE / OPTSTRONG) and optmargin blocks."""
     return config_dict_from(AttackSettings())
+
+
+def verifier_config(block: ConfigDict) -> VerifierConfig:
+    """A `verifier` block as a checked `VerifierConfig`."""
+    values = block.to_dict()
+    values["stages"] = tuple(s.strip() for s in str(block.stages).split(",") if s.strip())
+    values["milp_max_unstable"] = int(block.milp_max_unstable) or None  # 0: never skip the MILP
+    return dataclass_from(ConfigDict(values), VerifierConfig)
+
+
+def optimizer_config(block: ConfigDict, shrink: str = "fixed") -> OptimizerConfig:
+    """An `optimizer` block as a checked `OptimizerConfig` with these shrink weights."""
+    values = {**block.to_dict(), "shrink": shrink, "time_budget": float(block.time_budget) or None}
+    return dataclass_from(ConfigDict(values), OptimizerConfig)
+
+
+def attack_settings(c: ConfigDict) -> AttackSettings:
+    """The fgsm, pgd, cw and optmargin blocks of an attack or boundary config, checked."""
+    return AttackSettings(
+        fgsm=dataclass_from(c.fgsm, FgsmConfig),
+        pgd=dataclass_from(c.pgd, PgdConfig),
+        cw=dataclass_from(c.cw, CwConfig),
+        optmargin=dataclass_from(c.optmargin, OptMarginConfig),
+    )

@@ -13,9 +13,7 @@ import dataclasses
 import math
 from typing import Protocol
 
-from lnjax.attacks.common import AttackResult
-from lnjax.attacks.cw import make_cw_l2, make_optmargin
-from lnjax.attacks.gradient import make_fgsm, make_pgd
+from lnjax.attacks import AttackResult, make_cw_l2, make_fgsm, make_optmargin, make_pgd
 from lnjax.types import ApplyFn, Array, Params, PRNGKey
 
 ATTACKS = ("fgsm", "pgd", "optbrittle", "optstrong", "optmargin")

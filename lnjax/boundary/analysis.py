@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -35,9 +35,97 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnjax.boundary.detector import DetectorFeatures, detector_features, detector_rates, train_detector
+from lnjax.boundary.distances import BoundaryDistances
 from lnjax.boundary.purity import adjacent_purity
+from lnjax.types import ApplyFn, Params
 
 Stage = Mapping[str, Any]  # name -> array (see the module docstring)
+Batches = Callable[[list[tuple[int, int]]], Iterable[tuple[int, int]]]  # e.g. a progress bar
+
+
+def batches(n: int, size: int) -> list[tuple[int, int]]:
+    """[(start, end)] covering 0..n in steps of `size` (the last one may be shorter)."""
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def padded(a: np.ndarray, s: int, e: int, size: int) -> jax.Array:
+    """a[s:e] padded to `size` rows by repeating its last row (every call has the compiled shape)."""
+    part = a[s:e]
+    if len(part) < size:
+        part = np.concatenate([part, np.repeat(part[-1:], size - len(part), axis=0)])
+    return jnp.asarray(part)
+
+
+def measure_stage(
+    key: jax.Array,
+    apply_fn: ApplyFn,
+    params: Params,
+    x: np.ndarray,
+    *,
+    region: Any,
+    distances: Any,
+    directions: jax.Array,
+    region_batch: int,
+    distances_batch: int,
+    over: Batches = list,
+) -> dict[str, Any]:
+    """Point and region predictions and boundary distances of the inputs x [N, ...]: a stage's arrays.
+
+    Args:
+      key: the region classifier's randomness (batch s uses fold_in(key, s)).
+      region: `make_region_classifier(...)`; distances: `make_boundary_distances(...)`; directions
+        their directions. Inputs go in batches of `region_batch` / `distances_batch`, the last one
+        padded to the compiled shape.
+      over: wraps the distance batches (e.g. a progress bar).
+    """
+    labels, counts = [], []
+    t0 = time.perf_counter()
+    size = min(region_batch, len(x))
+    for s, e in batches(len(x), size):
+        votes = region(jax.random.fold_in(key, s), apply_fn, params, padded(x, s, e, size))
+        labels.append(np.asarray(votes.label, np.int32)[: e - s])
+        counts.append(np.asarray(votes.counts, np.int32)[: e - s])
+    region_s = time.perf_counter() - t0
+    parts = []
+    t0 = time.perf_counter()
+    size = min(distances_batch, len(x))
+    for s, e in over(batches(len(x), size)):
+        r = jax.device_get(distances(apply_fn, params, padded(x, s, e, size), directions))
+        parts.append(BoundaryDistances(*(v[: e - s] for v in r)))
+    distances_s = time.perf_counter() - t0
+    return dict(
+        point=np.concatenate([p.center for p in parts]).astype(np.int32),  # the distances' centre class
+        region_label=np.concatenate(labels),
+        region_counts=np.concatenate(counts),
+        distance=np.concatenate([p.distance for p in parts]).astype(np.float32),
+        adjacent=np.concatenate([p.adjacent for p in parts]).astype(np.int16),
+        forward_passes=np.concatenate([p.forward_passes for p in parts]).astype(np.int64),
+        region_seconds=np.float64(region_s),
+        distances_seconds=np.float64(distances_s),
+    )
+
+
+def attack_stage(
+    key: jax.Array,
+    apply_fn: ApplyFn,
+    params: Params,
+    x: np.ndarray,
+    y: np.ndarray,
+    attack: Any,
+    *,
+    batch_size: int,
+    over: Batches = list,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(x_adv, success confirmed at x_adv by the model, seconds) of `attack` on x [N, ...], y [N]
+    (batch s uses fold_in(key, s); the last batch is padded to the compiled shape)."""
+    xs, ok = [], []
+    t0 = time.perf_counter()
+    size = min(batch_size, len(x))
+    for s, e in over(batches(len(x), size)):
+        r = attack(jax.random.fold_in(key, s), apply_fn, params, padded(x, s, e, size), padded(y, s, e, size))
+        xs.append(np.asarray(r.x_adv, np.float32)[: e - s])
+        ok.append(np.asarray(r.success, bool)[: e - s])
+    return np.concatenate(xs), np.concatenate(ok), time.perf_counter() - t0
 
 
 def mean_or_none(values: Any) -> float | None:

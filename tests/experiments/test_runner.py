@@ -112,7 +112,7 @@ BAD_CASES = {
     "unknown experiment": (["--config.experiment=dance"], "quickstart", "unknown experiment 'dance'"),
     "negative eps": (["--config.defense.eps=-0.1"], "dmnist_linf", "defense.eps = -0.1 must be in [0, 1]"),
     "k too large": (["--config.k=11"], "quickstart", "k = 11 must be between 1 and the class count 10"),
-    "unknown defense": (["--config.defense.name=l2"], "quickstart", "defense name 'l2'; expected one of"),
+    "unknown defense": (["--config.defense.name=l2"], "quickstart", "'l2'"),
     "wrong model for data": (["--config.model=mnist_small"], "quickstart", "takes inputs of shape"),
     "bad value type": (["--config.train.steps=lots"], "quickstart", "invalid literal for int()"),
     "unknown field": (["--config.train.stepz=3"], "quickstart", "stepz"),
@@ -144,11 +144,7 @@ def test_missing_data_and_unusable_workdirs(tmp_path, data_dir):
         train_experiment.run(c, str(blocker), progress=False)
     with pytest.raises(UsageError, match="cannot be created"):
         train_experiment.run(c, str(blocker / "sub"), progress=False)
-    (tmp_path / "w2").mkdir()
-    (tmp_path / "w2" / "config.json").write_text("{not json")
-    with pytest.raises(UsageError, match="cannot read config.json"):
-        train_experiment.run(c, str(tmp_path / "w2"), progress=False)
-    assert sorted(p.name for p in (tmp_path / "w2").iterdir()) == ["config.json"]
+    # a workdir holding only an unreadable config.json: see test_train_failures.py
 
 
 def test_missing_data_cli(tmp_path, cli):
