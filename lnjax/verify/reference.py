@@ -1,4 +1,4 @@
-"""A brute-force reference for tiny fully connected networks: one LP per activation pattern.
+"""A brute-force reference for tiny ReLU networks: one LP per activation pattern.
 
 On a fixed ReLU activation pattern the network is affine, so the minimum of the spec margin over
 the box ∩ {pattern} is a small LP per set of k rows (margin = k-th smallest row = min over row sets

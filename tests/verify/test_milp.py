@@ -275,3 +275,30 @@ def test_worker_past_deadline_is_a_timeout_and_the_worker_restarts(worker):
     r2 = worker.solve(net, q, M.MilpOptions(mode="optimise"))  # the replacement answers
     assert r2.status == "optimal"
     assert r2.objective == pytest.approx(brute_force_min(view, lo, hi, rows).minimum, abs=1e-5)
+
+
+def test_conv_optimum_matches_brute_force():
+    """The reference takes any linear op of the rule table (here conv + average pooling) between ReLUs."""
+    model = S.Sequential(
+        specs=(
+            S.ConvSpec(1, (2, 2), (1, 1), "VALID"),  # 4 ReLUs: 16 patterns
+            S.ReLUSpec(),
+            S.AvgPoolSpec((2, 1), (1, 1)),
+            S.FlattenSpec(),
+            S.DenseSpec(3),
+        ),
+        input_shape=(3, 3, 1),
+    )
+    params = model.init_params(jax.random.key(4))
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(5), p.shape), params)
+    view = models.layer_view(model, params)
+    net = M.network_from_view(view)
+    lo, hi, x0 = box(6, 9, 0.2)
+    lo, hi, x0 = (v.reshape(3, 3, 1) for v in (lo, hi, x0))
+    spec = specs.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
+    rows = spec.rows(3)
+    ref = brute_force_min(view, lo, hi, rows)
+    r = M.solve(net, query_for(view, net, lo, hi, rows), M.MilpOptions(mode="optimise"))
+    assert r.status == "optimal"
+    assert r.objective == pytest.approx(ref.minimum, abs=1e-5)
+    assert jax_margin(view, spec, ref.argmin) == pytest.approx(ref.minimum, abs=1e-4)
