@@ -76,21 +76,6 @@ def test_quickstart_cli_end_to_end(data_dir, tmp_path, cli):
     assert read_json(workdir / "metrics.json")["train"] == metrics["train"]  # training stats kept
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(data_dir, tmp_path):
-    c = tiny_config(data_dir, "dmnist_linf")
-    full = train_experiment.run(c, str(tmp_path / "full"), progress=False)
-    stopped = train_experiment.run(c, str(tmp_path / "part"), progress=False, stop_after=3)
-    assert stopped["stopped_at"] == 3 and not (tmp_path / "part" / "metrics.json").exists()
-    resumed = train_experiment.run(c, str(tmp_path / "part"), progress=False)
-    assert resumed.pop("workdir") != full.pop("workdir")
-    assert resumed == pytest.approx(full, abs=1e-6)
-    assert [m["step"] for m in read_json(tmp_path / "part" / "history.json")] == [
-        m["step"] for m in read_json(tmp_path / "full" / "history.json")
-    ]
-    model, params, config = train_experiment.load_trained(tmp_path / "part")
-    assert config.name == "dmnist_linf" and model.input_shape == (64, 64, 1)
-
-
 def _bad(cli, data_dir, tmp_path, *extra, flagfile="quickstart"):
     workdir = tmp_path / "never"
     out = cli(
