@@ -1,5 +1,5 @@
 """experiments.run: one subprocess smoke test of the CLI end to end; every bad-input case in-process
-(exit 2, one line, no files); resume and workdir checks on the train experiment."""
+(exit 2, one line, no files); missing data and workdir checks on the train experiment."""
 
 import json
 import os
