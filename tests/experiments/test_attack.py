@@ -18,8 +18,8 @@ from lnjax.io import read_json
 
 
 def tiny(run: Path, attacks: str = "fgsm,pgd,optbrittle,optstrong,optmargin"):
-    c = attack_configs.get_config("mnist")
-    c.train_workdir, c.images, c.batch_size, c.examples, c.attacks = str(run), 6, 4, 2, attacks
+    c = attack_configs.get_config("mnist")  # one batch of 6 images: one compilation per attack
+    c.train_workdir, c.images, c.batch_size, c.examples, c.attacks = str(run), 6, 6, 2, attacks
     c.pgd.steps, c.pgd.step_size, c.pgd.restarts = 10, 0.1, 2  # strong enough to contain FGSM's step
     c.cw.steps, c.cw.binary_steps, c.cw.strong_confidence = 20, 2, 0.5
     c.optmargin.steps, c.optmargin.binary_steps, c.optmargin.n = 20, 2, 3

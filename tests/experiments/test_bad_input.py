@@ -47,12 +47,13 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_option_is_one_line_exit_2_nothing_written(cli, tmp_path, dmnist_run, case):
+def test_bad_option_is_one_line_exit_2_nothing_written(cli, tmp_path, request, case):
     flagfile, override, expected = CASES[case]
     workdir = tmp_path / "never"
     args = [f"--flagfile=experiments/flagfiles/{flagfile}.flags", f"--workdir={workdir}", override]
     if flagfile.startswith(("verify", "neighborhood")):
-        args.append(f"--config.train_workdir={dmnist_run}")  # a finished run: only the option is wrong
+        run = request.getfixturevalue("dmnist_run")  # a finished run: only the option is wrong
+        args.append(f"--config.train_workdir={run}")
     result = cli(*args)
     assert result.code == 2, result.err
     lines = [line for line in result.err.splitlines() if line.strip()]
