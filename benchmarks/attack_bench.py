@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from experiments.configs.train import get_config  # noqa: E402
-from experiments.train import load_trained  # noqa: E402
+from experiments.runs import load_trained  # noqa: E402
 from lnjax import attacks as A, data, models  # noqa: E402
 from lnjax.attacks.common import vmap_chunked  # noqa: E402
 from lnjax.attacks.cw import default_chunk, orthogonal_noise  # noqa: E402

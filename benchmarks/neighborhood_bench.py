@@ -48,7 +48,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs.train import get_config  # noqa: E402
-from experiments.train import load_trained  # noqa: E402
+from experiments.runs import load_trained  # noqa: E402
 from lnjax import data, models, verify as V  # noqa: E402
 from lnjax.neighborhood import layers as NL  # noqa: E402
 from lnjax.neighborhood.baseline import binary_search, queries_per_layer  # noqa: E402

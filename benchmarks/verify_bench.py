@@ -51,7 +51,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.configs.train import get_config  # noqa: E402
-from experiments.train import load_trained  # noqa: E402
+from experiments.runs import load_trained  # noqa: E402
 from lnjax import (  # noqa: E402
     bounds as B,  # noqa: E402
     data,

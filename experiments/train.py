@@ -34,7 +34,7 @@ from experiments.common import (
     require,
     to_dict,
 )
-from experiments.runs import NUM_CLASSES, DataConfig, load_split, load_trained, task_of
+from experiments.runs import NUM_CLASSES, DataConfig, load_split, task_of
 from lnjax import models, plots
 from lnjax.io import append_jsonl, read_json, read_jsonl, write_json_atomic
 from lnjax.train import DefenseConfig, TrainConfig, evaluate, train
@@ -42,8 +42,7 @@ from lnjax.train.checkpoint import CheckpointError
 from lnjax.train.loop import TrainingDiverged, TrainingInterrupted
 
 INPUT_SHAPES = {"double_mnist": (64, 64, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
-# Run loading lives in experiments.runs; re-exported here until the sibling experiments import it from there.
-__all__ = ["NUM_CLASSES", "EvalConfig", "Setup", "load_split", "load_trained", "run", "setup", "task_of"]
+__all__ = ["EvalConfig", "Setup", "run", "setup"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,28 +10,15 @@ once (a bad value raises `ValueError` with one line naming the field), and build
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Protocol
 
 from lnjax.attacks import AttackResult, make_cw_l2, make_fgsm, make_optmargin, make_pgd
+from lnjax.checks import check_float, check_int
 from lnjax.types import ApplyFn, Array, Params, PRNGKey
 
 ATTACKS = ("fgsm", "pgd", "optbrittle", "optstrong", "optmargin")
 
 __all__ = ["ATTACKS", "AttackSettings", "CwConfig", "FgsmConfig", "OptMarginConfig", "PgdConfig"]
-
-
-def _number(where: str, value: object, *, positive: bool = False) -> None:
-    """Raises ValueError unless `value` is a finite real ≥ 0 (> 0 if `positive`)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):  # type: ignore[operator]
-        raise ValueError(f"{where} = {value!r}; expected a finite number {'>' if positive else '≥'} 0")
-
-
-def _count(where: str, value: object) -> None:
-    """Raises ValueError unless `value` is an integer ≥ 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{where} = {value!r}; expected an integer ≥ 1")
 
 
 class _Attack(Protocol):
@@ -49,7 +36,7 @@ class FgsmConfig:
     eps: float = 0.3
 
     def __post_init__(self) -> None:
-        _number("fgsm.eps", self.eps)
+        check_float("fgsm.eps", self.eps, low=0)
 
     def make(self) -> _Attack:
         return make_fgsm(eps=self.eps)
@@ -65,10 +52,10 @@ class PgdConfig:
     restarts: int = 1
 
     def __post_init__(self) -> None:
-        _number("pgd.eps", self.eps)
-        _count("pgd.steps", self.steps)
-        _number("pgd.step_size", self.step_size, positive=True)
-        _count("pgd.restarts", self.restarts)
+        check_float("pgd.eps", self.eps, low=0)
+        check_int("pgd.steps", self.steps, 1)
+        check_float("pgd.step_size", self.step_size, low=0, low_open=True)
+        check_int("pgd.restarts", self.restarts, 1)
 
     def make(self) -> _Attack:
         return make_pgd(eps=self.eps, steps=self.steps, step_size=self.step_size, restarts=self.restarts)
@@ -89,12 +76,12 @@ class CwConfig:
     distance_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _number("cw.lr", self.lr, positive=True)
-        _count("cw.steps", self.steps)
-        _count("cw.binary_steps", self.binary_steps)
-        _number("cw.c0", self.c0, positive=True)
-        _number("cw.strong_confidence", self.strong_confidence)
-        _number("cw.distance_scale", self.distance_scale, positive=True)
+        check_float("cw.lr", self.lr, low=0, low_open=True)
+        check_int("cw.steps", self.steps, 1)
+        check_int("cw.binary_steps", self.binary_steps, 1)
+        check_float("cw.c0", self.c0, low=0, low_open=True)
+        check_float("cw.strong_confidence", self.strong_confidence, low=0)
+        check_float("cw.distance_scale", self.distance_scale, low=0, low_open=True)
 
     def make(self, *, strong: bool) -> _Attack:
         return make_cw_l2(
@@ -120,13 +107,13 @@ class OptMarginConfig:
     distance_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _number("optmargin.eps", self.eps)
-        _count("optmargin.n", self.n)
-        _number("optmargin.lr", self.lr, positive=True)
-        _count("optmargin.steps", self.steps)
-        _count("optmargin.binary_steps", self.binary_steps)
-        _number("optmargin.c0", self.c0, positive=True)
-        _number("optmargin.distance_scale", self.distance_scale, positive=True)
+        check_float("optmargin.eps", self.eps, low=0)
+        check_int("optmargin.n", self.n, 1)
+        check_float("optmargin.lr", self.lr, low=0, low_open=True)
+        check_int("optmargin.steps", self.steps, 1)
+        check_int("optmargin.binary_steps", self.binary_steps, 1)
+        check_float("optmargin.c0", self.c0, low=0, low_open=True)
+        check_float("optmargin.distance_scale", self.distance_scale, low=0, low_open=True)
 
     def make(self) -> _Attack:
         return make_optmargin(

@@ -26,6 +26,7 @@ from lnjax.boundary.detector import (
 )
 from lnjax.boundary.distances import (
     MODES,
+    BoundaryDistanceFn,
     BoundaryDistances,
     bisection_steps,
     grid,
@@ -33,7 +34,7 @@ from lnjax.boundary.distances import (
     random_directions,
 )
 from lnjax.boundary.purity import adjacent_purity, class_counts
-from lnjax.boundary.region import SAMPLES, RegionVotes, make_region_classifier
+from lnjax.boundary.region import SAMPLES, RegionClassifier, RegionVotes, make_region_classifier
 
 __all__ = [
     "MIN_DISTANCES",
@@ -41,10 +42,12 @@ __all__ = [
     "PURITY_K",
     "SAMPLES",
     "BoundaryDetector",
+    "BoundaryDistanceFn",
     "BoundaryDistances",
     "DetectorFeatures",
     "DetectorFit",
     "DetectorRates",
+    "RegionClassifier",
     "RegionVotes",
     "adjacent_purity",
     "bisection_steps",

@@ -39,14 +39,15 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lnjax.attacks.directions import random_directions as orthonormal_directions
+from lnjax.attacks.directions import random_directions  # noqa: F401  (re-exported: the one direction helper)
+from lnjax.types import ApplyFn
 
 MODES = ("bisect", "linear")
 
@@ -67,25 +68,6 @@ class BoundaryDistances(NamedTuple):
     adjacent: jax.Array
     center: jax.Array
     forward_passes: jax.Array
-
-
-def random_directions(
-    key: jax.Array, shape: tuple[int, ...], n: int, *, antipodal: bool = False
-) -> jax.Array:
-    """Fixed random orthonormal directions in RMS units (`attacks.random_directions` with RMS 1).
-
-    Args:
-      key: a typed PRNG key.
-      shape: the shape of one input, e.g. (28, 28, 1).
-      n: directions (≤ the number of pixels d = prod(shape)).
-      antipodal: also return the negatives (the reference's MNIST setting: 784 and their negatives).
-
-    Returns:
-      [n, *shape] (or [2n, *shape] with the negatives after the originals), float32: the columns of Q
-      of a QR factorisation of a d × n standard Gaussian matrix, times √d, so each has RMS 1 and
-      ‖v‖₂ = √d, and distinct directions are orthogonal.
-    """
-    return orthonormal_directions(key, shape, n, antipodal=antipodal)
 
 
 def grid(step: float, max_distance: float) -> np.ndarray:
@@ -166,6 +148,35 @@ def _distances(params, x, directions, ts, *, apply_fn, n_bisect, chunk):
     return jax.vmap(lambda xi: _one(apply_fn, params, xi, directions, ts, n_bisect, chunk))(x)
 
 
+class BoundaryDistanceFn(NamedTuple):
+    """Boundary distances with their settings; call as `distances(apply_fn, params, x, directions)`.
+
+    grid: the magnitudes scanned; bisection_steps: halvings of each bracket (0 for "linear");
+    chunk: directions per `lax.map` batch (0 = all at once)."""
+
+    grid: np.ndarray
+    bisection_steps: int
+    chunk: int
+
+    def __call__(
+        self, apply_fn: ApplyFn, params: Any, x: jax.Array, directions: jax.Array
+    ) -> BoundaryDistances:
+        return _distances(
+            params,
+            x,
+            directions,
+            self.grid,
+            apply_fn=apply_fn,
+            n_bisect=self.bisection_steps,
+            chunk=self.chunk,
+        )
+
+    @property
+    def jitted(self):
+        """The jitted function behind every distance function (for compilation counts)."""
+        return _distances
+
+
 def make_boundary_distances(
     *,
     mode: str = "bisect",
@@ -174,7 +185,7 @@ def make_boundary_distances(
     coarse_step: float = 0.1,
     tol: float = 0.01,
     chunk: int = 0,
-):
+) -> BoundaryDistanceFn:
     """Boundary distances along given directions (see the module docstring for the two methods).
 
     Args:
@@ -192,7 +203,8 @@ def make_boundary_distances(
       `lax.while_loop` over the scan and `lax.fori_loop` over the bisection. `apply_fn`, the number of
       grid points and bisection steps and `chunk` are static; params, x, directions and the grid values
       are traced (functions made here with the same static settings share their compilations).
-      `distances.jitted` is the jitted function; `.grid` the magnitudes scanned; `.bisection_steps`.
+      A `BoundaryDistanceFn`: `.jitted` is the jitted function; `.grid` the magnitudes scanned;
+      `.bisection_steps` the halvings.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -201,10 +213,4 @@ def make_boundary_distances(
     ts = grid(step if mode == "linear" else coarse_step, max_distance)
     n_bisect = bisection_steps(coarse_step, tol) if mode == "bisect" else 0
 
-    def distances(apply_fn, params, x, directions) -> BoundaryDistances:
-        return _distances(params, x, directions, ts, apply_fn=apply_fn, n_bisect=n_bisect, chunk=int(chunk))
-
-    distances.jitted = _distances
-    distances.grid = ts
-    distances.bisection_steps = n_bisect
-    return distances
+    return BoundaryDistanceFn(ts, n_bisect, int(chunk))

@@ -13,10 +13,12 @@ References:
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from lnjax.types import ApplyFn
 
 SAMPLES = 100  # the reference's sample count
 
@@ -46,7 +48,22 @@ def _classify(key, params, x, tau, *, apply_fn, samples):
     return RegionVotes(label=label, counts=counts)
 
 
-def make_region_classifier(*, tau: float, samples: int = SAMPLES):
+class RegionClassifier(NamedTuple):
+    """A region classifier with its settings; call it as `classify(key, apply_fn, params, x)`."""
+
+    tau: float
+    samples: int
+
+    def __call__(self, key: jax.Array, apply_fn: ApplyFn, params: Any, x: jax.Array) -> RegionVotes:
+        return _classify(key, params, x, jnp.float32(self.tau), apply_fn=apply_fn, samples=self.samples)
+
+    @property
+    def jitted(self):
+        """The jitted function behind every region classifier (for compilation counts)."""
+        return _classify
+
+
+def make_region_classifier(*, tau: float, samples: int = SAMPLES) -> RegionClassifier:
     """Cao & Gong's region classifier.
 
     Args:
@@ -54,18 +71,13 @@ def make_region_classifier(*, tau: float, samples: int = SAMPLES):
       samples: points drawn per input.
 
     Returns:
-      classify(key, apply_fn, params, x) -> RegionVotes, with x: [B, H, W, C] in [0, 1] and
-      `apply_fn(params, x) -> logits [B, K]`. One jit: the samples of each example are one batch of the
-      model, vmapped over the examples; example i draws its samples from the i-th split of `key`, so
-      results reproduce from the key. `apply_fn` and `samples` are static, params, x and τ are traced:
-      one compilation per model function, sample count and batch shape, shared by every classifier
-      made here. `classify.jitted` is the jitted function (for compilation counts).
+      A `RegionClassifier`: classify(key, apply_fn, params, x) -> RegionVotes, with x: [B, H, W, C] in
+      [0, 1] and `apply_fn(params, x) -> logits [B, K]`. One jit: the samples of each example are one
+      batch of the model, vmapped over the examples; example i draws its samples from the i-th split of
+      `key`, so results reproduce from the key. `apply_fn` and `samples` are static, params, x and τ are
+      traced: one compilation per model function, sample count and batch shape, shared by every
+      classifier made here. `classify.jitted` is the jitted function (for compilation counts).
     """
     if tau < 0 or samples < 1:
         raise ValueError(f"need tau ≥ 0 and samples ≥ 1, got tau={tau}, samples={samples}")
-
-    def classify(key, apply_fn, params, x) -> RegionVotes:
-        return _classify(key, params, x, jnp.float32(tau), apply_fn=apply_fn, samples=int(samples))
-
-    classify.jitted = _classify
-    return classify
+    return RegionClassifier(float(tau), int(samples))

@@ -9,7 +9,6 @@ they agree within 1e-5 on every model of the zoo.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import cast
 
@@ -63,12 +62,16 @@ class Sequential(nn.Module):
         return self.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))["params"]
 
 
-@functools.cache
+_APPLY_FNS: dict[Sequential, Callable[[Params, jax.Array], jax.Array]] = {}
+
+
 def apply_fn(model: Sequential) -> Callable[[Params, jax.Array], jax.Array]:
     """`apply(params, x) -> logits` of a model (x: [B, *input_shape]); one function object per
     architecture (models are frozen and compare by value), so jitted attacks, region classifiers and
     boundary scans that take it as a static argument compile once per architecture."""
-    return lambda params, x: cast(jax.Array, model.apply({"params": params}, x))
+    if model not in _APPLY_FNS:
+        _APPLY_FNS[model] = lambda params, x: cast(jax.Array, model.apply({"params": params}, x))
+    return _APPLY_FNS[model]
 
 
 def layer_view(model: Sequential, params: Params) -> L.LayerView:

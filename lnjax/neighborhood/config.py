@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from lnjax.checks import check_bool, check_choice, check_float, check_int
 from lnjax.neighborhood.sensitivity import ORIENTATIONS, REDUCTIONS, SHRINKS
-from lnjax.verify.config import check_bool, check_choice, check_float, check_int
 
 NORMS = ("logvol", "linear")
 

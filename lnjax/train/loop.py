@@ -16,6 +16,7 @@ from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
+from lnjax.checks import check_choice, check_float, check_int
 from lnjax.models import Sequential
 from lnjax.train.checkpoint import Checkpointer
 from lnjax.train.step import DefenseConfig, TrainState, make_eval_step, make_mesh, make_train_step
@@ -48,17 +49,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "checkpoint_every", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} = {value!r} must be an integer ≥ 1")
-        if not _finite_number(self.learning_rate) or self.learning_rate <= 0:
-            raise ValueError(f"learning_rate = {self.learning_rate!r} must be a finite number > 0")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule = {self.schedule!r} is unknown; expected one of {SCHEDULES}")
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            check_int(name, getattr(self, name), 1)
+        check_float("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        check_choice("schedule", self.schedule, SCHEDULES)
 
 
 class TrainingDiverged(RuntimeError):

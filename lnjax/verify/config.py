@@ -4,58 +4,18 @@ Each field is documented on the class. Field names equal the experiments'
 `verifier` ConfigDict keys (`experiments/configs/verify.py`), which are generated from this class.
 A bad value raises `ValueError` with one line naming the field, the value and what was expected.
 
-The `check_*` helpers are shared with the other library configs (`neighborhood.OptimizerConfig`).
+Fields are checked with the shared `lnjax.checks` helpers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Collection
 
+from lnjax.checks import check_bool, check_choice, check_float, check_int
 from lnjax.verify.milp import MilpOptions
 
 STAGES = ("pgd", "crown", "alpha_crown", "milp")
 MILP_MODES = ("sign", "optimise")
-
-
-def check_int(where: str, value: object, minimum: int) -> None:
-    """Raises ValueError unless `value` is an int (not a bool) ≥ minimum."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where} = {value!r}; expected an integer ≥ {minimum}")
-
-
-def check_float(
-    where: str,
-    value: object,
-    *,
-    low: float = -math.inf,
-    high: float = math.inf,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    """Raises ValueError unless `value` is a finite real number in the interval (bounds as given)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok:
-        if math.isinf(high):
-            wanted = f"{'>' if low_open else '≥'} {low:g}" if math.isfinite(low) else "finite"
-        else:
-            wanted = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{where} = {value!r}; expected a finite number {wanted}")
-
-
-def check_choice(where: str, value: object, choices: Collection[str]) -> None:
-    """Raises ValueError unless `value` is one of `choices`."""
-    if value not in choices:
-        raise ValueError(f"{where} = {value!r}; expected one of {tuple(choices)}")
-
-
-def check_bool(where: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{where} = {value!r}; expected True or False")
 
 
 @dataclasses.dataclass(frozen=True)

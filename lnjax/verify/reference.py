@@ -18,8 +18,8 @@ import numpy as np
 from scipy.optimize import linprog
 
 from lnjax.models import layers as L
+from lnjax.specs import SpecRows
 from lnjax.verify.milp import AffineLayer, network_from_view
-from lnjax.verify.specs import SpecRows
 
 
 class BruteForceResult(NamedTuple):

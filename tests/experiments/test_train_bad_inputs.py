@@ -45,7 +45,7 @@ def test_damaged_mnist_data(data_dir, tmp_path, damage):
         ({"train__learning_rate": float("nan")}, r"train.learning_rate = nan must be a finite number > 0"),
         ({"train__learning_rate": -1.0}, r"train.learning_rate = -1.0 must be"),
         ({"train__steps": 0}, r"train.steps = 0 must be an integer ≥ 1"),
-        ({"train__schedule": "exp"}, r"train.schedule = 'exp' is unknown"),
+        ({"train__schedule": "exp"}, r"train.schedule = 'exp'; expected one of"),
         (
             {"defense__name": "linf", "defense__eps": float("nan")},
             r"defense.eps = nan must be a finite number",

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lnjax import bounds as B, models
+from lnjax import bounds as B, models, specs
 from lnjax.models import sequential as S
-from lnjax.verify import milp as M, specs
+from lnjax.verify import milp as M
 from lnjax.verify.reference import brute_force_min
 
 SPECS = {
