@@ -41,10 +41,10 @@ def test_damaged_mnist_data(data_dir, tmp_path, damage):
 @pytest.mark.parametrize(
     "override, match",
     [
-        ({"train__learning_rate": float("inf")}, r"train.learning_rate = inf must be a finite number > 0"),
-        ({"train__learning_rate": float("nan")}, r"train.learning_rate = nan must be a finite number > 0"),
-        ({"train__learning_rate": -1.0}, r"train.learning_rate = -1.0 must be"),
-        ({"train__steps": 0}, r"train.steps = 0 must be an integer ≥ 1"),
+        ({"train__learning_rate": float("inf")}, r"train.learning_rate = inf; expected a finite number > 0"),
+        ({"train__learning_rate": float("nan")}, r"train.learning_rate = nan; expected a finite number > 0"),
+        ({"train__learning_rate": -1.0}, r"train.learning_rate = -1.0; expected"),
+        ({"train__steps": 0}, r"train.steps = 0; expected an integer ≥ 1"),
         ({"train__schedule": "exp"}, r"train.schedule = 'exp'; expected one of"),
         (
             {"defense__name": "linf", "defense__eps": float("nan")},
