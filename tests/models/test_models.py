@@ -6,8 +6,14 @@ import pytest
 
 from lnjax import models
 
+# The GPU-scale zoo models run in the slow suite; their ops (conv, max-pool, dense) are covered fast.
+GPU_SCALE = ("cifar10_cnn", "mnist_madry")
 
-@pytest.mark.parametrize("name", sorted(models.MODELS))
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n not in GPU_SCALE else pytest.param(n, marks=pytest.mark.slow) for n in sorted(models.MODELS)],
+)
 def test_layer_view_equals_apply(name):
     model = models.get_model(name)
     params = model.init_params(jax.random.key(0))
