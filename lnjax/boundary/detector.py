@@ -31,8 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.typing import ArrayLike
 
 from lnjax.boundary.purity import adjacent_purity
+from lnjax.types import Params
 
 PURITY_K = 3
 MIN_DISTANCES = 36  # the two VALID convolutions (kernel 8, stride 4) need at least 36 inputs
@@ -131,7 +133,7 @@ def _check(features: DetectorFeatures, ok, side: str) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("num_distances", "purity_k"))
-def init_detector(key: jax.Array, *, num_distances: int, purity_k: int = PURITY_K):
+def init_detector(key: jax.Array, *, num_distances: int, purity_k: int = PURITY_K) -> Params:
     """Initial `BoundaryDetector` parameters: Glorot-uniform kernels, zero biases.
 
     The reference's (TensorFlow `tf.layers`) defaults. All kernels come from one uniform draw of `key`
@@ -188,8 +190,8 @@ def train_detector(
     key: jax.Array,
     benign: DetectorFeatures,
     adversarial: DetectorFeatures,
-    benign_ok,
-    adversarial_ok,
+    benign_ok: ArrayLike,
+    adversarial_ok: ArrayLike,
     *,
     steps: int = 2000,
     half_batch: int = 128,
@@ -251,13 +253,17 @@ def _flag(params, features: DetectorFeatures) -> jax.Array:
     return jnp.argmax(logits, axis=-1) == 1
 
 
-def detect(params, features: DetectorFeatures) -> jax.Array:
+def detect(params: Params, features: DetectorFeatures) -> jax.Array:
     """[N] bool: the detector flags the input as adversarial (dropout off)."""
     return _flag(params, features)
 
 
 def detector_rates(
-    params, benign: DetectorFeatures, adversarial: DetectorFeatures, benign_ok, adversarial_ok
+    params: Params,
+    benign: DetectorFeatures,
+    adversarial: DetectorFeatures,
+    benign_ok: ArrayLike,
+    adversarial_ok: ArrayLike,
 ) -> DetectorRates:
     """False-positive and false-negative rates over the usable rows (see `train_detector`)."""
     pb, pa = _check(benign, benign_ok, "benign"), _check(adversarial, adversarial_ok, "adversarial")

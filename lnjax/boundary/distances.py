@@ -172,7 +172,7 @@ class BoundaryDistanceFn(NamedTuple):
         )
 
     @property
-    def jitted(self):
+    def jitted(self) -> jax.stages.Wrapped:
         """The jitted function behind every distance function (for compilation counts)."""
         return _distances
 

@@ -58,7 +58,7 @@ class RegionClassifier(NamedTuple):
         return _classify(key, params, x, jnp.float32(self.tau), apply_fn=apply_fn, samples=self.samples)
 
     @property
-    def jitted(self):
+    def jitted(self) -> jax.stages.Wrapped:
         """The jitted function behind every region classifier (for compilation counts)."""
         return _classify
 

@@ -102,7 +102,7 @@ def _exact_by_interval(view: L.LayerView, k: int) -> bool:
     return all(r.linear is not None for r in prefix) and mixing <= 1
 
 
-def refine_mask(view: L.LayerView, k: int, lower, upper) -> jax.Array | None:
+def refine_mask(view: L.LayerView, k: int, lower: jax.Array, upper: jax.Array) -> jax.Array | None:
     """Neurons of op k's output worth a backward pass, or None for no pass at all.
 
     Outputs of linear ops whose next op's relaxation depends on their bounds (its `refine` rule: a
@@ -139,8 +139,8 @@ def _node_bounds(row_lower: Callable[[jax.Array], jax.Array], mask: jax.Array, c
 
 def refine_bounds(
     view: L.LayerView,
-    lower,
-    upper,
+    lower: jax.Array,
+    upper: jax.Array,
     base: LayerBounds,
     row_lower: RowLower,
     chunk: int,
@@ -220,7 +220,7 @@ def crown_bounds(
     return refine_bounds(view, lower, upper, base, row_lower, chunk, node_bounds)
 
 
-def interval_spec_lower(c: jax.Array, logit_bounds) -> jax.Array:
+def interval_spec_lower(c: jax.Array, logit_bounds: tuple[jax.Array, jax.Array]) -> jax.Array:
     """Lower bounds [M] of c @ z from elementwise logit bounds. c: [M, K]."""
     lo, hi = logit_bounds
     return jnp.maximum(c, 0.0) @ lo.reshape(-1) + jnp.minimum(c, 0.0) @ hi.reshape(-1)

@@ -42,7 +42,9 @@ def clip_box(
     return jnp.clip(lower, lo, hi), jnp.clip(upper, lo, hi)
 
 
-def input_bounds_of(bounds: LayerBounds, j: int, lower: jax.Array, upper: jax.Array):
+def input_bounds_of(
+    bounds: LayerBounds, j: int, lower: jax.Array, upper: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Bounds of the input of op j (the box for j = 0)."""
     return (lower, upper) if j == 0 else bounds[j - 1]
 

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def masked_node_bounds(bound_ids: Callable[[jax.Array], jax.Array], mask: jax.Array, chunk: int):
+def masked_node_bounds(
+    bound_ids: Callable[[jax.Array], jax.Array], mask: jax.Array, chunk: int
+) -> tuple[jax.Array, jax.Array]:
     """Bounds of the masked neurons of one node, `chunk` neurons per call, in a `lax` loop.
 
     Args:

@@ -184,7 +184,7 @@ def patch_node_bounds(
     frames: list[Frame],
     chunk: int = PATCH_CHUNK,
     row_lower: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-):
+) -> tuple[jax.Array, jax.Array]:
     """Bounds of the masked neurons of op k's output [H, W, C], `chunk` neurons per pass (`lax` loop).
 
     `row_lower(a, offsets) -> [R]` bounds rows of patches (default: `patch_backward_lower`; α-CROWN

@@ -101,7 +101,9 @@ class CountingOracle:
         lo, hi = neighborhood_box(self.problem.x, self.problem.layers, np.asarray(eps, np.float32))
         return np.asarray(lo), np.asarray(hi)
 
-    def __call__(self, key: jax.Array, eps, **extra: Any) -> tuple[Verdict, np.ndarray, np.ndarray]:
+    def __call__(
+        self, key: jax.Array, eps: ArrayLike, **extra: Any
+    ) -> tuple[Verdict, np.ndarray, np.ndarray]:
         eps = np.asarray(eps, np.float32)
         lo, hi = self.box(eps)
         t0 = time.perf_counter()

@@ -8,6 +8,7 @@ white and the non-target digit (the object the layers grow from) in black.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -15,6 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.image import AxesImage
+    from numpy.typing import ArrayLike
 
 FLOOR = 1e-6  # ε = 0 is drawn as this
 
@@ -31,17 +37,17 @@ def _log_eps_image(layers, eps) -> np.ndarray:
 
 
 def draw_heatmap(
-    ax,
-    x,
-    layers,
-    eps,
+    ax: Axes,
+    x: ArrayLike,
+    layers: ArrayLike,
+    eps: ArrayLike,
     *,
-    target_mask=None,
-    other_mask=None,
+    target_mask: ArrayLike | None = None,
+    other_mask: ArrayLike | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
     title: str = "",
-):
+) -> AxesImage:
     """Draws log10 ε per pixel on `ax`; returns the image artist (for a colorbar).
 
     Args:
@@ -69,12 +75,12 @@ def _range(eps_list) -> tuple[float, float]:
 
 
 def heatmaps(
-    x,
-    layers,
+    x: ArrayLike,
+    layers: ArrayLike,
     eps: Mapping[str, Sequence[float] | np.ndarray],
     *,
-    target_mask=None,
-    other_mask=None,
+    target_mask: ArrayLike | None = None,
+    other_mask: ArrayLike | None = None,
     title: str = "",
 ) -> Figure:
     """One heatmap per method (a shared colour scale): {name: ε [R]} -> Figure."""

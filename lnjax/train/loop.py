@@ -20,6 +20,7 @@ from lnjax.checks import check_choice, check_float, check_int
 from lnjax.models import Sequential
 from lnjax.train.checkpoint import Checkpointer
 from lnjax.train.step import DefenseConfig, TrainState, make_eval_step, make_mesh, make_train_step
+from lnjax.types import Params
 
 SCHEDULES = ("cosine", "constant")
 
@@ -246,7 +247,7 @@ def evaluate(
     *,
     key: jax.Array,
     model: Sequential,
-    params,
+    params: Params,
     task: str,
     k: int,
     x: np.ndarray,

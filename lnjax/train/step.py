@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from lnjax.models import Sequential, layer_view
 from lnjax.train import defenses, losses
 from lnjax.train.stability import relu_stability_loss
+from lnjax.types import Params
 
 
 class TrainState(struct.PyTreeNode):
@@ -33,7 +34,7 @@ class TrainState(struct.PyTreeNode):
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, *, params, tx):
+    def create(cls, *, params: Params, tx: optax.GradientTransformation) -> TrainState:
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), tx=tx)
 
 

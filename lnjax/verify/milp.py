@@ -49,13 +49,19 @@ import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import scipy.sparse as sp
 
 from lnjax.models import layers as L
 from lnjax.models.ops import MilpRules, rules_of
+
+if TYPE_CHECKING:
+    from jax.typing import ArrayLike
+
+    from lnjax.bounds.interval import LayerBounds
+    from lnjax.specs import SpecRows
 
 # ----------------------------------------------------------------------------------------------
 # The network as data.
@@ -253,14 +259,21 @@ class MilpResult(NamedTuple):
     message: str = ""
 
 
-def interval_row_lower(rows, logit_bounds) -> np.ndarray:
+def interval_row_lower(rows: SpecRows, logit_bounds: tuple[ArrayLike, ArrayLike]) -> np.ndarray:
     """Lower bounds [M] of c @ z (without the offset) from elementwise logit bounds ([K] each)."""
     zl, zu = (np.asarray(v, np.float64).ravel() for v in logit_bounds)
     c = np.asarray(rows.c, np.float64)
     return np.maximum(c, 0.0) @ zl + np.minimum(c, 0.0) @ zu
 
 
-def make_query(net: MilpNetwork, lower, upper, bounds, rows, row_lower=None) -> MilpQuery:
+def make_query(
+    net: MilpNetwork,
+    lower: ArrayLike,
+    upper: ArrayLike,
+    bounds: LayerBounds,
+    rows: SpecRows,
+    row_lower: ArrayLike | None = None,
+) -> MilpQuery:
     """Host data for one query.
 
     Args:
@@ -390,7 +403,9 @@ def _lp_tighten(enc: _Encoder, a: sp.csr_matrix, b: np.ndarray, lo, hi, deadline
     return lo, hi
 
 
-def encode(net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline: float = float("inf")):
+def encode(
+    net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline: float = float("inf")
+) -> tuple[_Encoder, np.ndarray, int, dict[str, Any]]:
     """Builds the MILP. Returns (encoder, input columns [n_in] (−1 = fixed pixel), s column, info).
 
     `info` holds the unstable counts per nonlinear layer and the LP-tightening time.
@@ -478,7 +493,7 @@ def solve(net: MilpNetwork, query: MilpQuery, options: MilpOptions) -> MilpResul
         return MilpResult(status="error", message=traceback.format_exc())
     t1 = time.monotonic()
     m = enc.model
-    sizes = dict(
+    sizes: dict[str, Any] = dict(
         num_binaries=enc.num_binaries,
         num_columns=m.num_cols,
         num_rows=m.num_rows,
@@ -489,10 +504,10 @@ def solve(net: MilpNetwork, query: MilpQuery, options: MilpOptions) -> MilpResul
     seconds = max(options.cbc_seconds - (t1 - t0), 0.01)
     if options.mode == "sign":
         m.cutoff = float(options.cutoff)
-        status = m.optimize(max_seconds=seconds, max_solutions=1)
+        status = m.optimize(max_seconds=seconds, max_solutions=1)  # pyright: ignore[reportArgumentType]
     elif options.mode == "optimise":
         m.sol_pool_size = max(options.max_solutions, 1)
-        status = m.optimize(max_seconds=seconds)
+        status = m.optimize(max_seconds=seconds)  # pyright: ignore[reportArgumentType] (numbers.Real)
     else:
         return MilpResult(status="error", message=f"unknown mode {options.mode!r}", **sizes)
     solve_s = time.monotonic() - t1
@@ -508,14 +523,14 @@ def solve(net: MilpNetwork, query: MilpQuery, options: MilpOptions) -> MilpResul
         free = np.flatnonzero(x_cols >= 0)
         if i == 0:
             x[free] = [enc.cols[j].x for j in x_cols[free]]
-            obj = float(m.objective_value)
+            obj = float(m.objective_value)  # pyright: ignore[reportArgumentType] (a solution exists)
         else:
             x[free] = [enc.cols[j].xi(i) for j in x_cols[free]]
             obj = float(m.objective_values[i])
         sols.append((x, obj))
     return MilpResult(
         status="optimal" if status == S.OPTIMAL else "feasible",
-        objective=float(m.objective_value),
+        objective=float(m.objective_value),  # pyright: ignore[reportArgumentType] (a solution exists)
         bound=float(m.objective_bound) if m.objective_bound is not None else None,
         solutions=tuple(sols),
         solve_s=solve_s,

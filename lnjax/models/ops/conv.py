@@ -21,7 +21,15 @@ from jax import lax
 
 from lnjax.models.conv import conv_general_dilated
 from lnjax.models.ops import geometry as G
-from lnjax.models.ops.base import MilpRules, OpRules, PatchRules, affine_interval, register, row_sum
+from lnjax.models.ops.base import (
+    Bounds,
+    MilpRules,
+    OpRules,
+    PatchRules,
+    affine_interval,
+    register,
+    row_sum,
+)
 
 
 @struct.dataclass
@@ -120,7 +128,7 @@ def conv_transpose(op: Conv, in_shape: tuple[int, ...], a: jax.Array) -> jax.Arr
 
 
 def backward(
-    op: Conv, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha=None
+    op: Conv, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """Exact: a · (conv(x) + b) = conv^T(a) · x + a · b."""
     del u_in, alpha
@@ -166,7 +174,9 @@ def conv_matrix(
     return m, (ho, wo, co)
 
 
-def milp_matrix(op: Conv, in_shape: tuple[int, ...]):
+def milp_matrix(
+    op: Conv, in_shape: tuple[int, ...]
+) -> tuple[sp.csr_matrix, np.ndarray, tuple[int, int, int]]:
     m, out = conv_matrix(np.asarray(op.kernel), in_shape, op.strides, op.padding)
     return m, np.tile(np.asarray(op.bias, np.float64), out[0] * out[1]), out
 
@@ -223,14 +233,22 @@ def conv_patch_transpose(op: Conv, a: jax.Array, matrix: jax.Array | None = None
     return out
 
 
-def patch_context(op: Conv, offsets: jax.Array, in_bounds, patch_in: tuple[int, int], frame_in):
+def patch_context(
+    op: Conv, offsets: jax.Array, in_bounds: Bounds, patch_in: tuple[int, int], frame_in: tuple[int, ...]
+) -> tuple[jax.Array, jax.Array]:
     """Input offsets, and the mask of input patch cells inside the frame (the rest is zero padding)."""
     del in_bounds
     offsets = G.receptive_offsets(offsets, op.strides, op.padding)
     return offsets, G.inside_frame(offsets, patch_in, frame_in)
 
 
-def patch_backward(op: Conv, a: jax.Array, inside: jax.Array, alpha=None, matrix=None):
+def patch_backward(
+    op: Conv,
+    a: jax.Array,
+    inside: jax.Array,
+    alpha: jax.Array | None = None,
+    matrix: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     del alpha
     bias = jnp.sum(a * op.bias, axis=(1, 2, 3))
     return conv_patch_transpose(op, a, matrix) * inside, bias

@@ -46,14 +46,14 @@ def apply(op: Dense, x: jax.Array) -> jax.Array:
 
 
 def backward(
-    op: Dense, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha=None
+    op: Dense, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """Exact: a · (x W + b) = (a W^T) · x + a · b."""
     del l_in, u_in, alpha
     return jnp.dot(a, op.kernel.T, precision=jax.lax.Precision.HIGHEST), row_sum(a * op.bias)
 
 
-def milp_matrix(op: Dense, in_shape: tuple[int, ...]):
+def milp_matrix(op: Dense, in_shape: tuple[int, ...]) -> tuple[sp.csr_matrix, np.ndarray, tuple[int]]:
     del in_shape
     m = sp.csr_matrix(np.asarray(op.kernel, np.float64).T)
     return m, np.asarray(op.bias, np.float64), (int(op.kernel.shape[1]),)

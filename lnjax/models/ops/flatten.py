@@ -35,12 +35,14 @@ def apply(op: Flatten, x: jax.Array) -> jax.Array:
     return x.reshape(-1)
 
 
-def backward(op: Flatten, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha=None):
+def backward(
+    op: Flatten, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     del op, u_in, alpha
     return a.reshape(a.shape[0], *l_in.shape), no_bias(a)
 
 
-def milp_matrix(op: Flatten, in_shape: tuple[int, ...]):
+def milp_matrix(op: Flatten, in_shape: tuple[int, ...]) -> tuple[None, None, tuple[int]]:
     """A reshape: no matrix, no offset."""
     del op
     return None, None, (math.prod(in_shape),)

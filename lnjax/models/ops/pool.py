@@ -13,6 +13,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -25,6 +26,7 @@ from flax import struct
 from lnjax.models.ops import geometry as G
 from lnjax.models.ops.base import (
     MilpEncoder,
+    MilpOptionsLike,
     MilpRules,
     OpRules,
     monotone_interval,
@@ -93,12 +95,12 @@ class AvgPoolSpec:
 # ----------------------------------------------------------------------------- apply
 
 
-def max_pool(x: jax.Array, window, strides, padding: G.Padding) -> jax.Array:
+def max_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int], padding: G.Padding) -> jax.Array:
     """x: [H, W, C] -> [H', W', C]."""
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (*window, 1), (*strides, 1), (*padding, (0, 0)))
 
 
-def avg_pool(x: jax.Array, window, strides) -> jax.Array:
+def avg_pool(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax.Array:
     """x: [H, W, C] -> [H', W', C]."""
     s = jax.lax.reduce_window(x, 0.0, jax.lax.add, (*window, 1), (*strides, 1), "VALID")
     return s / (window[0] * window[1])
@@ -120,7 +122,9 @@ def pool_index(op: MaxPool, in_hw: tuple[int, ...]) -> np.ndarray:
     return G.window_index(in_hw, op.window, op.strides, op.padding, pad=in_hw[0] * in_hw[1])
 
 
-def maxpool_relaxation(op: MaxPool, lower: jax.Array, upper: jax.Array):
+def maxpool_relaxation(
+    op: MaxPool, lower: jax.Array, upper: jax.Array
+) -> tuple[np.ndarray, jax.Array, jax.Array, jax.Array, jax.Array]:
     """Linear bounds of max-pooling given input bounds (see the module docstring).
 
     Args:
@@ -154,7 +158,9 @@ def undecided_inputs(op: MaxPool, lower: jax.Array, upper: jax.Array) -> jax.Arr
     return hits > 0
 
 
-def backward_max(op: MaxPool, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha=None):
+def backward_max(
+    op: MaxPool, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     del alpha
     idx, w_lo, w_up, up_b, _ = maxpool_relaxation(op, l_in, u_in)
     a_pos, a_neg = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
@@ -162,7 +168,9 @@ def backward_max(op: MaxPool, a: jax.Array, l_in: jax.Array, u_in: jax.Array, al
     return G.window_patches_transpose(cells, l_in.shape, idx), row_sum(a_neg * up_b)
 
 
-def backward_avg(op: AvgPool, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha=None):
+def backward_avg(
+    op: AvgPool, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     del u_in, alpha
     return vjp_transpose(lambda x: apply_avg(op, x), l_in.shape, a), no_bias(a)
 
@@ -170,7 +178,9 @@ def backward_avg(op: AvgPool, a: jax.Array, l_in: jax.Array, u_in: jax.Array, al
 # ----------------------------------------------------------------------------- MILP
 
 
-def avg_pool_matrix(in_shape: tuple[int, ...], window, strides) -> tuple[sp.csr_matrix, tuple[int, ...]]:
+def avg_pool_matrix(
+    in_shape: tuple[int, ...], window: Sequence[int], strides: Sequence[int]
+) -> tuple[sp.csr_matrix, tuple[int, ...]]:
     """Average pooling (VALID) as a sparse matrix over row-major flattened [H, W, C]."""
     h, w, c = in_shape
     windows = G.element_windows(in_shape, window, strides, ((0, 0), (0, 0)))
@@ -181,12 +191,12 @@ def avg_pool_matrix(in_shape: tuple[int, ...], window, strides) -> tuple[sp.csr_
     return sp.csr_matrix((vals, (rows, windows.ravel())), shape=(n_out, h * w * c)), (ho, wo, c)
 
 
-def milp_matrix_avg(op: AvgPool, in_shape: tuple[int, ...]):
+def milp_matrix_avg(op: AvgPool, in_shape: tuple[int, ...]) -> tuple[sp.csr_matrix, None, tuple[int, ...]]:
     m, out = avg_pool_matrix(in_shape, op.window, op.strides)
     return m, None, out
 
 
-def milp_layer_max(op: MaxPool, in_shape: tuple[int, ...]):
+def milp_layer_max(op: MaxPool, in_shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Flat input indices of every window: [Ho·Wo·C, KH·KW] (−1 for padded cells)."""
     h, w, c = in_shape
     ho, wo = G.output_size((h, w), op.window, op.strides, op.padding)
@@ -198,7 +208,16 @@ def milp_forward_max(windows: np.ndarray, v: np.ndarray) -> np.ndarray:
     return padded[windows].max(axis=1)
 
 
-def milp_encode_max(enc: MilpEncoder, a, b, raw, lo, hi, windows: np.ndarray, options=None):
+def milp_encode_max(
+    enc: MilpEncoder,
+    a: sp.csr_matrix,
+    b: np.ndarray,
+    raw: tuple[np.ndarray, np.ndarray],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    windows: np.ndarray,
+    options: MilpOptionsLike | None = None,
+) -> tuple[sp.csr_matrix, np.ndarray, int]:
     """y = max over the window: one y per open window, one binary per candidate input."""
     del options
     n_out = windows.shape[0]

@@ -18,6 +18,7 @@ from flax import struct
 
 from lnjax.models.ops import geometry as G
 from lnjax.models.ops.base import (
+    Bounds,
     MilpEncoder,
     MilpOptionsLike,
     MilpRules,
@@ -62,7 +63,9 @@ def default_alpha(lower: jax.Array, upper: jax.Array) -> jax.Array:
     return (upper >= -lower).astype(lower.dtype)
 
 
-def relu_relaxation(lower: jax.Array, upper: jax.Array, alpha: jax.Array | None = None):
+def relu_relaxation(
+    lower: jax.Array, upper: jax.Array, alpha: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Linear bounds lo_slope*x <= relu(x) <= up_slope*x + up_bias for x in [lower, upper].
 
     Identity if l >= 0, zero if u <= 0, otherwise alpha*x <= relu(x) <= u/(u-l) * (x - l).
@@ -86,7 +89,9 @@ def relu_relaxation(lower: jax.Array, upper: jax.Array, alpha: jax.Array | None 
     return lo_slope, up_slope, up_bias
 
 
-def backward(op: ReLU, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha=None):
+def backward(
+    op: ReLU, a: jax.Array, l_in: jax.Array, u_in: jax.Array, alpha: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     del op
     return relaxation_backward(a, *relu_relaxation(l_in, u_in, alpha))
 
@@ -100,13 +105,21 @@ def refine(op: ReLU, lower: jax.Array, upper: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------- patch mode
 
 
-def patch_context(op: ReLU, offsets: jax.Array, in_bounds, patch_in: tuple[int, int], frame_in):
+def patch_context(
+    op: ReLU, offsets: jax.Array, in_bounds: Bounds, patch_in: tuple[int, int], frame_in: tuple[int, ...]
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """The input bounds gathered at the patches (the offsets do not move)."""
     del op, frame_in
     return offsets, tuple(G.gather_patches(v, offsets, patch_in) for v in in_bounds)
 
 
-def patch_backward(op: ReLU, a: jax.Array, bounds: tuple[jax.Array, jax.Array], alpha=None, matrix=None):
+def patch_backward(
+    op: ReLU,
+    a: jax.Array,
+    bounds: tuple[jax.Array, jax.Array],
+    alpha: jax.Array | None = None,
+    matrix: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     del op, matrix
     lo_s, up_s, up_b = relu_relaxation(bounds[0], bounds[1], alpha)
     a_pos, a_neg = jnp.maximum(a, 0.0), jnp.minimum(a, 0.0)
@@ -116,7 +129,7 @@ def patch_backward(op: ReLU, a: jax.Array, bounds: tuple[jax.Array, jax.Array], 
 # ----------------------------------------------------------------------------- MILP
 
 
-def milp_layer(op: ReLU, in_shape: tuple[int, ...]):
+def milp_layer(op: ReLU, in_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
     del op
     return int(np.prod(in_shape)), tuple(in_shape)
 
@@ -132,11 +145,20 @@ def selector(idx: np.ndarray, ncols: int, cols: np.ndarray, coef: np.ndarray | f
     return sp.csr_matrix((coef, (np.arange(len(idx)), cols)), shape=(len(idx), ncols))
 
 
-def milp_encode(enc: MilpEncoder, a, b, raw, lo, hi, size: int, options: MilpOptionsLike):
+def milp_encode(
+    enc: MilpEncoder,
+    a: sp.csr_matrix,
+    b: np.ndarray,
+    raw: tuple[np.ndarray, np.ndarray],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    size: int,
+    options: MilpOptionsLike,
+) -> tuple[sp.csr_matrix, np.ndarray, int]:
     """u ≤ 0 → 0; l ≥ 0 → identity (inlined, or a column tied by an equality when its row has more
     than `options.inline_max_terms` terms); otherwise y ≥ x, y ≥ 0, y ≤ u·g, y ≤ x − l(1 − g), g binary."""
     del size
-    n = a.shape[0]
+    n = a.shape[0]  # pyright: ignore[reportOptionalSubscript] (scipy's `shape` is inferred Optional)
     active = raw[0] >= 0
     inactive = (raw[1] <= 0) & ~active
     is_unstable = ~active & ~inactive
