@@ -26,6 +26,9 @@ queries of this verifier (seconds per unstable neuron it has to bound); a stage 
 after the deadline is not started and the query is UNKNOWN at once. A time-out is UNKNOWN, never
 ROBUST. See `verdict` for the trust rules.
 
+Arguments are checked first (`inputs`: the view and options in `make_verifier`, the box and the
+spec in each query): a bad one raises one TypeError/ValueError line, so no verdict comes from it.
+
 References:
   Tjeng, Xiao & Tedrake, Evaluating Robustness of Neural Networks with Mixed Integer Programming,
     ICLR 2019 (MIPVerify; progressive bound tightening, the sign question).
@@ -34,7 +37,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
@@ -51,7 +53,8 @@ from lnjax.attacks.pgd import view_box_pgd, view_margin
 from lnjax.models import layers as L
 from lnjax.specs import Spec, SpecRows, margin_lower_bound
 from lnjax.verify import milp as M
-from lnjax.verify.config import STAGES, VerifierConfig
+from lnjax.verify.config import STAGES, VerifierConfig, resolved_config
+from lnjax.verify.inputs import checked_box, checked_rows, checked_view
 from lnjax.verify.verdict import Status, Verdict, VerifyStats
 
 _ORDER = ("pgd", "interval", "crown", "alpha_crown", "milp")
@@ -72,9 +75,10 @@ class Verifier(NamedTuple):
     """`make_verifier`'s functions; calling the tuple calls `verify`.
 
     verify(key, x_lower, x_upper, spec) -> Verdict: key a typed PRNG key; x_lower, x_upper:
-      [*view.input_shape] (clipped to [0, 1] here); spec a `lnjax.specs` object. The first call of
-      each jitted stage compiles it (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's
-      budget.
+      [*view.input_shape] float images in [0, 1] (finite; overshoots up to 0.5 are clipped to
+      [0, 1], anything else raises ValueError, as does an integer array); spec a `lnjax.specs`
+      TopK, Argmax or Threshold (else TypeError). The first call of each jitted stage compiles it
+      (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's budget.
     warm_up(x_lower, x_upper, spec) -> seconds: runs every configured stage once on a box (results
       discarded; also builds the MILP network and starts the worker), so that timed queries with the
       same spec type measure only themselves, then times CROWN and α-CROWN's intermediate pass once
@@ -107,10 +111,15 @@ def make_verifier(
     Returns:
       A `Verifier` (verify, warm_up); `verifier(key, x_lower, x_upper, spec)` calls verify.
 
+    Raises:
+      TypeError: `view` is not a LayerView, `config` not a VerifierConfig, an unknown option.
+      ValueError: a bad option value, or a view with no ops or non-finite parameters.
+
     References:
       Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify).
     """
-    cfg = dataclasses.replace(config or VerifierConfig(), **overrides)
+    view = checked_view(view)
+    cfg = resolved_config(config, overrides)
     stages = tuple(s for s in _ORDER if s in cfg.stages or s == "interval")
     num_classes = int(math.prod(view.output_shapes[-1]))
     fns = _jitted(
@@ -132,8 +141,9 @@ def make_verifier(
 
     def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
         t_start = time.monotonic()
-        lo, hi = _checked_box(view, x_lower, x_upper)
-        q = _Query(view, fns, cfg, t_start, lo, hi, spec.rows(num_classes))
+        rows = checked_rows(spec, num_classes)
+        lo, hi = checked_box(view, x_lower, x_upper)
+        q = _Query(view, fns, cfg, t_start, lo, hi, rows)
         key_quick, key_pgd, key_refine = jax.random.split(key, 3)
 
         # --- PGD (quick, or the full one when there is no quick one) ----------------------------
@@ -185,8 +195,8 @@ def make_verifier(
 
     def warm_up(x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> float:
         t0 = time.monotonic()
-        lo, hi = B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
-        rows = spec.rows(num_classes)
+        rows = checked_rows(spec, num_classes)
+        lo, hi = checked_box(view, x_lower, x_upper)
         c, offset, k = jnp.asarray(rows.c), jnp.asarray(rows.offset), rows.k
         centre = (lo + hi) / 2
         out = [fns.logits(view, centre), fns.margin(view, centre, c, offset, k=k)]
@@ -234,16 +244,6 @@ def make_verifier(
 
 
 # ------------------------------------------------------------------------------------------ stages
-
-
-def _checked_box(view: L.LayerView, x_lower: jax.Array, x_upper: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The box clipped to [0, 1] as float32; ValueError if its shape is not the input's or it is empty."""
-    lo, hi = B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
-    if lo.shape != tuple(view.input_shape) or hi.shape != lo.shape:
-        raise ValueError(f"box shapes {lo.shape}, {hi.shape} do not match the input shape {view.input_shape}")
-    if bool(jnp.any(lo > hi)):
-        raise ValueError("empty box: x_lower > x_upper somewhere after clipping to [0, 1]")
-    return lo, hi
 
 
 def _same_bounds(view: L.LayerView, lo: jax.Array, hi: jax.Array, base: Any) -> Any:
