@@ -21,10 +21,14 @@ Stages (each optional, in this order):
 
 The whole query has one wall-clock budget (`time_limit`); the JAX stages are checked against it
 between stages and the MILP gets what is left (a hard limit, see `milp.MilpWorker`). A compiled JAX
-stage cannot be interrupted, so before each bound stage its cost is predicted from the earlier
-queries of this verifier (seconds per unstable neuron it has to bound); a stage predicted to end
-after the deadline is not started and the query is UNKNOWN at once. A time-out is UNKNOWN, never
-ROBUST. See `verdict` for the trust rules.
+stage cannot be interrupted, so before each bound stage its cost is predicted from its last run in
+this verifier (seconds per unstable neuron it has to bound, scaled to this query's count); a stage
+predicted to end after the deadline is not started and the query is UNKNOWN at once. A prediction
+counts only if that run did at least a quarter of this query's work: scaled up further it mostly
+multiplies fixed costs (a zero-width warm-up box bounds no neuron, and its CROWN time scaled to the
+quickstart CNN's queries was ~500x too high, so CROWN was never started and never re-timed). Without
+one the stage runs, and every run replaces its stage's estimate. A time-out or a stage not started
+is UNKNOWN, never ROBUST. See `verdict` for the trust rules.
 
 Arguments are checked first (`inputs`: the view and options in `make_verifier`, the box and the
 spec in each query): a bad one raises one TypeError/ValueError line, so no verdict comes from it.
@@ -82,7 +86,9 @@ class Verifier(NamedTuple):
     warm_up(x_lower, x_upper, spec) -> seconds: runs every configured stage once on a box (results
       discarded; also builds the MILP network and starts the worker), so that timed queries with the
       same spec type measure only themselves, then times CROWN and α-CROWN's intermediate pass once
-      more to seed the cost predictions.
+      more to seed the cost predictions. A zero-width box compiles everything, but its timings
+      (passes that bound no neuron) predict no box with unstable neurons: the first such queries
+      run those stages and time them.
     """
 
     verify: Callable[[jax.Array, jax.Array, jax.Array, Spec], Verdict]
@@ -225,7 +231,8 @@ def make_verifier(
         # One whole query: compiles the small eager ops around the stages (clipping, checks, key
         # splits; ~0.1 s each on CPU), which would otherwise land in the first timed query.
         verify(jax.random.key(0), x_lower, x_upper, spec)
-        # A second, timed run of the costly bound stages seeds their cost predictions.
+        # A second, timed run of the costly bound stages seeds their cost predictions (used only for
+        # queries with at most 4x its work: see `_scaled`).
         units = _Costs.work("crown", B.unstable_counts(view, base))
         best = base
         for name, fn, on in (
@@ -235,7 +242,7 @@ def make_verifier(
             if on:
                 t1 = time.monotonic()
                 best = jax.block_until_ready(fn(view, lo, hi, best))
-                costs.rates[name] = (time.monotonic() - t1) / units
+                costs.record(name, time.monotonic() - t1, units)
         if "milp" in stages:
             (worker or M.shared_worker()).start()
         return time.monotonic() - t0
@@ -263,11 +270,36 @@ class _LazyNetwork:
         return self.net
 
 
+class _Run(NamedTuple):
+    """A timed run of a bound stage: `seconds` for `units` of work (`_Costs.work`)."""
+
+    seconds: float
+    units: int
+
+
+_SCALE_UP = 4  # a run predicts a query's cost only if it did at least 1/_SCALE_UP of that query's work
+
+
+def _scaled(run: _Run | None, units: int) -> float | None:
+    """The run's seconds scaled to `units` of work, or None when there is no run or it did less than
+    1/_SCALE_UP of that work.
+
+    Time grows with work but not proportionally (fixed costs: dispatch, the walk over the layers,
+    the spec rows), so scaling up overestimates by at most the factor and scaling down underestimates.
+    Far beyond the factor the guess is mostly multiplied fixed cost: a zero-width warm-up box (1 unit)
+    predicted CROWN at ~500x its time on the quickstart CNN's queries. Such a guess must not keep a
+    stage from running, or its estimate would never be corrected.
+    """
+    if run is None or units > _SCALE_UP * run.units:
+        return None
+    return run.seconds * units / run.units
+
+
 class _Costs:
-    """Predicted seconds of a bound stage: its rate (seconds per unit of work) from the last query."""
+    """Predicted seconds of the bound stages, from each stage's last timed run (every run replaces it)."""
 
     def __init__(self, alpha_intermediate_steps: int):
-        self.rates: dict[str, float] = {}
+        self.runs: dict[str, _Run] = {}
         self.alpha_intermediate_steps = alpha_intermediate_steps
 
     @staticmethod
@@ -277,12 +309,17 @@ class _Costs:
             return 1
         return 1 + sum(unstable_after_interval[1:])  # the first layer is exact under interval bounds
 
-    def predicted(self, name: str, units: int) -> float:
-        if name in self.rates:
-            return self.rates[name] * units
-        if name == "alpha_intermediate":  # never timed yet: from CROWN's rate, one pass per step
-            return self.rates.get("crown", 0.0) * units * (self.alpha_intermediate_steps + 1)
-        return 0.0
+    def record(self, name: str, seconds: float, units: int) -> None:
+        self.runs[name] = _Run(seconds, units)
+
+    def predicted(self, name: str, units: int) -> float | None:
+        """Seconds of stage `name` on `units` of work; None: no run to predict from (then it runs)."""
+        own = _scaled(self.runs.get(name), units)
+        if own is not None or name != "alpha_intermediate":
+            return own
+        # Not timed at this scale: from CROWN's run (this query's, if it ran), one pass per step.
+        crown = _scaled(self.runs.get("crown"), units)
+        return None if crown is None else crown * (self.alpha_intermediate_steps + 1)
 
 
 class _Query:
@@ -376,8 +413,8 @@ class _Query:
             return self.finish(Status.UNKNOWN, None)
         units = costs.work(name, self.stats.unstable["interval"])
         expected = costs.predicted(name, units)
-        if time.monotonic() + expected > self.deadline:
-            left = self.deadline - time.monotonic()
+        left = self.deadline - time.monotonic()
+        if expected is not None and expected > left:
             self.stats.notes.append(f"{name} not started: predicted {expected:.1f} s, {left:.1f} s left")
             return self.finish(Status.UNKNOWN, None)
         t0 = time.monotonic()
@@ -388,7 +425,7 @@ class _Query:
         m_lb = margin_lower_bound(self.rows, self.row_lower)
         self.stats.margin_lower[name] = m_lb
         self.proven.append(m_lb)
-        costs.rates[name] = (time.monotonic() - t0) / units
+        costs.record(name, time.monotonic() - t0, units)
         self.lap(name, t0)
         return self.finish(Status.ROBUST, name) if m_lb > self.safety else None
 

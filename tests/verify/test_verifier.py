@@ -22,6 +22,7 @@ from lnjax.verify import (
     VerifierConfig,
     make_verifier,
     milp as M,
+    verifier as VV,
 )
 from lnjax.verify.reference import brute_force_min
 
@@ -486,3 +487,72 @@ def test_small_overshoot_is_clipped_not_refused(view0):
     inside = verify(jax.random.key(0), np.array([0.0, 0.3, 0.8]), np.array([0.2, 0.5, 1.0]), Argmax(0))
     assert over.stats.margin_lower["interval"] == inside.stats.margin_lower["interval"]
     assert over.status is inside.status
+
+
+# ------------------------------------------------- cost predictions after a degenerate warm-up (item 1)
+
+
+def test_cost_prediction_needs_a_comparable_run():
+    costs = VV._Costs(alpha_intermediate_steps=5)
+    assert costs.predicted("crown", 10) is None  # never timed: the stage runs
+    costs.record("crown", 0.2, 1)  # a zero-width warm-up box: no neuron to bound
+    assert costs.predicted("crown", 500) is None  # too far to scale up: runs, and is timed
+    assert costs.predicted("crown", 4) == pytest.approx(0.8)
+    costs.record("crown", 0.5, 400)  # every run replaces the estimate
+    assert costs.predicted("crown", 500) == pytest.approx(0.625)
+    assert costs.predicted("crown", 100) == pytest.approx(0.125)
+    assert costs.predicted("alpha_intermediate", 500) == pytest.approx(0.625 * 6)  # CROWN × (steps + 1)
+    costs.record("alpha_intermediate", 3.0, 500)
+    assert costs.predicted("alpha_intermediate", 500) == pytest.approx(3.0)
+
+
+# tiny_mlp(3, hidden=(6, 6)): interval margin −0.32, CROWN +0.11; 5 units of CROWN work (4 unstable ReLUs
+# in the second layer + the logits).
+CROWN_BOX = (np.array([0.55, 0.26, 0.46], np.float32), 0.15)
+
+
+class FakeClock:
+    """`time` for lnjax.verify.verifier: each `monotonic()` reading advances by `step` seconds."""
+
+    def __init__(self):
+        self.now, self.step = 0.0, 0.0
+
+    def monotonic(self):
+        self.now += self.step
+        return self.now
+
+
+def test_crown_still_runs_after_a_degenerate_warm_up(monkeypatch):
+    """The verify experiment warms up on a zero-width box; its CROWN pass bounds no neuron, so its time
+    per unit of work was ~500x a real query's and CROWN was never started again. A fake clock makes
+    that warm-up pass look slow (1 s for 1 unit) and freezes during the queries (3 s budget)."""
+    view = tiny_mlp(3, hidden=(6, 6))  # as in test_no_time_left_is_unknown_never_robust: compiled once
+    x0, eps = CROWN_BOX
+    spec = Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
+    lo, hi = x0 - eps, x0 + eps
+    plain = make_verifier(view, stages=("crown",), time_limit=60.0)(jax.random.key(0), lo, hi, spec)
+    assert plain.status is Status.ROBUST and plain.stats.decided_by == "crown", plain.stats
+    assert plain.stats.margin_lower["interval"] <= plain.stats.safety  # interval bounds fall short
+    units = VV._Costs.work("crown", plain.stats.unstable["interval"])
+    assert units > 4  # > the 3 s budget at 1 s per unit (the old rule), and > 4x the warm-up's 1 unit
+
+    clock = FakeClock()
+    monkeypatch.setattr(VV, "time", clock)
+    verify = make_verifier(view, stages=("crown",), time_limit=3.0)
+    clock.step = 1.0
+    verify.warm_up(x0, x0, spec)
+    clock.step = 0.0
+    v = verify(jax.random.key(0), lo, hi, spec)
+    assert v.status is Status.ROBUST and v.stats.decided_by == "crown", v.stats
+    assert not v.stats.notes
+
+    # A warm-up on a box like the query's is evidence: CROWN timed at 10 s there is not started
+    # within 3 s, and the query is UNKNOWN, never ROBUST.
+    slow = make_verifier(view, stages=("crown",), time_limit=3.0)
+    clock.step = 10.0
+    slow.warm_up(lo, hi, spec)
+    clock.step = 0.0
+    u = slow(jax.random.key(0), lo, hi, spec)
+    assert u.status is Status.UNKNOWN and u.stats.decided_by is None
+    assert u.proven_bound is not None and u.proven_bound <= u.stats.safety  # the interval bound only
+    assert any(n.startswith("crown not started: predicted 10.0 s") for n in u.stats.notes), u.stats.notes
