@@ -10,12 +10,29 @@ Fields are checked with the shared `lnjax.checks` helpers.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from lnjax.checks import check_bool, check_choice, check_float, check_int
 from lnjax.verify.milp import MilpOptions
 
 STAGES = ("pgd", "crown", "alpha_crown", "milp")
 MILP_MODES = ("sign", "optimise")
+
+
+def _checked_stages(where: str, stages: object) -> tuple[str, ...]:
+    """The stages as a tuple of names; ValueError for a string ("pgd,milp" is not a list of stages),
+    a non-iterable or a name outside STAGES (+ "interval")."""
+    wanted = f"expected a tuple of names from {STAGES}"
+    if isinstance(stages, str) or not isinstance(stages, Iterable):
+        raise ValueError(f"{where} = {stages!r}; {wanted}")
+    names = tuple(stages)
+    if not all(isinstance(s, str) for s in names):
+        raise ValueError(f"{where} = {names!r}; {wanted}")
+    unknown = sorted(set(names) - {*STAGES, "interval"})
+    if unknown:
+        raise ValueError(f"{where}: unknown {unknown}; expected a subset of {STAGES}")
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +99,7 @@ class VerifierConfig:
 
     def __post_init__(self) -> None:
         w = "verifier."
-        if isinstance(self.stages, str) or not all(isinstance(s, str) for s in self.stages):
-            raise ValueError(f"{w}stages = {self.stages!r}; expected a tuple of names from {STAGES}")
-        unknown = sorted(set(self.stages) - {*STAGES, "interval"})
-        if unknown:
-            raise ValueError(f"{w}stages: unknown {unknown}; expected a subset of {STAGES}")
-        object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "stages", _checked_stages(w + "stages", self.stages))
         if self.time_limit is not None:
             check_float(w + "time_limit", self.time_limit, low=0.0, low_open=True)
         check_choice(w + "milp_mode", self.milp_mode, MILP_MODES)
@@ -110,3 +122,18 @@ class VerifierConfig:
         if self.milp_options is not None and not isinstance(self.milp_options, MilpOptions):
             raise ValueError(f"{w}milp_options = {self.milp_options!r}; expected a MilpOptions or None")
         check_float(w + "cbc_fraction", self.cbc_fraction, low=0.0, low_open=True)  # > 1: hard kill only
+
+
+def resolved_config(config: object, overrides: Mapping[str, Any]) -> VerifierConfig:
+    """`config` (None: the defaults) with `overrides` replacing its fields, checked once.
+
+    Raises:
+      TypeError: `config` is not a VerifierConfig, or an override is not one of its fields.
+      ValueError: a bad field value (from `VerifierConfig`, naming the field).
+    """
+    if config is not None and not isinstance(config, VerifierConfig):
+        raise TypeError(f"config is a {type(config).__name__}; expected a VerifierConfig or None")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(VerifierConfig)})
+    if unknown:
+        raise TypeError(f"unknown verifier options {unknown}; expected fields of VerifierConfig")
+    return dataclasses.replace(config or VerifierConfig(), **overrides)

@@ -21,10 +21,17 @@ Stages (each optional, in this order):
 
 The whole query has one wall-clock budget (`time_limit`); the JAX stages are checked against it
 between stages and the MILP gets what is left (a hard limit, see `milp.MilpWorker`). A compiled JAX
-stage cannot be interrupted, so before each bound stage its cost is predicted from the earlier
-queries of this verifier (seconds per unstable neuron it has to bound); a stage predicted to end
-after the deadline is not started and the query is UNKNOWN at once. A time-out is UNKNOWN, never
-ROBUST. See `verdict` for the trust rules.
+stage cannot be interrupted, so before each bound stage its cost is predicted from its last run in
+this verifier (seconds per unstable neuron it has to bound, scaled to this query's count); a stage
+predicted to end after the deadline is not started and the query is UNKNOWN at once. A prediction
+counts only if that run did at least a quarter of this query's work: scaled up further it mostly
+multiplies fixed costs (a zero-width warm-up box bounds no neuron, and its CROWN time scaled to the
+quickstart CNN's queries was ~500x too high, so CROWN was never started and never re-timed). Without
+one the stage runs, and every run replaces its stage's estimate. A time-out or a stage not started
+is UNKNOWN, never ROBUST. See `verdict` for the trust rules.
+
+Arguments are checked first (`inputs`: the view and options in `make_verifier`, the box and the
+spec in each query): a bad one raises one TypeError/ValueError line, so no verdict comes from it.
 
 References:
   Tjeng, Xiao & Tedrake, Evaluating Robustness of Neural Networks with Mixed Integer Programming,
@@ -34,7 +41,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import time
@@ -51,7 +57,8 @@ from lnjax.attacks.pgd import view_box_pgd, view_margin
 from lnjax.models import layers as L
 from lnjax.specs import Spec, SpecRows, margin_lower_bound
 from lnjax.verify import milp as M
-from lnjax.verify.config import STAGES, VerifierConfig
+from lnjax.verify.config import STAGES, VerifierConfig, resolved_config
+from lnjax.verify.inputs import checked_box, checked_rows, checked_view
 from lnjax.verify.verdict import Status, Verdict, VerifyStats
 
 _ORDER = ("pgd", "interval", "crown", "alpha_crown", "milp")
@@ -72,13 +79,16 @@ class Verifier(NamedTuple):
     """`make_verifier`'s functions; calling the tuple calls `verify`.
 
     verify(key, x_lower, x_upper, spec) -> Verdict: key a typed PRNG key; x_lower, x_upper:
-      [*view.input_shape] (clipped to [0, 1] here); spec a `lnjax.specs` object. The first call of
-      each jitted stage compiles it (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's
-      budget.
+      [*view.input_shape] float images in [0, 1] (finite; overshoots up to 0.5 are clipped to
+      [0, 1], anything else raises ValueError, as does an integer array); spec a `lnjax.specs`
+      TopK, Argmax or Threshold (else TypeError). The first call of each jitted stage compiles it
+      (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's budget.
     warm_up(x_lower, x_upper, spec) -> seconds: runs every configured stage once on a box (results
       discarded; also builds the MILP network and starts the worker), so that timed queries with the
       same spec type measure only themselves, then times CROWN and α-CROWN's intermediate pass once
-      more to seed the cost predictions.
+      more to seed the cost predictions. A zero-width box compiles everything, but its timings
+      (passes that bound no neuron) predict no box with unstable neurons: the first such queries
+      run those stages and time them.
     """
 
     verify: Callable[[jax.Array, jax.Array, jax.Array, Spec], Verdict]
@@ -107,10 +117,15 @@ def make_verifier(
     Returns:
       A `Verifier` (verify, warm_up); `verifier(key, x_lower, x_upper, spec)` calls verify.
 
+    Raises:
+      TypeError: `view` is not a LayerView, `config` not a VerifierConfig, an unknown option.
+      ValueError: a bad option value, or a view with no ops or non-finite parameters.
+
     References:
       Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify).
     """
-    cfg = dataclasses.replace(config or VerifierConfig(), **overrides)
+    view = checked_view(view)
+    cfg = resolved_config(config, overrides)
     stages = tuple(s for s in _ORDER if s in cfg.stages or s == "interval")
     num_classes = int(math.prod(view.output_shapes[-1]))
     fns = _jitted(
@@ -132,8 +147,9 @@ def make_verifier(
 
     def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
         t_start = time.monotonic()
-        lo, hi = _checked_box(view, x_lower, x_upper)
-        q = _Query(view, fns, cfg, t_start, lo, hi, spec.rows(num_classes))
+        rows = checked_rows(spec, num_classes)
+        lo, hi = checked_box(view, x_lower, x_upper)
+        q = _Query(view, fns, cfg, t_start, lo, hi, rows)
         key_quick, key_pgd, key_refine = jax.random.split(key, 3)
 
         # --- PGD (quick, or the full one when there is no quick one) ----------------------------
@@ -185,8 +201,8 @@ def make_verifier(
 
     def warm_up(x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> float:
         t0 = time.monotonic()
-        lo, hi = B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
-        rows = spec.rows(num_classes)
+        rows = checked_rows(spec, num_classes)
+        lo, hi = checked_box(view, x_lower, x_upper)
         c, offset, k = jnp.asarray(rows.c), jnp.asarray(rows.offset), rows.k
         centre = (lo + hi) / 2
         out = [fns.logits(view, centre), fns.margin(view, centre, c, offset, k=k)]
@@ -215,7 +231,8 @@ def make_verifier(
         # One whole query: compiles the small eager ops around the stages (clipping, checks, key
         # splits; ~0.1 s each on CPU), which would otherwise land in the first timed query.
         verify(jax.random.key(0), x_lower, x_upper, spec)
-        # A second, timed run of the costly bound stages seeds their cost predictions.
+        # A second, timed run of the costly bound stages seeds their cost predictions (used only for
+        # queries with at most 4x its work: see `_scaled`).
         units = _Costs.work("crown", B.unstable_counts(view, base))
         best = base
         for name, fn, on in (
@@ -225,7 +242,7 @@ def make_verifier(
             if on:
                 t1 = time.monotonic()
                 best = jax.block_until_ready(fn(view, lo, hi, best))
-                costs.rates[name] = (time.monotonic() - t1) / units
+                costs.record(name, time.monotonic() - t1, units)
         if "milp" in stages:
             (worker or M.shared_worker()).start()
         return time.monotonic() - t0
@@ -234,16 +251,6 @@ def make_verifier(
 
 
 # ------------------------------------------------------------------------------------------ stages
-
-
-def _checked_box(view: L.LayerView, x_lower: jax.Array, x_upper: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The box clipped to [0, 1] as float32; ValueError if its shape is not the input's or it is empty."""
-    lo, hi = B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
-    if lo.shape != tuple(view.input_shape) or hi.shape != lo.shape:
-        raise ValueError(f"box shapes {lo.shape}, {hi.shape} do not match the input shape {view.input_shape}")
-    if bool(jnp.any(lo > hi)):
-        raise ValueError("empty box: x_lower > x_upper somewhere after clipping to [0, 1]")
-    return lo, hi
 
 
 def _same_bounds(view: L.LayerView, lo: jax.Array, hi: jax.Array, base: Any) -> Any:
@@ -263,11 +270,36 @@ class _LazyNetwork:
         return self.net
 
 
+class _Run(NamedTuple):
+    """A timed run of a bound stage: `seconds` for `units` of work (`_Costs.work`)."""
+
+    seconds: float
+    units: int
+
+
+_SCALE_UP = 4  # a run predicts a query's cost only if it did at least 1/_SCALE_UP of that query's work
+
+
+def _scaled(run: _Run | None, units: int) -> float | None:
+    """The run's seconds scaled to `units` of work, or None when there is no run or it did less than
+    1/_SCALE_UP of that work.
+
+    Time grows with work but not proportionally (fixed costs: dispatch, the walk over the layers,
+    the spec rows), so scaling up overestimates by at most the factor and scaling down underestimates.
+    Far beyond the factor the guess is mostly multiplied fixed cost: a zero-width warm-up box (1 unit)
+    predicted CROWN at ~500x its time on the quickstart CNN's queries. Such a guess must not keep a
+    stage from running, or its estimate would never be corrected.
+    """
+    if run is None or units > _SCALE_UP * run.units:
+        return None
+    return run.seconds * units / run.units
+
+
 class _Costs:
-    """Predicted seconds of a bound stage: its rate (seconds per unit of work) from the last query."""
+    """Predicted seconds of the bound stages, from each stage's last timed run (every run replaces it)."""
 
     def __init__(self, alpha_intermediate_steps: int):
-        self.rates: dict[str, float] = {}
+        self.runs: dict[str, _Run] = {}
         self.alpha_intermediate_steps = alpha_intermediate_steps
 
     @staticmethod
@@ -277,12 +309,17 @@ class _Costs:
             return 1
         return 1 + sum(unstable_after_interval[1:])  # the first layer is exact under interval bounds
 
-    def predicted(self, name: str, units: int) -> float:
-        if name in self.rates:
-            return self.rates[name] * units
-        if name == "alpha_intermediate":  # never timed yet: from CROWN's rate, one pass per step
-            return self.rates.get("crown", 0.0) * units * (self.alpha_intermediate_steps + 1)
-        return 0.0
+    def record(self, name: str, seconds: float, units: int) -> None:
+        self.runs[name] = _Run(seconds, units)
+
+    def predicted(self, name: str, units: int) -> float | None:
+        """Seconds of stage `name` on `units` of work; None: no run to predict from (then it runs)."""
+        own = _scaled(self.runs.get(name), units)
+        if own is not None or name != "alpha_intermediate":
+            return own
+        # Not timed at this scale: from CROWN's run (this query's, if it ran), one pass per step.
+        crown = _scaled(self.runs.get("crown"), units)
+        return None if crown is None else crown * (self.alpha_intermediate_steps + 1)
 
 
 class _Query:
@@ -376,8 +413,8 @@ class _Query:
             return self.finish(Status.UNKNOWN, None)
         units = costs.work(name, self.stats.unstable["interval"])
         expected = costs.predicted(name, units)
-        if time.monotonic() + expected > self.deadline:
-            left = self.deadline - time.monotonic()
+        left = self.deadline - time.monotonic()
+        if expected is not None and expected > left:
             self.stats.notes.append(f"{name} not started: predicted {expected:.1f} s, {left:.1f} s left")
             return self.finish(Status.UNKNOWN, None)
         t0 = time.monotonic()
@@ -388,7 +425,7 @@ class _Query:
         m_lb = margin_lower_bound(self.rows, self.row_lower)
         self.stats.margin_lower[name] = m_lb
         self.proven.append(m_lb)
-        costs.rates[name] = (time.monotonic() - t0) / units
+        costs.record(name, time.monotonic() - t0, units)
         self.lap(name, t0)
         return self.finish(Status.ROBUST, name) if m_lb > self.safety else None
 

@@ -35,6 +35,13 @@ def test_defaults_are_valid_and_frozen():
         ("cbc_fraction", 0.0),
         ("pgd_steps", 2.5),
         ("alpha_intermediate", 1),
+        # issue 15 (item 6): once accepted by make_verifier
+        ("atol", -1),
+        ("alpha_lr", -1),
+        ("time_limit", -1.0),
+        ("stages", "pgd,milp"),
+        ("stages", None),
+        ("stages", ("pgd", 3)),
     ],
 )
 def test_bad_value_is_one_line_naming_the_field(field, value):
@@ -42,3 +49,15 @@ def test_bad_value_is_one_line_naming_the_field(field, value):
         VerifierConfig(**{field: value})
     msg = str(e.value)
     assert f"verifier.{field}" in msg and "expected" in msg and "\n" not in msg
+
+
+def test_stages_string_is_named_whole_not_split_into_characters():
+    with pytest.raises(ValueError) as e:
+        VerifierConfig(stages="pgd,milp")  # type: ignore[arg-type]
+    assert "verifier.stages = 'pgd,milp'; expected a tuple of names" in str(e.value)
+    assert "unknown" not in str(e.value)
+
+
+def test_stages_may_be_any_iterable_of_names():
+    assert VerifierConfig(stages=["milp", "pgd"]).stages == ("milp", "pgd")  # type: ignore[arg-type]
+    assert VerifierConfig(stages=()).stages == ()  # interval bounds only

@@ -1,5 +1,7 @@
 """lnjax.verify.make_verifier: verdicts vs brute force, the bound chain, counterexamples, time-outs."""
 
+import functools
+import math
 import time
 
 import jax
@@ -20,6 +22,7 @@ from lnjax.verify import (
     VerifierConfig,
     make_verifier,
     milp as M,
+    verifier as VV,
 )
 from lnjax.verify.reference import brute_force_min
 
@@ -33,6 +36,7 @@ def worker():
     w.close()
 
 
+@functools.cache  # views are immutable: each (seed, hidden, k) is built once per session
 def tiny_mlp(seed, hidden=(4, 3), k=4):
     model = models.mlp((3,), hidden, k)
     params = model.init_params(jax.random.key(seed))
@@ -310,3 +314,245 @@ def test_argument_validation():
         verify(jax.random.key(0), jnp.full(3, 0.6), jnp.full(3, 0.4), Argmax(0))
     with pytest.raises(ValueError, match="smaller than the number of classes"):
         verify(jax.random.key(0), jnp.full(3, 0.4), jnp.full(3, 0.6), TopK(0, 4))
+
+
+# ----------------------------------------------------------------- bad input (issue 15, item 6)
+
+
+@pytest.fixture(scope="module")
+def view0():
+    """A tiny MLP (3 inputs, 4 classes) for the bad-input cases: they raise before any stage compiles."""
+    return tiny_mlp(0)
+
+
+class NeverSolve:
+    """A MILP worker that fails the test if a query ever reaches it."""
+
+    def solve(self, *args, **kwargs):
+        raise AssertionError("a bad box reached the MILP")
+
+    def start(self):
+        raise AssertionError("a bad box reached the MILP worker")
+
+
+def one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        (dict(atol=-1), "verifier.atol = -1; expected a finite number ≥ 0"),
+        (dict(pgd_step_size=math.nan), "verifier.pgd_step_size = nan; expected a finite number > 0"),
+        (dict(alpha_lr=-1), "verifier.alpha_lr = -1; expected a finite number > 0"),
+        (dict(time_limit=-5.0), "verifier.time_limit = -5.0; expected a finite number > 0"),
+        (dict(stages="pgd,milp"), "verifier.stages = 'pgd,milp'; expected a tuple of names"),
+    ],
+    ids=["atol", "pgd_step_size", "alpha_lr", "time_limit", "stages_string"],
+)
+def test_bad_option_is_a_value_error_at_make_verifier(view0, options, fragment):
+    with pytest.raises(ValueError) as e:
+        make_verifier(view0, **options)
+    assert fragment in one_line(e)
+
+
+def test_wrong_objects_are_type_errors_at_make_verifier(view0):
+    model = models.mlp((3,), (4, 3), 4)
+    for view in (model, model.init_params(jax.random.key(0)), None):
+        with pytest.raises(TypeError) as e:
+            make_verifier(view)
+        assert "expected a LayerView (lnjax.models.layer_view(model, params))" in one_line(e)
+    with pytest.raises(TypeError) as e:
+        make_verifier(view0, {"time_limit": 5.0})
+    assert "config is a dict; expected a VerifierConfig" in one_line(e)
+    with pytest.raises(TypeError) as e:
+        make_verifier(view0, time_limt=5.0)
+    assert "unknown verifier options ['time_limt']" in one_line(e)
+
+
+def test_non_finite_network_is_refused(view0):
+    """A diverged network's bounds are NaN, and NaN bounds can make the MILP read as ROBUST."""
+    ops = list(view0.ops)
+    i = next(i for i, op in enumerate(ops) if isinstance(op, models.layers.Dense))
+    ops[i] = ops[i].replace(bias=ops[i].bias.at[1].set(jnp.nan))
+    with pytest.raises(ValueError) as e:
+        make_verifier(view0.replace(ops=tuple(ops)))
+    assert f"view op {i} (Dense) has non-finite parameters" in one_line(e)
+
+
+@pytest.mark.parametrize("spec", [0, "top2", None, (0, 2)])
+def test_wrong_spec_is_a_type_error_at_verify(view0, spec):
+    verify = make_verifier(view0, worker=NeverSolve())
+    lo, hi = np.full(3, 0.4, np.float32), np.full(3, 0.6, np.float32)
+    for call in (lambda: verify(jax.random.key(0), lo, hi, spec), lambda: verify.warm_up(lo, hi, spec)):
+        with pytest.raises(TypeError) as e:
+            call()
+        assert "expected a TopK, Argmax or Threshold (lnjax.specs)" in one_line(e)
+
+
+BAD_BOXES = {
+    # name: (x_lower, x_upper, error type, message fragment)
+    "uint8_image": (
+        np.array([0, 128, 255], np.uint8),
+        np.array([3, 131, 255], np.uint8),
+        ValueError,
+        "x_lower has dtype uint8; boxes are float images in [0, 1] (scale integer images by 1/255)",
+    ),
+    "int_list": (
+        [0, 0, 0],
+        [1, 1, 1],
+        ValueError,
+        "x_lower has dtype int64; boxes are float images in [0, 1]",
+    ),
+    "float_0_255": (
+        np.array([0.0, 127.0, 254.0], np.float32),
+        np.array([1.0, 128.0, 255.0], np.float32),
+        ValueError,
+        "x_lower spans [0, 254]; boxes are float images in [0, 1] (scale 0..255 images by 1/255",
+    ),
+    "float_minus1_1": (
+        np.full(3, -1.0, np.float32),
+        np.full(3, 1.0, np.float32),
+        ValueError,
+        "x_lower spans [-1, -1]; boxes are float images in [0, 1]",
+    ),
+    "wrong_shape": (
+        np.zeros(4, np.float32),
+        np.ones(4, np.float32),
+        ValueError,
+        "x_lower has shape (4,); expected",
+    ),
+    "none": (None, np.ones(3, np.float32), TypeError, "x_lower = None (NoneType); expected a float array"),
+    "strings": (np.zeros(3), np.array(["a", "b", "c"]), TypeError, "expected a float array of shape (3,)"),
+    "reversed": (
+        np.full(3, 0.6),
+        np.full(3, 0.4),
+        ValueError,
+        "empty box: x_lower > x_upper at 3 of 3 entries",
+    ),
+    "inf_upper": (np.zeros(3), np.array([1.0, np.inf, 1.0]), ValueError, "x_upper has 1 non-finite"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BOXES))
+def test_bad_box_is_refused_by_verify_and_warm_up(view0, case):
+    lower, upper, error, fragment = BAD_BOXES[case]
+    verify = make_verifier(view0, worker=NeverSolve())
+    for call in (
+        lambda: verify(jax.random.key(0), lower, upper, Argmax(0)),
+        lambda: verify.warm_up(lower, upper, Argmax(0)),
+    ):
+        with pytest.raises(error) as e:
+            call()
+        assert fragment in one_line(e)
+
+
+NAN_BOXES = {
+    "both": lambda lo, hi: (lo.at[1].set(jnp.nan), hi.at[1].set(jnp.nan)),
+    "lower_only": lambda lo, hi: (lo.at[0].set(jnp.nan), hi),
+    "upper_only": lambda lo, hi: (lo, hi.at[2].set(jnp.nan)),
+    "all": lambda lo, hi: (jnp.full_like(lo, jnp.nan), jnp.full_like(hi, jnp.nan)),
+}
+NAN_STAGES = {
+    "pgd_only": ("pgd",),
+    "milp_only": ("milp",),
+    "bounds_only": ("crown", "alpha_crown"),
+    "interval_only": (),
+    "all": ("pgd", "crown", "alpha_crown", "milp"),
+}
+
+
+@pytest.mark.parametrize("stages", sorted(NAN_STAGES))
+@pytest.mark.parametrize("nan", sorted(NAN_BOXES))
+def test_nan_box_never_yields_a_verdict(view0, stages, nan):
+    """Before: ROBUST (the MILP over NaN bounds was infeasible). Now no stage, no worker, no verdict."""
+    x0 = jnp.full(3, 0.5)
+    lower, upper = NAN_BOXES[nan](x0 - 0.01, x0 + 0.01)
+    verify = make_verifier(view0, stages=NAN_STAGES[stages], worker=NeverSolve())
+    for call in (
+        lambda: verify(jax.random.key(0), lower, upper, TopK(0, 2)),
+        lambda: verify.warm_up(lower, upper, TopK(0, 2)),
+    ):
+        with pytest.raises(ValueError) as e:
+            call()
+        assert "non-finite (NaN or inf)" in one_line(e) and "a box must be finite" in str(e.value)
+
+
+def test_small_overshoot_is_clipped_not_refused(view0):
+    """An ε-box around pixels near 0 and 1 leaves [0, 1] a little: clipped, as before (interval only)."""
+    verify = make_verifier(view0, stages=(), worker=NeverSolve())
+    over = verify(jax.random.key(0), np.array([-0.2, 0.3, 0.8]), np.array([0.2, 0.5, 1.2]), Argmax(0))
+    inside = verify(jax.random.key(0), np.array([0.0, 0.3, 0.8]), np.array([0.2, 0.5, 1.0]), Argmax(0))
+    assert over.stats.margin_lower["interval"] == inside.stats.margin_lower["interval"]
+    assert over.status is inside.status
+
+
+# ------------------------------------------------- cost predictions after a degenerate warm-up (item 1)
+
+
+def test_cost_prediction_needs_a_comparable_run():
+    costs = VV._Costs(alpha_intermediate_steps=5)
+    assert costs.predicted("crown", 10) is None  # never timed: the stage runs
+    costs.record("crown", 0.2, 1)  # a zero-width warm-up box: no neuron to bound
+    assert costs.predicted("crown", 500) is None  # too far to scale up: runs, and is timed
+    assert costs.predicted("crown", 4) == pytest.approx(0.8)
+    costs.record("crown", 0.5, 400)  # every run replaces the estimate
+    assert costs.predicted("crown", 500) == pytest.approx(0.625)
+    assert costs.predicted("crown", 100) == pytest.approx(0.125)
+    assert costs.predicted("alpha_intermediate", 500) == pytest.approx(0.625 * 6)  # CROWN × (steps + 1)
+    costs.record("alpha_intermediate", 3.0, 500)
+    assert costs.predicted("alpha_intermediate", 500) == pytest.approx(3.0)
+
+
+# tiny_mlp(3, hidden=(6, 6)): interval margin −0.32, CROWN +0.11; 5 units of CROWN work (4 unstable ReLUs
+# in the second layer + the logits).
+CROWN_BOX = (np.array([0.55, 0.26, 0.46], np.float32), 0.15)
+
+
+class FakeClock:
+    """`time` for lnjax.verify.verifier: each `monotonic()` reading advances by `step` seconds."""
+
+    def __init__(self):
+        self.now, self.step = 0.0, 0.0
+
+    def monotonic(self):
+        self.now += self.step
+        return self.now
+
+
+def test_crown_still_runs_after_a_degenerate_warm_up(monkeypatch):
+    """The verify experiment warms up on a zero-width box; its CROWN pass bounds no neuron, so its time
+    per unit of work was ~500x a real query's and CROWN was never started again. A fake clock makes
+    that warm-up pass look slow (1 s for 1 unit) and freezes during the queries (3 s budget)."""
+    view = tiny_mlp(3, hidden=(6, 6))  # as in test_no_time_left_is_unknown_never_robust: compiled once
+    x0, eps = CROWN_BOX
+    spec = Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
+    lo, hi = x0 - eps, x0 + eps
+    plain = make_verifier(view, stages=("crown",), time_limit=60.0)(jax.random.key(0), lo, hi, spec)
+    assert plain.status is Status.ROBUST and plain.stats.decided_by == "crown", plain.stats
+    assert plain.stats.margin_lower["interval"] <= plain.stats.safety  # interval bounds fall short
+    units = VV._Costs.work("crown", plain.stats.unstable["interval"])
+    assert units > 4  # > the 3 s budget at 1 s per unit (the old rule), and > 4x the warm-up's 1 unit
+
+    clock = FakeClock()
+    monkeypatch.setattr(VV, "time", clock)
+    verify = make_verifier(view, stages=("crown",), time_limit=3.0)
+    clock.step = 1.0
+    verify.warm_up(x0, x0, spec)
+    clock.step = 0.0
+    v = verify(jax.random.key(0), lo, hi, spec)
+    assert v.status is Status.ROBUST and v.stats.decided_by == "crown", v.stats
+    assert not v.stats.notes
+
+    # A warm-up on a box like the query's is evidence: CROWN timed at 10 s there is not started
+    # within 3 s, and the query is UNKNOWN, never ROBUST.
+    slow = make_verifier(view, stages=("crown",), time_limit=3.0)
+    clock.step = 10.0
+    slow.warm_up(lo, hi, spec)
+    clock.step = 0.0
+    u = slow(jax.random.key(0), lo, hi, spec)
+    assert u.status is Status.UNKNOWN and u.stats.decided_by is None
+    assert u.proven_bound is not None and u.proven_bound <= u.stats.safety  # the interval bound only
+    assert any(n.startswith("crown not started: predicted 10.0 s") for n in u.stats.notes), u.stats.notes
