@@ -38,7 +38,9 @@ Modules (everything public is re-exported here; use `from lnjax.verify import mi
   query.py     `MilpQuery`, `MilpOptions`, `MilpResult`, `interval_row_lower`, `make_query`
   encoding.py  the python-mip model builder (`_Encoder`, the `MilpEncoder` the op rules encode into),
                bound widening, LP tightening, `encode`, the spec objective
-  solver.py    `solve`: one query in this process (encode, then CBC through python-mip)
+  solver.py    the solver seam: `solve` (one query in this process) builds, optimises and reads
+               through a `Solver` backend chosen by `MilpOptions.solver` (`SOLVERS`; "cbc":
+               `CbcSolver`, CBC through python-mip over the encoder's model)
   worker.py    `serve` (the child's loop), `MilpWorker`, `shared_worker`
 
 References:
@@ -57,11 +59,14 @@ from lnjax.verify.milp.network import (
     nonlinear_op_indices,
 )
 from lnjax.verify.milp.query import MilpOptions, MilpQuery, MilpResult, interval_row_lower, make_query
-from lnjax.verify.milp.solver import solve
+from lnjax.verify.milp.solver import SOLVERS, BuildInfo, CbcSolver, Solver, solve
 from lnjax.verify.milp.worker import MilpWorker, serve, shared_worker
 
 __all__ = [
+    "SOLVERS",
     "AffineLayer",
+    "BuildInfo",
+    "CbcSolver",
     "Layer",
     "MilpNetwork",
     "MilpOptions",
@@ -69,6 +74,7 @@ __all__ = [
     "MilpResult",
     "MilpWorker",
     "NonlinearLayer",
+    "Solver",
     "encode",
     "interval_row_lower",
     "make_query",

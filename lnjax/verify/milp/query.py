@@ -52,6 +52,7 @@ class MilpOptions(NamedTuple):
       inline_max_terms: identity ReLUs whose row has at most this many terms are inlined.
       max_solutions: at most this many saved solutions are returned (optimise mode).
       seed: CBC random seed.
+      solver: the MILP backend (`solver.SOLVERS`): "cbc", CBC through python-mip.
     """
 
     mode: str = "sign"
@@ -65,6 +66,7 @@ class MilpOptions(NamedTuple):
     inline_max_terms: int = 1
     max_solutions: int = 10
     seed: int = 0
+    solver: str = "cbc"
 
 
 class MilpResult(NamedTuple):
