@@ -186,6 +186,30 @@ def test_cnn_optimum_is_sound_and_attained():
     assert r.objective <= float(jnp.min(sampled)) + 1e-5
 
 
+def test_solve_goes_through_the_named_backend(monkeypatch):
+    """`solve` asks the backend `options.solver` names (sign mode: cutoff, stop at the first
+    solution; optimise mode: a solution pool); an unknown name is an error result, not a raise."""
+    view = tiny_mlp(0)
+    net = M.network_from_view(view)
+    lo, hi, _ = box(0, 3, 0.15)
+    q = query_for(view, net, lo, hi, specs.Argmax(0).rows(4))
+    calls = []
+
+    class Recording(M.CbcSolver):
+        def optimise(self, seconds, **kw):
+            calls.append(kw)
+            return super().optimise(seconds, **kw)
+
+    monkeypatch.setitem(M.SOLVERS, "recording", Recording)
+    for mode in ("sign", "optimise"):
+        got = M.solve(net, q, M.MilpOptions(mode=mode, solver="recording"))
+        want = M.solve(net, q, M.MilpOptions(mode=mode))
+        assert got.status == want.status and got.objective == want.objective
+    assert calls == [dict(cutoff=0.0, first_solution=True), dict(pool_size=10)]
+    r = M.solve(net, q, M.MilpOptions(solver="nope"))
+    assert r.status == "error" and "'nope'" in r.message and "cbc" in r.message
+
+
 # ------------------------------------------------------------------------------------------- worker
 
 

@@ -43,7 +43,7 @@ Bounds = tuple[jax.Array, jax.Array]
 
 
 class MilpEncoder(Protocol):
-    """What an op's MILP encoding may do to the model being built (`lnjax.verify.milp._Encoder`)."""
+    """What an op's MILP encoding may do to the model being built (`lnjax.verify.milp.encoding._Encoder`)."""
 
     @property
     def ncols(self) -> int: ...
