@@ -280,6 +280,8 @@ def test_no_time_left_is_unknown_never_robust(worker):
     starved = make_verifier(view=view, stages=("crown", "milp"), time_limit=1e-9, worker=worker)
     u = starved(jax.random.key(0), lo, hi, spec)
     assert u.status is Status.UNKNOWN and u.stats.decided_by is None
+    # The clock is checked before each stage after the interval bounds: neither CROWN nor the MILP starts.
+    assert u.stats.notes == ["time limit reached after interval"] and u.stats.milp_status is None
     # Too many unstable ReLUs for the MILP (here: any): UNKNOWN without a solve.
     capped = make_verifier(view=view, stages=("crown", "milp"), milp_max_unstable=0, worker=worker)
     u = capped(jax.random.key(0), lo, hi, spec)
@@ -564,6 +566,15 @@ def test_crown_still_runs_after_a_degenerate_warm_up(monkeypatch):
     assert u.status is Status.UNKNOWN and u.stats.decided_by is None
     assert u.proven_bound is not None and u.proven_bound <= u.stats.safety  # the interval bound only
     assert any(n.startswith("crown not started: predicted 10.0 s") for n in u.stats.notes), u.stats.notes
+
+    # A stage not started ends the query: spec-only α-CROWN (never timed, so not predicted) does not
+    # run on the interval bounds in its place.
+    both = make_verifier(view, stages=("crown", "alpha_crown"), alpha_intermediate=False, time_limit=3.0)
+    clock.step = 10.0
+    both.warm_up(lo, hi, spec)
+    clock.step = 0.0
+    u = both(jax.random.key(0), lo, hi, spec)
+    assert u.status is Status.UNKNOWN and set(u.stats.margin_lower) == {"interval"}, u.stats
 
 
 # ------------------------------------------------------------ the stage list (issue 15, item 1)
