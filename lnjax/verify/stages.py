@@ -211,11 +211,12 @@ def bound_stage(
         return costs.predict(name, units(ctx))
 
     def run(ctx: QueryContext) -> Verdict | None:
+        work = units(ctx)
         t0 = time.monotonic()
         best = bounds_fn(ctx.view, ctx.lo, ctx.hi, ctx.best)
         spec_lower = np.asarray(spec_fn(ctx.view, ctx.lo, ctx.hi, ctx.c, best), np.float64)
         proven = ctx.prove(name, best, spec_lower)
-        costs.record(name, time.monotonic() - t0, units(ctx))
+        costs.record(name, time.monotonic() - t0, work)
         ctx.lap(name, t0)
         return ctx.finish(Status.ROBUST, name) if proven else None
 
