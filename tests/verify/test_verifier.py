@@ -22,8 +22,10 @@ from lnjax.verify import (
     VerifierConfig,
     make_verifier,
     milp as M,
+    stages as ST,
     verifier as VV,
 )
+from lnjax.verify.cost import CostModel
 from lnjax.verify.reference import brute_force_min
 
 SPECS = {"top2": lambda t: TopK(t, 2), "argmax": Argmax, "threshold": lambda t: Threshold(t, 0.05)}
@@ -278,6 +280,8 @@ def test_no_time_left_is_unknown_never_robust(worker):
     starved = make_verifier(view=view, stages=("crown", "milp"), time_limit=1e-9, worker=worker)
     u = starved(jax.random.key(0), lo, hi, spec)
     assert u.status is Status.UNKNOWN and u.stats.decided_by is None
+    # The clock is checked before each stage after the interval bounds: neither CROWN nor the MILP starts.
+    assert u.stats.notes == ["time limit reached after interval"] and u.stats.milp_status is None
     # Too many unstable ReLUs for the MILP (here: any): UNKNOWN without a solve.
     capped = make_verifier(view=view, stages=("crown", "milp"), milp_max_unstable=0, worker=worker)
     u = capped(jax.random.key(0), lo, hi, spec)
@@ -493,17 +497,22 @@ def test_small_overshoot_is_clipped_not_refused(view0):
 
 
 def test_cost_prediction_needs_a_comparable_run():
-    costs = VV._Costs(alpha_intermediate_steps=5)
-    assert costs.predicted("crown", 10) is None  # never timed: the stage runs
+    costs = CostModel(alpha_intermediate_steps=5)
+    assert costs.predict("crown", 10) is None  # never timed: the stage runs
     costs.record("crown", 0.2, 1)  # a zero-width warm-up box: no neuron to bound
-    assert costs.predicted("crown", 500) is None  # too far to scale up: runs, and is timed
-    assert costs.predicted("crown", 4) == pytest.approx(0.8)
+    assert costs.predict("crown", 500) is None  # too far to scale up: runs, and is timed
+    assert costs.predict("crown", 5) is None  # just past 4x the run's work
+    assert costs.predict("crown", 4) == pytest.approx(0.8)  # exactly 4x: still comparable
+    assert costs.predict("alpha_intermediate", 500) is None  # nor from CROWN's incomparable run
     costs.record("crown", 0.5, 400)  # every run replaces the estimate
-    assert costs.predicted("crown", 500) == pytest.approx(0.625)
-    assert costs.predicted("crown", 100) == pytest.approx(0.125)
-    assert costs.predicted("alpha_intermediate", 500) == pytest.approx(0.625 * 6)  # CROWN × (steps + 1)
+    assert costs.predict("crown", 500) == pytest.approx(0.625)
+    assert costs.predict("crown", 100) == pytest.approx(0.125)
+    assert costs.predict("alpha_intermediate", 500) == pytest.approx(0.625 * 6)  # CROWN × (steps + 1)
     costs.record("alpha_intermediate", 3.0, 500)
-    assert costs.predicted("alpha_intermediate", 500) == pytest.approx(3.0)
+    assert costs.predict("alpha_intermediate", 500) == pytest.approx(3.0)
+    costs.record("crown", 0.1, 1)  # the last run counts, even after a comparable one
+    assert costs.predict("crown", 500) is None
+    assert costs.work("alpha_crown", (7, 9)) == 1 and costs.work("crown", (7, 9)) == 10
 
 
 # tiny_mlp(3, hidden=(6, 6)): interval margin −0.32, CROWN +0.11; 5 units of CROWN work (4 unstable ReLUs
@@ -512,7 +521,7 @@ CROWN_BOX = (np.array([0.55, 0.26, 0.46], np.float32), 0.15)
 
 
 class FakeClock:
-    """`time` for lnjax.verify.verifier: each `monotonic()` reading advances by `step` seconds."""
+    """`time` for lnjax.verify.verifier and .stages: each `monotonic()` reading advances by `step` s."""
 
     def __init__(self):
         self.now, self.step = 0.0, 0.0
@@ -533,11 +542,12 @@ def test_crown_still_runs_after_a_degenerate_warm_up(monkeypatch):
     plain = make_verifier(view, stages=("crown",), time_limit=60.0)(jax.random.key(0), lo, hi, spec)
     assert plain.status is Status.ROBUST and plain.stats.decided_by == "crown", plain.stats
     assert plain.stats.margin_lower["interval"] <= plain.stats.safety  # interval bounds fall short
-    units = VV._Costs.work("crown", plain.stats.unstable["interval"])
+    units = CostModel.work("crown", plain.stats.unstable["interval"])
     assert units > 4  # > the 3 s budget at 1 s per unit (the old rule), and > 4x the warm-up's 1 unit
 
     clock = FakeClock()
     monkeypatch.setattr(VV, "time", clock)
+    monkeypatch.setattr(ST, "time", clock)
     verify = make_verifier(view, stages=("crown",), time_limit=3.0)
     clock.step = 1.0
     verify.warm_up(x0, x0, spec)
@@ -556,3 +566,107 @@ def test_crown_still_runs_after_a_degenerate_warm_up(monkeypatch):
     assert u.status is Status.UNKNOWN and u.stats.decided_by is None
     assert u.proven_bound is not None and u.proven_bound <= u.stats.safety  # the interval bound only
     assert any(n.startswith("crown not started: predicted 10.0 s") for n in u.stats.notes), u.stats.notes
+
+    # A stage not started ends the query: spec-only α-CROWN (never timed, so not predicted) does not
+    # run on the interval bounds in its place.
+    both = make_verifier(view, stages=("crown", "alpha_crown"), alpha_intermediate=False, time_limit=3.0)
+    clock.step = 10.0
+    both.warm_up(lo, hi, spec)
+    clock.step = 0.0
+    u = both(jax.random.key(0), lo, hi, spec)
+    assert u.status is Status.UNKNOWN and set(u.stats.margin_lower) == {"interval"}, u.stats
+
+
+# ------------------------------------------------------------ the stage list (issue 15, item 1)
+
+
+def stage_list(**options):
+    cfg = VerifierConfig(**options)
+    return ST.build_stages(cfg, ST.jitted(cfg), CostModel(5), ST.LazyNetwork(tiny_mlp(0)), NeverSolve)
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        # name, clock label before it (None: not checked)
+        (
+            dict(stages=("pgd", "crown")),
+            [("pgd_quick", None), ("interval", None), ("crown", "interval"), ("pgd", "bounds")],
+        ),
+        (
+            dict(stages=("crown", "pgd"), pgd_quick_steps=0),
+            [("pgd", None), ("interval", None), ("crown", "interval")],
+        ),
+        (dict(stages=()), [("interval", None)]),
+        (dict(stages=("interval",)), [("interval", None)]),
+        (
+            dict(stages=("alpha_crown", "milp")),
+            [
+                ("interval", None),
+                ("alpha_crown", "interval"),
+                ("alpha_intermediate", "alpha_crown"),
+                ("milp", "bounds"),
+            ],
+        ),
+        (
+            dict(stages=("crown", "milp"), alpha_intermediate=True),
+            [("interval", None), ("crown", "interval"), ("milp", "bounds")],
+        ),
+        (
+            dict(),
+            [
+                ("pgd_quick", None),
+                ("interval", None),
+                ("crown", "interval"),
+                ("alpha_crown", "crown"),
+                ("pgd", "bounds"),
+                ("alpha_intermediate", "pgd"),
+                ("milp", "bounds"),
+            ],
+        ),
+        (
+            dict(alpha_intermediate=False, pgd_quick_steps=0),
+            [
+                ("pgd", None),
+                ("interval", None),
+                ("crown", "interval"),
+                ("alpha_crown", "crown"),
+                ("milp", "bounds"),
+            ],
+        ),
+    ],
+    ids=["pgd_crown", "no_quick", "none", "interval_listed", "alpha_milp", "no_alpha", "default", "no_late"],
+)
+def test_stage_list_follows_the_config(options, expected):
+    """Exactly the configured stages (+ interval), in the verifier's order, each with its clock check."""
+    assert [(s.name, s.after) for s in stage_list(**options)] == expected
+
+
+def test_only_bound_stages_are_predicted(view0):
+    """PGD, interval and MILP are never predicted (never skipped for time); bound stages ask the model."""
+    cfg = VerifierConfig()
+    costs = CostModel(5)
+    for name in CostModel.SEEDED:
+        costs.record(name, 1.0, 1)
+    stages = ST.build_stages(cfg, ST.jitted(cfg), costs, ST.LazyNetwork(view0), NeverSolve)
+    ctx = ST.QueryContext(
+        view0,
+        ST.jitted(cfg),
+        cfg,
+        0.0,
+        jnp.full(3, 0.4),
+        jnp.full(3, 0.6),
+        Argmax(0).rows(4),
+        ST.QueryKeys(*jax.random.split(jax.random.key(0), 3)),
+    )
+    ctx.stats.unstable["interval"] = (3, 2)  # 3 units of CROWN work
+    predicted = {s.name: s.predict(ctx) for s in stages}
+    assert predicted == {
+        "pgd_quick": None,
+        "interval": None,
+        "crown": pytest.approx(3.0),
+        "alpha_crown": None,  # never timed
+        "pgd": None,
+        "alpha_intermediate": pytest.approx(3.0),
+        "milp": None,
+    }
