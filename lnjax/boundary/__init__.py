@@ -11,6 +11,7 @@ Typical use:
   f = detector_features(b.distance, b.adjacent, num_classes=10)
 """
 
+from lnjax.attacks.directions import random_directions  # the one direction helper, re-exported
 from lnjax.boundary.detector import (
     MIN_DISTANCES,
     PURITY_K,
@@ -31,7 +32,6 @@ from lnjax.boundary.distances import (
     bisection_steps,
     grid,
     make_boundary_distances,
-    random_directions,
 )
 from lnjax.boundary.purity import adjacent_purity, class_counts
 from lnjax.boundary.region import SAMPLES, RegionClassifier, RegionVotes, make_region_classifier

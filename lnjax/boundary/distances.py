@@ -46,7 +46,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lnjax.attacks.directions import random_directions  # noqa: F401  (re-exported: the one direction helper)
 from lnjax.types import ApplyFn
 
 MODES = ("bisect", "linear")
