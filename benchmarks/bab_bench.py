@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 import time
@@ -144,14 +143,6 @@ def ensure_net(net: str):
     return model, params, metrics
 
 
-def fingerprint(params) -> str:
-    """A short hash of the params (a retrained net never reuses another net's rows)."""
-    h = hashlib.sha256()
-    for leaf in jax.tree.leaves(params):
-        h.update(np.asarray(leaf, np.float32).tobytes())
-    return h.hexdigest()[:16]
-
-
 def select_images(view, test, n: int) -> list[int]:
     """The first n test images the net classifies correctly (argmax = label)."""
     chosen: list[int] = []
@@ -235,7 +226,7 @@ def run_net(net: str, args, test, worker: V.MilpWorker | None, done: dict, out: 
     """The net's rows: reused from `done` (same settings), the others run now (worker None: only
     the reused ones, for `--report`)."""
     model, params, metrics = ensure_net(net)
-    fp = fingerprint(params)
+    fp = common.params_fingerprint(params)
     view = models.layer_view(model, params)
     images = select_images(view, test, args.images)
     common.log(f"{net}: test accuracy {metrics['test']['accuracy']:.4f}; images {images}")

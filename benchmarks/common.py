@@ -153,6 +153,18 @@ def ensure_trained_model(
     return workdir, params, read_json(workdir / "metrics.json")
 
 
+def params_fingerprint(params) -> str:
+    """A short hash of a params tree (cached results of one model are never reused for another)."""
+    import hashlib
+
+    import jax
+
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        h.update(np.asarray(leaf, np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
 def percentile(values, q: float) -> float | None:
     values = np.asarray(list(values), np.float64)
     return float(np.percentile(values, q)) if values.size else None
