@@ -291,6 +291,26 @@ def run_net(net: str, args, test, worker: V.MilpWorker | None, done: dict, out: 
 # --------------------------------------------------------------------------------------------- summary
 
 
+def method_summary(sel: list[dict]) -> dict[str, Any]:
+    """One method's rows: answers, decided share, times, decided-by counts."""
+    decided: dict[str, int] = {}
+    for r in sel:
+        decided[r["decided_by"] or "none"] = decided.get(r["decided_by"] or "none", 0) + 1
+    n = len(sel)
+    times = [r["seconds"] for r in sel]
+    return {
+        "instances": n,
+        "robust": sum(r["status"] == "robust" for r in sel),
+        "not_robust": sum(r["status"] == "not_robust" for r in sel),
+        "unknown": sum(r["status"] == "unknown" for r in sel),
+        "decided": sum(r["status"] != "unknown" for r in sel) / max(n, 1),
+        "median_s": common.percentile(times, 50),
+        "p90_s": common.percentile(times, 90),
+        "total_s": float(sum(times)),
+        "decided_by": dict(sorted(decided.items())),
+    }
+
+
 def summarize(rows: list[dict], args) -> dict[str, Any]:
     by_instance: dict[tuple, dict[str, dict]] = {}
     for r in rows:
@@ -300,25 +320,7 @@ def summarize(rows: list[dict], args) -> dict[str, Any]:
         for key, per in by_instance.items()
         if {"robust", "not_robust"} <= {r["status"] for r in per.values()}
     ]
-    per_method = {}
-    for m in args.methods:
-        sel = [r for r in rows if r["method"] == m]
-        decided: dict[str, int] = {}
-        for r in sel:
-            k = r["decided_by"] or "none"
-            decided[k] = decided.get(k, 0) + 1
-        n = len(sel)
-        per_method[m] = {
-            "instances": n,
-            "robust": sum(r["status"] == "robust" for r in sel),
-            "not_robust": sum(r["status"] == "not_robust" for r in sel),
-            "unknown": sum(r["status"] == "unknown" for r in sel),
-            "decided": sum(r["status"] != "unknown" for r in sel) / max(n, 1),
-            "median_s": common.percentile([r["seconds"] for r in sel], 50),
-            "p90_s": common.percentile([r["seconds"] for r in sel], 90),
-            "total_s": float(sum(r["seconds"] for r in sel)),
-            "decided_by": dict(sorted(decided.items())),
-        }
+    per_method = {m: method_summary([r for r in rows if r["method"] == m]) for m in args.methods}
     return {"instances": len(by_instance), "per_method": per_method, "disagreements": disagreements}
 
 
@@ -342,17 +344,12 @@ def print_tables(rows: list[dict], args, summary: dict[str, Any]) -> None:
             sel = [r for r in rows if r["method"] == m and net in ("all", r["net"])]
             if not sel:
                 continue
-            decided: dict[str, int] = {}
-            for r in sel:
-                decided[r["decided_by"] or "none"] = decided.get(r["decided_by"] or "none", 0) + 1
-            n = len(sel)
-            counts = [sum(r["status"] == s for r in sel) for s in ("robust", "not_robust", "unknown")]
-            times = [r["seconds"] for r in sel]
-            share = (n - counts[2]) / n
+            t = method_summary(sel)
+            decided = ", ".join(f"{k} {v}" for k, v in t["decided_by"].items())
             print(
-                f"| {net} | {m} | {n} | {counts[0]} | {counts[1]} | {counts[2]} | {share:.0%} | "
-                f"{_fmt(common.percentile(times, 50))} | {_fmt(common.percentile(times, 90))} | "
-                f"{sum(times):.1f} | " + ", ".join(f"{k} {v}" for k, v in sorted(decided.items())) + " |"
+                f"| {net} | {m} | {t['instances']} | {t['robust']} | {t['not_robust']} | {t['unknown']} | "
+                f"{t['decided']:.0%} | {_fmt(t['median_s'])} | {_fmt(t['p90_s'])} | {t['total_s']:.1f} | "
+                f"{decided} |"
             )
     print()
     print("| net | ε | " + " | ".join(f"{m} R / N / U | {m} median s" for m in args.methods) + " |")
