@@ -56,6 +56,51 @@ RowLower = Callable[[LayerBounds, int, jax.Array], jax.Array]
 # ----------------------------------------------------------------------------- backward pass
 
 
+def backward_pass(
+    view: L.LayerView,
+    bounds: LayerBounds,
+    k: int,
+    a: jax.Array,
+    lower: jax.Array,
+    upper: jax.Array,
+    alphas: Mapping[int, jax.Array] | None = None,
+    extra: Mapping[int, jax.Array] | None = None,
+) -> tuple[jax.Array, jax.Array, dict[int, jax.Array]]:
+    """Rows a on z_k propagated back to the input: a · z_k >= a_in · x + bias on the box.
+
+    Args:
+      view, bounds, k, a, lower, upper, alphas: as in `backward_lower`.
+      extra: optional rows {op index j: [R, *shape of op j's input]} added to the rows on op j's input
+        after op j's rule (beta-CROWN's split terms −β·s on a ReLU's pre-activation: a lower bound
+        of a·z_k − Σ β s z_j, which is a lower bound of a·z_k wherever every s z_j ≥ 0).
+
+    Returns:
+      (a_in [R, *input_shape], bias [R], rows {op index j: [R, *shape of op j's output]}: the rows
+      as they reached each op, before its rule; unused outputs cost nothing under jit).
+    """
+    alphas = alphas or {}
+    extra = extra or {}
+    bias = jnp.zeros((a.shape[0],), a.dtype)
+    rows = {}
+    for j in range(k, -1, -1):
+        op = view.ops[j]
+        rows[j] = a
+        l_in, u_in = input_bounds_of(bounds, j, lower, upper)
+        a, term = rules_of(op).backward(op, a, l_in, u_in, alphas.get(j))
+        if j in extra:
+            a = a + extra[j]
+        bias = bias + term
+    return a, bias, rows
+
+
+def concretize(a: jax.Array, bias: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Array:
+    """min over the box of a · x + bias, per row. a: [R, *input_shape] -> [R]."""
+    flat = a.reshape(a.shape[0], -1)
+    mid, rad = ((upper + lower) / 2).reshape(-1), ((upper - lower) / 2).reshape(-1)
+    hi = lax.Precision.HIGHEST
+    return jnp.dot(flat, mid, precision=hi) - jnp.dot(jnp.abs(flat), rad, precision=hi) + bias
+
+
 def backward_lower(
     view: L.LayerView,
     bounds: LayerBounds,
@@ -79,17 +124,8 @@ def backward_lower(
     Returns:
       [R] lower bounds.
     """
-    alphas = alphas or {}
-    bias = jnp.zeros((a.shape[0],), a.dtype)
-    for j in range(k, -1, -1):
-        op = view.ops[j]
-        l_in, u_in = input_bounds_of(bounds, j, lower, upper)
-        a, term = rules_of(op).backward(op, a, l_in, u_in, alphas.get(j))
-        bias = bias + term
-    flat = a.reshape(a.shape[0], -1)
-    mid, rad = ((upper + lower) / 2).reshape(-1), ((upper - lower) / 2).reshape(-1)
-    hi = lax.Precision.HIGHEST
-    return jnp.dot(flat, mid, precision=hi) - jnp.dot(jnp.abs(flat), rad, precision=hi) + bias
+    a_in, bias, _ = backward_pass(view, bounds, k, a, lower, upper, alphas)
+    return concretize(a_in, bias, lower, upper)
 
 
 # ----------------------------------------------------------------------------- driver

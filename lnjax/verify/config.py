@@ -16,7 +16,7 @@ from typing import Any
 from lnjax.checks import check_bool, check_choice, check_float, check_int
 from lnjax.verify.milp import MilpOptions
 
-STAGES = ("pgd", "crown", "alpha_crown", "milp")
+STAGES = ("pgd", "crown", "alpha_crown", "bab", "milp")
 MILP_MODES = ("sign", "optimise")
 
 
@@ -40,8 +40,9 @@ class VerifierConfig:
     """The staged verifier's options (`make_verifier`; the stages are described in its module).
 
     Attributes:
-      stages: a subset of ("pgd", "crown", "alpha_crown", "milp"), run cheapest first. Interval
-        bounds are always computed; "interval" may be listed but changes nothing.
+      stages: a subset of ("pgd", "crown", "alpha_crown", "bab", "milp"), run cheapest first.
+        Interval bounds are always computed; "interval" may be listed but changes nothing. "bab":
+        branch-and-bound over ReLU phases (`bab`) after the bounds, with MILP leaves if "milp" is on.
       time_limit: wall-clock budget per query in seconds (None: unlimited).
       milp_mode: "sign" (cutoff, first solution) or "optimise" (to optimality or the time limit;
         returns every saved solution as a weakest point).
@@ -74,6 +75,17 @@ class VerifierConfig:
         CBC time limit are set per query.
       cbc_fraction: CBC's own (soft) limit as a fraction of the remaining budget, so it usually
         stops by itself before the hard kill and returns what it found.
+      bab_batch: domains bounded per branch-and-bound call (the largest padded batch; also 2 and
+        bab_batch / 8 are compiled).
+      bab_steps, bab_lr_alpha, bab_lr_beta: Adam steps per batch and the learning rates of the
+        slopes α and the split multipliers β (warm-started from the parent domain).
+      bab_memory_mb: cap on the open domains' host memory (each holds α and β per spec row and
+        ReLU); beyond it branch-and-bound stops and the query goes on to the whole-box MILP.
+      bab_attack_every: a box PGD from the weakest candidate point every this many batches (0: never).
+      bab_leaf_unstable: a domain with at most this many free unstable ReLUs goes to the MILP (if the
+        "milp" stage is on), with at most `bab_leaf_seconds` (and half the time left) per leaf.
+      bab_refine_chunk: each subdomain's later pre-activation bounds are re-computed by CROWN over
+        its split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
     """
 
     stages: tuple[str, ...] = STAGES
@@ -96,6 +108,15 @@ class VerifierConfig:
     lp_tighten: bool = False
     milp_options: MilpOptions | None = None
     cbc_fraction: float = 0.6
+    bab_batch: int = 64
+    bab_steps: int = 20
+    bab_lr_alpha: float = 0.1
+    bab_lr_beta: float = 0.05
+    bab_memory_mb: float = 2048.0
+    bab_attack_every: int = 4
+    bab_leaf_unstable: int = 8
+    bab_leaf_seconds: float = 5.0
+    bab_refine_chunk: int = 32
 
     def __post_init__(self) -> None:
         w = "verifier."
@@ -122,6 +143,15 @@ class VerifierConfig:
         if self.milp_options is not None and not isinstance(self.milp_options, MilpOptions):
             raise ValueError(f"{w}milp_options = {self.milp_options!r}; expected a MilpOptions or None")
         check_float(w + "cbc_fraction", self.cbc_fraction, low=0.0, low_open=True)  # > 1: hard kill only
+        check_int(w + "bab_batch", self.bab_batch, 2)
+        check_int(w + "bab_steps", self.bab_steps, 0)
+        check_float(w + "bab_lr_alpha", self.bab_lr_alpha, low=0.0, low_open=True)
+        check_float(w + "bab_lr_beta", self.bab_lr_beta, low=0.0, low_open=True)
+        check_float(w + "bab_memory_mb", self.bab_memory_mb, low=0.0, low_open=True)
+        check_int(w + "bab_attack_every", self.bab_attack_every, 0)
+        check_int(w + "bab_leaf_unstable", self.bab_leaf_unstable, 0)
+        check_float(w + "bab_leaf_seconds", self.bab_leaf_seconds, low=0.0, low_open=True)
+        check_int(w + "bab_refine_chunk", self.bab_refine_chunk, 0)
 
 
 def resolved_config(config: object, overrides: Mapping[str, Any]) -> VerifierConfig:

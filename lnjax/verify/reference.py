@@ -47,7 +47,13 @@ def _affine_layers(view: L.LayerView) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def brute_force_min(
-    view: L.LayerView, lower: np.ndarray, upper: np.ndarray, rows: SpecRows, *, max_relus: int = 16
+    view: L.LayerView,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    rows: SpecRows,
+    *,
+    max_relus: int = 16,
+    phases: np.ndarray | None = None,
 ) -> BruteForceResult:
     """The exact minimum of the spec margin over the box, by enumerating activation patterns.
 
@@ -55,6 +61,9 @@ def brute_force_min(
       view: a network whose nonlinear ops are ReLUs, with at most `max_relus` of them.
       lower, upper: [*input_shape] the box.
       rows: the spec's rows (`spec.rows(K)`).
+      phases: optional [#ReLUs] fixed phases (branch-and-bound's subdomain, in op order): +1 active
+        (pre-activation ≥ 0), −1 inactive (≤ 0), 0 free; only patterns that agree are enumerated.
+        The minimum is +inf when no point of the box has those phases.
 
     Returns:
       BruteForceResult.
@@ -69,8 +78,11 @@ def brute_force_min(
     c = np.asarray(rows.c, np.float64)
     off = np.asarray(rows.offset, np.float64)
     best, best_x, count = np.inf, (lo + hi) / 2, 0
+    fixed = None if phases is None else np.asarray(phases).reshape(-1)
     for pattern in itertools.product((0.0, 1.0), repeat=sum(sizes)):
         pattern = np.array(pattern)
+        if fixed is not None and np.any((fixed > 0) & (pattern == 0) | (fixed < 0) & (pattern == 1)):
+            continue
         # Affine map of x for each layer's pre-activation under this pattern; sign constraints.
         a_ub, b_ub = [], []
         w_acc, b_acc = np.eye(n), np.zeros(n)

@@ -13,6 +13,7 @@ verifier's order from the config:
   alpha_crown         α-CROWN of the spec rows over CROWN's intermediate bounds
   pgd                 the full box PGD from the quick one's best point (after the bounds)
   alpha_intermediate  α-CROWN over every unstable intermediate neuron (`alpha_intermediate`)
+  bab                 branch-and-bound over ReLU phases (`bab`: β-CROWN domains, MILP leaves)
   milp                MIPVerify MILP over the tightest bounds, in the worker, within what is left
 
 The stats and `decided_by` name both PGD stages "pgd". Trust rules: `verdict`.
@@ -39,10 +40,10 @@ from lnjax import bounds as B
 from lnjax.attacks.pgd import view_box_pgd, view_margin
 from lnjax.models import layers as L
 from lnjax.specs import SpecRows, margin_lower_bound
-from lnjax.verify import milp as M
+from lnjax.verify import bab as BB, milp as M
 from lnjax.verify.config import VerifierConfig
 from lnjax.verify.cost import CostModel
-from lnjax.verify.verdict import Status, Verdict, VerifyStats
+from lnjax.verify.verdict import Status, Verdict, VerifyStats, milp_proof
 
 _MILP_FACTS = (
     "objective",
@@ -277,27 +278,17 @@ def _solve_milp(q: QueryContext, milp_net: LazyNetwork, worker: M.MilpWorker) ->
     if result.status == "error":
         logging.warning("MILP worker error: %s", result.message)
         stats.notes.append(f"milp error: {result.message.strip().splitlines()[-1] if result.message else ''}")
-    if result.status == "infeasible":
-        if cfg.milp_mode == "sign":
-            q.proven.append(q.safety)
-            return q.finish(Status.ROBUST, "milp")
+    bound, holds = milp_proof(result, cfg.milp_mode, q.safety)
+    if result.status == "infeasible" and cfg.milp_mode != "sign":
         logging.warning("optimise-mode MILP infeasible: the bounds fed to it were not sound")
         stats.notes.append("optimise-mode MILP infeasible (unsound bounds?)")
         return q.finish(Status.UNKNOWN, None)
-    if result.status == "optimal" and result.bound is not None:
-        # Optimise mode: CBC's bound is proven. Sign mode: nodes above the cutoff were pruned,
-        # so an optimal solution above the cutoff proves margin ≥ cutoff (the bound itself only
-        # for a pure LP, i.e. no binaries, where CBC ignores the cutoff).
-        if cfg.milp_mode == "optimise" or result.num_binaries == 0:
-            bound, holds = result.bound, result.bound > q.safety
-        else:
-            assert result.objective is not None  # an optimal solve has a solution
-            bound, holds = min(result.bound, q.safety), result.objective > q.safety
+    if bound is not None:
         q.proven.append(bound)
-        if holds:
-            for x, _ in result.solutions:
-                q.evaluate(x)
-            return q.finish(Status.ROBUST, "milp")
+    if holds:
+        for x, _ in result.solutions:
+            q.evaluate(x)
+        return q.finish(Status.ROBUST, "milp")
     # Candidates: confirm in JAX, clipped into the box.
     for x, _ in result.solutions:
         xc, m = q.evaluate(x)
@@ -314,6 +305,39 @@ def _solve_milp(q: QueryContext, milp_net: LazyNetwork, worker: M.MilpWorker) ->
         if m <= 0:
             return q.finish(Status.NOT_ROBUST, "milp", xc)
     return q.finish(Status.UNKNOWN, None)
+
+
+def leaf_solver(milp_net: LazyNetwork, worker: Callable[[], M.MilpWorker]) -> Callable[..., M.MilpResult]:
+    """`solve(ctx, bounds, row_lower, seconds) -> MilpResult`: branch-and-bound's leaf MILP, the sign
+    question over the query's box with a subdomain's bounds (its phases fixed by the clamping), in
+    the worker, killed after `seconds`."""
+
+    def solve(ctx: QueryContext, bounds: Any, row_lower: np.ndarray, seconds: float) -> M.MilpResult:
+        net = milp_net.get()
+        query = M.make_query(net, ctx.lo, ctx.hi, bounds, ctx.rows, row_lower)
+        base = ctx.cfg.milp_options or M.MilpOptions()
+        options = base._replace(
+            mode="sign",
+            cutoff=ctx.safety,
+            cbc_seconds=max(ctx.cfg.cbc_fraction * seconds, 0.01),
+            lp_tighten=False,
+        )
+        return worker().solve(net, query, options, deadline=time.monotonic() + seconds)
+
+    return solve
+
+
+def bab_stage(milp_net: LazyNetwork | None, worker: Callable[[], M.MilpWorker]) -> Stage:
+    """Branch-and-bound over ReLU phases from the tightest bounds so far (`bab`); its leaves go to the
+    MILP when `milp_net` is given (the "milp" stage is on)."""
+    leaf = None if milp_net is None else leaf_solver(milp_net, worker)
+
+    def run(ctx: QueryContext) -> Verdict | None:
+        cfg = ctx.cfg
+        bound = BB.jitted_bound(cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, ctx.k, cfg.bab_refine_chunk)
+        return BB.Bab(ctx, bound, leaf).run()
+
+    return Stage("bab", "bounds", _unpredicted, run)
 
 
 def build_stages(
@@ -345,6 +369,8 @@ def build_stages(
     if cfg.alpha_intermediate and "alpha_crown" in on:
         after = "pgd" if quick else last_bound
         out.append(bound_stage("alpha_intermediate", fns.alpha, fns.alpha_spec, costs, after))
+    if "bab" in on:
+        out.append(bab_stage(milp_net if "milp" in on else None, worker))
     if "milp" in on:
         out.append(milp_stage(milp_net, worker))
     return tuple(out)
@@ -441,11 +467,13 @@ __all__ = [
     "QueryContext",
     "QueryKeys",
     "Stage",
+    "bab_stage",
     "bound_stage",
     "build_stages",
     "clip_point",
     "interval_stage",
     "jitted",
+    "leaf_solver",
     "milp_stage",
     "pgd_stage",
 ]

@@ -41,7 +41,8 @@ class VerifyStats:
     """How an answer was reached.
 
     Attributes:
-      decided_by: the stage that decided ("pgd", "interval", "crown", "alpha_crown", "milp"),
+      decided_by: the stage that decided ("pgd", "interval", "crown", "alpha_crown",
+        "alpha_intermediate", "bab", "milp"),
         or None for UNKNOWN.
       time_s: seconds per stage, in the order run (plus "total").
       unstable: unstable ReLUs per ReLU layer after each bound method ("interval", "crown", ...).
@@ -51,6 +52,8 @@ class VerifyStats:
         "timeout", "error") or None.
       milp: other MILP facts (columns, rows, unstable units as encoded, build/solve seconds).
       safety: the safety margin used for ROBUST.
+      bab: branch-and-bound facts (domains bounded, batches, largest queue and depth, MILP leaves
+        tried and closed, leaves nothing could close, domains open at the end); empty if it did not run.
       notes: anything surprising (e.g. a MILP solution the JAX model does not confirm).
     """
 
@@ -62,6 +65,7 @@ class VerifyStats:
     milp_status: str | None = None
     milp: dict[str, Any] = dataclasses.field(default_factory=dict)
     safety: float = 0.0
+    bab: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -101,3 +105,21 @@ class Verdict:
             "weakest_margins": [m for _, m in self.weakest_points],
             "stats": dataclasses.asdict(self.stats),
         }
+
+
+def milp_proof(result: Any, mode: str, safety: float) -> tuple[float | None, bool]:
+    """What a MILP result proves (the trust rule above): (proven margin bound or None, margin > safety).
+
+    Sign mode: infeasible under the cutoff `safety` proves margin ≥ safety; an optimal solution above
+    the cutoff proves it too (nodes below were pruned), and for a pure LP (no binaries, where CBC
+    ignores the cutoff) the bound itself is proven. Optimise mode: the optimal bound is proven (an
+    infeasible optimise-mode model means unsound input bounds: nothing is proven). A time-limited or
+    failed solve proves nothing. `result`: a `milp.MilpResult`.
+    """
+    if result.status == "infeasible":
+        return (safety, True) if mode == "sign" else (None, False)
+    if result.status != "optimal" or result.bound is None:
+        return None, False
+    if mode == "optimise" or result.num_binaries == 0:
+        return result.bound, result.bound > safety
+    return min(result.bound, safety), result.objective is not None and result.objective > safety

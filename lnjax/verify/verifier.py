@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from lnjax import bounds as B
 from lnjax.models import layers as L
 from lnjax.specs import Spec
-from lnjax.verify import milp as M
+from lnjax.verify import bab as BB, milp as M
 from lnjax.verify.config import STAGES, VerifierConfig, resolved_config
 from lnjax.verify.cost import CostModel
 from lnjax.verify.inputs import checked_box, checked_rows, checked_view
@@ -80,6 +80,11 @@ class Verifier(NamedTuple):
 
     def __call__(self, key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
         return self.verify(key, x_lower, x_upper, spec)
+
+
+def fns_bab(cfg: VerifierConfig, k: int) -> BB.BoundFn:
+    """Branch-and-bound's jitted domain bound for `cfg` and the spec's order statistic k."""
+    return BB.jitted_bound(cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, k, cfg.bab_refine_chunk)
 
 
 def make_verifier(
@@ -170,6 +175,8 @@ def make_verifier(
         if "alpha_intermediate" in names:
             best = fns.alpha(view, lo, hi, best)
             out.append(fns.alpha_spec(view, lo, hi, c, best))
+        if "bab" in names:
+            BB.warm_up(fns_bab(cfg, k), view, best, lo, hi, c, offset, cfg.bab_batch)
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
         if "milp" in names:
             milp_net.get()

@@ -1,0 +1,364 @@
+"""Branch-and-bound over ReLU phases: the verifier's complete stage (β-CROWN style), CBC on small leaves.
+
+After the bound stages the query's tightest intermediate bounds (`ctx.best`) are the root. A domain
+is the box plus fixed phases of some ReLUs (`lnjax.bounds.beta_crown`); its bound is the k-th
+smallest of its spec rows' α,β-CROWN lower bounds (+ offsets), the same order statistic as the
+spec's margin. The loop:
+
+1. pop the `bab_batch / 2` open domains with the lowest bounds (a heap: best-first on the bound);
+2. split each on its highest-BaBSR-score free unstable ReLU into an active and an inactive child;
+   bound all children in one jitted, vmapped call (warm-started from the parent's α and β; batches
+   padded to one of a few fixed sizes, so it compiles a few times per network, not per call);
+3. a child whose bound exceeds the safety margin is closed; a child's row bounds are never below its
+   parent's (a subset of the parent's domain); the rest are pushed back;
+4. counterexamples: the input that minimises each child's deciding linear bound is scored by the
+   network every batch, and every `bab_attack_every` batches the box PGD starts from the weakest of
+   them (a counterexample anywhere in the box ends the query); the model confirms every one;
+5. a domain with at most `bab_leaf_unstable` free unstable ReLUs left goes to the MILP (when the
+   "milp" stage is on) with its clamped bounds, i.e. its phases fixed: CBC decides it exactly
+   (a leaf with no free ReLU left is an LP).
+
+ROBUST when every domain is closed; NOT_ROBUST on a confirmed counterexample; UNKNOWN at the
+deadline (the batch about to start is predicted from the last one of its size) or when the open
+domains would exceed `bab_memory_mb` (then the query goes on to the next stage, the whole-box MILP,
+with what is left of the budget). The proven lower bound of an undecided query is the smallest
+bound of the open domains: it is recorded, with the weakest points found, in the verdict.
+
+Top-k (and argmax, threshold): only ReLUs are branched. Each domain is bounded per spec row and its
+bound is the k-th smallest row bound, which is sound (the k-th smallest is monotone in every row).
+It is weaker than branching on which k rows are smallest: a domain whose k lowest rows can each
+be negative, but never together, closes only by further ReLU splits or in the MILP leaf, which
+encodes the k-th smallest exactly with one binary per row.
+
+References:
+  Wang et al., NeurIPS 2021 (β-CROWN; alpha-beta-CROWN's complete_verifier/batch_branch_and_bound.py
+    for the batched best-first loop, read, not copied); Bunel et al., JMLR 2020 (BaBSR branching);
+  Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify: the MILP leaves).
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lnjax.attacks.pgd import view_margin
+from lnjax.bounds import beta_crown as BC
+from lnjax.verify.verdict import Status, Verdict, milp_proof
+
+
+PHASES = (1, -1)
+"""The children of a split: the ReLU active (pre-activation ≥ 0), then inactive (≤ 0); together they
+cover the parent (a test replaces this with a deliberately incomplete pair and sees BaB go wrong)."""
+
+
+class Domain(NamedTuple):
+    """An open subdomain on the host: phases [total] int8, α, β [M, total], row bounds [M], depth."""
+
+    splits: np.ndarray
+    alphas: np.ndarray
+    betas: np.ndarray
+    row_lower: np.ndarray
+    score: np.ndarray
+    free: int
+    depth: int
+
+
+def children(splits: np.ndarray, i: int) -> list[np.ndarray]:
+    """The children of a domain split on neuron i: its phases with neuron i fixed to each of PHASES."""
+    out = []
+    for phase in PHASES:
+        s = splits.copy()
+        s[i] = phase
+        out.append(s)
+    return out
+
+
+def batch_sizes(batch: int) -> tuple[int, ...]:
+    """The padded batch sizes: 2, batch/8 and batch (children come in pairs; a few compilations)."""
+    return tuple(sorted({2, max(2, batch // 8), max(2, batch)}))
+
+
+BoundFn = Callable[..., tuple[BC.DomainBound, jax.Array]]
+
+
+@functools.lru_cache(maxsize=8)
+def jitted_bound(steps: int, lr_alpha: float, lr_beta: float, k: int, refine_chunk: int) -> BoundFn:
+    """`bound(view, root, lo, hi, c, offset, splits[B], alphas[B], betas[B]) -> (DomainBound[B],
+    margins [B])`: every domain's bound and the network's margin at its candidate point, one call."""
+
+    def one(view, root, lo, hi, c, offset, splits, alphas, betas):
+        res = BC.bound_domain(
+            view,
+            root,
+            lo,
+            hi,
+            c,
+            offset,
+            splits,
+            alphas,
+            betas,
+            k=k,
+            steps=steps,
+            lr_alpha=lr_alpha,
+            lr_beta=lr_beta,
+            refine_chunk=refine_chunk,
+        )
+        return res, view_margin(view, res.x_star, c, offset, k)
+
+    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, None, 0, 0, 0)))
+
+
+def domain_lower(row_lower: np.ndarray, offset: np.ndarray, k: int) -> np.ndarray:
+    """The margin lower bound of each domain: k-th smallest of row bounds + offsets. [B, M] -> [B]."""
+    return np.sort(np.asarray(row_lower, np.float64) + offset.astype(np.float64), axis=-1)[..., k - 1]
+
+
+class Bab:
+    """One query's branch-and-bound (see the module docstring); `run()` returns a verdict or None."""
+
+    def __init__(self, ctx: Any, bound: BoundFn, leaf: Callable[..., Any] | None):
+        cfg = ctx.cfg
+        self.ctx, self.bound, self.leaf = ctx, bound, leaf
+        self.layout = BC.split_layout(ctx.view, ctx.best)
+        self.m = len(ctx.rows.offset)
+        self.offset = np.asarray(ctx.rows.offset, np.float64)
+        self.sizes = batch_sizes(cfg.bab_batch)
+        per_domain = self.layout.total * (1 + 2 * 4 * self.m) + 8 * self.m
+        self.max_domains = max(1, int(cfg.bab_memory_mb * 2**20 // per_domain))
+        self.heap: list[tuple[float, int, Domain]] = []
+        self.counter = itertools.count()
+        self.seconds: dict[int, float] = {}
+        self.facts: dict[str, Any] = {
+            "domains": 0,
+            "batches": 0,
+            "max_open": 0,
+            "max_depth": 0,
+            "leaves_milp": 0,
+            "leaves_closed_milp": 0,
+            "unresolved_leaves": 0,
+        }
+        self.unresolved: list[float] = []  # bounds of leaves nothing could close
+        self.weakest: tuple[np.ndarray, float] | None = None
+
+    # ------------------------------------------------------------------ bounding
+
+    def _bound(
+        self, splits: np.ndarray, alphas: np.ndarray, betas: np.ndarray
+    ) -> tuple[BC.DomainBound, np.ndarray]:
+        """Bounds a batch (padded to a fixed size by repeating the first domain); numpy results."""
+        n = len(splits)
+        size = next((s for s in self.sizes if s >= n), self.sizes[-1])
+        pad = size - n
+
+        def padded(a):
+            return np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) if pad else a
+
+        ctx = self.ctx
+        t0 = time.monotonic()
+        res = self.bound(
+            ctx.view,
+            ctx.best,
+            ctx.lo,
+            ctx.hi,
+            ctx.c,
+            ctx.offset,
+            jnp.asarray(padded(splits), jnp.int32),
+            jnp.asarray(padded(alphas)),
+            jnp.asarray(padded(betas)),
+        )
+        res, margins = jax.tree.map(lambda v: np.asarray(v)[:n], res)
+        self.seconds[size] = time.monotonic() - t0
+        self.facts["domains"] += n
+        self.facts["batches"] += 1
+        return res, margins
+
+    def _predicted(self, n: int) -> float:
+        size = next((s for s in self.sizes if s >= n), self.sizes[-1])
+        return self.seconds.get(size, 0.0)
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> Verdict | None:
+        ctx = self.ctx
+        if self.layout.total == 0:
+            return None  # no ReLU to branch on: the bounds are as tight as they get
+        t0 = time.monotonic()
+        try:
+            return self._loop()
+        finally:
+            ctx.lap("bab", t0)
+            self.facts["open_at_end"] = len(self.heap)
+            ctx.stats.bab = self.facts
+
+    def _loop(self) -> Verdict | None:
+        ctx, cfg = self.ctx, self.ctx.cfg
+        total = self.layout.total
+        root_splits = np.zeros((1, total), np.int8)
+        alphas = np.asarray(BC.init_alphas(self.layout, ctx.best, jnp.zeros(total, jnp.int32), self.m))[None]
+        res, margins = self._bound(root_splits, alphas, np.zeros_like(alphas))
+        verdict = self._absorb(root_splits, res, margins, ctx.row_lower[None], np.zeros(1, int))
+        if verdict is not None:
+            return verdict
+        half = max(1, self.sizes[-1] // 2)
+        while self.heap:
+            if len(self.heap) > self.max_domains:
+                ctx.stats.notes.append(
+                    f"bab stopped: {len(self.heap)} open domains > the bab_memory_mb cap ({self.max_domains})"
+                )
+                return self._give_up(final=False)
+            n_pop = min(half, len(self.heap))
+            if ctx.time_left() < self._predicted(2 * n_pop) or ctx.out_of_time("bab"):
+                if not any("time limit" in n for n in ctx.stats.notes):
+                    ctx.stats.notes.append("time limit reached in bab")
+                return self._give_up(final=True)
+            popped = [heapq.heappop(self.heap)[2] for _ in range(n_pop)]
+            splitting: list[Domain] = []
+            for d in popped:
+                verdict = self._leaf_or_keep(d, splitting)
+                if verdict is not None:
+                    return verdict
+            if not splitting:
+                continue
+            kids_s, kids_a, kids_b, kids_rows, kids_depth = [], [], [], [], []
+            for d in splitting:
+                for s in children(d.splits, int(np.argmax(d.score))):
+                    kids_s.append(s)
+                    kids_a.append(d.alphas)
+                    kids_b.append(d.betas)
+                    kids_rows.append(d.row_lower)
+                    kids_depth.append(d.depth + 1)
+            splits = np.stack(kids_s)
+            res, margins = self._bound(splits, np.stack(kids_a), np.stack(kids_b))
+            verdict = self._absorb(splits, res, margins, np.stack(kids_rows), np.asarray(kids_depth))
+            if verdict is not None:
+                return verdict
+            if cfg.bab_attack_every and self.facts["batches"] % cfg.bab_attack_every == 0:
+                verdict = self._attack()
+                if verdict is not None:
+                    return verdict
+        if self.unresolved:
+            return self._give_up(final=True)
+        ctx.proven.append(ctx.safety)
+        ctx.stats.margin_lower["bab"] = ctx.safety
+        return ctx.finish(Status.ROBUST, "bab")
+
+    def _absorb(
+        self,
+        splits: np.ndarray,
+        res: BC.DomainBound,
+        margins: np.ndarray,
+        parent_rows: np.ndarray,
+        depth: np.ndarray,
+    ) -> Verdict | None:
+        """Closes proven children, checks their candidate points, queues the rest."""
+        ctx = self.ctx
+        rows = np.maximum(np.asarray(res.row_lower, np.float64), parent_rows)
+        lower = domain_lower(rows, self.offset, ctx.k)
+        i = int(np.argmin(margins))
+        if self.weakest is None or margins[i] < self.weakest[1]:
+            self.weakest = (np.asarray(res.x_star[i]), float(margins[i]))
+        if margins[i] <= 0:
+            x, m = ctx.evaluate(res.x_star[i])
+            if m <= 0:
+                return ctx.finish(Status.NOT_ROBUST, "bab", x)
+        for j in range(len(splits)):
+            if lower[j] > ctx.safety:
+                continue
+            d = Domain(
+                splits=splits[j].astype(np.int8),
+                alphas=res.alphas[j],
+                betas=res.betas[j],
+                row_lower=rows[j],
+                score=res.score[j],
+                free=int(res.free[j]),
+                depth=int(depth[j]),
+            )
+            heapq.heappush(self.heap, (float(lower[j]), next(self.counter), d))
+            self.facts["max_depth"] = max(self.facts["max_depth"], d.depth)
+        self.facts["max_open"] = max(self.facts["max_open"], len(self.heap))
+        return None
+
+    def _leaf_or_keep(self, d: Domain, splitting: list[Domain]) -> Verdict | None:
+        """A domain with few free ReLUs goes to the MILP (if on); one with none left and no MILP
+        cannot be split further (its bound is recorded as unresolved); the rest are split."""
+        cfg = self.ctx.cfg
+        if self.leaf is not None and d.free <= cfg.bab_leaf_unstable:
+            outcome = self._solve_leaf(d)
+            if outcome is True:
+                return None
+            if isinstance(outcome, Verdict):
+                return outcome
+        if d.free == 0:
+            self.unresolved.append(domain_lower(d.row_lower[None], self.offset, self.ctx.k)[0])
+            self.facts["unresolved_leaves"] += 1
+            return None
+        splitting.append(d)
+        return None
+
+    def _solve_leaf(self, d: Domain) -> bool | Verdict | None:
+        """The leaf's MILP (sign question) with its clamped bounds: True if it closes the domain,
+        a NOT_ROBUST verdict on a confirmed counterexample, None if undecided."""
+        ctx, cfg = self.ctx, self.ctx.cfg
+        seconds = min(cfg.bab_leaf_seconds, 0.5 * ctx.time_left())
+        if seconds <= 0.05:
+            return None
+        assert self.leaf is not None
+        self.facts["leaves_milp"] += 1
+        bounds = BC.domain_bounds(self.layout, jax.tree.map(np.asarray, ctx.best), d.splits)
+        result = self.leaf(ctx, bounds, d.row_lower, seconds)
+        _, proven = milp_proof(result, "sign", ctx.safety)
+        if proven:
+            self.facts["leaves_closed_milp"] += 1
+            return True
+        for x, _ in result.solutions:
+            xc, m = ctx.evaluate(x)
+            if m <= 0:
+                return ctx.finish(Status.NOT_ROBUST, "bab", xc)
+        return None
+
+    def _attack(self) -> Verdict | None:
+        """The box PGD from the weakest candidate point so far."""
+        ctx = self.ctx
+        if self.weakest is None:
+            return None
+        t0 = time.monotonic()
+        key = jax.random.fold_in(ctx.keys.refine, self.facts["batches"])
+        x0 = jnp.asarray(self.weakest[0], jnp.float32)
+        res = ctx.fns.pgd(key, ctx.view, ctx.lo, ctx.hi, ctx.c, ctx.offset, x0, k=ctx.k)
+        x, m = ctx.evaluate(res.x)
+        ctx.lap("bab_attack", t0)
+        self.facts["attacks"] = self.facts.get("attacks", 0) + 1
+        if m < self.weakest[1]:
+            self.weakest = (np.asarray(x), m)
+        if m <= 0:
+            return ctx.finish(Status.NOT_ROBUST, "bab", x)
+        return None
+
+    def _give_up(self, *, final: bool) -> Verdict | None:
+        """Undecided: the smallest open (or unresolved) bound is still a proven bound on the box."""
+        ctx = self.ctx
+        opened = [b for b, _, _ in self.heap] + self.unresolved
+        if opened:
+            bound = float(min(opened))
+            ctx.proven.append(bound)
+            ctx.stats.margin_lower["bab"] = bound
+        if self.weakest is not None:
+            ctx.evaluate(self.weakest[0])
+        return ctx.finish(Status.UNKNOWN, None) if final else None
+
+
+def warm_up(bound: BoundFn, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: Any, batch: int) -> None:
+    """Compiles the bound at every batch size (results discarded)."""
+    layout = BC.split_layout(view, best)
+    for size in batch_sizes(batch):
+        splits = jnp.zeros((size, layout.total), jnp.int32)
+        alphas = jnp.zeros((size, c.shape[0], layout.total), jnp.float32)
+        jax.block_until_ready(bound(view, best, lo, hi, c, offset, splits, alphas, alphas))

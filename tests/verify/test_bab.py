@@ -1,0 +1,294 @@
+"""Branch-and-bound soundness (lnjax.bounds.beta_crown, lnjax.verify.bab) on tiny networks.
+
+Every check here also fails on a deliberate bug, shown in the same file: a sign error in the β term
+(`split_terms`), the clamp on the wrong side of a split (`domain_bounds`), and children that do not
+cover their parent (`bab.PHASES`).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lnjax import bounds as B, models, specs
+from lnjax.bounds import beta_crown as BC
+from lnjax.verify import bab as BB, make_verifier, milp as M
+from lnjax.verify.reference import brute_force_min
+from lnjax.verify.verdict import Status
+
+SPECS = {
+    "argmax": specs.Argmax,
+    "top2": lambda t: specs.TopK(t, 2),
+    "threshold": lambda t: specs.Threshold(t, 0.1),
+}
+
+
+@functools.lru_cache(maxsize=4)
+def tiny(seed=0, n_in=3, hidden=(3, 3), classes=4):
+    model = models.mlp((n_in,), hidden, classes)
+    params = model.init_params(jax.random.key(seed))
+    params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(seed + 7), p.shape), params)
+    return models.layer_view(model, params)
+
+
+def random_box(rng, n, low=0.02, high=0.4):
+    x = rng.uniform(0.1, 0.9, n).astype(np.float32)
+    eps = rng.uniform(low, high)
+    return np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+
+
+def random_splits(rng, total):
+    return (rng.integers(-1, 2, total) * (rng.uniform(size=total) < 0.5)).astype(np.int32)
+
+
+def pre_activations(view, xs):
+    """Each ReLU's input at each of xs [n, n_in], concatenated in op order: [n, total]."""
+    pre, v = [], jnp.asarray(xs)
+    for op in view.ops:
+        if isinstance(op, models.layers.ReLU):
+            pre.append(np.asarray(v))
+        v = jax.vmap(lambda x, op=op: models.ops.rules_of(op).apply(op, x))(v)
+    return np.concatenate(pre, axis=1)
+
+
+def feasible_splits(view, rng, lo, hi):
+    """Half of the phases of a random point of the box: a subdomain that is never empty."""
+    z = pre_activations(view, rng.uniform(lo, hi, (1, len(lo))).astype(np.float32))[0]
+    return (np.where(z >= 0, 1, -1) * (rng.uniform(size=z.size) < 0.5)).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def bound_fn(k, refine_chunk):
+    return jax.jit(
+        lambda view, root, lo, hi, c, off, s, a, b: BC.bound_domain(
+            view,
+            root,
+            lo,
+            hi,
+            c,
+            off,
+            s,
+            a,
+            b,
+            k=k,
+            steps=25,
+            lr_alpha=0.1,
+            lr_beta=0.1,
+            refine_chunk=refine_chunk,
+        )
+    )
+
+
+def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0):
+    """max over random (box, splits) of (β-CROWN domain bound − exact subdomain minimum); ≤ 0 is sound.
+
+    Also returns the largest β seen (the check only bites if β is used)."""
+    rng = np.random.default_rng(seed)
+    worst, beta_max = -np.inf, 0.0
+    for _ in range(trials):
+        lo, hi = random_box(rng, view.input_shape[0])
+        x = (lo + hi) / 2
+        spec = SPECS[name](int(np.argmax(models.apply_layers(view, jnp.asarray(x)))))
+        rows = spec.rows(4)
+        c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
+        root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+        layout = BC.split_layout(view, root)
+        s = random_splits(rng, layout.total) if rng.uniform() < 0.5 else feasible_splits(view, rng, lo, hi)
+        a0 = BC.init_alphas(layout, root, jnp.asarray(s), len(off))
+        res = bound_fn(rows.k, refine_chunk)(
+            view, root, lo, hi, c, off, jnp.asarray(s), a0, jnp.zeros_like(a0)
+        )
+        lb = BB.domain_lower(np.asarray(res.row_lower)[None], np.asarray(rows.offset), rows.k)[0]
+        ref = brute_force_min(view, lo, hi, rows, phases=s).minimum
+        if np.isfinite(ref):
+            worst = max(worst, lb - ref)
+        beta_max = max(beta_max, float(np.max(res.betas)))
+    return worst, beta_max
+
+
+@pytest.mark.parametrize(
+    "name", ["argmax", *(pytest.param(n, marks=pytest.mark.slow) for n in ("top2", "threshold"))]
+)
+def test_subdomain_bound_is_below_the_subdomain_minimum(name):
+    """Each subdomain's bound ≤ the exact minimum over box ∩ phases (enumeration of ReLU patterns)."""
+    worst, beta_max = subdomain_gaps(tiny(), name, trials=8)
+    assert worst <= 1e-5
+    assert beta_max > 0.01  # the β multipliers are in play
+
+
+def test_refined_subdomain_bound_is_sound():
+    worst, _ = subdomain_gaps(tiny(1, hidden=(2, 2, 3)), "argmax", trials=5, seed=1, refine_chunk=2)
+    assert worst <= 1e-5
+
+
+def test_a_beta_sign_error_is_caught(monkeypatch):
+    """+β·s instead of −β·s: β then pushes the bound up without a constraint behind it."""
+    monkeypatch.setattr(BC, "split_terms", lambda layout, b, s: BC.unflatten(layout, b * s.astype(b.dtype)))
+    bound_fn.cache_clear()
+    try:
+        worst, _ = subdomain_gaps(tiny(), "argmax", trials=8)
+    finally:
+        bound_fn.cache_clear()
+    assert worst > 1e-3
+
+
+def consistent_points(view, lo, hi, splits, n=4000, seed=0):
+    """Box samples whose ReLU phases agree with `splits`, with each ReLU's pre-activation there."""
+    rng = np.random.default_rng(seed)
+    z = pre_activations(view, rng.uniform(lo, hi, (n, len(lo))).astype(np.float32))
+    ok = np.all((splits == 0) | (np.sign(z) == splits) | (z == 0), axis=1)
+    return z[ok]
+
+
+def containment_violations(domain_bounds_fn, seed):
+    """Points of the subdomain outside its (refined) pre-activation bounds, over a few random splits."""
+    view = tiny(2, hidden=(5, 4))
+    rng = np.random.default_rng(seed)
+    bad = 0
+    fn = jax.jit(lambda *args: domain_bounds_fn(*args), static_argnums=(1, 6))  # a fresh trace per call
+    for _ in range(4):
+        lo, hi = random_box(rng, 3, 0.2, 0.4)
+        root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+        layout = BC.split_layout(view, root)
+        s = feasible_splits(view, rng, lo, hi)
+        dom = fn(view, layout, root, jnp.asarray(s), jnp.asarray(lo), jnp.asarray(hi), 4)
+        lower = np.concatenate([np.asarray(dom[j - 1][0]).ravel() for j in layout.ops])
+        upper = np.concatenate([np.asarray(dom[j - 1][1]).ravel() for j in layout.ops])
+        z = consistent_points(view, lo, hi, s)
+        assert len(z) > 0
+        bad += int(np.sum((z < lower - 1e-5) | (z > upper + 1e-5)))
+    return bad
+
+
+def test_refined_bounds_contain_the_subdomain_and_a_wrong_clamp_is_caught(monkeypatch):
+    assert containment_violations(BC.refined_bounds, seed=3) == 0
+    real = BC.domain_bounds
+
+    def swapped(layout, bounds, splits):  # the deliberate bug: active clamps the upper side
+        return real(layout, bounds, -splits)
+
+    monkeypatch.setattr(BC, "domain_bounds", swapped)
+    assert containment_violations(BC.refined_bounds, seed=3) > 0
+
+
+# ----------------------------------------------------------------------------- the whole stage
+
+
+@functools.lru_cache(maxsize=2)
+def bab_verifier(seed):
+    view = tiny(seed, hidden=(12, 10))
+    return view, make_verifier(
+        view,
+        stages=("crown", "bab"),
+        time_limit=20.0,
+        bab_batch=16,
+        bab_attack_every=0,
+        alpha_intermediate=False,
+    )
+
+
+def milp_min(view, lo, hi, rows):
+    """The exact minimum margin over the box, by the MILP solved to optimality (CBC, in process)."""
+    net = M.network_from_view(view)
+    b = B.interval_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    r = M.solve(net, M.make_query(net, lo, hi, b, rows), M.MilpOptions(mode="optimise"))
+    assert r.status == "optimal"
+    return r.objective
+
+
+def float64_margin(view, x, rows):
+    z = M.network_forward(M.network_from_view(view), np.asarray(x, np.float64).ravel())
+    d = np.sort(np.asarray(rows.c, np.float64) @ z + rows.offset)
+    return d[rows.k - 1]
+
+
+def run_boxes(seed, n_boxes, names=tuple(SPECS)):
+    """BaB alone (CROWN root, no PGD, no MILP) on random boxes vs the exact MILP minimum."""
+    view, verify = bab_verifier(seed)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_boxes):
+        lo, hi = random_box(rng, 3, 0.03, 0.5)
+        t = int(np.argmax(models.apply_layers(view, jnp.asarray((lo + hi) / 2))))
+        spec = SPECS[names[i % len(names)]](t)
+        rows = spec.rows(4)
+        v = verify(jax.random.key(i), lo, hi, spec)
+        out.append((lo, hi, spec, rows, v, milp_min(view, lo, hi, rows)))
+    return view, out
+
+
+def check_against_exact(view, results):
+    decided = 0
+    rng = np.random.default_rng(0)
+    for lo, hi, spec, rows, v, exact in results:
+        if v.status is Status.ROBUST:
+            decided += 1
+            assert exact > 0, (exact, v.stats.bab)
+            assert v.proven_bound is not None and v.proven_bound <= exact + 1e-5
+            xs = rng.uniform(lo, hi, (500, 3)).astype(np.float32)
+            assert float(jnp.min(spec.margin(models.apply_layers_batch(view, jnp.asarray(xs))))) > 0
+        elif v.status is Status.NOT_ROBUST:
+            decided += 1
+            assert exact <= 1e-5
+            x = v.counterexample
+            assert x is not None and np.all(x >= lo) and np.all(x <= hi)
+            assert float64_margin(view, x, rows) <= 1e-5  # confirmed in float64 too
+        else:
+            assert v.stats.decided_by is None
+    return decided
+
+
+def test_bab_agrees_with_the_exact_minimum():
+    """Every BaB verdict agrees with the exact minimum (the MILP solved to optimality, itself checked
+    against enumeration in test_milp); ROBUST boxes survive dense sampling; counterexamples hold in
+    float64; nearly everything is decided."""
+    view, results = run_boxes(0, 30)
+    decided = check_against_exact(view, results)
+    assert decided >= 0.9 * len(results)
+    branched = [v for *_, v, _ in results if v.stats.bab.get("domains", 0) > 1]
+    assert branched  # the loop itself ran, not just the root
+
+
+@pytest.mark.slow
+def test_bab_agrees_with_the_exact_minimum_on_hundreds_of_boxes():
+    for seed in (0, 1):
+        view, results = run_boxes(seed, 150)
+        assert check_against_exact(view, results) >= 0.9 * len(results)
+
+
+def uncovered_points(seed=0):
+    """Points of a parent domain that fall in none of its children (over every free neuron)."""
+    view = tiny(2, hidden=(5, 4))
+    rng = np.random.default_rng(seed)
+    lo, hi = random_box(rng, 3, 0.2, 0.4)
+    parent = feasible_splits(view, rng, lo, hi)
+    z = consistent_points(view, lo, hi, parent)
+    assert len(z) > 0
+    missed = 0
+    for i in np.flatnonzero(parent == 0):
+        inside = [np.all((s == 0) | (np.sign(z) == s) | (z == 0), axis=1) for s in BB.children(parent, i)]
+        missed += int(np.sum(~np.any(inside, axis=0)))
+    return missed
+
+
+def test_children_cover_their_parent_and_a_missing_half_is_caught(monkeypatch):
+    """Every point of a domain lies in one of its children; with both children active (the
+    deliberate bug) the inactive half is lost, and BaB could call a box robust without bounding it."""
+    assert uncovered_points() == 0
+    monkeypatch.setattr(BB, "PHASES", (1, 1))
+    assert uncovered_points() > 0
+
+
+def test_bab_stats_and_weakest_points():
+    """The verdict carries BaB's facts, its proven bound and the candidate points it scored."""
+    view, results = run_boxes(0, 12)
+    for lo, hi, spec, _, v, exact in results:
+        if v.stats.bab:
+            assert v.stats.bab["domains"] >= 1 and v.stats.bab["batches"] >= 1
+        if v.status is Status.UNKNOWN and v.proven_bound is not None:
+            assert v.proven_bound <= exact + 1e-5
+        for x, m in v.weakest_points:
+            assert np.all(x >= lo) and np.all(x <= hi)
+            assert m == pytest.approx(float(spec.margin(models.apply_layers(view, jnp.asarray(x)))), abs=1e-6)
