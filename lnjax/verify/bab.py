@@ -53,7 +53,6 @@ from lnjax.attacks.pgd import view_margin
 from lnjax.bounds import beta_crown as BC
 from lnjax.verify.verdict import Status, Verdict, milp_proof
 
-
 PHASES = (1, -1)
 """The children of a split: the ReLU active (pre-activation ≥ 0), then inactive (≤ 0); together they
 cover the parent (a test replaces this with a deliberately incomplete pair and sees BaB go wrong)."""

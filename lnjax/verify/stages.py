@@ -153,12 +153,14 @@ class QueryContext:
 
 
 class Stage(NamedTuple):
-    """One step of the verifier (see the module docstring)."""
+    """One step of the verifier (see the module docstring). `optional`: predicted to overrun, it is
+    skipped and the next stage runs on the bounds so far (else the query ends UNKNOWN)."""
 
     name: str
     after: str | None
     predict: Callable[[QueryContext], float | None]
     run: Callable[[QueryContext], Verdict | None]
+    optional: bool = False
 
 
 def _unpredicted(ctx: QueryContext) -> float | None:
@@ -200,7 +202,12 @@ def interval_stage(fn: Callable[..., Any]) -> Stage:
 
 
 def bound_stage(
-    name: str, bounds_fn: Callable[..., Any], spec_fn: Callable[..., Any], costs: CostModel, after: str
+    name: str,
+    bounds_fn: Callable[..., Any],
+    spec_fn: Callable[..., Any],
+    costs: CostModel,
+    after: str,
+    optional: bool = False,
 ) -> Stage:
     """A bound stage: tighter intermediate bounds (`bounds_fn`) and spec rows (`spec_fn`) over the
     best so far; ROBUST if proven. Its cost is predicted and recorded in `costs`."""
@@ -221,7 +228,7 @@ def bound_stage(
         ctx.lap(name, t0)
         return ctx.finish(Status.ROBUST, name) if proven else None
 
-    return Stage(name, after, predict, run)
+    return Stage(name, after, predict, run, optional)
 
 
 def _same_bounds(view: L.LayerView, lo: jax.Array, hi: jax.Array, base: Any) -> Any:
@@ -368,7 +375,9 @@ def build_stages(
         out.append(pgd_stage("pgd", fns.pgd, lambda k: k.pgd, "bounds"))
     if cfg.alpha_intermediate and "alpha_crown" in on:
         after = "pgd" if quick else last_bound
-        out.append(bound_stage("alpha_intermediate", fns.alpha, fns.alpha_spec, costs, after))
+        # Optional when branch-and-bound follows: it starts from the bounds so far instead.
+        optional = "bab" in on
+        out.append(bound_stage("alpha_intermediate", fns.alpha, fns.alpha_spec, costs, after, optional))
     if "bab" in on:
         out.append(bab_stage(milp_net if "milp" in on else None, worker))
     if "milp" in on:

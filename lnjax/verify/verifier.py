@@ -25,7 +25,9 @@ wall-clock budget (`time_limit`); the JAX stages are checked against it between 
 gets what is left (a hard limit, see `milp.MilpWorker`). A compiled JAX stage cannot be
 interrupted, so before each bound stage its cost is predicted by the verifier's `cost.CostModel`
 (from its last run in this verifier, only if that run did at least a quarter of this query's work);
-a stage predicted to end after the deadline is not started and the query is UNKNOWN at once.
+a stage predicted to end after the deadline is not started and the query is UNKNOWN at once,
+except α-CROWN's intermediate pass when branch-and-bound follows (`Stage.optional`): it is skipped
+and branch-and-bound starts from the bounds so far.
 Without a comparable run the stage runs, and every run replaces its stage's estimate. A time-out or
 a stage not started is UNKNOWN, never ROBUST. See `verdict` for the trust rules.
 
@@ -140,9 +142,12 @@ def make_verifier(
             if expected is not None:
                 left = ctx.time_left()
                 if expected > left:
+                    what = "skipped" if stage.optional else "not started"
                     ctx.stats.notes.append(
-                        f"{stage.name} not started: predicted {expected:.1f} s, {left:.1f} s left"
+                        f"{stage.name} {what}: predicted {expected:.1f} s, {left:.1f} s left"
                     )
+                    if stage.optional:
+                        continue
                     return ctx.finish(Status.UNKNOWN, None)
             verdict = stage.run(ctx)
             if verdict is not None:

@@ -119,7 +119,7 @@ def test_subdomain_bound_is_below_the_subdomain_minimum(name):
 
 
 def test_refined_subdomain_bound_is_sound():
-    worst, _ = subdomain_gaps(tiny(1, hidden=(2, 2, 3)), "argmax", trials=5, seed=1, refine_chunk=2)
+    worst, _ = subdomain_gaps(tiny(1, hidden=(2, 2, 3)), "argmax", trials=4, seed=1, refine_chunk=2)
     assert worst <= 1e-5
 
 
@@ -178,7 +178,7 @@ def test_refined_bounds_contain_the_subdomain_and_a_wrong_clamp_is_caught(monkey
 
 @functools.lru_cache(maxsize=2)
 def bab_verifier(seed):
-    view = tiny(seed, hidden=(12, 10))
+    view = tiny(seed, hidden=(10, 8))
     return view, make_verifier(
         view,
         stages=("crown", "bab"),
@@ -244,7 +244,7 @@ def test_bab_agrees_with_the_exact_minimum():
     """Every BaB verdict agrees with the exact minimum (the MILP solved to optimality, itself checked
     against enumeration in test_milp); ROBUST boxes survive dense sampling; counterexamples hold in
     float64; nearly everything is decided."""
-    view, results = run_boxes(0, 30)
+    view, results = run_boxes(0, 20)
     decided = check_against_exact(view, results)
     assert decided >= 0.9 * len(results)
     branched = [v for *_, v, _ in results if v.stats.bab.get("domains", 0) > 1]
