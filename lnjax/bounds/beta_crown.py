@@ -33,7 +33,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -99,11 +99,11 @@ def flatten(layout: SplitLayout, per_op: dict[int, jax.Array], lead: tuple[int, 
     return jnp.concatenate([per_op[j].reshape(*lead, -1) for j in layout.ops], axis=-1)
 
 
-def domain_bounds(layout: SplitLayout, bounds: LayerBounds, splits: jax.Array) -> LayerBounds:
+def domain_bounds(layout: SplitLayout, bounds: LayerBounds, splits: jax.Array | np.ndarray) -> LayerBounds:
     """The root's bounds with each split neuron's pre-activation clamped to its phase (and the ReLU's
     output bounds with it). splits: [total] in {−1, 0, +1}. Works on numpy arrays too."""
-    xp = jnp if isinstance(splits, jax.Array) else np
-    out = list(bounds)
+    xp: Any = jnp if isinstance(splits, jax.Array) else np
+    out: list[Any] = list(bounds)
     for j, shape, s in zip(layout.ops, layout.shapes, layout.starts, strict=True):
         sp = splits[s : s + math.prod(shape)].reshape(shape)
         lo, hi = bounds[j - 1]
@@ -311,7 +311,8 @@ def bound_domain(
         (grads,) = pull(jnp.ones_like(vals))  # ascend every row's bound
         best = jnp.maximum(best, vals)
         updates, state = opt.update(grads, state, params)
-        params = project(tuple(p + lr * u for p, lr, u in zip(params, lrs, updates, strict=True)))
+        scaled: Any = jax.tree.map(lambda u, lr: lr * u, updates, lrs)  # per-leaf learning rates
+        params = project((params[0] + scaled[0], params[1] + scaled[1]))
         return params, state, best
 
     params = project((alphas, betas))

@@ -62,10 +62,10 @@ class Domain(NamedTuple):
     """An open subdomain on the host: phases [total] int8, α, β [M, total], row bounds [M], depth."""
 
     splits: np.ndarray
-    alphas: np.ndarray
-    betas: np.ndarray
+    alphas: Any
+    betas: Any
     row_lower: np.ndarray
-    score: np.ndarray
+    score: Any
     free: int
     depth: int
 
