@@ -170,6 +170,33 @@ def test_lp_tightening_only_tightens():
     assert tight.tighten_s > 0
 
 
+def test_lp_tightening_cut_short_anywhere_leaves_the_model_minimising(monkeypatch):
+    """LP tightening stopped by its deadline after any LP (a fake clock ticking once per check)
+    still gives the optimum without tightening. Before the fix, stopping right after a maximising
+    LP left the MILP maximising the margin: an "optimum" far above the true one (1.04 vs 0.196
+    here, at 2 ticks), read as a proof."""
+    from lnjax.verify.milp import encoding
+
+    view = tiny_mlp(4, hidden=(6, 6, 5), k=4)  # the net of test_lp_tightening_only_tightens
+    net = M.network_from_view(view)
+    lo, hi, x0 = box(4, 3, 0.25)
+    rows = specs.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))).rows(4)
+    q = query_for(view, net, lo, hi, rows)
+    ref = M.solve(net, q, M.MilpOptions(mode="optimise")).objective
+
+    class Clock:
+        t = 0.0
+
+        def monotonic(self):
+            self.t += 1.0
+            return self.t
+
+    for ticks in range(1, 7):
+        monkeypatch.setattr(encoding, "time", Clock())
+        r = M.solve(net, q, M.MilpOptions(mode="optimise", lp_tighten=True, lp_tighten_seconds=ticks + 0.5))
+        assert r.status == "optimal" and r.objective == pytest.approx(ref, abs=1e-5), ticks
+
+
 def test_cnn_optimum_is_sound_and_attained():
     view = small_cnn(5)
     net = M.network_from_view(view)

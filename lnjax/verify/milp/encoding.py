@@ -1,11 +1,15 @@
-"""The encoder (runs in the worker; plain numpy + python-mip): the python-mip model built column by
-column, bound widening, LP tightening, the nonlinear layers through their ops' `MilpRules.encode`,
-and the spec objective (the k-th smallest row)."""
+"""The encoder (runs in the worker): the model built column by column (`_Encoder`, python-mip for
+CBC), bound widening, LP tightening, the nonlinear layers through their ops' `MilpRules.encode`, and
+the spec objective (the k-th smallest row).
+
+`encode` takes any `Encoder`: the `MilpEncoder` protocol the op rules write into (`ncols`,
+`add_columns`, `resize`, `add_rows`) plus `lp_optimum` (LP tightening) and `finish` (the objective)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -46,7 +50,7 @@ class _Encoder:
 
     def resize(self, a: sp.csr_matrix) -> sp.csr_matrix:
         """The same rows over the current number of columns."""
-        return sp.csr_matrix((a.data, a.indices, a.indptr), shape=(len(a.indptr) - 1, self.ncols))
+        return _resize(a, self.ncols)
 
     def expr(self, a: sp.csr_matrix, i: int | np.integer, const: float = 0.0) -> Any:
         """Row i of `a` as a LinExpr (+ const)."""
@@ -71,46 +75,94 @@ class _Encoder:
             else:
                 self.model.add_constr(e == r)
 
+    def lp_optimum(self, a: sp.csr_matrix, i: int | np.integer, maximise: bool) -> float | None:
+        """min (or max) of row i of `a` over the LP relaxation built so far; None if not solved.
+        The model is left minimising whatever happens."""
+        mip = self.mip
+        self.model.objective = self.expr(a, i)
+        self.model.sense = mip.MAXIMIZE if maximise else mip.MINIMIZE
+        try:
+            status = self.model.optimize(relax=True)
+            if status != mip.OptimizationStatus.OPTIMAL or self.model.objective_value is None:
+                return None
+            return float(self.model.objective_value)
+        finally:
+            self.model.sense = mip.MINIMIZE
+
+    def finish(self, s_col: int) -> None:
+        """The objective: minimise column `s_col` (the model is complete)."""
+        self.model.objective = self.mip.LinExpr(variables=[self.cols[s_col]], coeffs=[1.0])  # pyright: ignore[reportArgumentType]
+
+
+class Encoder(Protocol):
+    """What `encode` needs from a model builder (`_Encoder`): the `MilpEncoder` the op rules write
+    into, plus LP optima over the relaxation so far and the objective."""
+
+    options: MilpOptions
+    num_binaries: int
+
+    @property
+    def ncols(self) -> int: ...
+
+    def add_columns(self, lower: np.ndarray, upper: np.ndarray, binary: bool = False) -> np.ndarray: ...
+
+    def resize(self, a: sp.csr_matrix) -> sp.csr_matrix: ...
+
+    def add_rows(self, a: Any, rhs: np.ndarray, sense: str) -> None: ...
+
+    def lp_optimum(self, a: sp.csr_matrix, i: int | np.integer, maximise: bool) -> float | None: ...
+
+    def finish(self, s_col: int) -> None: ...
+
+
+E = TypeVar("E", bound=Encoder)
+
+
+def _resize(a: sp.csr_matrix, ncols: int) -> sp.csr_matrix:
+    return sp.csr_matrix((a.data, a.indices, a.indptr), shape=(len(a.indptr) - 1, ncols))
+
 
 def _widen(lu, slack: float):
     lo, hi = (np.asarray(v, np.float64).ravel() for v in lu)
     return lo - slack * (1.0 + np.abs(lo)), hi + slack * (1.0 + np.abs(hi))
 
 
-def _lp_tighten(enc: _Encoder, a: sp.csr_matrix, b: np.ndarray, lo, hi, deadline: float):
+def _lp_tighten(enc: Encoder, a: sp.csr_matrix, b: np.ndarray, lo, hi, deadline: float):
     """Tightens [lo, hi] of unstable rows a @ cols + b by LPs over the relaxation built so far."""
-    mip = enc.mip
     lo, hi = lo.copy(), hi.copy()
     a = enc.resize(a)
     for i in np.flatnonzero((lo < 0) & (hi > 0)):
-        for sense in (mip.MINIMIZE, mip.MAXIMIZE):
+        for maximise in (False, True):
             if time.monotonic() > deadline:
                 return lo, hi
-            enc.model.objective = enc.expr(a, i)
-            enc.model.sense = sense
-            status = enc.model.optimize(relax=True)
-            if status != mip.OptimizationStatus.OPTIMAL or enc.model.objective_value is None:
+            v = enc.lp_optimum(a, i, maximise)
+            if v is None:
                 continue
-            v = enc.model.objective_value + b[i]
+            v += b[i]
             tol = 1e-6 * (1.0 + abs(v))
-            if sense == mip.MINIMIZE:
-                lo[i] = max(lo[i], v - tol)
-            else:
+            if maximise:
                 hi[i] = min(hi[i], v + tol)
+            else:
+                lo[i] = max(lo[i], v - tol)
             if lo[i] >= 0 or hi[i] <= 0:
                 break
-    enc.model.sense = mip.MINIMIZE
     return lo, hi
 
 
 def encode(
-    net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline: float = float("inf")
-) -> tuple[_Encoder, np.ndarray, int, dict[str, Any]]:
+    net: MilpNetwork,
+    query: MilpQuery,
+    options: MilpOptions,
+    *,
+    deadline: float = float("inf"),
+    make_encoder: Callable[[MilpOptions], E] = _Encoder,
+) -> tuple[E, np.ndarray, int, dict[str, Any]]:
     """Builds the MILP. Returns (encoder, input columns [n_in] (−1 = fixed pixel), s column, info).
 
+    `make_encoder` builds the model (`_Encoder`: python-mip for CBC).
     `info` holds the unstable counts per nonlinear layer and the LP-tightening time.
     """
-    enc = _Encoder(options)
+    enc = make_encoder(options)
     slack = options.bound_slack
     lower = np.asarray(query.lower, np.float64)
     upper = np.asarray(query.upper, np.float64)
@@ -148,11 +200,11 @@ def encode(
         a, b, n_unstable = rules.encode(enc, enc.resize(a), b, raw, lo, hi, layer.data, options)
         unstable.append(n_unstable)
     s_col = _encode_objective(enc, enc.resize(a), b, query)
-    enc.model.objective = enc.mip.LinExpr(variables=[enc.cols[s_col]], coeffs=[1.0])  # pyright: ignore[reportArgumentType]
+    enc.finish(s_col)
     return enc, x_cols, s_col, {"unstable": tuple(unstable), "tighten_s": tighten_s}
 
 
-def _encode_objective(enc: _Encoder, a, b, query: MilpQuery) -> int:
+def _encode_objective(enc: Encoder, a, b, query: MilpQuery) -> int:
     """s = k-th smallest of d = C z + c0; returns the column of s."""
     c = sp.csr_matrix(np.asarray(query.c, np.float64))
     d_a = (c @ a).tocsr()
