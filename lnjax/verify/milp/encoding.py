@@ -1,9 +1,10 @@
-"""The encoder (runs in the worker): the model built column by column (`_Encoder`, python-mip for
-CBC), bound widening, LP tightening, the nonlinear layers through their ops' `MilpRules.encode`, and
-the spec objective (the k-th smallest row).
+"""The encoders (run in the worker): a model built column by column — through python-mip for CBC
+(`_Encoder`) or directly on highspy for HiGHS (`_HighsEncoder`) — bound widening, LP tightening, the
+nonlinear layers through their ops' `MilpRules.encode`, and the spec objective (the k-th smallest row).
 
-`encode` takes any `Encoder`: the `MilpEncoder` protocol the op rules write into (`ncols`,
-`add_columns`, `resize`, `add_rows`) plus `lp_optimum` (LP tightening) and `finish` (the objective)."""
+`encode` is the same for every encoder: both implement the `MilpEncoder` protocol the op rules write
+into (`ncols`, `add_columns`, `resize`, `add_rows`) plus `lp_optimum` (LP tightening) and `finish`
+(the objective), so CBC and HiGHS solve the same model, column for column and row for row."""
 
 from __future__ import annotations
 
@@ -94,9 +95,127 @@ class _Encoder:
         self.model.objective = self.mip.LinExpr(variables=[self.cols[s_col]], coeffs=[1.0])  # pyright: ignore[reportArgumentType]
 
 
+def import_highspy():
+    """The highspy module, or one ImportError naming the extra that installs it."""
+    try:
+        import highspy
+    except ImportError as e:
+        raise ImportError(
+            f"MilpOptions.solver='highs' needs the optional highspy package ({e}): pip install 'lnjax[highs]'"
+        ) from None
+    return highspy
+
+
+_highs_threads: int | None = None  # the thread count of this process's HiGHS scheduler (None: not started)
+
+
+def _highs_scheduler(highspy, threads: int) -> None:
+    """HiGHS runs on one global scheduler per process, sized by the first run; a run asking for
+    another thread count fails unless the scheduler is reset first."""
+    global _highs_threads
+    if _highs_threads is not None and _highs_threads != threads:
+        highspy.Highs.resetGlobalScheduler(True)
+    _highs_threads = threads
+
+
+class _HighsEncoder:
+    """Builds a HiGHS model (highspy) column by column, rows added as whole CSR blocks.
+
+    Binaries are added as continuous [0, 1] columns and marked integer by `finish`, so LP tightening
+    solves the relaxation built so far without switching integrality back and forth. Solver options
+    mirror python-mip's for CBC: relative gap 1e-4, absolute gap 1e-10, `threads`, `seed`
+    (HiGHS has no search emphasis: `options.emphasis` is ignored).
+    """
+
+    def __init__(self, options: MilpOptions):
+        highspy = import_highspy()
+        self.highspy = highspy
+        self.options = options
+        _highs_scheduler(highspy, int(options.threads))
+        self.model = h = highspy.Highs()
+        for name, value in (
+            ("output_flag", False),
+            ("threads", int(options.threads)),
+            ("random_seed", int(options.seed)),
+            ("mip_rel_gap", 1e-4),
+            ("mip_abs_gap", 1e-10),
+        ):
+            h.setOptionValue(name, value)
+        self.binaries: list[np.ndarray] = []
+        self.num_binaries = 0
+        self._ncols = 0
+
+    @property
+    def ncols(self) -> int:
+        return self._ncols
+
+    def add_columns(self, lower: np.ndarray, upper: np.ndarray, binary: bool = False) -> np.ndarray:
+        """Adds len(lower) columns; returns their indices."""
+        lower = np.asarray(lower, np.float64).ravel()
+        upper = np.asarray(upper, np.float64).ravel()
+        n = lower.size
+        none = np.zeros(0, np.int32)
+        self.model.addCols(n, np.zeros(n), lower, upper, 0, none, none, np.zeros(0))
+        cols = np.arange(self._ncols, self._ncols + n)
+        self._ncols += n
+        if binary:
+            self.binaries.append(cols)
+            self.num_binaries += n
+        return cols
+
+    def resize(self, a: sp.csr_matrix) -> sp.csr_matrix:
+        """The same rows over the current number of columns."""
+        return _resize(a, self.ncols)
+
+    def add_rows(self, a: sp.csr_matrix, rhs: np.ndarray, sense: str) -> None:
+        """Adds rows a @ cols (sense) rhs, sense in {"<=", ">=", "=="}."""
+        a = sp.csr_matrix(a)
+        a.sum_duplicates()
+        rhs = np.asarray(rhs, np.float64).ravel()
+        inf = self.highspy.kHighsInf
+        lower = np.full(rhs.size, -inf) if sense == "<=" else rhs
+        upper = np.full(rhs.size, inf) if sense == ">=" else rhs
+        self.model.addRows(
+            rhs.size,
+            lower,
+            upper,
+            a.nnz,
+            a.indptr[:-1].astype(np.int32),
+            a.indices.astype(np.int32),
+            a.data.astype(np.float64),
+        )
+
+    def _set_objective(self, cols: np.ndarray, coeffs: np.ndarray, maximise: bool) -> None:
+        costs = np.zeros(self._ncols)
+        costs[cols] = coeffs
+        self.model.changeColsCost(self._ncols, np.arange(self._ncols, dtype=np.int32), costs)
+        sense = self.highspy.ObjSense
+        self.model.changeObjectiveSense(sense.kMaximize if maximise else sense.kMinimize)
+
+    def lp_optimum(self, a: sp.csr_matrix, i: int | np.integer, maximise: bool) -> float | None:
+        """min (or max) of row i of `a` over the LP relaxation built so far; None if not solved."""
+        lo, hi = a.indptr[i], a.indptr[i + 1]
+        self._set_objective(a.indices[lo:hi], a.data[lo:hi], maximise)
+        try:
+            self.model.run()
+            if self.model.getModelStatus() != self.highspy.HighsModelStatus.kOptimal:
+                return None
+            return float(self.model.getInfo().objective_function_value)
+        finally:
+            self.model.changeObjectiveSense(self.highspy.ObjSense.kMinimize)
+
+    def finish(self, s_col: int) -> None:
+        """The objective: minimise column `s_col`; the binaries become integer (the model is complete)."""
+        self._set_objective(np.array([s_col]), np.array([1.0]), maximise=False)
+        if self.binaries:
+            cols = np.concatenate(self.binaries).astype(np.int32)
+            kind = np.full(cols.size, self.highspy.HighsVarType.kInteger)
+            self.model.changeColsIntegrality(cols.size, cols, kind)
+
+
 class Encoder(Protocol):
-    """What `encode` needs from a model builder (`_Encoder`): the `MilpEncoder` the op rules write
-    into, plus LP optima over the relaxation so far and the objective."""
+    """What `encode` needs from a model builder (`_Encoder`, `_HighsEncoder`): the `MilpEncoder` the
+    op rules write into, plus LP optima over the relaxation so far and the objective."""
 
     options: MilpOptions
     num_binaries: int
@@ -159,7 +278,7 @@ def encode(
 ) -> tuple[E, np.ndarray, int, dict[str, Any]]:
     """Builds the MILP. Returns (encoder, input columns [n_in] (−1 = fixed pixel), s column, info).
 
-    `make_encoder` builds the model (`_Encoder`: python-mip for CBC).
+    `make_encoder` builds the model (`_Encoder`: python-mip for CBC; `_HighsEncoder`: highspy).
     `info` holds the unstable counts per nonlinear layer and the LP-tightening time.
     """
     enc = make_encoder(options)
