@@ -6,7 +6,6 @@ import functools
 import sys
 
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from lnjax import models, specs
@@ -30,17 +29,6 @@ def small_queries():
     return out
 
 
-def contradict(a: M.MilpResult, b: M.MilpResult, options: M.MilpOptions) -> bool:
-    """Two answers to one query contradict when what they prove about the minimum margin
-    (`proven_range`) cannot both hold: disjoint ranges, or a range empty by itself, beyond 1e-5 +
-    the MIP gap (an "optimal" bound is proven up to 1e-4 relative: CBC reports its objective as
-    the bound when it stops at the gap: 2.5e-5 above a point HiGHS found on a 42-binary CNN query)."""
-    (la, ua), (lb, ub) = M.proven_range(a, options), M.proven_range(b, options)
-    low, high = max(la, lb), min(ua, ub)
-    scale = max((abs(v) for v in (la, ua, lb, ub) if np.isfinite(v)), default=0.0)
-    return low > high + 1e-5 + 1e-4 * scale
-
-
 def sign_answer(r: M.MilpResult, cutoff: float) -> str | None:
     """ "holds" (margin ≥ cutoff on the whole box), "violated" (a point below it) or None."""
     if r.status == "infeasible" or (r.status == "optimal" and r.objective > cutoff):
@@ -51,23 +39,25 @@ def sign_answer(r: M.MilpResult, cutoff: float) -> str | None:
 
 
 def compare(net, q, solver_a: str, solver_b: str) -> tuple[list[str], tuple[M.MilpResult, M.MilpResult]]:
-    """Both backends in optimise mode (both optimal, the same optimum up to the MIP gap, 1e-4
-    relative), then in sign mode 0.01 above the optimum ("violated") and 0.01 below ("holds"), every
-    pair checked for contradicting proofs. Returns the disagreements and the optimise results."""
+    """Both backends in optimise mode (both optimal, the same optimum up to the MIP gap), then in
+    sign mode 0.01 above the optimum ("violated") and 0.01 below ("holds"), every pair checked for
+    contradicting proofs (`M.contradict`: up to the gap, since an "optimal" bound is proven only up
+    to it — CBC reported 2.5e-5 above a point HiGHS found on a 42-binary CNN query). Returns the
+    disagreements and the optimise results."""
     found = []
     opt = M.MilpOptions(mode="optimise")
     a, b = (M.solve(net, q, opt._replace(solver=s)) for s in (solver_a, solver_b))
-    if contradict(a, b, opt):
+    if M.contradict(a, b, opt):
         found.append(f"optimise: {a.status} {a.bound}..{a.objective} vs {b.status} {b.bound}..{b.objective}")
     if a.status != "optimal" or b.status != "optimal":
         return found + [f"optimise: not both optimal ({a.status}, {b.status})"], (a, b)
-    if abs(a.objective - b.objective) > 1e-5 + 1e-4 * abs(a.objective):
+    if abs(a.objective - b.objective) > 1e-5 + M.MIP_REL_GAP * abs(a.objective):
         found.append(f"optimise: optima {a.objective} vs {b.objective}")
     for cutoff, expected in ((a.objective + 0.01, "violated"), (a.objective - 0.01, "holds")):
         sign = M.MilpOptions(mode="sign", cutoff=cutoff)
         sa, sb = (M.solve(net, q, sign._replace(solver=s)) for s in (solver_a, solver_b))
         answers = (sign_answer(sa, cutoff), sign_answer(sb, cutoff))
-        if contradict(sa, sb, sign) or answers != (expected, expected):
+        if M.contradict(sa, sb, sign) or answers != (expected, expected):
             found.append(f"sign at {cutoff:.4f}: {answers} ({sa.status}, {sb.status}), expected {expected}")
     return found, (a, b)
 

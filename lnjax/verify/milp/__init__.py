@@ -37,8 +37,9 @@ Modules (everything public is re-exported here; use `from lnjax.verify import mi
 
   network.py   `AffineLayer`, `NonlinearLayer`, `MilpNetwork`, `network_from_view` (and the weight
                fingerprint), `network_forward`, `nonlinear_op_indices`
-  query.py     `MilpQuery`, `MilpOptions` (checks `solver` when made), `MilpResult`, `proven_range`,
-               `interval_row_lower`, `make_query`
+  query.py     `MilpQuery`, `MilpOptions` (checks `solver` when made), `MilpResult`, `proven_range`
+               and `contradict` (what a result proves; two results that cannot both hold),
+               `MIP_REL_GAP`, `interval_row_lower`, `make_query`
   encoding.py  the model builders (`_Encoder`: python-mip; `_HighsEncoder`: highspy; both the
                `MilpEncoder` the op rules encode into), bound widening, LP tightening, `encode`,
                the spec objective
@@ -64,9 +65,11 @@ from lnjax.verify.milp.network import (
     nonlinear_op_indices,
 )
 from lnjax.verify.milp.query import (
+    MIP_REL_GAP,
     MilpOptions,
     MilpQuery,
     MilpResult,
+    contradict,
     interval_row_lower,
     make_query,
     proven_range,
@@ -75,6 +78,7 @@ from lnjax.verify.milp.solver import SOLVERS, BuildInfo, CbcSolver, HighsSolver,
 from lnjax.verify.milp.worker import MilpWorker, serve, shared_worker
 
 __all__ = [
+    "MIP_REL_GAP",
     "SOLVERS",
     "AffineLayer",
     "BuildInfo",
@@ -89,6 +93,7 @@ __all__ = [
     "NonlinearLayer",
     "Solver",
     "check_solver",
+    "contradict",
     "encode",
     "interval_row_lower",
     "make_query",

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lnjax.verify.milp.network import AffineLayer, MilpNetwork, _nonlinear_rules
-from lnjax.verify.milp.query import MilpOptions, MilpQuery
+from lnjax.verify.milp.query import MIP_REL_GAP, MilpOptions, MilpQuery
 
 
 class _Encoder:
@@ -32,6 +32,7 @@ class _Encoder:
         self.model.threads = options.threads
         self.model.seed = options.seed
         self.model.emphasis = mip.SearchEmphasis(options.emphasis)
+        self.model.max_mip_gap = MIP_REL_GAP  # python-mip's default, stated
         self.cols: list = []
         self.num_binaries = 0
 
@@ -123,7 +124,7 @@ class _HighsEncoder:
 
     Binaries are added as continuous [0, 1] columns and marked integer by `finish`, so LP tightening
     solves the relaxation built so far without switching integrality back and forth. Solver options
-    mirror python-mip's for CBC: relative gap 1e-4, absolute gap 1e-10, `threads`, `seed`
+    mirror python-mip's for CBC: relative gap `MIP_REL_GAP`, absolute gap 1e-10, `threads`, `seed`
     (HiGHS has no search emphasis: `options.emphasis` is ignored).
     """
 
@@ -137,7 +138,7 @@ class _HighsEncoder:
             ("output_flag", False),
             ("threads", int(options.threads)),
             ("random_seed", int(options.seed)),
-            ("mip_rel_gap", 1e-4),
+            ("mip_rel_gap", MIP_REL_GAP),
             ("mip_abs_gap", 1e-10),
         ):
             h.setOptionValue(name, value)

@@ -125,15 +125,20 @@ class MilpResult(NamedTuple):
     message: str = ""
 
 
+MIP_REL_GAP = 1e-4
+"""Both backends stop at this relative gap ("optimal" = within it; python-mip's default for CBC)."""
+
+
 def proven_range(result: MilpResult, options: MilpOptions) -> tuple[float, float]:
     """What a result shows about the minimum margin over the box: (lower, upper), by the trust rules of
     `lnjax.verify.verdict` (up to the solvers' tolerances, ~1e-6).
 
     A solution's objective is an upper bound. Lower bounds come only from proofs: sign-mode
     "infeasible" (the cutoff), an "optimal" solve's bound (in sign mode with binaries, at most the
-    cutoff, as the verifier reads it). Optimise-mode "infeasible" claims an empty box (lower = inf).
-    A time-limited solve proves nothing below. The ranges two sound backends give for the same
-    query overlap; disjoint ranges mean one of them is wrong.
+    cutoff, as the verifier reads it; proven only up to `MIP_REL_GAP`: CBC reports its objective as
+    the bound when it stops at the gap). Optimise-mode "infeasible" claims an empty box (lower =
+    inf). A time-limited solve proves nothing below. The ranges two sound backends give for the same
+    query overlap (`contradict`).
     """
     lower, upper = -math.inf, math.inf
     if result.status == "infeasible":
@@ -144,6 +149,15 @@ def proven_range(result: MilpResult, options: MilpOptions) -> tuple[float, float
         sign_with_cutoff = options.mode == "sign" and result.num_binaries > 0
         lower = min(result.bound, options.cutoff) if sign_with_cutoff else float(result.bound)
     return lower, upper
+
+
+def contradict(a: MilpResult, b: MilpResult, options: MilpOptions, *, atol: float = 1e-5) -> bool:
+    """Whether two results for the same query (and `options`, up to the backend) cannot both be
+    right: their `proven_range`s are disjoint, or one is empty by itself, by more than atol + the
+    relative MIP gap of the largest finite end."""
+    (la, ua), (lb, ub) = proven_range(a, options), proven_range(b, options)
+    scale = max((abs(v) for v in (la, ua, lb, ub) if math.isfinite(v)), default=0.0)
+    return max(la, lb) > min(ua, ub) + atol + MIP_REL_GAP * scale
 
 
 def interval_row_lower(rows: SpecRows, logit_bounds: tuple[ArrayLike, ArrayLike]) -> np.ndarray:
