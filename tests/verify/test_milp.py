@@ -14,6 +14,8 @@ from lnjax.models import sequential as S
 from lnjax.verify import milp as M
 from lnjax.verify.reference import brute_force_min
 
+BACKENDS = ("cbc", "highs")  # every MILP backend (`M.SOLVERS`); HiGHS needs the highs extra
+
 SPECS = {
     "top2": lambda t: specs.TopK(t, 2),
     "argmax": specs.Argmax,
@@ -89,9 +91,11 @@ def test_degenerate_box_objective_is_the_margin(name):
     net = M.network_from_view(view)
     x = np.asarray(jax.random.uniform(jax.random.key(3), (7, 7, 2)))
     spec = SPECS[name](1)
-    r = M.solve(net, query_for(view, net, x, x, spec.rows(3)), M.MilpOptions(mode="optimise"))
-    assert r.status == "optimal" and r.num_columns >= 1
-    assert r.objective == pytest.approx(jax_margin(view, spec, x), abs=1e-5)
+    q = query_for(view, net, x, x, spec.rows(3))
+    for solver in BACKENDS:
+        r = M.solve(net, q, M.MilpOptions(mode="optimise", solver=solver))
+        assert r.status == "optimal" and r.num_columns >= 1
+        assert r.objective == pytest.approx(jax_margin(view, spec, x), abs=1e-5)
 
 
 # ------------------------------------------------------------------------------ exact vs brute force
@@ -106,16 +110,25 @@ def test_optimum_matches_brute_force(seed, name):
     spec = SPECS[name](int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
     rows = spec.rows(4)
     ref = brute_force_min(view, lo, hi, rows)
-    for method in ("interval", "crown"):
-        r = M.solve(net, query_for(view, net, lo, hi, rows, method), M.MilpOptions(mode="optimise"))
+    queries = {method: query_for(view, net, lo, hi, rows, method) for method in ("interval", "crown")}
+    for q, solver in itertools.product(queries.values(), BACKENDS):
+        r = M.solve(net, q, M.MilpOptions(mode="optimise", solver=solver))
         assert r.status == "optimal"
         assert r.objective == pytest.approx(ref.minimum, abs=1e-5)
         assert r.bound <= ref.minimum + 1e-5
+        assert r.solutions[0][1] == r.objective
+        assert [o for _, o in r.solutions] == sorted(o for _, o in r.solutions)  # best first
         x, obj = r.solutions[0]
         assert np.all(x >= lo - 1e-6) and np.all(x <= hi + 1e-6)
         assert jax_margin(view, spec, np.clip(x, lo, hi)) == pytest.approx(obj, abs=1e-4)
+        for x, obj in r.solutions[1:]:
+            # A worse solution's s may sit above its point's k-th smallest row (s ≥ every selected
+            # row), never below (checked with the float64 host forward: cheaper than JAX's).
+            assert np.all(x >= lo - 1e-6) and np.all(x <= hi + 1e-6)
+            d = rows.c @ M.network_forward(net, np.clip(x, lo, hi)) + rows.offset
+            assert np.sort(d)[rows.k - 1] <= obj + 1e-4
         # Sign question at 0: infeasible iff the true minimum is positive.
-        s = M.solve(net, query_for(view, net, lo, hi, rows, method), M.MilpOptions(mode="sign", cutoff=0.0))
+        s = M.solve(net, q, M.MilpOptions(mode="sign", cutoff=0.0, solver=solver))
         if ref.minimum > 1e-4:
             assert s.status == "infeasible" or (s.num_binaries == 0 and s.objective > 0)
         elif ref.minimum < -1e-4:
@@ -132,7 +145,9 @@ def test_topk_single_milp_equals_pairwise(k):
         lo, hi, x0 = box(seed, 3, 0.2)
         spec = specs.TopK(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))), k)
         rows = spec.rows(5)
-        single = M.solve(net, query_for(view, net, lo, hi, rows), M.MilpOptions(mode="optimise"))
+        q = query_for(view, net, lo, hi, rows)
+        single, highs = (M.solve(net, q, M.MilpOptions(mode="optimise", solver=s)) for s in BACKENDS)
+        assert highs.status == "optimal" and highs.objective == pytest.approx(single.objective, abs=1e-5)
         subset_optima = []
         for subset in itertools.combinations(range(4), k):
             sub = specs.SpecRows(rows.c[list(subset)], rows.offset[list(subset)], k)  # s = max of k rows
@@ -149,10 +164,12 @@ def test_stable_relus_need_no_binaries():
     net = M.network_from_view(view)
     lo, hi, _ = box(0, 3, 0.0)
     lo, hi = lo, hi + 1e-3
-    r = M.solve(net, query_for(view, net, lo, hi, specs.Threshold(0).rows(4)), M.MilpOptions(mode="optimise"))
+    q = query_for(view, net, lo, hi, specs.Threshold(0).rows(4))
     b = B.interval_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
-    assert sum(B.unstable_counts(view, b)) == sum(r.unstable) == 0
-    assert r.num_binaries == 0 and r.status == "optimal"
+    for solver in BACKENDS:
+        r = M.solve(net, q, M.MilpOptions(mode="optimise", solver=solver))
+        assert sum(B.unstable_counts(view, b)) == sum(r.unstable) == 0
+        assert r.num_binaries == 0 and r.status == "optimal" and r.bound == r.objective
 
 
 def test_lp_tightening_only_tightens():
@@ -162,12 +179,44 @@ def test_lp_tightening_only_tightens():
     rows = specs.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))).rows(4)
     q = query_for(view, net, lo, hi, rows)
     plain = M.solve(net, q, M.MilpOptions(mode="optimise"))
-    tight = M.solve(net, q, M.MilpOptions(mode="optimise", lp_tighten=True))
-    assert tight.status == plain.status == "optimal"
-    assert all(t <= p for t, p in zip(tight.unstable, plain.unstable, strict=True))
-    assert tight.unstable[0] == plain.unstable[0]  # the first layer is exact already
-    assert tight.objective == pytest.approx(plain.objective, abs=1e-5)
-    assert tight.tighten_s > 0
+    tight = {s: M.solve(net, q, M.MilpOptions(mode="optimise", lp_tighten=True, solver=s)) for s in BACKENDS}
+    for r in tight.values():
+        assert r.status == plain.status == "optimal"
+        assert all(t <= p for t, p in zip(r.unstable, plain.unstable, strict=True))
+        assert r.unstable[0] == plain.unstable[0]  # the first layer is exact already
+        assert r.objective == pytest.approx(plain.objective, abs=1e-5)
+        assert r.tighten_s > 0
+    assert tight["highs"].unstable == tight["cbc"].unstable  # the same LPs, another LP solver
+
+
+def test_lp_tightening_cut_short_anywhere_leaves_the_model_minimising(monkeypatch):
+    """LP tightening stopped by its deadline after any LP (a fake clock ticking once per check)
+    still gives the optimum without tightening. Before the fix, stopping right after a maximising
+    LP left the MILP maximising the margin: an "optimum" far above the true one (1.04 vs 0.196
+    here, at 2 ticks), read as a proof."""
+    from lnjax.verify.milp import encoding
+
+    view = tiny_mlp(4, hidden=(6, 6, 5), k=4)  # the net of test_lp_tightening_only_tightens
+    net = M.network_from_view(view)
+    lo, hi, x0 = box(4, 3, 0.25)
+    rows = specs.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))).rows(4)
+    q = query_for(view, net, lo, hi, rows)
+    ref = M.solve(net, q, M.MilpOptions(mode="optimise")).objective
+
+    class Clock:
+        t = 0.0
+
+        def monotonic(self):
+            self.t += 1.0
+            return self.t
+
+    for ticks, solver in itertools.product(range(1, 7), BACKENDS):
+        monkeypatch.setattr(encoding, "time", Clock())
+        options = M.MilpOptions(
+            mode="optimise", lp_tighten=True, lp_tighten_seconds=ticks + 0.5, solver=solver
+        )
+        r = M.solve(net, q, options)
+        assert r.status == "optimal" and r.objective == pytest.approx(ref, abs=1e-5), (ticks, solver)
 
 
 def test_cnn_optimum_is_sound_and_attained():
@@ -176,19 +225,30 @@ def test_cnn_optimum_is_sound_and_attained():
     x0 = np.asarray(jax.random.uniform(jax.random.key(6), (7, 7, 2)))
     lo, hi = np.clip(x0 - 0.02, 0, 1), np.clip(x0 + 0.02, 0, 1)
     spec = specs.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
-    r = M.solve(net, query_for(view, net, lo, hi, spec.rows(3), "crown"), M.MilpOptions(mode="optimise"))
-    assert r.status == "optimal" and r.num_binaries > 0
-    x, obj = r.solutions[0]
-    assert jax_margin(view, spec, np.clip(x.reshape(lo.shape), lo, hi)) == pytest.approx(obj, abs=1e-4)
+    q = query_for(view, net, lo, hi, spec.rows(3), "crown")
     samples = jax.random.uniform(jax.random.key(7), (4096, 7, 7, 2)) * (hi - lo) + lo
     corners = jnp.where(jax.random.bernoulli(jax.random.key(8), 0.5, (4096, 7, 7, 2)), hi, lo)
     sampled = spec.margin(models.apply_layers_batch(view, jnp.concatenate([samples, corners])))
-    assert r.objective <= float(jnp.min(sampled)) + 1e-5
+    optima = []
+    for solver in BACKENDS:
+        r = M.solve(net, q, M.MilpOptions(mode="optimise", solver=solver))
+        assert r.status == "optimal" and r.num_binaries > 0
+        x, obj = r.solutions[0]
+        assert jax_margin(view, spec, np.clip(x.reshape(lo.shape), lo, hi)) == pytest.approx(obj, abs=1e-4)
+        assert r.objective <= float(jnp.min(sampled)) + 1e-5
+        optima.append(r.objective)
+    assert optima[0] == pytest.approx(optima[1], abs=1e-5 + 1e-4 * abs(optima[0]))  # up to the MIP gap
+    for solver, (cutoff, holds) in itertools.product(
+        BACKENDS, ((optima[0] + 0.01, False), (optima[0] - 0.01, True))
+    ):
+        s = M.solve(net, q, M.MilpOptions(mode="sign", cutoff=cutoff, solver=solver))
+        assert (s.status == "infeasible") == holds, (solver, cutoff, s.status)
+        assert holds or s.objective <= cutoff
 
 
 def test_solve_goes_through_the_named_backend(monkeypatch):
     """`solve` asks the backend `options.solver` names (sign mode: cutoff, stop at the first
-    solution; optimise mode: a solution pool); an unknown name is an error result, not a raise."""
+    solution; optimise mode: a solution pool); `MilpOptions` refuses a name `SOLVERS` lacks."""
     view = tiny_mlp(0)
     net = M.network_from_view(view)
     lo, hi, _ = box(0, 3, 0.15)
@@ -206,8 +266,17 @@ def test_solve_goes_through_the_named_backend(monkeypatch):
         want = M.solve(net, q, M.MilpOptions(mode=mode))
         assert got.status == want.status and got.objective == want.objective
     assert calls == [dict(cutoff=0.0, first_solution=True), dict(pool_size=10)]
-    r = M.solve(net, q, M.MilpOptions(solver="nope"))
-    assert r.status == "error" and "'nope'" in r.message and "cbc" in r.message
+    with pytest.raises(
+        ValueError, match=r"MilpOptions.solver = 'nope'; expected one of \('cbc', 'highs', 'recording'\)"
+    ):
+        M.MilpOptions(solver="nope")
+    with pytest.raises(ValueError, match="'nope'"):
+        M.MilpOptions()._replace(solver="nope")
+    # A name leaves the registry after its options were made: an error result, never a raise in the worker.
+    gone = M.MilpOptions(solver="recording")
+    monkeypatch.delitem(M.SOLVERS, "recording")
+    r = M.solve(net, q, gone)
+    assert r.status == "error" and "'recording'" in r.message and "cbc" in r.message
 
 
 # ------------------------------------------------------------------------------------------- worker
@@ -225,13 +294,14 @@ def test_worker_matches_in_process(worker):
     net = M.network_from_view(view)
     lo, hi, _ = box(1, 3, 0.15)
     q = query_for(view, net, lo, hi, specs.TopK(0, 2).rows(4))
-    opts = M.MilpOptions(mode="optimise")
-    local = M.solve(net, q, opts)
-    for _ in range(2):  # the first call sends and caches the network, the second reuses it
-        r = worker.solve(net, q, opts, deadline=time.monotonic() + 60)
-        assert r.status == local.status == "optimal"
-        assert r.objective == pytest.approx(local.objective, abs=1e-9)
-        np.testing.assert_allclose(r.solutions[0][0], local.solutions[0][0], atol=1e-9)
+    for solver in BACKENDS:
+        opts = M.MilpOptions(mode="optimise", solver=solver)
+        local = M.solve(net, q, opts)
+        for _ in range(2):  # the first call sends and caches the network, the second reuses it
+            r = worker.solve(net, q, opts, deadline=time.monotonic() + 60)
+            assert r.status == local.status == "optimal"
+            assert r.objective == pytest.approx(local.objective, abs=1e-9)
+            np.testing.assert_allclose(r.solutions[0][0], local.solutions[0][0], atol=1e-9)
     assert net.key in worker._known
 
 
@@ -322,7 +392,9 @@ def test_conv_optimum_matches_brute_force():
     spec = specs.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
     rows = spec.rows(3)
     ref = brute_force_min(view, lo, hi, rows)
-    r = M.solve(net, query_for(view, net, lo, hi, rows), M.MilpOptions(mode="optimise"))
-    assert r.status == "optimal"
-    assert r.objective == pytest.approx(ref.minimum, abs=1e-5)
+    q = query_for(view, net, lo, hi, rows)
+    for solver in BACKENDS:
+        r = M.solve(net, q, M.MilpOptions(mode="optimise", solver=solver))
+        assert r.status == "optimal"
+        assert r.objective == pytest.approx(ref.minimum, abs=1e-5)
     assert jax_margin(view, spec, ref.argmin) == pytest.approx(ref.minimum, abs=1e-4)

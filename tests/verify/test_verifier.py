@@ -106,6 +106,7 @@ def check_verdict(view, spec, lo, hi, v, reference=None):
 CONFIGS = {
     "staged": dict(stages=("pgd", "crown", "alpha_crown", "milp")),
     "milp_only": dict(stages=("milp",)),
+    "milp_only_highs": dict(stages=("milp",), milp_options=M.MilpOptions(solver="highs")),
     "optimise": dict(stages=("crown", "milp"), milp_mode="optimise"),
 }
 
@@ -114,7 +115,7 @@ _REFERENCE: dict = {}
 
 
 def reference_min(seed, view, lo, hi, name, spec):
-    """Brute-force minimum, computed once per case and shared by the three configurations."""
+    """Brute-force minimum, computed once per case and shared by the configurations."""
     key = (seed, lo.tobytes(), hi.tobytes(), name)
     if key not in _REFERENCE:
         _REFERENCE[key] = brute_force_min(view, lo, hi, spec.rows(4)).minimum

@@ -1,7 +1,8 @@
-"""A query (one box, its bounds and the spec rows), the solve options, and the result."""
+"""A query (one box, its bounds and the spec rows), the solve options, the result and what it proves."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -35,26 +36,7 @@ class MilpQuery(NamedTuple):
     row_upper: np.ndarray
 
 
-class MilpOptions(NamedTuple):
-    """How to solve.
-
-    Attributes:
-      mode: "sign" (cutoff, stop at the first solution) or "optimise" (to optimality / time limit).
-      cutoff: sign mode: solutions with objective (margin) above it are pruned; infeasible ⇒
-        margin ≥ cutoff everywhere in the box (up to CBC's tolerances, ~1e-6).
-      cbc_seconds: CBC's own (soft) time limit; the hard limit is the worker's deadline.
-      threads: CBC threads.
-      emphasis: python-mip SearchEmphasis value (0 default, 1 feasibility, 2 optimality).
-      lp_tighten: tighten unstable pre-activations (beyond the first nonlinear layer) by LPs over
-        the relaxation of the layers before them.
-      lp_tighten_seconds: budget for LP tightening (stops early, keeping bounds found so far).
-      bound_slack: bounds are widened by slack·(1 + |v|) before use (float32 bounds vs float64 MILP).
-      inline_max_terms: identity ReLUs whose row has at most this many terms are inlined.
-      max_solutions: at most this many saved solutions are returned (optimise mode).
-      seed: CBC random seed.
-      solver: the MILP backend (`solver.SOLVERS`): "cbc", CBC through python-mip.
-    """
-
+class _MilpOptionFields(NamedTuple):
     mode: str = "sign"
     cutoff: float = 0.0
     cbc_seconds: float = 60.0
@@ -69,6 +51,44 @@ class MilpOptions(NamedTuple):
     solver: str = "cbc"
 
 
+class MilpOptions(_MilpOptionFields):
+    """How to solve. A NamedTuple whose `solver` is checked whenever one is made (also by
+    `_replace` and unpickling): an unknown name is a ValueError naming the known ones, "highs"
+    without highspy an ImportError naming the `highs` extra.
+
+    Attributes:
+      mode: "sign" (cutoff, stop at the first solution) or "optimise" (to optimality / time limit).
+      cutoff: sign mode: solutions with objective (margin) above it are pruned; infeasible ⇒
+        margin ≥ cutoff everywhere in the box (up to the solver's tolerances, ~1e-6).
+      cbc_seconds: the backend's own (soft) time limit, whichever backend (the name predates
+        HiGHS); the hard limit is the worker's deadline.
+      threads: solver threads.
+      emphasis: python-mip SearchEmphasis value (0 default, 1 feasibility, 2 optimality); CBC only.
+      lp_tighten: tighten unstable pre-activations (beyond the first nonlinear layer) by LPs over
+        the relaxation of the layers before them.
+      lp_tighten_seconds: budget for LP tightening (stops early, keeping bounds found so far).
+      bound_slack: bounds are widened by slack·(1 + |v|) before use (float32 bounds vs float64 MILP).
+      inline_max_terms: identity ReLUs whose row has at most this many terms are inlined.
+      max_solutions: at most this many saved solutions are returned (optimise mode).
+      seed: the solver's random seed.
+      solver: the MILP backend (`solver.SOLVERS`): "cbc", CBC through python-mip; "highs", HiGHS
+        through highspy (`pip install 'lnjax[highs]'`).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls, *args, **kwargs)
+        from lnjax.verify.milp.solver import check_solver  # solver.py imports this module
+
+        check_solver(self.solver)
+        return self
+
+    @classmethod
+    def _make(cls, iterable):  # what `_replace` and copying build through: checked as well
+        return cls(*iterable)
+
+
 class MilpResult(NamedTuple):
     """What a solve produced. Only `infeasible` (sign mode) and `optimal` are proofs.
 
@@ -77,8 +97,12 @@ class MilpResult(NamedTuple):
         (a solution, not proven optimal), "no_solution" (stopped, nothing found),
         "timeout" (killed at the hard deadline), "error".
       objective: the MILP objective of the best solution (the margin as the MILP sees it).
-      bound: CBC's proven lower bound (meaningful only when `status == "optimal"`).
-      solutions: [(x [n_in] float64, objective)], best first; x as CBC returned it (not clipped).
+      bound: the solver's proven lower bound (meaningful only when `status == "optimal"`, and then
+        only up to the 1e-4 relative MIP gap: CBC reports its objective as the bound when it stops
+        at the gap).
+      solutions: [(x [n_in] float64, objective)], best first; x as the solver returned it (not
+        clipped). The first is the best solution found; for a worse one the objective (the MILP's
+        s) may exceed the margin at its x, never fall below it.
       num_binaries, num_columns, num_rows: model size.
       unstable: unstable units per nonlinear layer as encoded (after slack and LP tightening).
       build_s, tighten_s, solve_s: seconds spent in the worker.
@@ -99,6 +123,41 @@ class MilpResult(NamedTuple):
     solve_s: float = 0.0
     wall_s: float = 0.0
     message: str = ""
+
+
+MIP_REL_GAP = 1e-4
+"""Both backends stop at this relative gap ("optimal" = within it; python-mip's default for CBC)."""
+
+
+def proven_range(result: MilpResult, options: MilpOptions) -> tuple[float, float]:
+    """What a result shows about the minimum margin over the box: (lower, upper), by the trust rules of
+    `lnjax.verify.verdict` (up to the solvers' tolerances, ~1e-6).
+
+    A solution's objective is an upper bound. Lower bounds come only from proofs: sign-mode
+    "infeasible" (the cutoff), an "optimal" solve's bound (in sign mode with binaries, at most the
+    cutoff, as the verifier reads it; proven only up to `MIP_REL_GAP`: CBC reports its objective as
+    the bound when it stops at the gap). Optimise-mode "infeasible" claims an empty box (lower =
+    inf). A time-limited solve proves nothing below. The ranges two sound backends give for the same
+    query overlap (`contradict`).
+    """
+    lower, upper = -math.inf, math.inf
+    if result.status == "infeasible":
+        lower = float(options.cutoff) if options.mode == "sign" else math.inf
+    if result.status in ("optimal", "feasible") and result.objective is not None:
+        upper = float(result.objective)
+    if result.status == "optimal" and result.bound is not None:
+        sign_with_cutoff = options.mode == "sign" and result.num_binaries > 0
+        lower = min(result.bound, options.cutoff) if sign_with_cutoff else float(result.bound)
+    return lower, upper
+
+
+def contradict(a: MilpResult, b: MilpResult, options: MilpOptions, *, atol: float = 1e-5) -> bool:
+    """Whether two results for the same query (and `options`, up to the backend) cannot both be
+    right: their `proven_range`s are disjoint, or one is empty by itself, by more than atol + the
+    relative MIP gap of the largest finite end."""
+    (la, ua), (lb, ub) = proven_range(a, options), proven_range(b, options)
+    scale = max((abs(v) for v in (la, ua, lb, ub) if math.isfinite(v)), default=0.0)
+    return max(la, lb) > min(ua, ub) + atol + MIP_REL_GAP * scale
 
 
 def interval_row_lower(rows: SpecRows, logit_bounds: tuple[ArrayLike, ArrayLike]) -> np.ndarray:

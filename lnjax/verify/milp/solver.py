@@ -1,8 +1,15 @@
 """The solver seam: `solve` asks a `Solver` (a MILP backend) to build, optimise and read one model.
 
 `solve(net, query, options)` holds what every backend shares (timing, the sign / optimise modes,
-the `MilpResult`); the backend named by `options.solver` holds what is its own. Today's only backend
-is `CbcSolver`: CBC through python-mip, over the model `encoding.encode` builds.
+the `MilpResult`); the backend named by `options.solver` holds what is its own. Two backends
+(`SOLVERS`), both over the model `encoding.encode` builds:
+
+- "cbc": `CbcSolver`, CBC through python-mip (a core dependency);
+- "highs": `HighsSolver`, HiGHS directly through highspy (the optional `highs` extra). python-mip 2.0
+  has a HiGHS interface, but it dlopens highspy's extension module for HiGHS's C API, which that
+  module (highspy 1.16, Linux) does not export, so it cannot load HiGHS without the separate
+  highsbox package; it also refuses a search emphasis (our encoder sets one) and keeps one solution.
+  highspy gives the model in whole CSR blocks and the improving solutions.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from lnjax.verify.milp.encoding import _Encoder, encode
+from lnjax.verify.milp.encoding import _Encoder, _HighsEncoder, encode, import_highspy
 from lnjax.verify.milp.network import MilpNetwork
 from lnjax.verify.milp.query import MilpOptions, MilpQuery, MilpResult
 
@@ -138,8 +145,107 @@ class CbcSolver:
         return x, obj
 
 
-SOLVERS: dict[str, Callable[[], Solver]] = {"cbc": CbcSolver}
+class HighsSolver:
+    """HiGHS through highspy, over the model `encode` builds (`_HighsEncoder`).
+
+    Sign mode: HiGHS's `objective_bound` is the cutoff (its MIP search starts with that upper limit,
+    so "infeasible" means no point below it) and `mip_max_improving_sols = 1` stops at the first
+    solution. As for CBC, a model without binaries (an LP) gets no cutoff: it is solved to
+    optimality, and its bound is its optimum. Optimise mode saves HiGHS's improving solutions
+    (`mip_improving_solution_save`): the solutions returned are the last ones found, best first.
+    HiGHS's `time_limit` is per run and held closely (unlike CBC's); the worker still enforces the
+    hard deadline.
+    """
+
+    _enc: _HighsEncoder
+    _x_cols: np.ndarray
+    _lower: np.ndarray
+    _status: str = ""
+    _saved: list  # optimise mode: HiGHS's improving solutions, in the order found (the last is the best)
+
+    def build(
+        self, net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline: float
+    ) -> BuildInfo:
+        enc, x_cols, _, info = encode(net, query, options, deadline=deadline, make_encoder=_HighsEncoder)
+        self._enc, self._x_cols, self._lower = enc, x_cols, np.asarray(query.lower, np.float64)
+        return BuildInfo(
+            num_binaries=enc.num_binaries,
+            num_columns=enc.model.getNumCol(),
+            num_rows=enc.model.getNumRow(),
+            unstable=info["unstable"],
+            tighten_s=info["tighten_s"],
+        )
+
+    def optimise(
+        self,
+        seconds: float,
+        *,
+        cutoff: float | None = None,
+        first_solution: bool = False,
+        pool_size: int | None = None,
+    ) -> tuple[str, str]:
+        h, highspy = self._enc.model, self._enc.highspy
+        h.setOptionValue("time_limit", float(seconds))
+        if cutoff is not None and self._enc.num_binaries > 0:
+            h.setOptionValue("objective_bound", float(cutoff))
+        if first_solution:
+            h.setOptionValue("mip_max_improving_sols", 1)
+        if pool_size is not None:
+            h.setOptionValue("mip_improving_solution_save", True)
+        run_status = h.run()
+        model_status = h.getModelStatus()
+        self._saved = list(h.getSavedMipSolutions()) if pool_size is not None else []
+        detail = f"{model_status} ({run_status})"
+        S = highspy.HighsModelStatus
+        if model_status == S.kInfeasible:
+            self._status = "infeasible"
+        elif model_status == S.kOptimal:
+            self._status = "optimal"
+        elif model_status in (S.kTimeLimit, S.kSolutionLimit, S.kIterationLimit, S.kInterrupt):
+            self._status = "feasible" if self._has_solution() else "no_solution"
+        else:  # errors, kNotset, unbounded (every column is bounded), kObjectiveBound (LPs get no cutoff)
+            self._status = "error"
+        return self._status, detail
+
+    def _has_solution(self) -> bool:
+        feasible = self._enc.highspy.SolutionStatus.kSolutionStatusFeasible
+        return self._enc.model.getInfo().primal_solution_status == int(feasible)
+
+    def objective(self) -> float:
+        return float(self._enc.model.getInfo().objective_function_value)
+
+    def bound(self) -> float | None:
+        if self._enc.num_binaries == 0:  # an LP: solved to optimality, its optimum is the bound
+            return self.objective() if self._status == "optimal" else None
+        v = float(self._enc.model.getInfo().mip_dual_bound)
+        return v if np.isfinite(v) else None
+
+    def num_solutions(self) -> int:
+        return max(len(self._saved), 1) if self._has_solution() else 0
+
+    def solution(self, i: int) -> tuple[np.ndarray, float]:
+        if self._saved:
+            s = self._saved[len(self._saved) - 1 - i]
+            col_value, obj = s.col_value, float(s.objective)
+        else:
+            col_value, obj = self._enc.model.getSolution().col_value, self.objective()
+        x = self._lower.copy()
+        free = np.flatnonzero(self._x_cols >= 0)
+        x[free] = np.asarray(col_value, np.float64)[self._x_cols[free]]
+        return x, obj
+
+
+SOLVERS: dict[str, Callable[[], Solver]] = {"cbc": CbcSolver, "highs": HighsSolver}
 """`MilpOptions.solver` -> a factory of fresh backends (one per query)."""
+
+
+def check_solver(name: object) -> None:
+    """Raises ValueError unless `name` is in `SOLVERS`, and ImportError (naming the extra) when the
+    backend's optional package is missing. `MilpOptions` calls it on construction."""
+    if not isinstance(name, str) or name not in SOLVERS:
+        raise ValueError(f"MilpOptions.solver = {name!r}; expected one of {tuple(SOLVERS)}")
+    if name == "highs":
+        import_highspy()
 
 
 def solve(net: MilpNetwork, query: MilpQuery, options: MilpOptions) -> MilpResult:

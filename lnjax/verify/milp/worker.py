@@ -57,7 +57,7 @@ class MilpWorker:
     `MilpResult(status="timeout")` once `time.monotonic()` passes `deadline`: the child is killed
     (SIGKILL, by its own pid) and a fresh one started at once, importing in the background, so the
     next query rarely waits for it. Networks are sent once and cached in the worker by `net.key`.
-    CBC's console output goes to /dev/null.
+    The solvers' console output (CBC's log, HiGHS's banner) goes to /dev/null.
     """
 
     def __init__(self):
