@@ -19,7 +19,8 @@ spec's margin. The loop:
    (a leaf with no free ReLU left is an LP).
 
 ROBUST when every domain is closed; NOT_ROBUST on a confirmed counterexample; UNKNOWN at the
-deadline (the batch about to start is predicted from the last one of its size) or when the open
+deadline (each batch is the largest padded size predicted to end in time: from the last batch of
+that size, else the nearest timed size scaled linearly) or when the open
 domains would exceed `bab_memory_mb` (then the query goes on to the next stage, the whole-box MILP,
 with what is left of the budget). The proven lower bound of an undecided query is the smallest
 bound of the open domains: it is recorded, with the weakest points found, in the verdict.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -123,7 +125,13 @@ def domain_lower(row_lower: np.ndarray, offset: np.ndarray, k: int) -> np.ndarra
 class Bab:
     """One query's branch-and-bound (see the module docstring); `run()` returns a verdict or None."""
 
-    def __init__(self, ctx: Any, bound: BoundFn, leaf: Callable[..., Any] | None):
+    def __init__(
+        self,
+        ctx: Any,
+        bound: BoundFn,
+        leaf: Callable[..., Any] | None,
+        seconds: dict[int, float] | None = None,
+    ):
         cfg = ctx.cfg
         self.ctx, self.bound, self.leaf = ctx, bound, leaf
         self.layout = BC.split_layout(ctx.view, ctx.best)
@@ -134,7 +142,8 @@ class Bab:
         self.max_domains = max(1, int(cfg.bab_memory_mb * 2**20 // per_domain))
         self.heap: list[tuple[float, int, Domain]] = []
         self.counter = itertools.count()
-        self.seconds: dict[int, float] = {}
+        # Seconds of the last batch of each padded size, shared by the verifier's queries (`bab_stage`).
+        self.seconds: dict[int, float] = {} if seconds is None else seconds
         self.facts: dict[str, Any] = {
             "domains": 0,
             "batches": 0,
@@ -179,9 +188,22 @@ class Bab:
         self.facts["batches"] += 1
         return res, margins
 
-    def _predicted(self, n: int) -> float:
-        size = next((s for s in self.sizes if s >= n), self.sizes[-1])
-        return self.seconds.get(size, 0.0)
+    def _predicted(self, size: int) -> float:
+        """Seconds of a batch of `size`: its last run, else the nearest timed size scaled linearly
+        (0 before any batch ran: the root is never predicted)."""
+        if size in self.seconds:
+            return self.seconds[size]
+        if not self.seconds:
+            return 0.0
+        near = min(self.seconds, key=lambda s: abs(math.log(s / size)))
+        return self.seconds[near] * size / near
+
+    def _batch_size(self, left: float) -> int | None:
+        """The largest padded batch predicted to end before the deadline (None: not even the smallest)."""
+        for size in reversed(self.sizes):
+            if self._predicted(size) <= left:
+                return size
+        return None
 
     # ------------------------------------------------------------------ the loop
 
@@ -200,24 +222,30 @@ class Bab:
     def _loop(self) -> Verdict | None:
         ctx, cfg = self.ctx, self.ctx.cfg
         total = self.layout.total
+        if self._batch_size(ctx.time_left()) is None:
+            ctx.stats.notes.append(
+                f"bab not started: predicted {self._predicted(self.sizes[0]):.1f} s per batch"
+            )
+            return None
         root_splits = np.zeros((1, total), np.int8)
         alphas = np.asarray(BC.init_alphas(self.layout, ctx.best, jnp.zeros(total, jnp.int32), self.m))[None]
         res, margins = self._bound(root_splits, alphas, np.zeros_like(alphas))
         verdict = self._absorb(root_splits, res, margins, ctx.row_lower[None], np.zeros(1, int))
         if verdict is not None:
             return verdict
-        half = max(1, self.sizes[-1] // 2)
         while self.heap:
             if len(self.heap) > self.max_domains:
                 ctx.stats.notes.append(
                     f"bab stopped: {len(self.heap)} open domains > the bab_memory_mb cap ({self.max_domains})"
                 )
                 return self._give_up(final=False)
-            n_pop = min(half, len(self.heap))
-            if ctx.time_left() < self._predicted(2 * n_pop) or ctx.out_of_time("bab"):
+            # The largest batch that still fits in the budget (a compiled batch cannot be stopped).
+            size = self._batch_size(ctx.time_left())
+            if size is None or ctx.out_of_time("bab"):
                 if not any("time limit" in n for n in ctx.stats.notes):
                     ctx.stats.notes.append("time limit reached in bab")
                 return self._give_up(final=True)
+            n_pop = min(max(1, size // 2), len(self.heap))
             popped = [heapq.heappop(self.heap)[2] for _ in range(n_pop)]
             splitting: list[Domain] = []
             for d in popped:

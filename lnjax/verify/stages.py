@@ -338,11 +338,12 @@ def bab_stage(milp_net: LazyNetwork | None, worker: Callable[[], M.MilpWorker]) 
     """Branch-and-bound over ReLU phases from the tightest bounds so far (`bab`); its leaves go to the
     MILP when `milp_net` is given (the "milp" stage is on)."""
     leaf = None if milp_net is None else leaf_solver(milp_net, worker)
+    seconds: dict[int, float] = {}  # batch timings, kept across this verifier's queries
 
     def run(ctx: QueryContext) -> Verdict | None:
         cfg = ctx.cfg
         bound = BB.jitted_bound(cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, ctx.k, cfg.bab_refine_chunk)
-        return BB.Bab(ctx, bound, leaf).run()
+        return BB.Bab(ctx, bound, leaf, seconds).run()
 
     return Stage("bab", "bounds", _unpredicted, run)
 
