@@ -85,8 +85,8 @@ def split_layout(view: L.LayerView, bounds: LayerBounds) -> SplitLayout:
     return SplitLayout(tuple(ops), tuple(shapes), tuple(starts), total)
 
 
-def unflatten(layout: SplitLayout, flat: jax.Array) -> dict[int, jax.Array]:
-    """{ReLU op index: flat[..., its neurons] reshaped to [..., *its input shape]}."""
+def unflatten(layout: SplitLayout, flat: Any) -> dict[int, Any]:
+    """{ReLU op index: flat[..., its neurons] reshaped to [..., *its input shape]} (jax or numpy)."""
     lead = flat.shape[:-1]
     return {
         j: flat[..., s : s + math.prod(shape)].reshape(*lead, *shape)
@@ -99,19 +99,21 @@ def flatten(layout: SplitLayout, per_op: dict[int, jax.Array], lead: tuple[int, 
     return jnp.concatenate([per_op[j].reshape(*lead, -1) for j in layout.ops], axis=-1)
 
 
+def _clamp_to_phase(xp: Any, pre: Any, post: Any, sp: Any) -> tuple[Any, Any]:
+    """A ReLU's (pre-activation, output) bounds with each split neuron's pre-activation clamped to
+    its phase (active: l ← max(l, 0); inactive: u ← min(u, 0)) and the output bounds with it."""
+    lo = xp.where(sp > 0, xp.maximum(pre[0], 0.0), pre[0])
+    hi = xp.where(sp < 0, xp.minimum(pre[1], 0.0), pre[1])
+    return (lo, hi), (xp.maximum(post[0], xp.maximum(lo, 0.0)), xp.minimum(post[1], xp.maximum(hi, 0.0)))
+
+
 def domain_bounds(layout: SplitLayout, bounds: LayerBounds, splits: jax.Array | np.ndarray) -> LayerBounds:
     """The root's bounds with each split neuron's pre-activation clamped to its phase (and the ReLU's
     output bounds with it). splits: [total] in {−1, 0, +1}. Works on numpy arrays too."""
     xp: Any = jnp if isinstance(splits, jax.Array) else np
     out: list[Any] = list(bounds)
-    for j, shape, s in zip(layout.ops, layout.shapes, layout.starts, strict=True):
-        sp = splits[s : s + math.prod(shape)].reshape(shape)
-        lo, hi = bounds[j - 1]
-        lo = xp.where(sp > 0, xp.maximum(lo, 0.0), lo)
-        hi = xp.where(sp < 0, xp.minimum(hi, 0.0), hi)
-        out[j - 1] = (lo, hi)
-        out_lo, out_hi = bounds[j]
-        out[j] = (xp.maximum(out_lo, xp.maximum(lo, 0.0)), xp.minimum(out_hi, xp.maximum(hi, 0.0)))
+    for j, sp in unflatten(layout, splits).items():
+        out[j - 1], out[j] = _clamp_to_phase(xp, bounds[j - 1], bounds[j], sp)
     return tuple(out)
 
 
@@ -133,7 +135,7 @@ def refined_bounds(
     superset of the subdomain (the box, with relaxations valid on the subdomain's bounds).
     """
     out = list(domain_bounds(layout, root, splits))
-    for j, shape, s in zip(layout.ops, layout.shapes, layout.starts, strict=True):
+    for j, sp in unflatten(layout, splits).items():
         k = j - 1
         if _exact_by_interval(view, k):
             continue
@@ -147,14 +149,7 @@ def refined_bounds(
         node_lo, node_hi = _node_bounds(row_lower, mask, chunk)
         lo, hi = jnp.maximum(out[k][0], node_lo), jnp.minimum(out[k][1], node_hi)
         lo, hi = jnp.minimum(lo, hi), jnp.maximum(lo, hi)
-        sp = splits[s : s + math.prod(shape)].reshape(shape)
-        lo = jnp.where(sp > 0, jnp.maximum(lo, 0.0), lo)
-        hi = jnp.where(sp < 0, jnp.minimum(hi, 0.0), hi)
-        out[k] = (lo, hi)
-        out[j] = (
-            jnp.maximum(root[j][0], jnp.maximum(lo, 0.0)),
-            jnp.minimum(root[j][1], jnp.maximum(hi, 0.0)),
-        )
+        out[k], out[j] = _clamp_to_phase(jnp, (lo, hi), root[j], sp)
         # Ops between this ReLU and the next pre-activation keep the root's bounds (sound, looser).
     return tuple(out)
 

@@ -91,6 +91,11 @@ BoundFn = Callable[..., tuple[BC.DomainBound, jax.Array]]
 
 
 @functools.lru_cache(maxsize=8)
+def bound_for(cfg: Any, k: int) -> BoundFn:
+    """The jitted domain bound for a `VerifierConfig`'s bab options and the spec's order statistic k."""
+    return jitted_bound(cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, k, cfg.bab_refine_chunk)
+
+
 def jitted_bound(steps: int, lr_alpha: float, lr_beta: float, k: int, refine_chunk: int) -> BoundFn:
     """`bound(view, root, lo, hi, c, offset, splits[B], alphas[B], betas[B]) -> (DomainBound[B],
     margins [B])`: every domain's bound and the network's margin at its candidate point, one call."""

@@ -341,9 +341,7 @@ def bab_stage(milp_net: LazyNetwork | None, worker: Callable[[], M.MilpWorker]) 
     seconds: dict[int, float] = {}  # batch timings, kept across this verifier's queries
 
     def run(ctx: QueryContext) -> Verdict | None:
-        cfg = ctx.cfg
-        bound = BB.jitted_bound(cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, ctx.k, cfg.bab_refine_chunk)
-        return BB.Bab(ctx, bound, leaf, seconds).run()
+        return BB.Bab(ctx, BB.bound_for(ctx.cfg, ctx.k), leaf, seconds).run()
 
     return Stage("bab", "bounds", _unpredicted, run)
 

@@ -84,11 +84,6 @@ class Verifier(NamedTuple):
         return self.verify(key, x_lower, x_upper, spec)
 
 
-def fns_bab(cfg: VerifierConfig, k: int) -> BB.BoundFn:
-    """Branch-and-bound's jitted domain bound for `cfg` and the spec's order statistic k."""
-    return BB.jitted_bound(cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, k, cfg.bab_refine_chunk)
-
-
 def make_verifier(
     view: L.LayerView,
     config: VerifierConfig | None = None,
@@ -181,7 +176,7 @@ def make_verifier(
             best = fns.alpha(view, lo, hi, best)
             out.append(fns.alpha_spec(view, lo, hi, c, best))
         if "bab" in names:
-            BB.warm_up(fns_bab(cfg, k), view, best, lo, hi, c, offset, cfg.bab_batch)
+            BB.warm_up(BB.bound_for(cfg, k), view, best, lo, hi, c, offset, cfg.bab_batch)
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
         if "milp" in names:
             milp_net.get()
