@@ -42,8 +42,10 @@ def _spec_names(model):
     return [type(s).__name__.removesuffix("Spec") for s in model.specs]
 
 
-MLP = models.mlp((3, 4, 2), (8, 6), 3)  # image input: the first Dense reads the NCHW flatten order
-FLAT_MLP = models.mlp((7,), (5,), 4)
+MLP = models.Sequential(  # image input: the first Dense reads the NCHW flatten order
+    specs=(ops.AffineSpec((3, 4, 2)), *models.mlp((3, 4, 2), (8, 6), 3).specs), input_shape=(3, 4, 2)
+)
+FLAT_MLP = models.Sequential(specs=(ops.AffineSpec(()), *models.mlp((7,), (5,), 4).specs), input_shape=(7,))
 CNN = models.Sequential(  # normalisation, padded strided conv, padded max-pool, avg-pool
     specs=(
         ops.AffineSpec((2,)),
@@ -81,6 +83,9 @@ def test_save_load_round_trip_and_onnxruntime_agree(name, tmp_path):
     if name == "cnn":  # the normalisation before a zero-padded conv is kept as its own op
         assert _spec_names(loaded.model) == _spec_names(model)
         np.testing.assert_allclose(loaded.params["layer_0"]["scale"], params["layer_0"]["scale"], rtol=1e-6)
+    else:  # before a Dense (across the Flatten, NCHW order and all) it is folded into the kernel
+        want = _spec_names(model)[1:]
+        assert _spec_names(loaded.model) == (want if name == "mlp" else want[1:])  # flat: no Flatten needed
 
 
 # ----------------------------------------------------------------------------- hand-built graphs
@@ -235,38 +240,89 @@ def test_matmul_add_mlp_folds_the_input_normalisation_exactly(tmp_path):
     np.testing.assert_allclose(_apply(loaded, x), _ort(path, x.transpose(0, 3, 1, 2)), rtol=TOL, atol=TOL)
 
 
-def _one_op_graph(path, node, inits, in_shape=(1, 2, 4, 4), out_shape=(1, 2, 4, 4)):
-    return _graph_file(path, [node], inits, in_shape, out_shape, input_name="x")
+def test_reshapes_transposes_and_pool_variants_match_onnxruntime(tmp_path):
+    """Layout moves that cancel (Transpose pairs, Unsqueeze/Squeeze), c - x, SAME_UPPER conv padding,
+    ceil_mode where it changes nothing, an AveragePool and an Add of a [C, H, W] constant."""
+    rng = np.random.default_rng(2)
+    inits = [
+        _init("c", rng.normal(size=(2, 6, 6))),
+        _init("w", rng.normal(size=(3, 2, 3, 3))),
+        _init("fc", rng.normal(size=(12, 4))),
+        numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Transpose", ["t"], ["t2"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Sub", ["c", "t2"], ["s"], name="c_minus_x"),
+        helper.make_node(
+            "Conv", ["s", "w"], ["v"], name="conv", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"
+        ),
+        helper.make_node("Relu", ["v"], ["r"], name="relu"),
+        helper.make_node(
+            "MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[1, 1], ceil_mode=1
+        ),
+        helper.make_node("AveragePool", ["p"], ["a"], name="avg", kernel_shape=[1, 1]),
+        helper.make_node("Flatten", ["a"], ["f"], name="flatten"),
+        helper.make_node("Unsqueeze", ["f", "axis2"], ["u"], name="unsqueeze"),
+        helper.make_node("Squeeze", ["u", "axis2"], ["q"], name="squeeze"),
+        helper.make_node("MatMul", ["q", "fc"], ["y"], name="fc"),
+    ]
+    path = _graph_file(tmp_path / "moves.onnx", nodes, inits, (1, 2, 6, 6), (1, 4))
+    loaded = load_onnx(path)
+    assert _spec_names(loaded.model) == ["Affine", "Conv", "ReLU", "MaxPool", "AvgPool", "Flatten", "Dense"]
+    assert loaded.model.specs[0].shape == (6, 6, 2)  # c - x: scale -1, shift c in our layout
+    np.testing.assert_array_equal(loaded.params["layer_0"]["scale"], -np.ones((6, 6, 2)))
+    np.testing.assert_array_equal(
+        loaded.params["layer_0"]["shift"], numpy_helper.to_array(inits[0]).transpose(1, 2, 0)
+    )
+    x = np.asarray(jax.random.uniform(jax.random.key(5), (3, 6, 6, 2)))
+    np.testing.assert_allclose(_apply(loaded, x), _ort(path, x.transpose(0, 3, 1, 2)), rtol=TOL, atol=TOL)
 
 
-@pytest.mark.parametrize(
-    "node,inits,match",
-    [
-        (
-            helper.make_node("Softmax", ["x"], ["y"], name="probs"),
-            [],
-            "Softmax node 'probs': unsupported op; supported: Add,",
-        ),
-        (
-            helper.make_node("Conv", ["x", "w"], ["y"], name="dw", group=2, kernel_shape=[1, 1]),
-            [_init("w", np.ones((2, 1, 1, 1)))],
-            "Conv node 'dw': group=2 is not supported",
-        ),
-        (
-            helper.make_node("Div", ["c", "x"], ["y"], name="inv"),
-            [_init("c", [2.0])],
-            "Div node 'inv': constant / x",
-        ),
-        (
-            helper.make_node("Mul", ["x", "x"], ["y"], name="square"),
-            [],
-            "Mul node 'square': two non-constant inputs",
-        ),
-    ],
-    ids=["softmax", "group_conv", "reciprocal", "square"],
-)
-def test_unsupported_graphs_raise_one_line_naming_op_and_node(node, inits, match, tmp_path):
-    path = _one_op_graph(tmp_path / "bad.onnx", node, inits)
+BAD_GRAPHS = {  # name: (nodes, initializers, expected message)
+    "softmax": (
+        [helper.make_node("Softmax", ["x"], ["y"], name="probs")],
+        [],
+        "Softmax node 'probs': unsupported op; supported: Add, AveragePool,",
+    ),
+    "group_conv": (
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="dw", group=2, kernel_shape=[1, 1])],
+        [_init("w", np.ones((2, 1, 1, 1)))],
+        "Conv node 'dw': group=2 is not supported",
+    ),
+    "reciprocal": (
+        [helper.make_node("Div", ["c", "x"], ["y"], name="inv")],
+        [_init("c", [2.0])],
+        "Div node 'inv': constant / x is not affine",
+    ),
+    "square": (
+        [helper.make_node("Mul", ["x", "x"], ["y"], name="square")],
+        [],
+        "Mul node 'square': two non-constant inputs",
+    ),
+    "branch": (
+        [
+            helper.make_node("Relu", ["x"], ["a"], name="left"),
+            helper.make_node("Relu", ["x"], ["y"], name="right"),
+        ],
+        [],
+        "Relu node 'right': tensor 'x' is used by more than one node",
+    ),
+    "nhwc_conv": (
+        [
+            helper.make_node("Transpose", ["x"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1]),
+            helper.make_node("Conv", ["t", "w"], ["y"], name="conv", kernel_shape=[1, 1]),
+        ],
+        [_init("w", np.ones((2, 4, 1, 1)))],
+        "Conv node 'conv': needs an NCHW image input",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_GRAPHS))
+def test_unsupported_graphs_raise_one_line_naming_op_and_node(name, tmp_path):
+    nodes, inits, match = BAD_GRAPHS[name]
+    path = _graph_file(tmp_path / "bad.onnx", nodes, inits, (1, 2, 4, 4), (1, 2, 4, 4), input_name="x")
     with pytest.raises(OnnxImportError, match=match) as info:
         load_onnx(path)
     assert "\n" not in str(info.value) and isinstance(info.value, ValueError)
