@@ -266,9 +266,13 @@ class _Importer:
 
     def run(self) -> None:
         for node in self.graph.node:
+            if node.domain not in ("", "ai.onnx"):
+                raise self.fail(node, f"op of domain {node.domain!r} (only the default ONNX domain)")
             for name in node.input:
                 if name in self.dead:
                     raise self.fail(node, self.dead[name])
+                if name and name not in self.values and name not in self.consts:
+                    raise self.fail(node, f"input {name!r} is not defined by any earlier node")
             dynamic = [n for n in node.input if n in self.values]
             if not dynamic:
                 self.fold_constant(node)
@@ -299,7 +303,7 @@ class _Importer:
         if fold is None:
             raise self.fail(node, f"unsupported op on constants; supported: {', '.join(_CONST_FOLD)}")
         args = [self.consts[n] if n else None for n in node.input]
-        if any(a is None for a in args[:1]):
+        if not args or args[0] is None:
             raise self.fail(node, "missing input")
         try:
             self.consts[node.output[0]] = np.asarray(fold(attrs, *args))
