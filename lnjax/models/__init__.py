@@ -1,6 +1,7 @@
 """Flax models and their explicit layer view."""
 
 from lnjax.models.layers import (
+    Affine,
     AvgPool,
     Conv,
     Dense,
@@ -14,6 +15,7 @@ from lnjax.models.layers import (
     apply_op,
 )
 from lnjax.models.sequential import (
+    AffineSpec,
     AvgPoolSpec,
     ConvSpec,
     DenseSpec,
@@ -28,6 +30,8 @@ from lnjax.models.zoo import MODELS, get_model, mlp
 
 __all__ = [
     "apply_fn",
+    "Affine",
+    "AffineSpec",
     "AvgPool",
     "AvgPoolSpec",
     "Conv",

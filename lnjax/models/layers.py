@@ -18,11 +18,24 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lnjax.models.ops import AvgPool, Conv, Dense, Flatten, MaxPool, Op, Padding, ReLU, is_linear, rules_of
+from lnjax.models.ops import (
+    Affine,
+    AvgPool,
+    Conv,
+    Dense,
+    Flatten,
+    MaxPool,
+    Op,
+    Padding,
+    ReLU,
+    is_linear,
+    rules_of,
+)
 from lnjax.models.ops.conv import conv2d
 from lnjax.models.ops.pool import avg_pool, max_pool
 
 __all__ = [
+    "Affine",
     "AvgPool",
     "Conv",
     "Dense",

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from lnjax.models import layers as L
 from lnjax.models.ops import (
+    AffineSpec,
     AvgPoolSpec,
     ConvSpec,
     DenseSpec,
@@ -29,6 +30,7 @@ from lnjax.models.ops import (
 from lnjax.types import Params
 
 __all__ = [
+    "AffineSpec",
     "AvgPoolSpec",
     "ConvSpec",
     "DenseSpec",

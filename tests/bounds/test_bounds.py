@@ -352,6 +352,23 @@ def test_patch_mode_equals_the_full_backward_pass():
     _assert_nested(alpha_patch, full, "alpha patch in crown")
 
 
+def test_patch_mode_crosses_an_input_normalisation():
+    """An elementwise affine op (an ONNX import's normalisation) at the input keeps patch mode on."""
+    model = models.Sequential(specs=(models.AffineSpec((2,)), *CONV_PATCH.specs), input_shape=(10, 10, 2))
+    params = _params(model, jax.random.key(15), 0.1)
+    params = {**params, "layer_0": {"scale": jnp.array([2.0, -0.5]), "shift": jnp.array([-1.0, 0.3])}}
+    view = models.layer_view(model, params)
+    assert P.patch_frames(view, 3) is not None and P.patch_frames(view, 5) is not None
+    lo, hi = _box(jax.random.key(17), view.input_shape, 0.15)
+    patch = jax.jit(functools.partial(B.crown_bounds, patches=True, chunk=8))(view, lo, hi)
+    full = jax.jit(functools.partial(B.crown_bounds, patches=False, chunk=64))(view, lo, hi)
+    assert sum(C.unstable_counts(view, full)[1:]) > 0
+    for (pl, ph), (fl, fh) in zip(patch, full, strict=True):
+        np.testing.assert_allclose(pl, fl, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ph, fh, rtol=1e-5, atol=1e-5)
+    _assert_contains(patch, _all_outputs(view, _samples(jax.random.key(18), lo, hi, 256)), "patch")
+
+
 @pytest.mark.slow  # the full-size DOUBLE-MNIST CNN; conv_pool / conv_avg / CONV_PATCH cover its ops fast
 def test_dmnist_cnn_bounds_sound_and_ordered():
     model = models.get_model("dmnist_cnn")

@@ -22,8 +22,13 @@ TOL = 1e-5
 
 
 def _op_cases():
-    k = jax.random.split(jax.random.key(0), 4)
+    k = jax.random.split(jax.random.key(0), 8)
     return {
+        "affine": (  # per channel, some scales negative
+            ops.Affine(jax.random.normal(k[4], (2,)), jax.random.normal(k[5], (2,))),
+            (3, 4, 2),
+        ),
+        "affine_full": (ops.Affine(jax.random.normal(k[6], (5,)), jax.random.normal(k[7], ())), (5,)),
         "conv": (
             ops.Conv(
                 jax.random.normal(k[0], (3, 3, 2, 3)), jax.random.normal(k[1], (3,)), (2, 1), ((1, 1), (0, 1))
@@ -139,7 +144,15 @@ def test_linear_part_of_linear_ops(name):
 
 
 def test_every_op_and_spec_is_in_the_table():
-    assert set(ops.RULES) == {ops.Conv, ops.Dense, ops.ReLU, ops.Flatten, ops.MaxPool, ops.AvgPool}
+    assert set(ops.RULES) == {
+        ops.Affine,
+        ops.Conv,
+        ops.Dense,
+        ops.ReLU,
+        ops.Flatten,
+        ops.MaxPool,
+        ops.AvgPool,
+    }
     assert {type(op) for op, _ in CASES.values()} == set(ops.RULES)
     with pytest.raises(TypeError, match="unknown op int"):
         ops.rules_of(3)
@@ -170,6 +183,19 @@ def test_checks_catch_a_deliberately_wrong_rule():
     )
     with pytest.raises(AssertionError):
         check_milp(wrong_matrix, conv, conv_shape)
+    affine, affine_shape = CASES["affine"]
+    assert bool(jnp.any(affine.scale < 0))  # the case the signed radius below gets wrong
+    arules = ops.rules_of(affine)
+    signed = arules._replace(
+        interval=lambda op, lo, hi: arules.interval(op.replace(scale=jnp.abs(op.scale)), lo, hi)
+    )
+    with pytest.raises(AssertionError, match="interval"):
+        check_interval(signed, affine, affine_shape)
+    no_shift = arules._replace(
+        milp=arules.milp._replace(matrix=lambda op, s: (arules.milp.matrix(op, s)[0], None, s))
+    )
+    with pytest.raises(AssertionError):
+        check_milp(no_shift, affine, affine_shape)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -208,9 +234,12 @@ def test_patch_geometry():
 def test_specs_build_their_flax_layer_and_op():
     model = models.Sequential(
         specs=(
+            ops.AffineSpec((2,)),
             ops.ConvSpec(3, (3, 2), (2, 1), "SAME"),
             ops.ReLUSpec(),
             ops.MaxPoolSpec((2, 2), (1, 1), "SAME"),
+            ops.ConvSpec(2, (2, 2), (1, 1), ((1, 0), (0, 2))),  # explicit padding
+            ops.MaxPoolSpec((2, 3), (1, 2), ((0, 1), (1, 1))),
             ops.AvgPoolSpec((2, 2)),
             ops.FlattenSpec(),
             ops.DenseSpec(4),
@@ -218,17 +247,24 @@ def test_specs_build_their_flax_layer_and_op():
         input_shape=(7, 6, 2),
     )
     params = model.init_params(jax.random.key(3))
-    assert set(params) == {"layer_0", "layer_5"}  # only parametrised layers have names in params
+    assert set(params) == {"layer_0", "layer_1", "layer_4", "layer_8"}  # only parametrised layers
+    assert params["layer_0"]["scale"].shape == params["layer_0"]["shift"].shape == (2,)
+    key_s, key_t = jax.random.split(jax.random.key(5))
+    params["layer_0"] = {"scale": jax.random.normal(key_s, (2,)), "shift": jax.random.normal(key_t, (2,))}
     view = models.layer_view(model, params)
     assert [type(op) for op in view.ops] == [
+        ops.Affine,
         ops.Conv,
         ops.ReLU,
+        ops.MaxPool,
+        ops.Conv,
         ops.MaxPool,
         ops.AvgPool,
         ops.Flatten,
         ops.Dense,
     ]
-    assert view.ops[0].padding == G.explicit_padding("SAME", (7, 6), (3, 2), (2, 1))
+    assert view.ops[1].padding == G.explicit_padding("SAME", (7, 6), (3, 2), (2, 1))
+    assert view.ops[4].padding == ((1, 0), (0, 2)) and view.ops[5].padding == ((0, 1), (1, 1))
     x = jax.random.uniform(jax.random.key(4), (2, 7, 6, 2))
     np.testing.assert_allclose(
         models.apply_layers_batch(view, x), model.apply({"params": params}, x), rtol=1e-5, atol=1e-5

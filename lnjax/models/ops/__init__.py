@@ -4,6 +4,7 @@ Importing this package registers every op. See `base` for the rules' contract an
 worked example of adding an op.
 """
 
+from lnjax.models.ops.affine import Affine, AffineSpec
 from lnjax.models.ops.base import RULES, MilpRules, OpRules, PatchRules, is_linear, register, rules_of
 from lnjax.models.ops.conv import Conv, ConvSpec
 from lnjax.models.ops.dense import Dense, DenseSpec
@@ -12,11 +13,13 @@ from lnjax.models.ops.geometry import Padding
 from lnjax.models.ops.pool import AvgPool, AvgPoolSpec, MaxPool, MaxPoolSpec
 from lnjax.models.ops.relu import ReLU, ReLUSpec
 
-Op = Conv | Dense | ReLU | Flatten | MaxPool | AvgPool
-Spec = ConvSpec | DenseSpec | ReLUSpec | FlattenSpec | MaxPoolSpec | AvgPoolSpec
+Op = Affine | Conv | Dense | ReLU | Flatten | MaxPool | AvgPool
+Spec = AffineSpec | ConvSpec | DenseSpec | ReLUSpec | FlattenSpec | MaxPoolSpec | AvgPoolSpec
 
 __all__ = [
     "RULES",
+    "Affine",
+    "AffineSpec",
     "AvgPool",
     "AvgPoolSpec",
     "Conv",

@@ -49,7 +49,7 @@ class ConvSpec:
     features: int
     kernel: tuple[int, int] = (3, 3)
     strides: tuple[int, int] = (1, 1)
-    padding: str = "SAME"  # "SAME" or "VALID"
+    padding: str | G.Padding = "SAME"  # "SAME", "VALID" or explicit ((top, bottom), (left, right))
 
     def flax(self, x: jax.Array, name: str) -> jax.Array:
         """x: [B, H, W, C] -> [B, H', W', features]; params under `name`."""

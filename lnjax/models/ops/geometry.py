@@ -25,10 +25,14 @@ Padding = tuple[Pair, Pair]
 
 
 def explicit_padding(
-    padding: str, in_hw: Sequence[int], window: Sequence[int], strides: Sequence[int]
+    padding: str | Padding, in_hw: Sequence[int], window: Sequence[int], strides: Sequence[int]
 ) -> Padding:
-    """Flax/lax string padding ("SAME" / "VALID") as explicit padding, resolved exactly as lax does."""
-    (t, b), (left, right) = lax.padtype_to_pads(tuple(in_hw), tuple(window), tuple(strides), padding)
+    """Flax/lax string padding ("SAME" / "VALID") as explicit padding, resolved exactly as lax does;
+    explicit padding ((top, bottom), (left, right)) is returned as plain ints."""
+    if isinstance(padding, str):
+        (t, b), (left, right) = lax.padtype_to_pads(tuple(in_hw), tuple(window), tuple(strides), padding)
+    else:
+        (t, b), (left, right) = padding
     return (int(t), int(b)), (int(left), int(right))
 
 

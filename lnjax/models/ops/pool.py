@@ -60,11 +60,13 @@ class MaxPoolSpec:
 
     window: tuple[int, int] = (2, 2)
     strides: tuple[int, int] | None = None  # defaults to the window
-    padding: str = "VALID"
+    padding: str | G.Padding = "VALID"  # "SAME", "VALID" or explicit ((top, bottom), (left, right))
 
     def flax(self, x: jax.Array, name: str) -> jax.Array:
         del name
-        return nn.max_pool(x, self.window, self.strides or self.window, padding=self.padding)
+        # flax takes explicit pairs too; its signature only shows the string default
+        padding: Any = self.padding
+        return nn.max_pool(x, self.window, self.strides or self.window, padding=padding)
 
     def to_op(self, params: Any, in_shape: tuple[int, ...]) -> MaxPool:
         del params

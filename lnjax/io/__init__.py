@@ -10,6 +10,10 @@ non-finite floats (NaN, ±inf: not JSON, rejected by strict parsers) to null.
 
 JSON lines (`append_jsonl` / `read_jsonl`): an append-only log (one object per line, flushed and
 fsynced per record), so what was logged before a kill survives it; a torn last line is ignored.
+
+Networks and properties from outside: `lnjax.io.onnx` (`load_onnx`, `save_onnx`) and
+`lnjax.io.vnnlib` (`load_vnnlib`, `write_vnnlib`, ...), re-exported here lazily, so that the
+result-file helpers above stay importable without jax, flax or onnx.
 """
 
 from __future__ import annotations
@@ -122,3 +126,30 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{number} is not a JSON line ({e})") from e
     return records
+
+
+_LAZY = {
+    "OnnxImportError": "onnx",
+    "OnnxModel": "onnx",
+    "load_onnx": "onnx",
+    "save_onnx": "onnx",
+    "VnnlibCase": "vnnlib",
+    "VnnlibError": "vnnlib",
+    "VnnlibProperty": "vnnlib",
+    "argmax_disjuncts": "vnnlib",
+    "counterexample_text": "vnnlib",
+    "load_vnnlib": "vnnlib",
+    "nchw_to_nhwc": "vnnlib",
+    "nhwc_to_nchw": "vnnlib",
+    "violated": "vnnlib",
+    "write_vnnlib": "vnnlib",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The ONNX / VNN-LIB names, imported from their submodule on first use (see the docstring)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
