@@ -52,6 +52,7 @@ from lnjax.bounds.crown import (
 from lnjax.bounds.interval import LayerBounds
 from lnjax.models import layers as L
 from lnjax.models.ops import rules_of
+from lnjax.specs import kth_smallest
 
 
 class SplitLayout(NamedTuple):
@@ -179,6 +180,7 @@ class DomainBound(NamedTuple):
       score: [total] BaBSR score of each free unstable neuron (−1 elsewhere).
       free: [] number of free unstable neurons.
       x_star: [*input_shape] the box corner minimising the deciding row's linear bound.
+      branch: [] the neuron to split next (`choose_branch`; meaningless when `free` is 0).
     """
 
     row_lower: jax.Array
@@ -187,6 +189,7 @@ class DomainBound(NamedTuple):
     score: jax.Array
     free: jax.Array
     x_star: jax.Array
+    branch: jax.Array
 
 
 def init_alphas(layout: SplitLayout, bounds: LayerBounds, splits: jax.Array, rows: int) -> jax.Array:
@@ -238,6 +241,29 @@ def babsr_scores(
     return jnp.where(free, jnp.concatenate(parts), -1.0)
 
 
+def choose_branch(
+    score: jax.Array,
+    candidates: int,
+    child_bound: Any,
+) -> jax.Array:
+    """Filtered smart branching: of the `candidates` free neurons with the highest BaBSR score, the one
+    whose worse child has the highest bound, each child bounded by one backward pass with the parent's
+    α and β (`child_bound(neuron, phase) -> margin bound`). candidates = 0: the BaBSR argmax.
+
+    References:
+      Bunel et al., JMLR 2020 (BaBSR); De Palma et al., Improved Branch and Bound for Neural Network
+      Verification via Lagrangian Decomposition, 2021 (filtered smart branching, FSB);
+      alpha-beta-CROWN's complete_verifier/branching_heuristics.py (`kfsb`), read, not copied.
+    """
+    if candidates <= 0:
+        return jnp.argmax(score)
+    top_score, top = lax.top_k(score, min(candidates, score.shape[0]))
+    phases = jnp.asarray((1, -1), jnp.int32)
+    kids = jax.vmap(lambda n: jax.vmap(lambda p: child_bound(n, p))(phases))(top)  # [C, 2]
+    worse = jnp.where(top_score >= 0, jnp.min(kids, axis=1), -jnp.inf)  # score −1: not free
+    return top[jnp.argmax(worse)]
+
+
 def bound_domain(
     view: L.LayerView,
     bounds: LayerBounds,
@@ -254,6 +280,7 @@ def bound_domain(
     lr_alpha: float,
     lr_beta: float,
     refine_chunk: int = 0,
+    fsb: int = 0,
 ) -> DomainBound:
     """α,β-CROWN lower bounds of the spec rows over one subdomain (the module docstring).
 
@@ -267,6 +294,7 @@ def bound_domain(
       steps: Adam steps (static); lr_alpha, lr_beta: learning rates.
       refine_chunk: > 0: the intermediate bounds are refined per subdomain (`refined_bounds`, this
         many neurons per CROWN pass); 0: the root's, clamped (`domain_bounds`).
+      fsb: candidates of the filtered smart branching (`choose_branch`; 0: BaBSR alone).
 
     Returns:
       DomainBound. Every row bound is sound for any α ∈ [0, 1], β ≥ 0 (up to float32 rounding).
@@ -283,7 +311,7 @@ def bound_domain(
     a_spec = c.reshape(c.shape[0], *bounds[last][0].shape)
     active = (splits != 0).astype(jnp.float32)
 
-    def passes(params):
+    def passes(params, dom=dom, splits=splits):
         al, be = params
         a_in, bias, rows_at = backward_pass(
             view, dom, last, a_spec, lower, upper, unflatten(layout, al), split_terms(layout, be, splits)
@@ -320,6 +348,13 @@ def bound_domain(
     x_star = jnp.where(a_in[r] >= 0, lower, upper)
     free = free_unstable(view, layout, dom, splits)
     score = babsr_scores(view, layout, dom, {j: rows_at[j][r] for j in layout.ops}, free, tuple(lower.shape))
+
+    def child_bound(n, phase):
+        # The child's bounds: this domain's with neuron n clamped to `phase` (its β starts at 0).
+        kid = splits.at[n].set(phase)
+        rows = passes(params, domain_bounds(layout, dom, kid), kid)[0]
+        return kth_smallest(jnp.maximum(rows, best) + offset, k)
+
     return DomainBound(
         row_lower=best,
         alphas=params[0],
@@ -327,6 +362,7 @@ def bound_domain(
         score=score,
         free=jnp.sum(free),
         x_star=x_star,
+        branch=choose_branch(score, fsb, child_bound),
     )
 
 
@@ -335,6 +371,7 @@ __all__ = [
     "SplitLayout",
     "babsr_scores",
     "bound_domain",
+    "choose_branch",
     "domain_bounds",
     "flatten",
     "free_unstable",

@@ -6,7 +6,8 @@ smallest of its spec rows' α,β-CROWN lower bounds (+ offsets), the same order 
 spec's margin. The loop:
 
 1. pop the `bab_batch / 2` open domains with the lowest bounds (a heap: best-first on the bound);
-2. split each on its highest-BaBSR-score free unstable ReLU into an active and an inactive child;
+2. split each on the free unstable ReLU chosen when it was bounded (filtered smart branching over
+   the top BaBSR scores, `beta_crown.choose_branch`) into an active and an inactive child;
    bound all children in one jitted, vmapped call (warm-started from the parent's α and β; batches
    padded to one of a few fixed sizes, so it compiles a few times per network, not per call);
 3. a child whose bound exceeds the safety margin is closed; a child's row bounds are never below its
@@ -53,6 +54,7 @@ import numpy as np
 
 from lnjax.attacks.pgd import view_margin
 from lnjax.bounds import beta_crown as BC
+from lnjax.specs import SpecRows
 from lnjax.verify.verdict import Status, Verdict, milp_proof
 
 PHASES = (1, -1)
@@ -61,13 +63,14 @@ cover the parent (a test replaces this with a deliberately incomplete pair and s
 
 
 class Domain(NamedTuple):
-    """An open subdomain on the host: phases [total] int8, α, β [M, total], row bounds [M], depth."""
+    """An open subdomain on the host: phases [total] int8, α, β [M, total], row bounds [M], the
+    neuron to split next, free unstable neurons, depth."""
 
     splits: np.ndarray
     alphas: Any
     betas: Any
     row_lower: np.ndarray
-    score: Any
+    branch: int
     free: int
     depth: int
 
@@ -93,10 +96,14 @@ BoundFn = Callable[..., tuple[BC.DomainBound, jax.Array]]
 @functools.lru_cache(maxsize=8)
 def bound_for(cfg: Any, k: int) -> BoundFn:
     """The jitted domain bound for a `VerifierConfig`'s bab options and the spec's order statistic k."""
-    return jitted_bound(cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, k, cfg.bab_refine_chunk)
+    return jitted_bound(
+        cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, k, cfg.bab_refine_chunk, cfg.bab_fsb
+    )
 
 
-def jitted_bound(steps: int, lr_alpha: float, lr_beta: float, k: int, refine_chunk: int) -> BoundFn:
+def jitted_bound(
+    steps: int, lr_alpha: float, lr_beta: float, k: int, refine_chunk: int, fsb: int = 0
+) -> BoundFn:
     """`bound(view, root, lo, hi, c, offset, splits[B], alphas[B], betas[B]) -> (DomainBound[B],
     margins [B])`: every domain's bound and the network's margin at its candidate point, one call."""
 
@@ -116,6 +123,7 @@ def jitted_bound(steps: int, lr_alpha: float, lr_beta: float, k: int, refine_chu
             lr_alpha=lr_alpha,
             lr_beta=lr_beta,
             refine_chunk=refine_chunk,
+            fsb=fsb,
         )
         return res, view_margin(view, res.x_star, c, offset, k)
 
@@ -136,12 +144,25 @@ class Bab:
         bound: BoundFn,
         leaf: Callable[..., Any] | None,
         seconds: dict[int, float] | None = None,
+        rows: np.ndarray | None = None,
     ):
         cfg = ctx.cfg
         self.ctx, self.bound, self.leaf = ctx, bound, leaf
         self.layout = BC.split_layout(ctx.view, ctx.best)
-        self.m = len(ctx.rows.offset)
-        self.offset = np.asarray(ctx.rows.offset, np.float64)
+        every = np.arange(len(ctx.rows.offset))
+        rows = every if rows is None else np.asarray(rows, int)
+        if ctx.k != 1 and len(rows) != len(every):
+            raise ValueError(f"a subset of the spec rows is a sound query only for k = 1, got k = {ctx.k}")
+        # This run's rows: all of them (margin = k-th smallest), or a subset for k = 1 (each row is a
+        # property of its own: the margin is their minimum).
+        self.rows = rows
+        self.spec = SpecRows(
+            c=np.asarray(ctx.rows.c)[rows], offset=np.asarray(ctx.rows.offset)[rows], k=ctx.k
+        )
+        self.c, self.offset_dev = ctx.c[rows], ctx.offset[rows]
+        self.root_rows = np.asarray(ctx.row_lower, np.float64)[rows]
+        self.m = len(rows)
+        self.offset = np.asarray(self.spec.offset, np.float64)
         self.sizes = batch_sizes(cfg.bab_batch)
         per_domain = self.layout.total * (1 + 2 * 4 * self.m) + 8 * self.m
         self.max_domains = max(1, int(cfg.bab_memory_mb * 2**20 // per_domain))
@@ -181,8 +202,8 @@ class Bab:
             ctx.best,
             ctx.lo,
             ctx.hi,
-            ctx.c,
-            ctx.offset,
+            self.c,
+            self.offset_dev,
             jnp.asarray(padded(splits), jnp.int32),
             jnp.asarray(padded(alphas)),
             jnp.asarray(padded(betas)),
@@ -212,56 +233,55 @@ class Bab:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self) -> Verdict | None:
+    def run(self) -> Outcome:
         ctx = self.ctx
         if self.layout.total == 0:
-            return None  # no ReLU to branch on: the bounds are as tight as they get
+            return Outcome(None, False, None, False)  # no ReLU to branch on: nothing to gain
         t0 = time.monotonic()
         try:
             return self._loop()
         finally:
             ctx.lap("bab", t0)
             self.facts["open_at_end"] = len(self.heap)
-            ctx.stats.bab = self.facts
 
-    def _loop(self) -> Verdict | None:
+    def _loop(self) -> Outcome:
         ctx, cfg = self.ctx, self.ctx.cfg
         total = self.layout.total
         if self._batch_size(ctx.time_left()) is None:
             ctx.stats.notes.append(
                 f"bab not started: predicted {self._predicted(self.sizes[0]):.1f} s per batch"
             )
-            return None
+            return Outcome(None, False, None, False)
         root_splits = np.zeros((1, total), np.int8)
         alphas = np.asarray(BC.init_alphas(self.layout, ctx.best, jnp.zeros(total, jnp.int32), self.m))[None]
         res, margins = self._bound(root_splits, alphas, np.zeros_like(alphas))
-        verdict = self._absorb(root_splits, res, margins, ctx.row_lower[None], np.zeros(1, int))
+        verdict = self._absorb(root_splits, res, margins, self.root_rows[None], np.zeros(1, int))
         if verdict is not None:
-            return verdict
+            return Outcome(verdict, False, None, False)
         while self.heap:
             if len(self.heap) > self.max_domains:
                 ctx.stats.notes.append(
                     f"bab stopped: {len(self.heap)} open domains > the bab_memory_mb cap ({self.max_domains})"
                 )
-                return self._give_up(final=False)
+                return self._give_up(timed_out=False)
             # The largest batch that still fits in the budget (a compiled batch cannot be stopped).
             size = self._batch_size(ctx.time_left())
             if size is None or ctx.out_of_time("bab"):
                 if not any("time limit" in n for n in ctx.stats.notes):
                     ctx.stats.notes.append("time limit reached in bab")
-                return self._give_up(final=True)
+                return self._give_up(timed_out=True)
             n_pop = min(max(1, size // 2), len(self.heap))
             popped = [heapq.heappop(self.heap)[2] for _ in range(n_pop)]
             splitting: list[Domain] = []
             for d in popped:
                 verdict = self._leaf_or_keep(d, splitting)
                 if verdict is not None:
-                    return verdict
+                    return Outcome(verdict, False, None, False)
             if not splitting:
                 continue
             kids_s, kids_a, kids_b, kids_rows, kids_depth = [], [], [], [], []
             for d in splitting:
-                for s in children(d.splits, int(np.argmax(d.score))):
+                for s in children(d.splits, d.branch):
                     kids_s.append(s)
                     kids_a.append(d.alphas)
                     kids_b.append(d.betas)
@@ -270,17 +290,13 @@ class Bab:
             splits = np.stack(kids_s)
             res, margins = self._bound(splits, np.stack(kids_a), np.stack(kids_b))
             verdict = self._absorb(splits, res, margins, np.stack(kids_rows), np.asarray(kids_depth))
-            if verdict is not None:
-                return verdict
-            if cfg.bab_attack_every and self.facts["batches"] % cfg.bab_attack_every == 0:
+            if verdict is None and cfg.bab_attack_every and self.facts["batches"] % cfg.bab_attack_every == 0:
                 verdict = self._attack()
-                if verdict is not None:
-                    return verdict
+            if verdict is not None:
+                return Outcome(verdict, False, None, False)
         if self.unresolved:
-            return self._give_up(final=True)
-        ctx.proven.append(ctx.safety)
-        ctx.stats.margin_lower["bab"] = ctx.safety
-        return ctx.finish(Status.ROBUST, "bab")
+            return self._give_up(timed_out=True)
+        return Outcome(None, True, ctx.safety, False)
 
     def _absorb(
         self,
@@ -293,7 +309,7 @@ class Bab:
         """Closes proven children, checks their candidate points, queues the rest."""
         ctx = self.ctx
         rows = np.maximum(np.asarray(res.row_lower, np.float64), parent_rows)
-        lower = domain_lower(rows, self.offset, ctx.k)
+        lower = domain_lower(rows, self.offset, self.spec.k)
         i = int(np.argmin(margins))
         if self.weakest is None or margins[i] < self.weakest[1]:
             self.weakest = (np.asarray(res.x_star[i]), float(margins[i]))
@@ -309,7 +325,7 @@ class Bab:
                 alphas=res.alphas[j],
                 betas=res.betas[j],
                 row_lower=rows[j],
-                score=res.score[j],
+                branch=int(res.branch[j]),
                 free=int(res.free[j]),
                 depth=int(depth[j]),
             )
@@ -329,7 +345,7 @@ class Bab:
             if isinstance(outcome, Verdict):
                 return outcome
         if d.free == 0:
-            self.unresolved.append(domain_lower(d.row_lower[None], self.offset, self.ctx.k)[0])
+            self.unresolved.append(domain_lower(d.row_lower[None], self.offset, self.spec.k)[0])
             self.facts["unresolved_leaves"] += 1
             return None
         splitting.append(d)
@@ -345,7 +361,7 @@ class Bab:
         assert self.leaf is not None
         self.facts["leaves_milp"] += 1
         bounds = BC.domain_bounds(self.layout, jax.tree.map(np.asarray, ctx.best), d.splits)
-        result = self.leaf(ctx, bounds, d.row_lower, seconds)
+        result = self.leaf(ctx, bounds, self.spec, d.row_lower, seconds)
         _, proven = milp_proof(result, "sign", ctx.safety)
         if proven:
             self.facts["leaves_closed_milp"] += 1
@@ -364,7 +380,7 @@ class Bab:
         t0 = time.monotonic()
         key = jax.random.fold_in(ctx.keys.refine, self.facts["batches"])
         x0 = jnp.asarray(self.weakest[0], jnp.float32)
-        res = ctx.fns.pgd(key, ctx.view, ctx.lo, ctx.hi, ctx.c, ctx.offset, x0, k=ctx.k)
+        res = ctx.fns.pgd(key, ctx.view, ctx.lo, ctx.hi, self.c, self.offset_dev, x0, k=self.spec.k)
         x, m = ctx.evaluate(res.x)
         ctx.lap("bab_attack", t0)
         self.facts["attacks"] = self.facts.get("attacks", 0) + 1
@@ -374,23 +390,100 @@ class Bab:
             return ctx.finish(Status.NOT_ROBUST, "bab", x)
         return None
 
-    def _give_up(self, *, final: bool) -> Verdict | None:
-        """Undecided: the smallest open (or unresolved) bound is still a proven bound on the box."""
-        ctx = self.ctx
+    def _give_up(self, *, timed_out: bool) -> Outcome:
+        """Undecided: the smallest open (or unresolved) bound is still a proven bound on these rows."""
         opened = [b for b, _, _ in self.heap] + self.unresolved
-        if opened:
-            bound = float(min(opened))
-            ctx.proven.append(bound)
-            ctx.stats.margin_lower["bab"] = bound
         if self.weakest is not None:
-            ctx.evaluate(self.weakest[0])
-        return ctx.finish(Status.UNKNOWN, None) if final else None
+            self.ctx.evaluate(self.weakest[0])
+        return Outcome(None, False, float(min(opened)) if opened else None, timed_out)
 
 
-def warm_up(bound: BoundFn, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: Any, batch: int) -> None:
-    """Compiles the bound at every batch size (results discarded)."""
+class Outcome(NamedTuple):
+    """How one `Bab` run ended.
+
+    Attributes:
+      verdict: NOT_ROBUST (a confirmed counterexample), else None.
+      proven: every domain closed: the run's rows are proven.
+      bound: a proven lower bound of the run's margin (the safety margin when proven; None: none).
+      stop: stop the query (time out, or unresolved leaves); False after the memory cap, when not
+        started, or with nothing to branch (the next stage, the whole-box MILP, gets the rest of the
+        budget).
+    """
+
+    verdict: Verdict | None
+    proven: bool
+    bound: float | None
+    stop: bool
+
+
+def row_groups(ctx: Any) -> list[np.ndarray]:
+    """The rows branch-and-bound runs on, one run per group: for k = 1 each row not yet proven is a
+    property of its own (its own α, β, branching and attack, as alpha-beta-CROWN does per target
+    label), weakest first (the lowest value at the best attack point); for k > 1 all rows together."""
+    rows = ctx.rows
+    if ctx.k != 1:
+        return [np.arange(len(rows.offset))]
+    lower = np.asarray(ctx.row_lower, np.float64) + np.asarray(rows.offset, np.float64)
+    open_rows = np.flatnonzero(lower <= ctx.safety)
+    x = min(ctx.points, key=lambda p: p[1])[0] if ctx.points else np.asarray((ctx.lo + ctx.hi) / 2)
+    values = np.asarray(ctx.fns.logits(ctx.view, jnp.asarray(x))) @ np.asarray(rows.c, np.float64).T
+    values = values + np.asarray(rows.offset, np.float64)
+    return [np.array([r]) for r in open_rows[np.argsort(values[open_rows], kind="stable")]]
+
+
+def _merge(total: dict[str, Any], facts: dict[str, Any]) -> None:
+    for key, v in facts.items():
+        if key in ("max_open", "max_depth"):
+            total[key] = max(total.get(key, 0), v)
+        else:
+            total[key] = total.get(key, 0) + v
+
+
+def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[int, float]) -> Verdict | None:
+    """The bab stage: `Bab` over each of `row_groups(ctx)` in turn; ROBUST when every group is
+    proven, NOT_ROBUST on a counterexample, UNKNOWN at the deadline; None (the next stage runs)
+    after the memory cap or with nothing to branch. An undecided query's proven margin bound: the
+    minimum over rows of the proven ones' safety margin, the current group's open bound and the
+    root bounds of the groups not reached."""
+    facts: dict[str, Any] = {"rows": 0, "rows_proven": 0}
+    lower = np.asarray(ctx.row_lower, np.float64) + np.asarray(ctx.rows.offset, np.float64)
+    groups = row_groups(ctx)
+    try:
+        for g in groups:
+            bab = Bab(ctx, bound_for(ctx.cfg, ctx.k), leaf, seconds, rows=g)
+            out = bab.run()
+            _merge(facts, bab.facts)
+            facts["rows"] += 1
+            if out.verdict is not None:
+                return out.verdict
+            if not out.proven:
+                facts["open_bound"] = out.bound  # the group it stopped in: its smallest open bound
+                if out.bound is not None:
+                    if ctx.k == 1:
+                        lower[g] = np.maximum(lower[g], out.bound)
+                        bound = float(np.min(lower))
+                    else:
+                        bound = out.bound
+                    ctx.proven.append(bound)
+                    ctx.stats.margin_lower["bab"] = bound
+                return ctx.finish(Status.UNKNOWN, None) if out.stop else None
+            facts["rows_proven"] += 1
+            lower[g] = np.maximum(lower[g], ctx.safety)
+    finally:
+        ctx.stats.bab = facts
+    ctx.proven.append(ctx.safety)
+    ctx.stats.margin_lower["bab"] = ctx.safety
+    return ctx.finish(Status.ROBUST, "bab")
+
+
+def warm_up(cfg: Any, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: Any, k: int) -> None:
+    """Compiles the bound at every batch size for the rows a run takes (one row for k = 1, see
+    `row_groups`; results discarded)."""
+    if k == 1:
+        c, offset = c[:1], offset[:1]
+    bound = bound_for(cfg, k)
     layout = BC.split_layout(view, best)
-    for size in batch_sizes(batch):
+    for size in batch_sizes(cfg.bab_batch):
         splits = jnp.zeros((size, layout.total), jnp.int32)
         alphas = jnp.zeros((size, c.shape[0], layout.total), jnp.float32)
         jax.block_until_ready(bound(view, best, lo, hi, c, offset, splits, alphas, alphas))

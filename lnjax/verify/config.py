@@ -10,6 +10,7 @@ Fields are checked with the shared `lnjax.checks` helpers.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +45,9 @@ class VerifierConfig:
         Interval bounds are always computed; "interval" may be listed but changes nothing. "bab":
         branch-and-bound over ReLU phases (`bab`) after the bounds, with MILP leaves if "milp" is on.
       time_limit: wall-clock budget per query in seconds (None: unlimited).
+      input_domain: (low, high) of every input value: boxes are clipped to it and corners far outside
+        it refused (default (0, 1): our image models); None: the box is used exactly as given (an
+        imported network with normalised or signed inputs: clipping would verify a smaller box).
       milp_mode: "sign" (cutoff, first solution) or "optimise" (to optimality or the time limit;
         returns every saved solution as a weakest point).
       atol, rtol: safety margin = atol + rtol · max(1, ‖z(centre)‖∞); ROBUST needs a proven
@@ -86,10 +90,13 @@ class VerifierConfig:
         "milp" stage is on), with at most `bab_leaf_seconds` (and half the time left) per leaf.
       bab_refine_chunk: each subdomain's later pre-activation bounds are re-computed by CROWN over
         its split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
+      bab_fsb: branching candidates (filtered smart branching: the top BaBSR scores, each child
+        bounded once, the best worse child wins); 0: the BaBSR argmax.
     """
 
     stages: tuple[str, ...] = STAGES
     time_limit: float | None = 60.0
+    input_domain: tuple[float, float] | None = (0.0, 1.0)
     milp_mode: str = "sign"
     atol: float = 1e-4
     rtol: float = 1e-4
@@ -108,21 +115,27 @@ class VerifierConfig:
     lp_tighten: bool = False
     milp_options: MilpOptions | None = None
     cbc_fraction: float = 0.6
-    bab_batch: int = 64
-    bab_steps: int = 20
+    bab_batch: int = 512
+    bab_steps: int = 4
     bab_lr_alpha: float = 0.1
     bab_lr_beta: float = 0.05
     bab_memory_mb: float = 2048.0
     bab_attack_every: int = 4
     bab_leaf_unstable: int = 8
     bab_leaf_seconds: float = 5.0
-    bab_refine_chunk: int = 32
+    bab_refine_chunk: int = 0
+    bab_fsb: int = 0
 
     def __post_init__(self) -> None:
         w = "verifier."
         object.__setattr__(self, "stages", _checked_stages(w + "stages", self.stages))
         if self.time_limit is not None:
             check_float(w + "time_limit", self.time_limit, low=0.0, low_open=True)
+        if self.input_domain is not None:
+            d = self.input_domain
+            ok = isinstance(d, tuple) and len(d) == 2 and all(isinstance(v, int | float) for v in d)
+            if not ok or not (math.isfinite(d[0]) and math.isfinite(d[1]) and d[0] < d[1]):
+                raise ValueError(f"{w}input_domain = {d!r}; expected (low, high) with finite low < high, or None")
         check_choice(w + "milp_mode", self.milp_mode, MILP_MODES)
         check_float(w + "atol", self.atol, low=0.0)
         check_float(w + "rtol", self.rtol, low=0.0)
@@ -152,6 +165,7 @@ class VerifierConfig:
         check_int(w + "bab_leaf_unstable", self.bab_leaf_unstable, 0)
         check_float(w + "bab_leaf_seconds", self.bab_leaf_seconds, low=0.0, low_open=True)
         check_int(w + "bab_refine_chunk", self.bab_refine_chunk, 0)
+        check_int(w + "bab_fsb", self.bab_fsb, 0)
 
 
 def resolved_config(config: object, overrides: Mapping[str, Any]) -> VerifierConfig:

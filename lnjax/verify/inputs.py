@@ -67,52 +67,64 @@ def checked_rows(spec: object, num_classes: int) -> SpecRows:
     return spec.rows(num_classes)
 
 
-def checked_corner(name: str, x: object, shape: tuple[int, ...]) -> np.ndarray:
+def checked_corner(
+    name: str, x: object, shape: tuple[int, ...], domain: tuple[float, float] | None = (0.0, 1.0)
+) -> np.ndarray:
     """One corner of a box as a float64 host copy (for the checks only), if it is a finite float array
-    of `shape` with values in [0, 1] up to `PIXEL_SLACK`.
+    of `shape` with values in `domain` up to `PIXEL_SLACK` of its width (None: any finite values).
 
     Raises:
       TypeError: not an array of numbers.
-      ValueError: an integer or bool array (boxes are float images in [0, 1]), another shape,
-        NaN or ±inf entries, or values far outside [0, 1] (another pixel scale).
+      ValueError: an integer or bool array (boxes are float images), another shape, NaN or ±inf
+        entries, or values far outside `domain` (another pixel scale).
     """
+    where = "" if domain is None else f" in [{domain[0]:g}, {domain[1]:g}]"
     try:
         a = np.asarray(x)
     except (TypeError, ValueError):  # e.g. a ragged list
         a = np.asarray(None)
     if a.dtype.kind in "biu":
         raise ValueError(
-            f"{name} has dtype {a.dtype}; boxes are float images in [0, 1] (scale integer images by 1/255)"
+            f"{name} has dtype {a.dtype}; boxes are float images{where} (scale integer images by 1/255)"
         )
     if a.dtype == object:
-        raise TypeError(f"{name} = {describe(x)}; expected a float array of shape {shape} in [0, 1]")
+        raise TypeError(f"{name} = {describe(x)}; expected a float array of shape {shape}{where}")
     if not jnp.issubdtype(a.dtype, jnp.floating):
-        raise TypeError(f"{name} has dtype {a.dtype}; expected a float array of shape {shape} in [0, 1]")
+        raise TypeError(f"{name} has dtype {a.dtype}; expected a float array of shape {shape}{where}")
     if a.shape != shape:
         raise ValueError(f"{name} has shape {a.shape}; expected the input shape {shape}")
     a = a.astype(np.float64)
     bad = int(np.sum(~np.isfinite(a)))
     if bad:
         raise ValueError(
-            f"{name} has {bad} non-finite (NaN or inf) of {a.size} entries; a box must be finite, in [0, 1]"
+            f"{name} has {bad} non-finite (NaN or inf) of {a.size} entries; a box must be finite{where}"
         )
+    if domain is None:
+        return a
     low, high = float(a.min()), float(a.max())
-    if low < -PIXEL_SLACK or high > 1 + PIXEL_SLACK:
+    slack = PIXEL_SLACK * (domain[1] - domain[0])
+    if low < domain[0] - slack or high > domain[1] + slack:
         raise ValueError(
-            f"{name} spans [{low:g}, {high:g}]; boxes are float images in [0, 1] "
-            f"(scale 0..255 images by 1/255; overshoots up to {PIXEL_SLACK:g} are clipped)"
+            f"{name} spans [{low:g}, {high:g}]; boxes are float images{where} "
+            f"(scale 0..255 images by 1/255; overshoots up to {slack:g} are clipped; a network with "
+            "another input range: set VerifierConfig.input_domain)"
         )
     return a
 
 
-def checked_box(view: L.LayerView, x_lower: Any, x_upper: Any) -> tuple[jax.Array, jax.Array]:
-    """The box [x_lower, x_upper] clipped to [0, 1] as float32 arrays, once both corners pass
-    `checked_corner` and x_lower ≤ x_upper everywhere in float32 (else ValueError: an empty box;
-    compared before clipping, so a reversed pair outside [0, 1] is refused, not clipped to a point)."""
+def checked_box(
+    view: L.LayerView, x_lower: Any, x_upper: Any, domain: tuple[float, float] | None = (0.0, 1.0)
+) -> tuple[jax.Array, jax.Array]:
+    """The box [x_lower, x_upper] clipped to the input domain (None: as given) as float32 arrays,
+    once both corners pass `checked_corner` and x_lower ≤ x_upper everywhere in float32 (else
+    ValueError: an empty box; compared before clipping, so a reversed pair outside the domain is
+    refused, not clipped to a point)."""
     shape = tuple(view.input_shape)
-    lo = checked_corner("x_lower", x_lower, shape).astype(np.float32)
-    hi = checked_corner("x_upper", x_upper, shape).astype(np.float32)
-    empty = int(np.sum(lo > hi))
+    lo = jnp.asarray(checked_corner("x_lower", x_lower, shape, domain), jnp.float32)
+    hi = jnp.asarray(checked_corner("x_upper", x_upper, shape, domain), jnp.float32)
+    empty = int(jnp.sum(lo > hi))
     if empty:
         raise ValueError(f"empty box: x_lower > x_upper at {empty} of {lo.size} entries")
-    return B.clip_box(jnp.asarray(x_lower, jnp.float32), jnp.asarray(x_upper, jnp.float32))
+    if domain is None:
+        return lo, hi
+    return B.clip_box(lo, hi, *domain)

@@ -315,13 +315,16 @@ def _solve_milp(q: QueryContext, milp_net: LazyNetwork, worker: M.MilpWorker) ->
 
 
 def leaf_solver(milp_net: LazyNetwork, worker: Callable[[], M.MilpWorker]) -> Callable[..., M.MilpResult]:
-    """`solve(ctx, bounds, row_lower, seconds) -> MilpResult`: branch-and-bound's leaf MILP, the sign
-    question over the query's box with a subdomain's bounds (its phases fixed by the clamping), in
-    the worker, killed after `seconds`."""
+    """`solve(ctx, bounds, rows, row_lower, seconds) -> MilpResult`: branch-and-bound's leaf MILP, the
+    sign question of spec rows `rows` (the query's, or one of them for k = 1) over the query's box
+    with a subdomain's bounds (its phases fixed by the clamping), in the worker, killed after
+    `seconds`."""
 
-    def solve(ctx: QueryContext, bounds: Any, row_lower: np.ndarray, seconds: float) -> M.MilpResult:
+    def solve(
+        ctx: QueryContext, bounds: Any, rows: SpecRows, row_lower: np.ndarray, seconds: float
+    ) -> M.MilpResult:
         net = milp_net.get()
-        query = M.make_query(net, ctx.lo, ctx.hi, bounds, ctx.rows, row_lower)
+        query = M.make_query(net, ctx.lo, ctx.hi, bounds, rows, row_lower)
         base = ctx.cfg.milp_options or M.MilpOptions()
         options = base._replace(
             mode="sign",
@@ -341,7 +344,7 @@ def bab_stage(milp_net: LazyNetwork | None, worker: Callable[[], M.MilpWorker]) 
     seconds: dict[int, float] = {}  # batch timings, kept across this verifier's queries
 
     def run(ctx: QueryContext) -> Verdict | None:
-        return BB.Bab(ctx, BB.bound_for(ctx.cfg, ctx.k), leaf, seconds).run()
+        return BB.run(ctx, leaf, seconds)
 
     return Stage("bab", "bounds", _unpredicted, run)
 

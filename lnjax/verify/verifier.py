@@ -126,7 +126,7 @@ def make_verifier(
     def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
         t_start = time.monotonic()
         rows = checked_rows(spec, num_classes)
-        lo, hi = checked_box(view, x_lower, x_upper)
+        lo, hi = checked_box(view, x_lower, x_upper, cfg.input_domain)
         ctx = QueryContext(view, fns, cfg, t_start, lo, hi, rows, QueryKeys(*jax.random.split(key, 3)))
         for stage in stages:
             if stage.after is not None and ctx.out_of_time(stage.after):
@@ -152,7 +152,7 @@ def make_verifier(
     def warm_up(x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> float:
         t0 = time.monotonic()
         rows = checked_rows(spec, num_classes)
-        lo, hi = checked_box(view, x_lower, x_upper)
+        lo, hi = checked_box(view, x_lower, x_upper, cfg.input_domain)
         c, offset, k = jnp.asarray(rows.c), jnp.asarray(rows.offset), rows.k
         centre = (lo + hi) / 2
         out = [fns.logits(view, centre), fns.margin(view, centre, c, offset, k=k)]
@@ -176,7 +176,7 @@ def make_verifier(
             best = fns.alpha(view, lo, hi, best)
             out.append(fns.alpha_spec(view, lo, hi, c, best))
         if "bab" in names:
-            BB.warm_up(BB.bound_for(cfg, k), view, best, lo, hi, c, offset, cfg.bab_batch)
+            BB.warm_up(cfg, view, best, lo, hi, c, offset, k)
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
         if "milp" in names:
             milp_net.get()

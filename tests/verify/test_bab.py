@@ -292,3 +292,71 @@ def test_bab_stats_and_weakest_points():
         for x, m in v.weakest_points:
             assert np.all(x >= lo) and np.all(x <= hi)
             assert m == pytest.approx(float(spec.margin(models.apply_layers(view, jnp.asarray(x)))), abs=1e-6)
+
+
+JIT_BOUND = jax.jit(
+    BC.bound_domain, static_argnames=("k", "steps", "lr_alpha", "lr_beta", "refine_chunk", "fsb")
+)
+
+
+def fsb_choice_gap(candidates):
+    """At a root domain of random boxes: the best worse-child bound over every free neuron, minus
+    the chosen neuron's (each child bounded by `bound_domain` with the parent's α, β and no steps);
+    ≤ 0 means the filtered smart branching chose the best candidate."""
+    view = tiny(2, hidden=(5, 4))
+    rng = np.random.default_rng(5)
+    gaps = []
+    for _ in range(3):
+        lo, hi = random_box(rng, 3, 0.3, 0.5)
+        spec = SPECS["argmax"](int(np.argmax(models.apply_layers(view, jnp.asarray((lo + hi) / 2)))))
+        rows = spec.rows(4)
+        c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
+        root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+        layout = BC.split_layout(view, root)
+        s0 = jnp.zeros(layout.total, jnp.int32)
+        a0 = BC.init_alphas(layout, root, s0, len(off))
+        bound = functools.partial(JIT_BOUND, view, root, lo, hi, c, off, k=1, lr_alpha=0.1, lr_beta=0.1)
+        res = bound(s0, a0, jnp.zeros_like(a0), steps=10, fsb=candidates)
+        free = np.flatnonzero(np.asarray(res.score) >= 0)
+        if len(free) < 2:
+            continue
+
+        def worse_child(n):
+            kids = [
+                bound(jnp.asarray(s, jnp.int32), res.alphas, res.betas, steps=0)
+                for s in BB.children(np.zeros(layout.total, np.int32), int(n))
+            ]
+            # a child's rows are never below its parent's (as in `choose_branch` and `Bab`)
+            kid_rows = [np.maximum(np.asarray(r.row_lower), np.asarray(res.row_lower)) for r in kids]
+            return min(BB.domain_lower(r[None], rows.offset, 1)[0] for r in kid_rows)
+
+        values = {int(n): worse_child(n) for n in free}
+        gaps.append(max(values.values()) - values[int(res.branch)])
+    assert gaps
+    return max(gaps)
+
+
+def test_fsb_picks_the_best_worse_child_and_a_flipped_choice_is_caught(monkeypatch):
+    """With every free neuron a candidate, the branch is the one whose worse child bounds highest;
+    with the comparison flipped (the deliberate bug) it is not."""
+    assert fsb_choice_gap(candidates=64) <= 1e-4
+    real = BC.choose_branch
+    monkeypatch.setattr(BC, "choose_branch", lambda score, n, child: real(score, n, lambda i, p: -child(i, p)))
+    JIT_BOUND.clear_cache()  # retrace with the flipped rule
+    try:
+        assert fsb_choice_gap(candidates=64) > 1e-3
+    finally:
+        JIT_BOUND.clear_cache()
+
+
+def test_each_row_is_proven_and_a_dropped_row_is_caught(monkeypatch):
+    """Argmax: branch-and-bound runs one row at a time (`row_groups`, weakest first); ROBUST needs every
+    open row proven. Keeping only the first row (the deliberate bug) calls non-robust boxes robust."""
+    view, results = run_boxes(0, 12, names=("argmax",))
+    check_against_exact(view, results)
+    assert any(v.stats.bab.get("rows", 0) > 1 for *_, v, _ in results)  # several rows were branched
+    real = BB.row_groups
+    monkeypatch.setattr(BB, "row_groups", lambda ctx: real(ctx)[:1])
+    view, results = run_boxes(0, 12, names=("argmax",))
+    with pytest.raises(AssertionError):
+        check_against_exact(view, results)

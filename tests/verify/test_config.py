@@ -42,6 +42,9 @@ def test_defaults_are_valid_and_frozen():
         ("stages", "pgd,milp"),
         ("stages", None),
         ("stages", ("pgd", 3)),
+        ("input_domain", (1.0, 0.0)),
+        ("input_domain", (0.0, math.inf)),
+        ("input_domain", [0.0, 1.0]),
     ],
 )
 def test_bad_value_is_one_line_naming_the_field(field, value):

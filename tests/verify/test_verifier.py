@@ -679,3 +679,26 @@ def test_only_bound_stages_are_predicted(view0):
         "bab": None,
         "milp": None,
     }
+
+
+def test_input_domain_none_verifies_the_box_as_given(view0):
+    """An imported network's box (signed inputs) is verified exactly, never clipped to [0, 1]: the
+    default refuses it, input_domain=None keeps it, and a clipped verification would differ."""
+    lo, hi = np.full(3, -1.0, np.float32), np.full(3, -0.2, np.float32)
+    with pytest.raises(ValueError, match="input_domain"):
+        make_verifier(view0, worker=NeverSolve())(jax.random.key(0), lo, hi, Argmax(0))
+    verify = make_verifier(view0, stages=("pgd",), input_domain=None, worker=NeverSolve())
+    for label in range(int(view0.output_shapes[-1][0])):
+        v = verify(jax.random.key(0), lo, hi, Argmax(label))
+        for x, _ in v.weakest_points:  # every point scored lies in the box as given
+            assert np.all(x >= lo) and np.all(x <= hi)
+        if v.counterexample is not None:
+            assert np.all(v.counterexample < 0)
+    # a box partly inside [0, 1]: the default clips it, None does not
+    lo2, hi2 = np.full(3, -0.3, np.float32), np.full(3, 0.2, np.float32)
+    clipped = make_verifier(view0, stages=(), worker=NeverSolve())(jax.random.key(0), lo2, hi2, Argmax(0))
+    exact = make_verifier(view0, stages=(), input_domain=None, worker=NeverSolve())(
+        jax.random.key(0), lo2, hi2, Argmax(0)
+    )
+    assert exact.proven_bound is not None and clipped.proven_bound is not None
+    assert exact.proven_bound < clipped.proven_bound  # the larger box has the looser bound
