@@ -166,12 +166,20 @@ def box(x: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
 
 def settings_of(method: str, args, fp: str) -> dict[str, Any]:
     """What a row's answer depends on besides the instance; rows with other settings are not reused."""
-    return {
+    out = {
         "time_limit": args.time_limit,
         "stages": list(method_stages(method, args)),
         "seed": args.seed,
         "params": fp,
     }
+    if "bab" in out["stages"]:  # the branch-and-bound's options (defaults changed with measurements)
+        defaults = V.VerifierConfig()
+        out["bab_options"] = {
+            f.name: getattr(defaults, f.name)
+            for f in dataclasses.fields(defaults)
+            if f.name.startswith("bab_")
+        }
+    return out
 
 
 def row_key(row: dict[str, Any]) -> tuple:
