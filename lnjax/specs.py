@@ -183,7 +183,51 @@ class Threshold:
         return margin_from_rows(self.rows(logits.shape[-1]), logits)
 
 
-Spec = TopK | Argmax | Threshold
+@dataclasses.dataclass(frozen=True, eq=False)
+class Linear:
+    """A general linear property: every row holds, c_i · z + d_i > 0 (margin = the smallest row).
+
+    The form of a VNN-LIB output property whose counterexample region is a disjunction of single
+    linear constraints ("violated iff some c_i · z + d_i ≤ 0", e.g. argmax robustness written as
+    `(or (and (>= Y_j Y_t)) ...)`); `lnjax.io.vnnlib` builds it.
+
+    Attributes:
+      c: [M, K] rows over the logits; offset: [M] constants (float32 copies are kept).
+    """
+
+    c: np.ndarray
+    offset: np.ndarray
+
+    def __post_init__(self) -> None:
+        c = np.asarray(self.c, np.float32)
+        off = np.asarray(self.offset, np.float32)
+        if c.ndim != 2 or off.shape != (c.shape[0],) or c.shape[0] < 1:
+            raise ValueError(
+                f"Linear spec needs c [M, K] and offset [M] with M ≥ 1, got {c.shape} and {off.shape}"
+            )
+        if not (np.all(np.isfinite(c)) and np.all(np.isfinite(off))):
+            raise ValueError("Linear spec rows must be finite")
+        object.__setattr__(self, "c", c)
+        object.__setattr__(self, "offset", off)
+
+    @property
+    def name(self) -> str:
+        return "linear"
+
+    def rows(self, num_classes: int) -> SpecRows:
+        """The rows as given; margin = min_i (c_i · z + d_i)."""
+        if self.c.shape[1] != num_classes:
+            raise ValueError(
+                f"Linear spec rows have {self.c.shape[1]} columns; the network has {num_classes} outputs"
+            )
+        return SpecRows(c=self.c, offset=self.offset, k=1)
+
+    def margin(self, logits: jax.Array) -> jax.Array:
+        """logits: [..., K] -> [...]."""
+        return margin_from_rows(self.rows(logits.shape[-1]), logits)
+
+
+Spec = TopK | Argmax | Threshold | Linear
 
 
 # ---------------------------------------------------------------------------- attack margins per label

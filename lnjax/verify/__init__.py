@@ -6,7 +6,7 @@ References:
   ICLR 2019 (MIPVerify).
 """
 
-from lnjax.specs import Argmax, Spec, SpecRows, Threshold, TopK, kth_smallest, margin_from_rows
+from lnjax.specs import Argmax, Linear, Spec, SpecRows, Threshold, TopK, kth_smallest, margin_from_rows
 from lnjax.types import VerifyFn
 from lnjax.verify.config import MILP_MODES, STAGES, VerifierConfig
 from lnjax.verify.milp import (
@@ -33,6 +33,7 @@ __all__ = [
     "Spec",
     "SpecRows",
     "Status",
+    "Linear",
     "Threshold",
     "TopK",
     "Verdict",

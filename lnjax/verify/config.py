@@ -135,7 +135,9 @@ class VerifierConfig:
             d = self.input_domain
             ok = isinstance(d, tuple) and len(d) == 2 and all(isinstance(v, int | float) for v in d)
             if not ok or not (math.isfinite(d[0]) and math.isfinite(d[1]) and d[0] < d[1]):
-                raise ValueError(f"{w}input_domain = {d!r}; expected (low, high) with finite low < high, or None")
+                raise ValueError(
+                    f"{w}input_domain = {d!r}; expected (low, high) with finite low < high, or None"
+                )
         check_choice(w + "milp_mode", self.milp_mode, MILP_MODES)
         check_float(w + "atol", self.atol, low=0.0)
         check_float(w + "rtol", self.rtol, low=0.0)

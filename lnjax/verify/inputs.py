@@ -21,7 +21,7 @@ import numpy as np
 
 from lnjax import bounds as B
 from lnjax.models import layers as L
-from lnjax.specs import Argmax, SpecRows, Threshold, TopK
+from lnjax.specs import Argmax, Linear, SpecRows, Threshold, TopK
 
 # Overshoots of [0, 1] up to this much (an ε-box around a pixel near 0 or 1) are clipped; beyond it
 # the box is taken to be on another scale (0..255, [-1, 1]) and refused.
@@ -62,8 +62,10 @@ def checked_view(view: object) -> L.LayerView:
 def checked_rows(spec: object, num_classes: int) -> SpecRows:
     """The spec's rows over `num_classes` logits; TypeError if it is not a `lnjax.specs` spec (a
     ValueError from the spec itself if its target or k does not fit the network)."""
-    if not isinstance(spec, TopK | Argmax | Threshold):
-        raise TypeError(f"spec = {describe(spec)}; expected a TopK, Argmax or Threshold (lnjax.specs)")
+    if not isinstance(spec, TopK | Argmax | Threshold | Linear):
+        raise TypeError(
+            f"spec = {describe(spec)}; expected a TopK, Argmax, Threshold or Linear (lnjax.specs)"
+        )
     return spec.rows(num_classes)
 
 

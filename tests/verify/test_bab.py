@@ -341,7 +341,9 @@ def test_fsb_picks_the_best_worse_child_and_a_flipped_choice_is_caught(monkeypat
     with the comparison flipped (the deliberate bug) it is not."""
     assert fsb_choice_gap(candidates=64) <= 1e-4
     real = BC.choose_branch
-    monkeypatch.setattr(BC, "choose_branch", lambda score, n, child: real(score, n, lambda i, p: -child(i, p)))
+    monkeypatch.setattr(
+        BC, "choose_branch", lambda score, n, child: real(score, n, lambda i, p: -child(i, p))
+    )
     JIT_BOUND.clear_cache()  # retrace with the flipped rule
     try:
         assert fsb_choice_gap(candidates=64) > 1e-3

@@ -81,3 +81,18 @@ def test_pgd_box_stays_in_box_and_improves_on_the_centre():
     grid = jnp.stack(jnp.meshgrid(*[jnp.linspace(a, b, 9) for a, b in zip(lo, hi, strict=True)]), -1)
     grid_min = float(jnp.min(spec.margin(models.apply_layers_batch(view, grid.reshape(-1, 4)))))
     assert float(res.margin) <= grid_min + 0.05 * abs(grid_min) + 1e-3
+
+
+def test_linear_spec_is_the_minimum_of_its_rows_and_matches_argmax():
+    """Linear(c, d): margin = min_i (c_i · z + d_i); with Argmax's rows it is Argmax."""
+    z = jnp.asarray([[0.5, 2.0, -1.0], [3.0, 0.0, 1.0]])
+    lin = specs.Linear(c=np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 1.0]]), offset=np.array([0.25, 2.0]))
+    np.testing.assert_allclose(lin.margin(z), [min(0.75, 2.0 - 2.0 - 1.0), min(3.25, 3.0)], rtol=1e-6)
+    rows = specs.Argmax(1).rows(3)
+    np.testing.assert_allclose(
+        specs.Linear(rows.c, rows.offset).margin(z), specs.Argmax(1).margin(z), rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="columns"):
+        lin.rows(4)
+    with pytest.raises(ValueError, match="finite"):
+        specs.Linear(c=np.array([[np.nan, 0.0]]), offset=np.zeros(1))

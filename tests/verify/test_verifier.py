@@ -399,7 +399,7 @@ def test_wrong_spec_is_a_type_error_at_verify(view0, spec):
     for call in (lambda: verify(jax.random.key(0), lo, hi, spec), lambda: verify.warm_up(lo, hi, spec)):
         with pytest.raises(TypeError) as e:
             call()
-        assert "expected a TopK, Argmax or Threshold (lnjax.specs)" in one_line(e)
+        assert "expected a TopK, Argmax, Threshold or Linear (lnjax.specs)" in one_line(e)
 
 
 BAD_BOXES = {
