@@ -284,3 +284,18 @@ def test_cli_in_a_subprocess_with_the_default_verifier(nets, tmp_path):
         assert f'"result": "{result}"' in proc.stdout.strip().splitlines()[-1]
         if result == "sat":
             _check_sat_file(out.read_text(), onnx_path, vnnlib, (6,), 3)
+
+
+def test_without_onnxruntime_the_float64_forward_rechecks(nets, tmp_path, monkeypatch):
+    model, params, onnx_path = nets["cnn"]
+    monkeypatch.setattr(vnncomp, "_onnxruntime_session", lambda path: None)
+    x = np.full(model.input_shape, 0.5, np.float32)
+    label = int(np.argmin(_logits(model, params, x)))
+    lo, hi = (np.float32(v).transpose(2, 0, 1) for v in (x - 0.01, x + 0.01))
+    vnnlib = _property(tmp_path, "fails", lo, hi, label)
+    own = vnncomp.VerifierCache(VerifierConfig(stages=STAGES))
+    res = vnncomp.run_instance(onnx_path, vnnlib, 20.0, key=jax.random.key(0), verifier_cache=own)
+    assert res.result == "sat", res.notes
+    (net,) = own._networks.values()
+    assert net.session is None and net.evaluator == "lnjax float64 forward"
+    _check_sat_file(res.file_text(), onnx_path, vnnlib, (2, 3, 4), 3)
