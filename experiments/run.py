@@ -31,6 +31,7 @@ EXPERIMENTS = {
     "neighborhood": "experiments.neighborhood",
     "boundary": "experiments.boundary",
     "panel": "experiments.panel",
+    "vnncomp": "experiments.vnncomp",
 }
 
 

@@ -141,6 +141,8 @@ _LAZY = {
     "load_vnnlib": "vnnlib",
     "nchw_to_nhwc": "vnnlib",
     "nhwc_to_nchw": "vnnlib",
+    "read_counterexample": "vnnlib",
+    "to_spec": "vnnlib",
     "violated": "vnnlib",
     "write_vnnlib": "vnnlib",
 }

@@ -17,6 +17,11 @@ some disjunct A @ y <= b holds in every row". Strict comparisons are read as non
 violation. Every X_i must end with finite bounds lower <= upper; bounds come back as float32,
 rounded outward (a box that contains the file's box).
 
+`to_spec` maps a case's disjuncts onto the verifier's `lnjax.specs.Linear` when each disjunct is a
+single linear constraint (argmax robustness and the like; a conjunction inside a disjunct is a clear
+error). `counterexample_text` / `read_counterexample` write and read the competition's
+`((X_0 v) ... (Y_0 v) ...)` counterexample list; `violated` checks outputs against the disjuncts.
+
 References:
   VNN-LIB standard, https://www.vnnlib.org; VNN-COMP rules (e.g. https://sites.google.com/view/vnn2024):
   property semantics, the `X_i` / `Y_j` naming, and the counterexample format of `counterexample_text`.
@@ -28,11 +33,14 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from lnjax.io import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from lnjax.specs import Linear
 
 Disjunct = tuple[np.ndarray, np.ndarray]
 """(A [m, K] float64, b [m] float64): the output constraints A @ y <= b of one disjunct."""
@@ -138,7 +146,7 @@ def _show(e: _Sym | _List) -> str:
 # ----------------------------------------------------------------------------- formulas
 
 
-Linear = tuple[dict[str, float], float]  # (coefficients by variable, constant)
+_Term = tuple[dict[str, float], float]  # a linear term: (coefficients by variable, constant)
 
 
 class _Reader:
@@ -189,7 +197,7 @@ class _Reader:
                     f"{prefix}_0..{prefix}_{n - 1} ({what}){detail}"
                 )
 
-    def linear(self, e: _Sym | _List) -> Linear:
+    def linear(self, e: _Sym | _List) -> _Term:
         if isinstance(e, _Sym):
             if _NUMBER.fullmatch(e.text):
                 return {}, float(e.text)
@@ -239,7 +247,7 @@ class _Reader:
                 out.append(self.literal(_sum([lhs, _scaled(rhs, -1.0)]), e))
         return [i for i in out if i >= 0]
 
-    def literal(self, expr: Linear, e: _List) -> int:
+    def literal(self, expr: _Term, e: _List) -> int:
         """Index of the literal `expr <= 0` (-1: always true)."""
         coeffs, const = expr
         coeffs = {k: v for k, v in coeffs.items() if v != 0}
@@ -301,7 +309,7 @@ class _Reader:
         return terms
 
 
-def _sum(parts: Sequence[Linear]) -> Linear:
+def _sum(parts: Sequence[_Term]) -> _Term:
     coeffs: dict[str, float] = {}
     for c, _ in parts:
         for k, v in c.items():
@@ -309,7 +317,7 @@ def _sum(parts: Sequence[Linear]) -> Linear:
     return coeffs, sum(k for _, k in parts)
 
 
-def _scaled(t: Linear, f: float) -> Linear:
+def _scaled(t: _Term, f: float) -> _Term:
     return {k: v * f for k, v in t[0].items()}, t[1] * f
 
 
@@ -440,6 +448,49 @@ def argmax_disjuncts(label: int, num_classes: int) -> tuple[Disjunct, ...]:
     return tuple(out)
 
 
+def to_spec(disjuncts: Sequence[Disjunct], num_outputs: int) -> Linear:
+    """The verifier's spec of a case's output property: robust iff no disjunct holds anywhere.
+
+    Each disjunct must be one linear constraint a_i · y <= b_i (the competition's robustness form
+    `(or (and (>= Y_j Y_t)) ...)`, or a single top-level output assertion); then the property holds
+    iff a_i · y - b_i > 0 for every i, i.e. `lnjax.specs.Linear(c=A, offset=-b)` (margin = the
+    smallest row). A disjunct without output constraints (the input box alone is a counterexample)
+    becomes the row 0 · y + 0, which is never > 0.
+
+    Args:
+      disjuncts: a case's disjuncts (`VnnlibCase.disjuncts`), each (A [m, K], b [m]).
+      num_outputs: K, the network's number of outputs.
+
+    Returns:
+      `lnjax.specs.Linear` with one row per disjunct, in order.
+
+    Raises:
+      VnnlibError: a disjunct with several constraints (a conjunction, e.g. ACAS Xu property 3: "Y_0
+        is minimal" is Y_0 <= Y_j for every j at once), which a minimum of rows cannot express, or a
+        row over another number of outputs.
+    """
+    # lnjax.specs pulls in jax; imported here so that reading and writing files stays numpy-only.
+    from lnjax.specs import Linear
+
+    if not disjuncts:
+        raise VnnlibError("no output disjuncts; expected at least one (A, b)")
+    rows, offsets = [], []
+    for i, (a, b) in enumerate(disjuncts):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64).reshape(-1)
+        if a.ndim != 2 or a.shape[1] != num_outputs or len(b) != len(a):
+            raise VnnlibError(
+                f"disjunct {i} has A {a.shape} and b {b.shape}; expected [m, {num_outputs}] and [m]"
+            )
+        if len(a) > 1:
+            raise VnnlibError(
+                f"disjunct {i}: a conjunction of {len(a)} output constraints in one disjunct is not "
+                "supported yet (only disjunctions of single linear constraints, e.g. argmax robustness)"
+            )
+        rows.append(a[0] if len(a) else np.zeros(num_outputs))
+        offsets.append(-b[0] if len(a) else 0.0)
+    return Linear(c=np.stack(rows), offset=np.asarray(offsets))
+
+
 def violated(disjuncts: Sequence[Disjunct], y: np.ndarray, *, tol: float = 0.0) -> bool:
     """True iff the outputs y [K] satisfy some disjunct (A @ y <= b + tol in every row)."""
     y = np.asarray(y, np.float64).reshape(-1)
@@ -511,3 +562,39 @@ def counterexample_text(x: np.ndarray, y: np.ndarray) -> str:
         f"(Y_{j} {float(v)!r})" for j, v in enumerate(ys)
     ]
     return "(" + "\n ".join(pairs) + ")"
+
+
+def read_counterexample(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of `counterexample_text`: (x [n] float64, y [K] float64) from `((X_0 v) ... (Y_0 v)
+    ...)`, also with a leading "sat" line (a whole VNN-COMP result file). Entries may come in any
+    order; every X_0..X_{n-1} and Y_0..Y_{K-1} must appear once.
+
+    Raises:
+      VnnlibError: text that is not such a list (unbalanced, a missing or repeated entry, a bad number).
+    """
+    body = text.strip()
+    if body.split("\n", 1)[0].strip() == "sat":
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+    exprs = _parse(body, "counterexample")
+    if len(exprs) != 1 or not isinstance(exprs[0], _List):
+        raise VnnlibError(
+            f"counterexample: expected one list ((X_0 v) ... (Y_0 v) ...), got {len(exprs)} items"
+        )
+    values: dict[str, dict[int, float]] = {"X": {}, "Y": {}}
+    for pair in exprs[0].items:
+        ok = isinstance(pair, _List) and len(pair.items) == 2 and all(isinstance(i, _Sym) for i in pair.items)
+        m = _VAR.fullmatch(pair.items[0].text) if ok else None
+        if m is None or not _NUMBER.fullmatch(pair.items[1].text):
+            raise VnnlibError(f"counterexample: expected (X_i value) or (Y_j value), got {_show(pair)}")
+        kind, index = m.group(1), int(m.group(2))
+        if index in values[kind]:
+            raise VnnlibError(f"counterexample: {kind}_{index} appears twice")
+        values[kind][index] = float(pair.items[1].text)
+    out = []
+    for kind in ("X", "Y"):
+        got = values[kind]
+        if not got or sorted(got) != list(range(len(got))):
+            missing = min(set(range(max(got, default=-1) + 2)) - set(got))
+            raise VnnlibError(f"counterexample: {kind}_{missing} is missing")
+        out.append(np.array([got[i] for i in range(len(got))], np.float64))
+    return out[0], out[1]

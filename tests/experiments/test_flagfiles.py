@@ -11,7 +11,7 @@ import jax
 import pytest
 from ml_collections import ConfigDict
 
-from experiments import attack, boundary, neighborhood, panel, queries, run, train, verify
+from experiments import attack, boundary, neighborhood, panel, queries, run, train, verify, vnncomp
 from lnjax import models
 from lnjax.attacks.config import ATTACKS
 
@@ -76,6 +76,8 @@ def test_flag_file_parses_and_its_config_is_built(flagfile):
         settings = boundary.validate(c)
         assert set(settings.attacks) <= set(ATTACKS) and settings.runs
         assert all(callable(settings.attack_settings.make(n)) for n in settings.attacks)
+    elif c.experiment == "vnncomp":
+        assert vnncomp.validate(c).stages
     else:
         assert c.experiment == "panel"
         assert panel.validate(c)

@@ -19,6 +19,8 @@ from lnjax.io.vnnlib import (
     load_vnnlib,
     nchw_to_nhwc,
     nhwc_to_nchw,
+    read_counterexample,
+    to_spec,
     violated,
     write_vnnlib,
 )
@@ -239,6 +241,65 @@ def test_counterexample_text_has_full_precision():
     assert text == "((X_0 0.10000000149011612)\n (X_1 0.20000000298023224)\n (Y_0 0.3333333432674408))"
     values = [float(part.split()[1].rstrip(")")) for part in text.split("\n")]
     np.testing.assert_array_equal(np.float32(values), np.float32([0.1, 0.2, 1 / 3]))
+
+
+def test_to_spec_maps_single_constraint_disjuncts_onto_linear_rows(tmp_path):
+    """Argmax robustness and a general disjunction of single constraints: the spec's margin is > 0
+    exactly when no disjunct holds (checked on random outputs, ties included)."""
+    path = _file(
+        tmp_path,
+        _declare(1, 3),
+        _box(1),
+        """
+        (assert (or (and (>= Y_0 Y_1)) (and (<= (+ Y_2 (* 0.5 Y_0)) 0.25)) (and (>= Y_2 Y_1))))
+        """,
+    )
+    (case,) = load_vnnlib(path, (1,), 3).cases
+    spec = to_spec(case.disjuncts, 3)
+    # violated iff Y_1 - Y_0 <= 0, 0.5 Y_0 + Y_2 <= 0.25 or Y_1 - Y_2 <= 0: robust iff every row a·y - b > 0
+    np.testing.assert_array_equal(spec.c, np.float32([[-1, 1, 0], [0.5, 0, 1], [0, 1, -1]]))
+    np.testing.assert_array_equal(spec.offset, np.float32([0, -0.25, 0]))
+    rng = np.random.default_rng(0)
+    ys = np.concatenate([rng.integers(-2, 3, (200, 3)) / 4.0, rng.normal(size=(200, 3))])
+    for y in ys:
+        assert (float(spec.margin(np.float32(y))) > 0) == (not violated(case.disjuncts, y)), y
+    argmax = to_spec(argmax_disjuncts(1, 3), 3)
+    assert argmax.rows(3).k == 1 and float(argmax.margin(np.float32([0.0, 1.0, 0.5]))) == 0.5
+    always = to_spec(
+        [(np.zeros((0, 3)), np.zeros(0))], 3
+    )  # no output constraint: the box is a counterexample
+    assert float(always.margin(np.float32([1.0, 2.0, 3.0]))) == 0.0
+
+
+def test_to_spec_refuses_a_conjunction_in_a_disjunct(tmp_path):
+    """ACAS Xu property 3's form ("Y_0 is minimal": every Y_0 <= Y_j at once) is not a minimum of rows."""
+    path = _file(
+        tmp_path,
+        _declare(1, 3),
+        _box(1),
+        "(assert (<= Y_0 Y_1))\n(assert (<= Y_0 Y_2))",
+    )
+    (case,) = load_vnnlib(path, (1,), 3).cases
+    with pytest.raises(
+        VnnlibError, match="disjunct 0: a conjunction of 2 output constraints in one disjunct"
+    ):
+        to_spec(case.disjuncts, 3)
+    with pytest.raises(VnnlibError, match=r"expected \[m, 4\]"):
+        to_spec(case.disjuncts[:1], 4)
+
+
+def test_read_counterexample_inverts_counterexample_text():
+    x = np.float32([[0.1, -2.5e-8], [3.0, 0.0]])
+    y = np.float32([1 / 3, -7.0])
+    got_x, got_y = read_counterexample("sat\n" + counterexample_text(x, y) + "\n")
+    np.testing.assert_array_equal(got_x, np.float64(x.reshape(-1)))
+    np.testing.assert_array_equal(got_y, np.float64(y))
+    with pytest.raises(VnnlibError, match="X_1 is missing"):
+        read_counterexample("((X_0 1.0) (X_2 0.5) (Y_0 0.0))")
+    with pytest.raises(VnnlibError, match="Y_0 appears twice"):
+        read_counterexample("((X_0 1.0) (Y_0 0.0) (Y_0 1.0))")
+    with pytest.raises(VnnlibError, match="expected \\(X_i value\\)"):
+        read_counterexample("((X_0 one) (Y_0 0.0))")
 
 
 def test_lnjax_io_reexports_lazily():
