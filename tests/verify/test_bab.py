@@ -295,6 +295,17 @@ def test_bab_stats_and_weakest_points():
             assert m == pytest.approx(float(spec.margin(models.apply_layers(view, jnp.asarray(x)))), abs=1e-6)
 
 
+def worse_child(bound, parent, total, offset, n):
+    """The lower of the two children's margin bounds when the root is split on neuron n (each child
+    bounded by `bound` with the parent's α, β; its rows never below the parent's, as in `Bab`)."""
+    kids = [
+        bound(jnp.asarray(s, jnp.int32), parent.alphas, parent.betas)
+        for s in BB.children(np.zeros(total, np.int32), n)
+    ]
+    rows = [np.maximum(np.asarray(r.row_lower), np.asarray(parent.row_lower)) for r in kids]
+    return min(BB.domain_lower(r[None], offset, 1)[0] for r in rows)
+
+
 JIT_BOUND = jax.jit(
     BC.bound_domain, static_argnames=("k", "steps", "lr_alpha", "lr_beta", "refine_chunk", "fsb")
 )
@@ -325,16 +336,7 @@ def fsb_choice_gap(candidates):
         if len(free) < 2:
             continue
 
-        def worse_child(n):
-            kids = [
-                bound(jnp.asarray(s, jnp.int32), res.alphas, res.betas)
-                for s in BB.children(np.zeros(layout.total, np.int32), int(n))
-            ]
-            # a child's rows are never below its parent's (as in `choose_branch` and `Bab`)
-            kid_rows = [np.maximum(np.asarray(r.row_lower), np.asarray(res.row_lower)) for r in kids]
-            return min(BB.domain_lower(r[None], rows.offset, 1)[0] for r in kid_rows)
-
-        values = {int(n): worse_child(n) for n in free}
+        values = {int(n): worse_child(bound, res, layout.total, rows.offset, int(n)) for n in free}
         gaps.append(max(values.values()) - values[int(res.branch)])
     assert gaps
     return max(gaps)
