@@ -49,6 +49,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lnjax import bounds as B
 from lnjax.models import layers as L
@@ -177,6 +178,10 @@ def make_verifier(
             out.append(fns.alpha_spec(view, lo, hi, c, best))
         if "bab" in names:
             BB.warm_up(cfg, view, best, lo, hi, c, offset, k)
+            if cfg.bab_attack_every:  # bab's box PGD: one row for k = 1, from a host-made point
+                rc, ro = (c[:1], offset[:1]) if k == 1 else (c, offset)
+                x_host = jnp.asarray(np.asarray(centre), jnp.float32)
+                out.append(fns.pgd(jax.random.key(0), view, lo, hi, rc, ro, x_host, k=k).x)
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
         if "milp" in names:
             milp_net.get()
