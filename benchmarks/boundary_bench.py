@@ -67,21 +67,6 @@ def parse_args(argv):
     return args
 
 
-def ensure_model():
-    """(model, params, test split) of the cached mnist_normal run (prepares MNIST and trains if missing)."""
-    from experiments.configs.train import get_config
-    from experiments.runs import load_split, load_trained
-    from lnjax import data
-
-    config = get_config("mnist_normal")
-    if not (Path(config.data.data_dir) / "mnist.npz").is_file():
-        common.log(f"preparing MNIST in {config.data.data_dir} (one-off)")
-        data.prepare_mnist(config.data.data_dir)
-    workdir = common.ensure_trained("mnist_normal", config)
-    model, params, tc = load_trained(workdir)
-    return model, params, load_split(tc, "test")
-
-
 def run_method(distances, apply_fn, params, x, dirs, batch):
     """BoundaryDistances of all images (numpy) and seconds, after a warm-up call on the first batch."""
     jax.block_until_ready(distances(apply_fn, params, jnp.asarray(x[:batch]), dirs))
@@ -132,7 +117,7 @@ def main(argv=None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from lnjax import boundary as B
 
-    model, params, test = ensure_model()
+    model, params, test = common.ensure_mnist_normal()
     apply_fn = lambda p, x: model.apply({"params": p}, x)
     predict = jax.jit(lambda p, x: jnp.argmax(apply_fn(p, x), -1))
     pool = min(test.num_examples, 4 * args.images + 100)

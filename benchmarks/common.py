@@ -153,6 +153,21 @@ def ensure_trained_model(
     return workdir, params, read_json(workdir / "metrics.json")
 
 
+def ensure_mnist_normal():
+    """(model, params, test split) of the cached mnist_normal run (prepares MNIST and trains if missing)."""
+    from experiments.configs.train import get_config
+    from experiments.runs import load_split, load_trained
+    from lnjax import data
+
+    config = get_config("mnist_normal")
+    if not (Path(config.data.data_dir) / "mnist.npz").is_file():
+        log(f"preparing MNIST in {config.data.data_dir} (one-off)")
+        data.prepare_mnist(config.data.data_dir)
+    workdir = ensure_trained("mnist_normal", config)
+    model, params, tc = load_trained(workdir)
+    return model, params, load_split(tc, "test")
+
+
 def params_fingerprint(params) -> str:
     """A short hash of a params tree (cached results of one model are never reused for another)."""
     import hashlib

@@ -77,21 +77,6 @@ def parse_args(argv):
     return args
 
 
-def ensure_model():
-    """(model, params, test split) of the cached mnist_normal run (prepares MNIST and trains if missing)."""
-    from experiments.configs.train import get_config
-    from experiments.runs import load_split, load_trained
-    from lnjax import data
-
-    config = get_config("mnist_normal")
-    if not (Path(config.data.data_dir) / "mnist.npz").is_file():
-        common.log(f"preparing MNIST in {config.data.data_dir} (one-off)")
-        data.prepare_mnist(config.data.data_dir)
-    workdir = common.ensure_trained("mnist_normal", config)
-    model, params, tc = load_trained(workdir)
-    return model, params, load_split(tc, "test")
-
-
 def build_queries(view, net, test, args):
     """[{image, label, eps, patch (row, col), lo, hi, query, safety}] and the CROWN seconds."""
     n = min(args.pool, test.num_examples)
@@ -195,7 +180,7 @@ def disagreement(q, mode: str, a: dict, b: dict, options: M.MilpOptions) -> str 
 def main(argv=None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     t_start = time.monotonic()
-    model, params, test = ensure_model()
+    model, params, test = common.ensure_mnist_normal()
     view = models.layer_view(model, params)
     net = M.network_from_view(view)
     queries, crown_s = build_queries(view, net, test, args)
