@@ -16,8 +16,9 @@ one entry per ReLU input neuron (the "split layout", all ReLU layers flattened i
 3. α and β optimised together by Adam (projected: α into [0, 1], β ≥ 0 and zero on free neurons),
    warm-started from the parent's, each row keeping the best bound seen.
 
-`bound_domain` also returns, for the branching step, the BaBSR score of every free unstable neuron
-and the input point minimising the linear bound of the deciding row (a candidate counterexample).
+`bound_domain` also returns, for the branching step, the neuron to split next (BaBSR scores,
+optionally filtered smart branching: `choose_branch`) and the input point minimising the linear
+bound of the deciding row (a candidate counterexample).
 It is per domain; callers vmap it over a batch of domains and jit the outer call.
 
 References:
@@ -177,7 +178,6 @@ class DomainBound(NamedTuple):
     Attributes:
       row_lower: [M] lower bounds of c·z (no offset) over the subdomain.
       alphas, betas: [M, total] the optimised slopes and multipliers (the children's warm start).
-      score: [total] BaBSR score of each free unstable neuron (−1 elsewhere).
       free: [] number of free unstable neurons.
       x_star: [*input_shape] the box corner minimising the deciding row's linear bound.
       branch: [] the neuron to split next (`choose_branch`; meaningless when `free` is 0).
@@ -186,7 +186,6 @@ class DomainBound(NamedTuple):
     row_lower: jax.Array
     alphas: jax.Array
     betas: jax.Array
-    score: jax.Array
     free: jax.Array
     x_star: jax.Array
     branch: jax.Array
@@ -359,7 +358,6 @@ def bound_domain(
         row_lower=best,
         alphas=params[0],
         betas=params[1],
-        score=score,
         free=jnp.sum(free),
         x_star=x_star,
         branch=choose_branch(score, fsb, child_bound),

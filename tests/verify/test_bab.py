@@ -332,7 +332,7 @@ def fsb_choice_gap(candidates):
             JIT_BOUND, view, root, lo, hi, c, off, k=1, lr_alpha=0.1, lr_beta=0.1, steps=0, fsb=candidates
         )
         res = bound(s0, a0, jnp.zeros_like(a0))
-        free = np.flatnonzero(np.asarray(res.score) >= 0)
+        free = np.flatnonzero(np.asarray(BC.free_unstable(view, layout, root, s0)))
         if len(free) < 2:
             continue
 
