@@ -62,6 +62,10 @@ PHASES = (1, -1)
 cover the parent (a test replaces this with a deliberately incomplete pair and sees BaB go wrong)."""
 
 
+UP_FACTOR = 2.0
+"""A batch size not yet timed is predicted from a smaller timed one × size ratio × this."""
+
+
 class Domain(NamedTuple):
     """An open subdomain on the host: phases [total] int8, α, β [M, total], row bounds [M], the
     neuron to split next, free unstable neurons, depth."""
@@ -85,9 +89,13 @@ def children(splits: np.ndarray, i: int) -> list[np.ndarray]:
     return out
 
 
-def batch_sizes(batch: int) -> tuple[int, ...]:
-    """The padded batch sizes: 2, batch/8 and batch (children come in pairs; a few compilations)."""
-    return tuple(sorted({2, max(2, batch // 8), max(2, batch)}))
+def batch_sizes(batch: int, rows: int = 1) -> tuple[int, ...]:
+    """The padded batch sizes for domains of `rows` spec rows: 2, b/8 and b, b = batch / rows rounded
+    down to even (children come in pairs; a few compilations). `batch` counts row-domains: a domain's
+    cost and memory grow with its rows (a top-k query bounds all of them jointly), and 512 domains ×
+    9 rows on the quickstart CNN took 37 s where 64 × 9 took 1.4 s."""
+    b = max(2, batch // max(1, rows) // 2 * 2)
+    return tuple(sorted({2, max(2, b // 8), b}))
 
 
 BoundFn = Callable[..., tuple[BC.DomainBound, jax.Array]]
@@ -130,6 +138,19 @@ def jitted_bound(
     return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, None, 0, 0, 0)))
 
 
+def predicted_seconds(timed: dict[int, float], size: int) -> float:
+    """Seconds of a batch of `size` given {size: seconds of its last batch}: its own last run, else
+    the nearest timed size scaled linearly, × UP_FACTOR when scaling up (memory traffic grows faster
+    than the work, and a compiled batch cannot be stopped at the deadline); 0 before any batch ran
+    (the root is never predicted)."""
+    if size in timed:
+        return timed[size]
+    if not timed:
+        return 0.0
+    near = min(timed, key=lambda s: abs(math.log(s / size)))
+    return timed[near] * size / near * (UP_FACTOR if size > near else 1.0)
+
+
 def domain_lower(row_lower: np.ndarray, offset: np.ndarray, k: int) -> np.ndarray:
     """The margin lower bound of each domain: k-th smallest of row bounds + offsets. [B, M] -> [B]."""
     return np.sort(np.asarray(row_lower, np.float64) + offset.astype(np.float64), axis=-1)[..., k - 1]
@@ -143,7 +164,7 @@ class Bab:
         ctx: Any,
         bound: BoundFn,
         leaf: Callable[..., Any] | None,
-        seconds: dict[int, float] | None = None,
+        seconds: dict[tuple[int, int], float] | None = None,
         rows: np.ndarray | None = None,
     ):
         cfg = ctx.cfg
@@ -163,13 +184,13 @@ class Bab:
         self.root_rows = np.asarray(ctx.row_lower, np.float64)[rows]
         self.m = len(rows)
         self.offset = np.asarray(self.spec.offset, np.float64)
-        self.sizes = batch_sizes(cfg.bab_batch)
+        self.sizes = batch_sizes(cfg.bab_batch, self.m)
         per_domain = self.layout.total * (1 + 2 * 4 * self.m) + 8 * self.m
         self.max_domains = max(1, int(cfg.bab_memory_mb * 2**20 // per_domain))
         self.heap: list[tuple[float, int, Domain]] = []
         self.counter = itertools.count()
-        # Seconds of the last batch of each padded size, shared by the verifier's queries (`bab_stage`).
-        self.seconds: dict[int, float] = {} if seconds is None else seconds
+        # Seconds of the last batch of each (rows, padded size), shared by the verifier's queries.
+        self.seconds: dict[tuple[int, int], float] = {} if seconds is None else seconds
         self.facts: dict[str, Any] = {
             "domains": 0,
             "batches": 0,
@@ -209,20 +230,14 @@ class Bab:
             jnp.asarray(padded(betas)),
         )
         res, margins = jax.tree.map(lambda v: np.asarray(v)[:n], res)
-        self.seconds[size] = time.monotonic() - t0
+        self.seconds[(self.m, size)] = time.monotonic() - t0
         self.facts["domains"] += n
         self.facts["batches"] += 1
         return res, margins
 
     def _predicted(self, size: int) -> float:
-        """Seconds of a batch of `size`: its last run, else the nearest timed size scaled linearly
-        (0 before any batch ran: the root is never predicted)."""
-        if size in self.seconds:
-            return self.seconds[size]
-        if not self.seconds:
-            return 0.0
-        near = min(self.seconds, key=lambda s: abs(math.log(s / size)))
-        return self.seconds[near] * size / near
+        """Seconds of a batch of `size` from this verifier's batches with as many rows per domain."""
+        return predicted_seconds({s: t for (m, s), t in self.seconds.items() if m == self.m}, size)
 
     def _batch_size(self, left: float) -> int | None:
         """The largest padded batch predicted to end before the deadline (None: not even the smallest)."""
@@ -439,7 +454,9 @@ def _merge(total: dict[str, Any], facts: dict[str, Any]) -> None:
             total[key] = total.get(key, 0) + v
 
 
-def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[int, float]) -> Verdict | None:
+def run(
+    ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int], float]
+) -> Verdict | None:
     """The bab stage: `Bab` over each of `row_groups(ctx)` in turn; ROBUST when every group is
     proven, NOT_ROBUST on a counterexample, UNKNOWN at the deadline; None (the next stage runs)
     after the memory cap or with nothing to branch. An undecided query's proven margin bound: the
@@ -483,7 +500,7 @@ def warm_up(cfg: Any, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: An
         c, offset = c[:1], offset[:1]
     bound = bound_for(cfg, k)
     layout = BC.split_layout(view, best)
-    for size in batch_sizes(cfg.bab_batch):
+    for size in batch_sizes(cfg.bab_batch, c.shape[0]):
         splits = jnp.zeros((size, layout.total), jnp.int32)
         alphas = jnp.zeros((size, c.shape[0], layout.total), jnp.float32)
         jax.block_until_ready(bound(view, best, lo, hi, c, offset, splits, alphas, alphas))

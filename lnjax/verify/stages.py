@@ -341,7 +341,7 @@ def bab_stage(milp_net: LazyNetwork | None, worker: Callable[[], M.MilpWorker]) 
     """Branch-and-bound over ReLU phases from the tightest bounds so far (`bab`); its leaves go to the
     MILP when `milp_net` is given (the "milp" stage is on)."""
     leaf = None if milp_net is None else leaf_solver(milp_net, worker)
-    seconds: dict[int, float] = {}  # batch timings, kept across this verifier's queries
+    seconds: dict[tuple[int, int], float] = {}  # batch timings by (rows, size), kept across queries
 
     def run(ctx: QueryContext) -> Verdict | None:
         return BB.run(ctx, leaf, seconds)

@@ -365,3 +365,15 @@ def test_each_row_is_proven_and_a_dropped_row_is_caught(monkeypatch):
     view, results = run_boxes(0, 12, names=("argmax",))
     with pytest.raises(AssertionError):
         check_against_exact(view, results)
+
+
+def test_batches_are_sized_in_row_domains_and_untimed_larger_sizes_are_predicted_high():
+    # A top-k domain bounds all its rows jointly: the largest batch shrinks with the rows per domain.
+    assert BB.batch_sizes(512) == (2, 64, 512)
+    assert BB.batch_sizes(512, 9) == (2, 7, 56)
+    assert BB.batch_sizes(4, 9) == (2,)
+    assert BB.predicted_seconds({}, 64) == 0.0  # the root batch always runs
+    assert BB.predicted_seconds({64: 1.0}, 64) == 1.0
+    assert BB.predicted_seconds({64: 1.0, 512: 3.0}, 256) == pytest.approx(1.5)  # down from 512
+    assert BB.predicted_seconds({64: 1.0}, 512) == pytest.approx(8.0 * BB.UP_FACTOR)
+    assert BB.UP_FACTOR > 1.0
