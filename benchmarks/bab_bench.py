@@ -173,12 +173,8 @@ def settings_of(method: str, args, fp: str) -> dict[str, Any]:
         "params": fp,
     }
     if "bab" in out["stages"]:  # the branch-and-bound's options (defaults changed with measurements)
-        defaults = V.VerifierConfig()
-        out["bab_options"] = {
-            f.name: getattr(defaults, f.name)
-            for f in dataclasses.fields(defaults)
-            if f.name.startswith("bab_")
-        }
+        # keys as before the config was grouped (bab_batch, ...), so earlier rows stay comparable
+        out["bab_options"] = {f"bab_{k}": v for k, v in dataclasses.asdict(V.VerifierConfig().bab).items()}
     return out
 
 

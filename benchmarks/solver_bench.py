@@ -130,7 +130,7 @@ def build_queries(view, net, test, args):
 
 def solve_one(worker, net, q, mode: str, solver: str, cap: float, margin_fn):
     """One capped solve in the worker: a row of the results."""
-    options = M.MilpOptions(mode=mode, cutoff=q["safety"], cbc_seconds=0.9 * cap, solver=solver)
+    options = M.MilpOptions(mode=mode, cutoff=q["safety"], time_limit=0.9 * cap, solver=solver)
     t0 = time.monotonic()
     r = worker.solve(net, q["query"], options, deadline=t0 + cap)
     wall = time.monotonic() - t0

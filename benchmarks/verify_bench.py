@@ -202,7 +202,7 @@ def make_plain(view, *, cap: float, worker: M.MilpWorker, atol: float = 1e-4, rt
         bounds = interval_fn(view, lo, hi)
         unstable = B.unstable_counts(view, bounds)
         query = M.make_query(net, lo, hi, bounds, rows)
-        options = M.MilpOptions(mode="optimise", cbc_seconds=max(0.9 * (deadline - time.monotonic()), 0.01))
+        options = M.MilpOptions(mode="optimise", time_limit=max(0.9 * (deadline - time.monotonic()), 0.01))
         res = worker.solve(net, query, options, deadline=deadline)
         seconds = time.monotonic() - t0
         status = "unknown"
@@ -379,9 +379,10 @@ def staged_result(v: V.Verdict, seconds: float, wait: float) -> dict[str, Any]:
 def staged_configs(args) -> dict[str, V.VerifierConfig]:
     """The four staged sides' options: full / nobab at the short / long cap."""
     base = V.VerifierConfig(
-        milp_max_unstable=args.milp_max_unstable,
-        alpha_intermediate_steps=args.alpha_intermediate_steps,
-        alpha_intermediate_lr=args.alpha_intermediate_lr,
+        milp=V.MilpStageOptions(max_unstable=args.milp_max_unstable),
+        bounds=V.BoundOptions(
+            intermediate_steps=args.alpha_intermediate_steps, intermediate_lr=args.alpha_intermediate_lr
+        ),
     )
     stages = {"full": args.full_stages, "nobab": nobab_stages(args)}
     caps = {"short": args.short_cap, "long": args.long_cap}

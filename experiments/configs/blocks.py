@@ -6,7 +6,7 @@ back into them (checked: a bad value is one UsageError line naming the field).
   fgsm, pgd, cw, optmargin   `lnjax.attacks.config.AttackSettings` (attack, boundary)
 
 Presets override only the fields that differ from the library. Flags need a typed value, so a
-library `None` appears as a number with the meaning "0: none" (`verifier.milp_max_unstable`,
+library `None` appears as a number with the meaning "0: none" (`verifier.milp.max_unstable`,
 `optimizer.time_budget`), and `verifier.stages` as a comma-separated string.
 """
 
@@ -15,18 +15,17 @@ from ml_collections import ConfigDict
 from experiments.common import config_dict_from, dataclass_from
 from lnjax.attacks.config import AttackSettings, CwConfig, FgsmConfig, OptMarginConfig, PgdConfig
 from lnjax.neighborhood.config import OptimizerConfig
-from lnjax.verify.config import VerifierConfig
+from lnjax.verify.config import GROUPS, VerifierConfig
 
 
 def verifier_block() -> ConfigDict:
-    """The staged verifier's options (see `lnjax.verify.make_verifier`)."""
+    """The staged verifier's options (see `lnjax.verify.make_verifier`), nested as `VerifierConfig`'s
+    groups: `verifier.pgd.*`, `verifier.bounds.*`, `verifier.milp.*`, `verifier.bab.*`."""
     lib = VerifierConfig()
     values = config_dict_from(lib).to_dict()
-    del values["milp_options"]  # python-mip options: the library's defaults
-    values["stages"] = ",".join(lib.stages)  # any of pgd, crown, alpha_crown, milp (comma-separated)
-    values["milp_max_unstable"] = (
-        lib.milp_max_unstable or 0
-    )  # skip the MILP above this many unstable ReLUs (0: never)
+    del values["milp"]["solver"]  # python-mip options: the library's defaults
+    values["stages"] = ",".join(lib.stages)  # any of pgd, crown, alpha_crown, bab, milp (comma-separated)
+    values["milp"]["max_unstable"] = lib.milp.max_unstable or 0  # skip the MILP above this many (0: never)
     values["time_limit"] = float(lib.time_limit or 0.0)  # wall-clock seconds per query (hard)
     return ConfigDict(values)
 
@@ -46,10 +45,14 @@ def attack_blocks() -> ConfigDict:
 
 
 def verifier_config(block: ConfigDict) -> VerifierConfig:
-    """A `verifier` block as a checked `VerifierConfig`."""
+    """A `verifier` block as a checked `VerifierConfig` (each group checked by its class)."""
     values = block.to_dict()
+    groups = {name: values.pop(name, {}) for name in GROUPS}
     values["stages"] = tuple(s.strip() for s in str(block.stages).split(",") if s.strip())
-    values["milp_max_unstable"] = int(block.milp_max_unstable) or None  # 0: never skip the MILP
+    if "milp" in block:
+        groups["milp"]["max_unstable"] = int(block.milp.max_unstable) or None  # 0: never skip the MILP
+    for name, cls in GROUPS.items():
+        values[name] = dataclass_from(ConfigDict(groups[name]), cls)  # messages name verifier.<group>.<field>
     return dataclass_from(ConfigDict(values), VerifierConfig)
 
 

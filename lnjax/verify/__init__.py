@@ -8,7 +8,15 @@ References:
 
 from lnjax.specs import Argmax, Linear, Spec, SpecRows, Threshold, TopK, kth_smallest, margin_from_rows
 from lnjax.types import VerifyFn
-from lnjax.verify.config import MILP_MODES, STAGES, VerifierConfig
+from lnjax.verify.config import (
+    MILP_MODES,
+    STAGES,
+    BabOptions,
+    BoundOptions,
+    MilpStageOptions,
+    PgdOptions,
+    VerifierConfig,
+)
 from lnjax.verify.milp import (
     MilpNetwork,
     MilpOptions,
@@ -25,11 +33,15 @@ __all__ = [
     "MILP_MODES",
     "STAGES",
     "Argmax",
+    "BabOptions",
+    "BoundOptions",
     "MilpNetwork",
     "MilpOptions",
     "MilpQuery",
     "MilpResult",
+    "MilpStageOptions",
     "MilpWorker",
+    "PgdOptions",
     "Spec",
     "SpecRows",
     "Status",

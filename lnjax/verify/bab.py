@@ -105,7 +105,7 @@ BoundFn = Callable[..., tuple[BC.DomainBound, jax.Array]]
 def bound_for(cfg: Any, k: int) -> BoundFn:
     """The jitted domain bound for a `VerifierConfig`'s bab options and the spec's order statistic k."""
     return jitted_bound(
-        cfg.bab_steps, cfg.bab_lr_alpha, cfg.bab_lr_beta, k, cfg.bab_refine_chunk, cfg.bab_fsb
+        cfg.bab.steps, cfg.bab.lr_alpha, cfg.bab.lr_beta, k, cfg.bab.refine_chunk, cfg.bab.fsb
     )
 
 
@@ -184,9 +184,9 @@ class Bab:
         self.root_rows = np.asarray(ctx.row_lower, np.float64)[rows]
         self.m = len(rows)
         self.offset = np.asarray(self.spec.offset, np.float64)
-        self.sizes = batch_sizes(cfg.bab_batch, self.m)
+        self.sizes = batch_sizes(cfg.bab.batch, self.m)
         per_domain = self.layout.total * (1 + 2 * 4 * self.m) + 8 * self.m
-        self.max_domains = max(1, int(cfg.bab_memory_mb * 2**20 // per_domain))
+        self.max_domains = max(1, int(cfg.bab.memory_mb * 2**20 // per_domain))
         self.heap: list[tuple[float, int, Domain]] = []
         self.counter = itertools.count()
         # Seconds of the last batch of each (rows, padded size), shared by the verifier's queries.
@@ -305,7 +305,7 @@ class Bab:
             splits = np.stack(kids_s)
             res, margins = self._bound(splits, np.stack(kids_a), np.stack(kids_b))
             verdict = self._absorb(splits, res, margins, np.stack(kids_rows), np.asarray(kids_depth))
-            if verdict is None and cfg.bab_attack_every and self.facts["batches"] % cfg.bab_attack_every == 0:
+            if verdict is None and cfg.bab.attack_every and self.facts["batches"] % cfg.bab.attack_every == 0:
                 verdict = self._attack()
             if verdict is not None:
                 return Outcome(verdict, False, None, False)
@@ -353,7 +353,7 @@ class Bab:
         """A domain with few free ReLUs goes to the MILP (if on); one with none left and no MILP
         cannot be split further (its bound is recorded as unresolved); the rest are split."""
         cfg = self.ctx.cfg
-        if self.leaf is not None and d.free <= cfg.bab_leaf_unstable:
+        if self.leaf is not None and d.free <= cfg.bab.leaf_unstable:
             outcome = self._solve_leaf(d)
             if outcome is True:
                 return None
@@ -370,7 +370,7 @@ class Bab:
         """The leaf's MILP (sign question) with its clamped bounds: True if it closes the domain,
         a NOT_ROBUST verdict on a confirmed counterexample, None if undecided."""
         ctx, cfg = self.ctx, self.ctx.cfg
-        seconds = min(cfg.bab_leaf_seconds, 0.5 * ctx.time_left())
+        seconds = min(cfg.bab.leaf_seconds, 0.5 * ctx.time_left())
         if seconds <= 0.05:
             return None
         assert self.leaf is not None
@@ -454,9 +454,7 @@ def _merge(total: dict[str, Any], facts: dict[str, Any]) -> None:
             total[key] = total.get(key, 0) + v
 
 
-def run(
-    ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int], float]
-) -> Verdict | None:
+def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int], float]) -> Verdict | None:
     """The bab stage: `Bab` over each of `row_groups(ctx)` in turn; ROBUST when every group is
     proven, NOT_ROBUST on a counterexample, UNKNOWN at the deadline; None (the next stage runs)
     after the memory cap or with nothing to branch. An undecided query's proven margin bound: the
@@ -500,7 +498,7 @@ def warm_up(cfg: Any, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: An
         c, offset = c[:1], offset[:1]
     bound = bound_for(cfg, k)
     layout = BC.split_layout(view, best)
-    for size in batch_sizes(cfg.bab_batch, c.shape[0]):
+    for size in batch_sizes(cfg.bab.batch, c.shape[0]):
         splits = jnp.zeros((size, layout.total), jnp.int32)
         alphas = jnp.zeros((size, c.shape[0], layout.total), jnp.float32)
         jax.block_until_ready(bound(view, best, lo, hi, c, offset, splits, alphas, alphas))

@@ -1,7 +1,10 @@
-"""`VerifierConfig`: every option of `make_verifier`, typed, with today's defaults, checked once.
+"""`VerifierConfig`: every option of `make_verifier`, typed, with today's defaults, checked once:
+the query-wide options and one frozen group per stage family (`PgdOptions`, `BoundOptions`,
+`MilpStageOptions`, `BabOptions`).
 
-Each field is documented on the class. Field names equal the experiments'
-`verifier` ConfigDict keys (`experiments/configs/verify.py`), which are generated from this class.
+Each field is documented on its class. The experiments' `verifier` ConfigDict block
+(`experiments/configs/blocks.py`) is generated from these classes, with the same nesting
+(`--config.verifier.bab.batch=1024`).
 A bad value raises `ValueError` with one line naming the field, the value and what was expected.
 
 Fields are checked with the shared `lnjax.checks` helpers.
@@ -12,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from lnjax.checks import check_bool, check_choice, check_float, check_int
 from lnjax.verify.milp import MilpOptions
@@ -37,8 +40,168 @@ def _checked_stages(where: str, stages: object) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
+class PgdOptions:
+    """The verifier's box PGD (`attacks.make_pgd_box`), the first and cheapest stage.
+
+    Attributes:
+      steps, restarts, step_size: the full PGD (the step is a fraction of the box width). A first
+        step of half the box width found more counterexamples than a quarter on 80 held-out
+        DOUBLE-MNIST boxes (quick PGD 30 vs 26, full 40 × 4: 41 vs 40), never fewer at any scale; a
+        whole width was no better.
+      quick_steps, quick_restarts: the quick PGD run before the bounds (0 steps: none; then the full
+        PGD runs first, as its own stage before the bounds).
+    """
+
+    steps: int = 40
+    restarts: int = 4
+    step_size: float = 0.5
+    quick_steps: int = 10
+    quick_restarts: int = 1
+
+    def __post_init__(self) -> None:
+        w = "verifier.pgd."
+        check_int(w + "steps", self.steps, 1)
+        check_int(w + "restarts", self.restarts, 1)
+        check_float(w + "step_size", self.step_size, low=0.0, low_open=True)
+        check_int(w + "quick_steps", self.quick_steps, 0)
+        check_int(w + "quick_restarts", self.quick_restarts, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundOptions:
+    """The bound stages: CROWN, α-CROWN on the spec rows, α-CROWN on the intermediate neurons.
+
+    Attributes:
+      alpha_steps, alpha_lr: α-CROWN's Adam steps and learning rate (spec rows).
+      intermediate: after the full PGD, α-CROWN also optimises the bounds of every unstable
+        intermediate neuron (stats name "alpha_intermediate"; tighter bounds for the spec, the
+        branch-and-bound root and the MILP). Its first cost prediction: CROWN's time × (steps + 1).
+      intermediate_steps, intermediate_lr: Adam steps and learning rate of that pass (each step a
+        backward pass of every unstable neuron's two rows). Measured on 10 held-out quickstart boxes
+        (not the benchmark's): 5 steps at 0.3 reach a spec bound at least as high as 10 steps at 0.1
+        on every box, in ~55 % of the time; 10 at 0.3 gains ~0.2 more for 2×.
+      chunk: neurons per CROWN backward pass (`crown_bounds(chunk=...)`). Passes are padded to whole
+        chunks, so small chunks suit verification-friendly nets with few unstable neurons
+        (DOUBLE-MNIST CNN, ~100 unstable per layer: 32 → 0.12 s, 256 → 0.75 s) and cost nothing
+        measurable with thousands.
+    """
+
+    alpha_steps: int = 20
+    alpha_lr: float = 0.1
+    intermediate: bool = True
+    intermediate_steps: int = 5
+    intermediate_lr: float = 0.3
+    chunk: int = 32
+
+    def __post_init__(self) -> None:
+        w = "verifier.bounds."
+        check_int(w + "alpha_steps", self.alpha_steps, 1)
+        check_float(w + "alpha_lr", self.alpha_lr, low=0.0, low_open=True)
+        check_bool(w + "intermediate", self.intermediate)
+        check_int(w + "intermediate_steps", self.intermediate_steps, 1)
+        check_float(w + "intermediate_lr", self.intermediate_lr, low=0.0, low_open=True)
+        check_int(w + "chunk", self.chunk, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MilpStageOptions:
+    """The MILP stage (the whole box) and branch-and-bound's MILP leaves.
+
+    Attributes:
+      mode: "sign" (cutoff, first solution) or "optimise" (to optimality or the time limit; returns
+        every saved solution as a weakest point).
+      max_unstable: skip the MILP (UNKNOWN at once, with a note) when more ReLUs than this are still
+        unstable after the bounds (each is a binary; CBC rarely settles more than a few hundred
+        within seconds). None: always try.
+      lp_tighten: per-neuron LP tightening in the MILP worker (off: it costs ~0.1 s per LP and adds
+        little over CROWN).
+      solver: base `milp.MilpOptions` (backend, threads, emphasis, slack, ...); mode, cutoff and the
+        backend's time limit are set per query.
+      time_fraction: the backend's own (soft) time limit as a fraction of what is left of the query's
+        budget (at most that minus `RESERVE_S`), so it stops by itself before the worker's hard kill
+        at the deadline and returns what it found. CBC stops within ~0.2 s of its limit on the
+        MNIST MLPs (10 s queries, 256x4: 0.6 → UNKNOWN at 6.1 s, 0.8 → 8.1 s, 0.95 → killed at the
+        deadline every time, since the limit left no room to return).
+    """
+
+    mode: str = "sign"
+    max_unstable: int | None = None
+    lp_tighten: bool = False
+    solver: MilpOptions | None = None
+    time_fraction: float = 0.9
+
+    RESERVE_S: ClassVar[float] = 0.5
+
+    def __post_init__(self) -> None:
+        w = "verifier.milp."
+        check_choice(w + "mode", self.mode, MILP_MODES)
+        if self.max_unstable is not None:
+            check_int(w + "max_unstable", self.max_unstable, 0)
+        check_bool(w + "lp_tighten", self.lp_tighten)
+        if self.solver is not None and not isinstance(self.solver, MilpOptions):
+            raise ValueError(f"{w}solver = {self.solver!r}; expected a MilpOptions or None")
+        check_float(w + "time_fraction", self.time_fraction, low=0.0, low_open=True)  # > 1: hard kill only
+
+    def solver_seconds(self, remaining: float) -> float:
+        """The backend's own time limit when `remaining` seconds are left (inf: no limit)."""
+        if math.isinf(remaining):
+            return 1e9
+        return max(min(self.time_fraction * remaining, remaining - self.RESERVE_S), 0.01)
+
+
+@dataclasses.dataclass(frozen=True)
+class BabOptions:
+    """Branch-and-bound over ReLU phases (`bab`, the "bab" stage).
+
+    Attributes:
+      batch: row-domains bounded per call (the largest padded batch is batch / rows per domain;
+        also 2 and an eighth of it are compiled).
+      steps, lr_alpha, lr_beta: Adam steps per batch and the learning rates of the slopes α and the
+        split multipliers β (warm-started from the parent domain).
+      memory_mb: cap on the open domains' host memory (each holds α and β per spec row and ReLU);
+        beyond it branch-and-bound stops and the query goes on to the whole-box MILP.
+      attack_every: a box PGD from the weakest candidate point every this many batches (0: never).
+      leaf_unstable: a domain with at most this many free unstable ReLUs goes to the MILP (if the
+        "milp" stage is on), with at most `leaf_seconds` (and half the time left) per leaf.
+      refine_chunk: each subdomain's later pre-activation bounds are re-computed by CROWN over its
+        split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
+      fsb: branching candidates (filtered smart branching: the top BaBSR scores, each child bounded
+        once, the best worse child wins); 0: the BaBSR argmax.
+    """
+
+    batch: int = 512
+    steps: int = 4
+    lr_alpha: float = 0.1
+    lr_beta: float = 0.05
+    memory_mb: float = 2048.0
+    attack_every: int = 4
+    leaf_unstable: int = 8
+    leaf_seconds: float = 5.0
+    refine_chunk: int = 0
+    fsb: int = 0
+
+    def __post_init__(self) -> None:
+        w = "verifier.bab."
+        check_int(w + "batch", self.batch, 2)
+        check_int(w + "steps", self.steps, 0)
+        check_float(w + "lr_alpha", self.lr_alpha, low=0.0, low_open=True)
+        check_float(w + "lr_beta", self.lr_beta, low=0.0, low_open=True)
+        check_float(w + "memory_mb", self.memory_mb, low=0.0, low_open=True)
+        check_int(w + "attack_every", self.attack_every, 0)
+        check_int(w + "leaf_unstable", self.leaf_unstable, 0)
+        check_float(w + "leaf_seconds", self.leaf_seconds, low=0.0, low_open=True)
+        check_int(w + "refine_chunk", self.refine_chunk, 0)
+        check_int(w + "fsb", self.fsb, 0)
+
+
+GROUPS = {"pgd": PgdOptions, "bounds": BoundOptions, "milp": MilpStageOptions, "bab": BabOptions}
+"""The sub-configs of `VerifierConfig`, by field name."""
+
+
+@dataclasses.dataclass(frozen=True)
 class VerifierConfig:
-    """The staged verifier's options (`make_verifier`; the stages are described in its module).
+    """The staged verifier's options (`make_verifier`; the stages are described in its module),
+    the query-wide ones here and each stage's in its own frozen group.
 
     Attributes:
       stages: a subset of ("pgd", "crown", "alpha_crown", "bab", "milp"), run cheapest first.
@@ -48,83 +211,22 @@ class VerifierConfig:
       input_domain: (low, high) of every input value: boxes are clipped to it and corners far outside
         it refused (default (0, 1): our image models); None: the box is used exactly as given (an
         imported network with normalised or signed inputs: clipping would verify a smaller box).
-      milp_mode: "sign" (cutoff, first solution) or "optimise" (to optimality or the time limit;
-        returns every saved solution as a weakest point).
       atol, rtol: safety margin = atol + rtol · max(1, ‖z(centre)‖∞); ROBUST needs a proven
         margin bound above it.
-      pgd_steps, pgd_restarts, pgd_step_size: the box PGD (`attacks.make_pgd_box`; the step is a
-        fraction of the box width). A first step of half the box width found more counterexamples
-        than a quarter on 80 held-out DOUBLE-MNIST boxes (quick PGD 30 vs 26, full 40 × 4: 41 vs
-        40), never fewer at any scale; a whole width was no better.
-      pgd_quick_steps, pgd_quick_restarts: the quick PGD run before the bounds (0 steps: none; then
-        the full PGD runs first, as its own stage before the bounds).
-      alpha_steps, alpha_lr: α-CROWN's Adam steps and learning rate.
-      alpha_intermediate: after the full PGD, α-CROWN also optimises the bounds of every unstable
-        intermediate neuron (stats name "alpha_intermediate"; tighter bounds for the spec and the
-        MILP). Its first cost prediction: CROWN's time × (steps + 1) (`warm_up` measures it).
-      alpha_intermediate_steps, alpha_intermediate_lr: Adam steps and learning rate of that pass
-        (each step a backward pass of every unstable neuron's two rows). Measured on 10 held-out
-        quickstart boxes (not the benchmark's): 5 steps at 0.3 reach a spec bound at least as high
-        as 10 steps at 0.1 on every box, in ~55 % of the time; 10 at 0.3 gains ~0.2 more for 2×.
-      bound_chunk: neurons per CROWN backward pass (`crown_bounds(chunk=...)`). Passes are padded
-        to whole chunks, so small chunks suit verification-friendly nets with few unstable neurons
-        (DOUBLE-MNIST CNN, ~100 unstable per layer: 32 → 0.12 s, 256 → 0.75 s) and cost nothing
-        measurable with thousands.
-      milp_max_unstable: skip the MILP (UNKNOWN at once, with a note) when more ReLUs than this are
-        still unstable after the bounds (each is a binary; CBC rarely settles more than a few hundred
-        within seconds). None: always try.
-      lp_tighten: per-neuron LP tightening in the MILP worker (off: it costs ~0.1 s per LP and adds
-        little over CROWN).
-      milp_options: base `milp.MilpOptions` (threads, emphasis, slack, ...); mode, cutoff and the
-        CBC time limit are set per query.
-      cbc_fraction: CBC's own (soft) limit as a fraction of the remaining budget, so it usually
-        stops by itself before the hard kill and returns what it found.
-      bab_batch: domains bounded per branch-and-bound call (the largest padded batch; also 2 and
-        bab_batch / 8 are compiled).
-      bab_steps, bab_lr_alpha, bab_lr_beta: Adam steps per batch and the learning rates of the
-        slopes α and the split multipliers β (warm-started from the parent domain).
-      bab_memory_mb: cap on the open domains' host memory (each holds α and β per spec row and
-        ReLU); beyond it branch-and-bound stops and the query goes on to the whole-box MILP.
-      bab_attack_every: a box PGD from the weakest candidate point every this many batches (0: never).
-      bab_leaf_unstable: a domain with at most this many free unstable ReLUs goes to the MILP (if the
-        "milp" stage is on), with at most `bab_leaf_seconds` (and half the time left) per leaf.
-      bab_refine_chunk: each subdomain's later pre-activation bounds are re-computed by CROWN over
-        its split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
-      bab_fsb: branching candidates (filtered smart branching: the top BaBSR scores, each child
-        bounded once, the best worse child wins); 0: the BaBSR argmax.
+      pgd: `PgdOptions`; bounds: `BoundOptions`; milp: `MilpStageOptions`; bab: `BabOptions`.
+
+    A changed group option: `dataclasses.replace(cfg, bab=dataclasses.replace(cfg.bab, batch=64))`.
     """
 
     stages: tuple[str, ...] = STAGES
     time_limit: float | None = 60.0
     input_domain: tuple[float, float] | None = (0.0, 1.0)
-    milp_mode: str = "sign"
     atol: float = 1e-4
     rtol: float = 1e-4
-    pgd_steps: int = 40
-    pgd_restarts: int = 4
-    pgd_step_size: float = 0.5
-    pgd_quick_steps: int = 10
-    pgd_quick_restarts: int = 1
-    alpha_steps: int = 20
-    alpha_lr: float = 0.1
-    alpha_intermediate: bool = True
-    alpha_intermediate_steps: int = 5
-    alpha_intermediate_lr: float = 0.3
-    bound_chunk: int = 32
-    milp_max_unstable: int | None = None
-    lp_tighten: bool = False
-    milp_options: MilpOptions | None = None
-    cbc_fraction: float = 0.6
-    bab_batch: int = 512
-    bab_steps: int = 4
-    bab_lr_alpha: float = 0.1
-    bab_lr_beta: float = 0.05
-    bab_memory_mb: float = 2048.0
-    bab_attack_every: int = 4
-    bab_leaf_unstable: int = 8
-    bab_leaf_seconds: float = 5.0
-    bab_refine_chunk: int = 0
-    bab_fsb: int = 0
+    pgd: PgdOptions = PgdOptions()
+    bounds: BoundOptions = BoundOptions()
+    milp: MilpStageOptions = MilpStageOptions()
+    bab: BabOptions = BabOptions()
 
     def __post_init__(self) -> None:
         w = "verifier."
@@ -138,36 +240,11 @@ class VerifierConfig:
                 raise ValueError(
                     f"{w}input_domain = {d!r}; expected (low, high) with finite low < high, or None"
                 )
-        check_choice(w + "milp_mode", self.milp_mode, MILP_MODES)
         check_float(w + "atol", self.atol, low=0.0)
         check_float(w + "rtol", self.rtol, low=0.0)
-        check_int(w + "pgd_steps", self.pgd_steps, 1)
-        check_int(w + "pgd_restarts", self.pgd_restarts, 1)
-        check_float(w + "pgd_step_size", self.pgd_step_size, low=0.0, low_open=True)
-        check_int(w + "pgd_quick_steps", self.pgd_quick_steps, 0)
-        check_int(w + "pgd_quick_restarts", self.pgd_quick_restarts, 1)
-        check_int(w + "alpha_steps", self.alpha_steps, 1)
-        check_float(w + "alpha_lr", self.alpha_lr, low=0.0, low_open=True)
-        check_bool(w + "alpha_intermediate", self.alpha_intermediate)
-        check_int(w + "alpha_intermediate_steps", self.alpha_intermediate_steps, 1)
-        check_float(w + "alpha_intermediate_lr", self.alpha_intermediate_lr, low=0.0, low_open=True)
-        check_int(w + "bound_chunk", self.bound_chunk, 1)
-        if self.milp_max_unstable is not None:
-            check_int(w + "milp_max_unstable", self.milp_max_unstable, 0)
-        check_bool(w + "lp_tighten", self.lp_tighten)
-        if self.milp_options is not None and not isinstance(self.milp_options, MilpOptions):
-            raise ValueError(f"{w}milp_options = {self.milp_options!r}; expected a MilpOptions or None")
-        check_float(w + "cbc_fraction", self.cbc_fraction, low=0.0, low_open=True)  # > 1: hard kill only
-        check_int(w + "bab_batch", self.bab_batch, 2)
-        check_int(w + "bab_steps", self.bab_steps, 0)
-        check_float(w + "bab_lr_alpha", self.bab_lr_alpha, low=0.0, low_open=True)
-        check_float(w + "bab_lr_beta", self.bab_lr_beta, low=0.0, low_open=True)
-        check_float(w + "bab_memory_mb", self.bab_memory_mb, low=0.0, low_open=True)
-        check_int(w + "bab_attack_every", self.bab_attack_every, 0)
-        check_int(w + "bab_leaf_unstable", self.bab_leaf_unstable, 0)
-        check_float(w + "bab_leaf_seconds", self.bab_leaf_seconds, low=0.0, low_open=True)
-        check_int(w + "bab_refine_chunk", self.bab_refine_chunk, 0)
-        check_int(w + "bab_fsb", self.bab_fsb, 0)
+        for name, cls in GROUPS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ValueError(f"{w}{name} = {getattr(self, name)!r}; expected a {cls.__name__}")
 
 
 def resolved_config(config: object, overrides: Mapping[str, Any]) -> VerifierConfig:
@@ -179,7 +256,11 @@ def resolved_config(config: object, overrides: Mapping[str, Any]) -> VerifierCon
     """
     if config is not None and not isinstance(config, VerifierConfig):
         raise TypeError(f"config is a {type(config).__name__}; expected a VerifierConfig or None")
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(VerifierConfig)})
+    fields = [f.name for f in dataclasses.fields(VerifierConfig)]
+    unknown = sorted(set(overrides) - set(fields))
     if unknown:
-        raise TypeError(f"unknown verifier options {unknown}; expected fields of VerifierConfig")
+        raise TypeError(
+            f"unknown verifier options {unknown}; expected fields of VerifierConfig {fields} (stage "
+            f"options are grouped: e.g. bab=BabOptions(batch=64), pgd=PgdOptions(restarts=2))"
+        )
     return dataclasses.replace(config or VerifierConfig(), **overrides)

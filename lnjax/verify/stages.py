@@ -254,7 +254,7 @@ def milp_stage(milp_net: LazyNetwork, worker: Callable[[], M.MilpWorker]) -> Sta
 
     def run(ctx: QueryContext) -> Verdict:
         unstable_now = sum(list(ctx.stats.unstable.values())[-1])
-        limit = ctx.cfg.milp_max_unstable
+        limit = ctx.cfg.milp.max_unstable
         if limit is not None and unstable_now > limit:
             ctx.stats.notes.append(f"milp not started: {unstable_now} unstable ReLUs > milp_max_unstable")
             return ctx.finish(Status.UNKNOWN, None)
@@ -269,13 +269,12 @@ def _solve_milp(q: QueryContext, milp_net: LazyNetwork, worker: M.MilpWorker) ->
     net = milp_net.get()
     query = M.make_query(net, q.lo, q.hi, q.best, q.rows, q.row_lower)
     remaining = q.deadline - time.monotonic()
-    cbc_seconds = 1e9 if math.isinf(remaining) else max(cfg.cbc_fraction * remaining, 0.01)
-    base_options = cfg.milp_options or M.MilpOptions()
+    base_options = cfg.milp.solver or M.MilpOptions()
     options = base_options._replace(
-        mode=cfg.milp_mode,
+        mode=cfg.milp.mode,
         cutoff=q.safety,
-        cbc_seconds=cbc_seconds,
-        lp_tighten=cfg.lp_tighten or base_options.lp_tighten,
+        time_limit=cfg.milp.solver_seconds(remaining),
+        lp_tighten=cfg.milp.lp_tighten or base_options.lp_tighten,
     )
     result = worker.solve(net, query, options, deadline=q.deadline)
     q.lap("milp", t0)
@@ -285,8 +284,8 @@ def _solve_milp(q: QueryContext, milp_net: LazyNetwork, worker: M.MilpWorker) ->
     if result.status == "error":
         logging.warning("MILP worker error: %s", result.message)
         stats.notes.append(f"milp error: {result.message.strip().splitlines()[-1] if result.message else ''}")
-    bound, holds = milp_proof(result, cfg.milp_mode, q.safety)
-    if result.status == "infeasible" and cfg.milp_mode != "sign":
+    bound, holds = milp_proof(result, cfg.milp.mode, q.safety)
+    if result.status == "infeasible" and cfg.milp.mode != "sign":
         logging.warning("optimise-mode MILP infeasible: the bounds fed to it were not sound")
         stats.notes.append("optimise-mode MILP infeasible (unsound bounds?)")
         return q.finish(Status.UNKNOWN, None)
@@ -325,11 +324,11 @@ def leaf_solver(milp_net: LazyNetwork, worker: Callable[[], M.MilpWorker]) -> Ca
     ) -> M.MilpResult:
         net = milp_net.get()
         query = M.make_query(net, ctx.lo, ctx.hi, bounds, rows, row_lower)
-        base = ctx.cfg.milp_options or M.MilpOptions()
+        base = ctx.cfg.milp.solver or M.MilpOptions()
         options = base._replace(
             mode="sign",
             cutoff=ctx.safety,
-            cbc_seconds=max(ctx.cfg.cbc_fraction * seconds, 0.01),
+            time_limit=ctx.cfg.milp.solver_seconds(seconds),
             lp_tighten=False,
         )
         return worker().solve(net, query, options, deadline=time.monotonic() + seconds)
@@ -358,7 +357,7 @@ def build_stages(
 ) -> tuple[Stage, ...]:
     """The stages `cfg.stages` asks for (interval always), in the verifier's order (module docstring)."""
     on = set(cfg.stages)
-    quick = "pgd" in on and cfg.pgd_quick_steps > 0
+    quick = "pgd" in on and cfg.pgd.quick_steps > 0
     out: list[Stage] = []
     if "pgd" in on:
         if quick:
@@ -375,7 +374,7 @@ def build_stages(
         last_bound = "alpha_crown"
     if quick:
         out.append(pgd_stage("pgd", fns.pgd, lambda k: k.pgd, "bounds"))
-    if cfg.alpha_intermediate and "alpha_crown" in on:
+    if cfg.bounds.intermediate and "alpha_crown" in on:
         after = "pgd" if quick else last_bound
         # Optional when branch-and-bound follows: it starts from the bounds so far instead.
         optional = "bab" in on
@@ -412,16 +411,16 @@ class Jitted(NamedTuple):
 def jitted(cfg: VerifierConfig) -> Jitted:
     """The jitted stage functions for `cfg`'s hyperparameters (shared by every verifier with the same)."""
     return _jitted(
-        cfg.pgd_steps,
-        cfg.pgd_restarts,
-        cfg.pgd_step_size,
-        cfg.alpha_steps,
-        cfg.alpha_lr,
-        cfg.pgd_quick_steps,
-        cfg.pgd_quick_restarts,
-        cfg.bound_chunk,
-        cfg.alpha_intermediate_steps,
-        cfg.alpha_intermediate_lr,
+        cfg.pgd.steps,
+        cfg.pgd.restarts,
+        cfg.pgd.step_size,
+        cfg.bounds.alpha_steps,
+        cfg.bounds.alpha_lr,
+        cfg.pgd.quick_steps,
+        cfg.pgd.quick_restarts,
+        cfg.bounds.chunk,
+        cfg.bounds.intermediate_steps,
+        cfg.bounds.intermediate_lr,
     )
 
 

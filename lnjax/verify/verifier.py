@@ -115,7 +115,7 @@ def make_verifier(
     cfg = resolved_config(config, overrides)
     num_classes = int(math.prod(view.output_shapes[-1]))
     fns = jitted(cfg)
-    costs = CostModel(cfg.alpha_intermediate_steps)
+    costs = CostModel(cfg.bounds.intermediate_steps)
     milp_net = LazyNetwork(view)
 
     def the_worker() -> M.MilpWorker:
@@ -178,7 +178,7 @@ def make_verifier(
             out.append(fns.alpha_spec(view, lo, hi, c, best))
         if "bab" in names:
             BB.warm_up(cfg, view, best, lo, hi, c, offset, k)
-            if cfg.bab_attack_every:  # bab's box PGD: one row for k = 1, from a host-made point
+            if cfg.bab.attack_every:  # bab's box PGD: one row for k = 1, from a host-made point
                 rc, ro = (c[:1], offset[:1]) if k == 1 else (c, offset)
                 x_host = jnp.asarray(np.asarray(centre), jnp.float32)
                 out.append(fns.pgd(jax.random.key(0), view, lo, hi, rc, ro, x_host, k=k).x)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 
 CASES = {
-    "verify, verifier.pgd_restarts=0": (
+    "verify, verifier.pgd.restarts=0": (
         "verify",
-        "--config.verifier.pgd_restarts=0",
-        "verifier.pgd_restarts = 0",
+        "--config.verifier.pgd.restarts=0",
+        "verifier.pgd.restarts = 0",
     ),
-    "neighborhood, verifier.pgd_restarts=0": (
+    "neighborhood, verifier.pgd.restarts=0": (
         "neighborhood_quickstart",
-        "--config.verifier.pgd_restarts=0",
-        "verifier.pgd_restarts = 0",
+        "--config.verifier.pgd.restarts=0",
+        "verifier.pgd.restarts = 0",
     ),
     "neighborhood, optimizer.pgd_restarts=0": (
         "neighborhood_quickstart",

@@ -26,8 +26,8 @@ def tiny_config(root, **overrides):
     c.layers.max_layers = 3
     c.verifier.stages = "pgd"  # (+ interval, always): no compilation of CROWN in a fast test
     c.verifier.time_limit = 5.0
-    c.verifier.pgd_steps = 3
-    c.verifier.pgd_restarts = 1
+    c.verifier.pgd.steps = 3
+    c.verifier.pgd.restarts = 1
     c.optimizer.max_queries = 3
     c.optimizer.pgd_steps = 3
     c.optimizer.pgd_restarts = 1

@@ -47,8 +47,8 @@ def tiny_config(root, **overrides):
     c.box.growth = 1.0
     c.box.max_layers = 4
     c.verifier.time_limit = 10.0
-    c.verifier.pgd_steps = 5
-    c.verifier.pgd_restarts = 1
+    c.verifier.pgd.steps = 5
+    c.verifier.pgd.restarts = 1
     for key, value in overrides.items():
         node = c
         *path, last = key.split(".")
@@ -187,7 +187,7 @@ def test_all_stages_within_budget(trained):
         ({"box.metric": "cosine"}, "box.metric"),
         ({"target": "middle"}, "target"),
         ({"verifier.stages": "pgd,lp"}, "stages"),
-        ({"verifier.milp_mode": "exact"}, "milp_mode"),
+        ({"verifier.milp.mode": "exact"}, "milp.mode"),
         ({"images": 0}, "images"),
         ({"images": 50}, "test split has 32"),
     ],

@@ -14,7 +14,7 @@ import pytest
 
 from lnjax import bounds as B, models, specs
 from lnjax.bounds import beta_crown as BC
-from lnjax.verify import bab as BB, make_verifier, milp as M
+from lnjax.verify import BabOptions, BoundOptions, bab as BB, make_verifier, milp as M
 from lnjax.verify.reference import brute_force_min
 from lnjax.verify.verdict import Status
 
@@ -183,9 +183,8 @@ def bab_verifier(seed):
         view,
         stages=("crown", "bab"),
         time_limit=20.0,
-        bab_batch=16,
-        bab_attack_every=0,
-        alpha_intermediate=False,
+        bab=BabOptions(batch=16, attack_every=0),
+        bounds=BoundOptions(intermediate=False),
     )
 
 

@@ -338,7 +338,7 @@ def test_worker_hard_time_limit_and_restart(worker):
     _, net, q = hard_instance()
     budget = 2.0
     t0 = time.monotonic()
-    r = worker.solve(net, q, M.MilpOptions(mode="optimise", cbc_seconds=600), deadline=t0 + budget)
+    r = worker.solve(net, q, M.MilpOptions(mode="optimise", time_limit=600), deadline=t0 + budget)
     elapsed = time.monotonic() - t0
     assert r.status == "timeout" and r.solutions == ()
     assert elapsed < budget + 0.25, elapsed

@@ -112,7 +112,7 @@ def test_highs_time_limit_cutoff_and_threads_reach_highs(monkeypatch):
         r = M.solve(
             net,
             q,
-            M.MilpOptions(mode="sign", cutoff=-0.5, cbc_seconds=7.0, threads=threads, solver="recording"),
+            M.MilpOptions(mode="sign", cutoff=-0.5, time_limit=7.0, threads=threads, solver="recording"),
         )
         assert r.status == "infeasible"
         (seconds, limit, bound), used = seen[-2:]

@@ -14,7 +14,10 @@ from lnjax.attacks import make_pgd_box
 from lnjax.models import sequential as S
 from lnjax.verify import (
     Argmax,
+    BoundOptions,
+    MilpStageOptions,
     MilpWorker,
+    PgdOptions,
     Status,
     Threshold,
     TopK,
@@ -106,8 +109,8 @@ def check_verdict(view, spec, lo, hi, v, reference=None):
 CONFIGS = {
     "staged": dict(stages=("pgd", "crown", "alpha_crown", "milp")),
     "milp_only": dict(stages=("milp",)),
-    "milp_only_highs": dict(stages=("milp",), milp_options=M.MilpOptions(solver="highs")),
-    "optimise": dict(stages=("crown", "milp"), milp_mode="optimise"),
+    "milp_only_highs": dict(stages=("milp",), milp=MilpStageOptions(solver=M.MilpOptions(solver="highs"))),
+    "optimise": dict(stages=("crown", "milp"), milp=MilpStageOptions(mode="optimise")),
 }
 
 
@@ -228,8 +231,8 @@ def test_quick_pgd_chunks_and_warm_up(worker):
             stages=("pgd", "crown", "alpha_crown", "milp"),
             time_limit=60,
             worker=worker,
-            pgd_quick_steps=quick,
-            bound_chunk=chunk,
+            pgd=PgdOptions(quick_steps=quick),
+            bounds=BoundOptions(chunk=chunk),
         )
         assert verify.warm_up(x0 - 0.01, x0 + 0.01, spec) >= 0.0
         clear = verify(jax.random.key(0), x0 - 0.3, x0 + 0.3, spec)
@@ -265,7 +268,13 @@ def test_timeout_is_unknown_and_within_budget(worker):
     assert v.proven_bound is None or v.proven_bound < v.stats.safety
     assert elapsed < budget + 0.3, elapsed
     # ... and when it does not (here: told to run 5× past the budget), the worker is killed.
-    verify = make_verifier(view=view, stages=("milp",), time_limit=budget, cbc_fraction=5.0, worker=worker)
+    verify = make_verifier(
+        view=view,
+        stages=("milp",),
+        time_limit=budget,
+        milp=MilpStageOptions(time_fraction=5.0),
+        worker=worker,
+    )
     t0 = time.monotonic()
     v = verify(jax.random.key(0), x0 - 0.02, x0 + 0.02, TopK(t, 2))
     elapsed = time.monotonic() - t0
@@ -289,7 +298,9 @@ def test_no_time_left_is_unknown_never_robust(worker):
     # The clock is checked before each stage after the interval bounds: neither CROWN nor the MILP starts.
     assert u.stats.notes == ["time limit reached after interval"] and u.stats.milp_status is None
     # Too many unstable ReLUs for the MILP (here: any): UNKNOWN without a solve.
-    capped = make_verifier(view=view, stages=("crown", "milp"), milp_max_unstable=0, worker=worker)
+    capped = make_verifier(
+        view=view, stages=("crown", "milp"), milp=MilpStageOptions(max_unstable=0), worker=worker
+    )
     u = capped(jax.random.key(0), lo, hi, spec)
     assert u.status is Status.UNKNOWN and u.stats.milp_status is None
     assert any("milp not started" in n for n in u.stats.notes)
@@ -299,9 +310,11 @@ def test_config_and_keyword_overrides_build_the_same_verifier(worker):
     view = tiny_mlp(1)
     x0 = np.full(3, 0.5, np.float32)
     spec = Argmax(int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0)))))
-    config = VerifierConfig(stages=("pgd", "crown", "milp"), time_limit=None, pgd_restarts=2)
+    config = VerifierConfig(stages=("pgd", "crown", "milp"), time_limit=None, pgd=PgdOptions(restarts=2))
     by_config = make_verifier(view, config, worker=worker)
-    by_keywords = make_verifier(view=view, stages=("pgd", "crown", "milp"), time_limit=None, pgd_restarts=2)
+    by_keywords = make_verifier(
+        view=view, stages=("pgd", "crown", "milp"), time_limit=None, pgd=PgdOptions(restarts=2)
+    )
     assert isinstance(by_config, Verifier) and by_config.verify is by_config[0]
     for eps in (0.01, 0.2):
         a = by_config(jax.random.key(0), x0 - eps, x0 + eps, spec)
@@ -313,10 +326,12 @@ def test_argument_validation():
     view = tiny_mlp(0)
     with pytest.raises(ValueError, match="verifier.stages"):
         make_verifier(view=view, stages=("pgd", "lp"))
-    with pytest.raises(ValueError, match="verifier.milp_mode"):
-        make_verifier(view=view, milp_mode="fast")
-    with pytest.raises(ValueError, match="verifier.pgd_restarts = 0"):
-        make_verifier(view, VerifierConfig(), pgd_restarts=0)
+    with pytest.raises(ValueError, match="verifier.milp.mode"):
+        make_verifier(view=view, milp=MilpStageOptions(mode="fast"))
+    with pytest.raises(ValueError, match="verifier.pgd.restarts = 0"):
+        make_verifier(view, VerifierConfig(), pgd=PgdOptions(restarts=0))
+    with pytest.raises(TypeError, match="grouped"):  # the flat names of before: a pointer to the groups
+        make_verifier(view, bab_batch=8)
     with pytest.raises(TypeError):
         make_verifier(view=view, no_such_option=1)
     verify = make_verifier(view=view, stages=("pgd",))
@@ -354,17 +369,24 @@ def one_line(e: pytest.ExceptionInfo) -> str:
 @pytest.mark.parametrize(
     "options, fragment",
     [
-        (dict(atol=-1), "verifier.atol = -1; expected a finite number ≥ 0"),
-        (dict(pgd_step_size=math.nan), "verifier.pgd_step_size = nan; expected a finite number > 0"),
-        (dict(alpha_lr=-1), "verifier.alpha_lr = -1; expected a finite number > 0"),
-        (dict(time_limit=-5.0), "verifier.time_limit = -5.0; expected a finite number > 0"),
-        (dict(stages="pgd,milp"), "verifier.stages = 'pgd,milp'; expected a tuple of names"),
+        (lambda: dict(atol=-1), "verifier.atol = -1; expected a finite number ≥ 0"),
+        (
+            lambda: dict(pgd=PgdOptions(step_size=math.nan)),
+            "verifier.pgd.step_size = nan; expected a finite number > 0",
+        ),
+        (
+            lambda: dict(bounds=BoundOptions(alpha_lr=-1)),
+            "verifier.bounds.alpha_lr = -1; expected a finite number > 0",
+        ),
+        (lambda: dict(time_limit=-5.0), "verifier.time_limit = -5.0; expected a finite number > 0"),
+        (lambda: dict(stages="pgd,milp"), "verifier.stages = 'pgd,milp'; expected a tuple of names"),
+        (lambda: dict(bab=dict(batch=8)), "verifier.bab = {'batch': 8}; expected a BabOptions"),
     ],
-    ids=["atol", "pgd_step_size", "alpha_lr", "time_limit", "stages_string"],
+    ids=["atol", "pgd_step_size", "alpha_lr", "time_limit", "stages_string", "group_not_options"],
 )
 def test_bad_option_is_a_value_error_at_make_verifier(view0, options, fragment):
     with pytest.raises(ValueError) as e:
-        make_verifier(view0, **options)
+        make_verifier(view0, **options())
     assert fragment in one_line(e)
 
 
@@ -575,7 +597,9 @@ def test_crown_still_runs_after_a_degenerate_warm_up(monkeypatch):
 
     # A stage not started ends the query: spec-only α-CROWN (never timed, so not predicted) does not
     # run on the interval bounds in its place.
-    both = make_verifier(view, stages=("crown", "alpha_crown"), alpha_intermediate=False, time_limit=3.0)
+    both = make_verifier(
+        view, stages=("crown", "alpha_crown"), bounds=BoundOptions(intermediate=False), time_limit=3.0
+    )
     clock.step = 10.0
     both.warm_up(lo, hi, spec)
     clock.step = 0.0
@@ -600,7 +624,7 @@ def stage_list(**options):
             [("pgd_quick", None), ("interval", None), ("crown", "interval"), ("pgd", "bounds")],
         ),
         (
-            dict(stages=("crown", "pgd"), pgd_quick_steps=0),
+            dict(stages=("crown", "pgd"), pgd=PgdOptions(quick_steps=0)),
             [("pgd", None), ("interval", None), ("crown", "interval")],
         ),
         (dict(stages=()), [("interval", None)]),
@@ -615,7 +639,7 @@ def stage_list(**options):
             ],
         ),
         (
-            dict(stages=("crown", "milp"), alpha_intermediate=True),
+            dict(stages=("crown", "milp"), bounds=BoundOptions(intermediate=True)),
             [("interval", None), ("crown", "interval"), ("milp", "bounds")],
         ),
         (
@@ -632,7 +656,7 @@ def stage_list(**options):
             ],
         ),
         (
-            dict(alpha_intermediate=False, pgd_quick_steps=0),
+            dict(bounds=BoundOptions(intermediate=False), pgd=PgdOptions(quick_steps=0)),
             [
                 ("pgd", None),
                 ("interval", None),

@@ -39,7 +39,7 @@ class MilpQuery(NamedTuple):
 class _MilpOptionFields(NamedTuple):
     mode: str = "sign"
     cutoff: float = 0.0
-    cbc_seconds: float = 60.0
+    time_limit: float = 60.0
     threads: int = 1
     emphasis: int = 0
     lp_tighten: bool = False
@@ -60,8 +60,8 @@ class MilpOptions(_MilpOptionFields):
       mode: "sign" (cutoff, stop at the first solution) or "optimise" (to optimality / time limit).
       cutoff: sign mode: solutions with objective (margin) above it are pruned; infeasible ⇒
         margin ≥ cutoff everywhere in the box (up to the solver's tolerances, ~1e-6).
-      cbc_seconds: the backend's own (soft) time limit, whichever backend (the name predates
-        HiGHS); the hard limit is the worker's deadline.
+      time_limit: the backend's own (soft) time limit in seconds (CBC or HiGHS); the hard limit is
+        the worker's deadline.
       threads: solver threads.
       emphasis: python-mip SearchEmphasis value (0 default, 1 feasibility, 2 optimality); CBC only.
       lp_tighten: tighten unstable pre-activations (beyond the first nonlinear layer) by LPs over
