@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from lnjax.checks import check_bool, check_choice, check_float, check_int
 from lnjax.verify.milp import MilpOptions
@@ -118,19 +118,16 @@ class MilpStageOptions:
       solver: base `milp.MilpOptions` (backend, threads, emphasis, slack, ...); mode, cutoff and the
         backend's time limit are set per query.
       time_fraction: the backend's own (soft) time limit as a fraction of what is left of the query's
-        budget (at most that minus `RESERVE_S`), so it stops by itself before the worker's hard kill
-        at the deadline and returns what it found. CBC stops within ~0.2 s of its limit on the
-        MNIST MLPs (10 s queries, 256x4: 0.6 → UNKNOWN at 6.1 s, 0.8 → 8.1 s, 0.95 → killed at the
-        deadline every time, since the limit left no room to return).
+        budget when the MILP starts; the worker also caps it to stop `milp.worker.RESERVE_S` before the
+        deadline, whatever the network's transfer took, so the backend stops by itself before the
+        hard kill and returns what it found (CBC stops within ~0.2 s of its limit).
     """
 
     mode: str = "sign"
     max_unstable: int | None = None
     lp_tighten: bool = False
     solver: MilpOptions | None = None
-    time_fraction: float = 0.9
-
-    RESERVE_S: ClassVar[float] = 0.5
+    time_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         w = "verifier.milp."
@@ -143,10 +140,11 @@ class MilpStageOptions:
         check_float(w + "time_fraction", self.time_fraction, low=0.0, low_open=True)  # > 1: hard kill only
 
     def solver_seconds(self, remaining: float) -> float:
-        """The backend's own time limit when `remaining` seconds are left (inf: no limit)."""
+        """The backend's own time limit when `remaining` seconds are left (inf: no limit); the worker
+        also caps it to end `milp.worker.RESERVE_S` before the deadline (`MilpOptions.stop_by`)."""
         if math.isinf(remaining):
             return 1e9
-        return max(min(self.time_fraction * remaining, remaining - self.RESERVE_S), 0.01)
+        return max(self.time_fraction * remaining, 0.01)
 
 
 @dataclasses.dataclass(frozen=True)

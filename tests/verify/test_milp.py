@@ -333,10 +333,28 @@ def hard_instance():
     return view, net, query_for(view, net, lo, hi, specs.TopK(t, 2).rows(10))
 
 
+@pytest.mark.slow  # wall-clock assertion, and the full-size CNN
+def test_worker_stops_the_backend_before_the_deadline(worker):
+    """CBC told to run 600 s stops by itself `RESERVE_S` before the worker's deadline (`stop_by`),
+    network transfer included, and returns what it found instead of being killed."""
+    _, net, q = hard_instance()
+    budget = (
+        8.0  # past CBC's root LP on this MILP even on a loaded machine (it checks its clock coarsely there)
+    )
+    t0 = time.monotonic()
+    r = worker.solve(net, q, M.MilpOptions(mode="optimise", time_limit=600), deadline=t0 + budget)
+    elapsed = time.monotonic() - t0
+    assert r.status != "timeout" and r.status != "error", r
+    assert elapsed < budget, elapsed
+    assert worker.restarts == 0
+
+
 @pytest.mark.slow  # wall-clock assertion (the hard limit), and the full-size CNN
-def test_worker_hard_time_limit_and_restart(worker):
+def test_worker_hard_time_limit_and_restart(worker, monkeypatch):
     _, net, q = hard_instance()
     budget = 2.0
+    # A backend that overruns its own limit: asked to stop long after the deadline.
+    monkeypatch.setattr(M.worker, "RESERVE_S", -1000.0)
     t0 = time.monotonic()
     r = worker.solve(net, q, M.MilpOptions(mode="optimise", time_limit=600), deadline=t0 + budget)
     elapsed = time.monotonic() - t0

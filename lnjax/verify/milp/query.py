@@ -49,6 +49,7 @@ class _MilpOptionFields(NamedTuple):
     max_solutions: int = 10
     seed: int = 0
     solver: str = "cbc"
+    stop_by: float = math.inf
 
 
 class MilpOptions(_MilpOptionFields):
@@ -73,6 +74,10 @@ class MilpOptions(_MilpOptionFields):
       seed: the solver's random seed.
       solver: the MILP backend (`solver.SOLVERS`): "cbc", CBC through python-mip; "highs", HiGHS
         through highspy (`pip install 'lnjax[highs]'`).
+      stop_by: a `time.monotonic()` time (system-wide on Linux, so valid in the worker process) by
+        which the backend should have stopped: its own limit is also capped at what is left until
+        then when the solve starts (`MilpWorker.solve` sets it `RESERVE_S` before the deadline, so
+        the network's transfer and the worker's start count against the budget too).
     """
 
     __slots__ = ()

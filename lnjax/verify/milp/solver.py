@@ -258,8 +258,9 @@ def solve(net: MilpNetwork, query: MilpQuery, options: MilpOptions) -> MilpResul
         )
     solver = make()
     t0 = time.monotonic()
+    limit = min(options.time_limit, options.stop_by - t0)  # the backend's own (soft) limit
     try:
-        info = solver.build(net, query, options, deadline=t0 + options.time_limit)
+        info = solver.build(net, query, options, deadline=t0 + limit)
     except Exception:  # noqa: BLE001 — reported to the caller as a status, never raised in the worker
         return MilpResult(status="error", message=traceback.format_exc())
     t1 = time.monotonic()
@@ -271,7 +272,7 @@ def solve(net: MilpNetwork, query: MilpQuery, options: MilpOptions) -> MilpResul
         build_s=t1 - t0 - info.tighten_s,
         tighten_s=info.tighten_s,
     )
-    seconds = max(options.time_limit - (t1 - t0), 0.01)
+    seconds = max(limit - (t1 - t0), 0.01)
     if options.mode == "sign":
         status, detail = solver.optimise(seconds, cutoff=float(options.cutoff), first_solution=True)
     elif options.mode == "optimise":

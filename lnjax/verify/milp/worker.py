@@ -44,6 +44,10 @@ def serve(fd: int) -> None:
             conn.send(solve(cache[key], query, options))
 
 
+RESERVE_S = 0.5
+"""The backend is asked to stop this many seconds before the hard deadline (`MilpOptions.stop_by`):
+CBC returns within ~0.2 s of its own limit; a kill loses what it found and restarts the worker."""
+
 _WORKER_CMD = "import sys; from lnjax.verify.milp import serve; serve(int(sys.argv[1]))"
 
 
@@ -166,7 +170,8 @@ class MilpWorker:
         with self._lock:
             try:
                 messages: list[tuple] = [] if net.key in self._known else [("net", net)]
-                messages.append(("solve", net.key, query, options))
+                stop_by = min(options.stop_by, deadline - RESERVE_S)  # room to return before the kill
+                messages.append(("solve", net.key, query, options._replace(stop_by=stop_by)))
                 # None: the deadline came first (a restarting worker did not take the query in time,
                 # or CBC overran); the worker has been replaced.
                 result = self._exchange(messages, deadline)
