@@ -333,20 +333,26 @@ def hard_instance():
     return view, net, query_for(view, net, lo, hi, specs.TopK(t, 2).rows(10))
 
 
-@pytest.mark.slow  # wall-clock assertion, and the full-size CNN
+@pytest.mark.slow  # wall-clock assertion
 def test_worker_stops_the_backend_before_the_deadline(worker):
     """CBC told to run 600 s stops by itself `RESERVE_S` before the worker's deadline (`stop_by`),
-    network transfer included, and returns what it found instead of being killed."""
-    _, net, q = hard_instance()
-    budget = (
-        8.0  # past CBC's root LP on this MILP even on a loaded machine (it checks its clock coarsely there)
-    )
+    the network's transfer included, and returns what it found instead of being killed. An MLP at
+    init (hundreds of unstable ReLUs): CBC checks its clock often here; on the 64×64 CNN its root LP
+    can overrun any reserve on a loaded machine, and then the kill is the backstop (next test)."""
+    view = tiny_mlp(0, n_in=40, hidden=(96, 96, 96), k=10)
+    net = M.network_from_view(view)
+    lo, hi, x0 = box(0, 40, 0.3)
+    t = int(jnp.argmax(models.apply_layers(view, jnp.asarray(x0))))
+    q = query_for(view, net, lo, hi, specs.TopK(t, 1).rows(10))
+    budget = 5.0
+    worker.wait_ready(timeout=60)  # a worker restarted by an earlier test has finished its imports
+    restarts = worker.restarts
     t0 = time.monotonic()
     r = worker.solve(net, q, M.MilpOptions(mode="optimise", time_limit=600), deadline=t0 + budget)
     elapsed = time.monotonic() - t0
-    assert r.status != "timeout" and r.status != "error", r
-    assert elapsed < budget, elapsed
-    assert worker.restarts == 0
+    assert r.status not in ("timeout", "error", "optimal"), r  # stopped by itself, undecided
+    assert r.num_binaries > 100 and elapsed < budget, (r.num_binaries, elapsed)
+    assert worker.restarts == restarts
 
 
 @pytest.mark.slow  # wall-clock assertion (the hard limit), and the full-size CNN

@@ -44,10 +44,11 @@ def serve(fd: int) -> None:
             conn.send(solve(cache[key], query, options))
 
 
-RESERVE_S = 0.5
-"""The backend is asked to stop this many seconds (at most a fifth of the budget) before the hard
+RESERVE_S = 1.0
+"""The backend is asked to stop this many seconds (at most a quarter of the budget) before the hard
 deadline (`MilpOptions.stop_by`):
-CBC returns within ~0.2 s of its own limit; a kill loses what it found and restarts the worker."""
+CBC returns 0.2 s (sign mode) to 0.45 s (optimise mode, a 297-binary MLP) after its own limit, more on a
+loaded machine; a kill loses what it found and restarts the worker."""
 
 _WORKER_CMD = "import sys; from lnjax.verify.milp import serve; serve(int(sys.argv[1]))"
 
@@ -171,8 +172,8 @@ class MilpWorker:
         with self._lock:
             try:
                 messages: list[tuple] = [] if net.key in self._known else [("net", net)]
-                # room to return before the kill: RESERVE_S, or a fifth of a short budget
-                stop_by = min(options.stop_by, deadline - min(RESERVE_S, 0.2 * (deadline - t0)))
+                # room to return before the kill: RESERVE_S, or a quarter of a short budget
+                stop_by = min(options.stop_by, deadline - min(RESERVE_S, 0.25 * (deadline - t0)))
                 messages.append(("solve", net.key, query, options._replace(stop_by=stop_by)))
                 # None: the deadline came first (a restarting worker did not take the query in time,
                 # or CBC overran); the worker has been replaced.
