@@ -27,7 +27,8 @@ the property (`violated`, tolerance 0; the competition's checker allows 1e-4). A
 fails is not written: the result is `unknown`, with the reason in `notes` (and on stderr).
 
 A `VerifierCache` keeps each network loaded, its verifier built and warmed up across instances
-(per time limit and spec size), so a suite pays the compilation once per network.
+(warm-up per spec size; each instance's timeout is passed per query), so a suite pays the
+compilation once per network and every instance's cost predictions come from the same verifier.
 
 `write_suite` exports lnjax models to ONNX and writes argmax-robustness properties (L∞ boxes
 clipped to [0, 1]) and an `instances.csv` laid out as the competition's benchmarks are.
@@ -116,8 +117,8 @@ class _Network:
     onnx_shape: tuple[int, ...]  # per-example, without the batch axis
     session: Any  # an onnxruntime.InferenceSession, or None: the float64 forward of `host`
     host: MilpNetwork | None  # the layers as float64 host data (only without onnxruntime)
-    verifiers: dict[float, Verifier] = dataclasses.field(default_factory=dict)
-    warmed: set[tuple[float, int]] = dataclasses.field(default_factory=set)
+    verifier: Verifier | None = None
+    warmed: set[int] = dataclasses.field(default_factory=set)  # spec sizes warmed up
 
     @property
     def nchw(self) -> bool:
@@ -157,7 +158,7 @@ def _onnxruntime_session(path: str) -> Any:
 
 
 class VerifierCache:
-    """Networks loaded once, with a warmed-up verifier per time limit (and spec size), across instances.
+    """Networks loaded once, each with one verifier warmed up per spec size, across instances.
 
     A network is known by its file (resolved path, size, modification time): a rewritten file is
     loaded again. Compiled stage functions are shared by every verifier with the same options anyway
@@ -166,7 +167,7 @@ class VerifierCache:
 
     Args:
       config: the verifier's options (default: `VerifierConfig()`, the default staged verifier);
-        `input_domain` is always None here and `time_limit` is set per instance.
+        `input_domain` is always None here and the time limit is passed per query.
       worker: the MILP worker process (default: the shared one, stopped at exit).
     """
 
@@ -194,29 +195,22 @@ class VerifierCache:
             )
         return self._networks[key]
 
-    def verifier(self, net: _Network, time_limit: float, *, keep: bool = True) -> Verifier:
-        """The network's verifier with this per-query time limit (kept for later instances unless
-        `keep` is False: a one-off limit, e.g. what is left for a property's second input box)."""
-        if time_limit in net.verifiers:
-            return net.verifiers[time_limit]
-        config = dataclasses.replace(self.config, time_limit=time_limit)
-        verifier = make_verifier(net.view, config, worker=self.worker)
-        if keep:
-            net.verifiers[time_limit] = verifier
-        return verifier
+    def verifier(self, net: _Network) -> Verifier:
+        """The network's verifier (built on first use; queries pass their own `time_limit=`)."""
+        if net.verifier is None:
+            net.verifier = make_verifier(net.view, self.config, worker=self.worker)
+        return net.verifier
 
-    def warm_up(self, net: _Network, time_limit: float, case: VnnlibCase, spec: Linear) -> None:
-        """Compiles what a query with this time limit and spec size runs (once per pair): `warm_up`
-        on the case's box shrunk around its centre (WARM_SHRINK)."""
-        key = (time_limit, int(spec.c.shape[0]))
+    def warm_up(self, net: _Network, case: VnnlibCase, spec: Linear) -> None:
+        """Compiles what a query with this spec size runs (once per size): `warm_up` on the case's
+        box shrunk around its centre (WARM_SHRINK)."""
+        key = int(spec.c.shape[0])
         if key in net.warmed:
             return
         lo, hi = np.asarray(case.lower, np.float64), np.asarray(case.upper, np.float64)
         centre, half = (lo + hi) / 2, (hi - lo) / 2 * WARM_SHRINK
         warm_lo, warm_hi = (centre - half).astype(np.float32), (centre + half).astype(np.float32)
-        self.verifier(net, time_limit).warm_up(
-            jnp.asarray(warm_lo), jnp.asarray(np.maximum(warm_hi, warm_lo)), spec
-        )
+        self.verifier(net).warm_up(jnp.asarray(warm_lo), jnp.asarray(np.maximum(warm_hi, warm_lo)), spec)
         self.wait_for_worker()
         net.warmed.add(key)
 
@@ -306,7 +300,7 @@ def run_instance(
             return _error(f"{vnnlib_path}{where}: {e}", t0)
     try:
         for case, spec in zip(prop.cases, specs, strict=True):
-            cache.warm_up(net, timeout, case, spec)
+            cache.warm_up(net, case, spec)
     except (ValueError, TypeError) as e:  # e.g. non-finite weights, refused by the verifier
         return _error(_message(e, onnx_path), t0)
     keys = [jax.random.fold_in(key, i) for i in range(len(prop.cases))]  # (compiles once: not in the run)
@@ -324,8 +318,8 @@ def run_instance(
             notes.append(f"case {i}: not started, no time left")
             break
         t_case = time.monotonic()
-        verify = cache.verifier(net, left, keep=i == 0)
-        verdict = verify(keys[i], jnp.asarray(case.lower), jnp.asarray(case.upper), spec)
+        verify = cache.verifier(net)
+        verdict = verify(keys[i], jnp.asarray(case.lower), jnp.asarray(case.upper), spec, time_limit=left)
         cache.wait_for_worker()  # a timed-out MILP's replacement: charged to this instance
         decided.append(verdict.stats.decided_by)
         status = verdict.status

@@ -192,6 +192,12 @@ class BabOptions:
         check_int(w + "fsb", self.fsb, 0)
 
 
+def checked_time_limit(value: object, where: str = "time_limit") -> float:
+    """A per-query budget in seconds: a finite number > 0 (ValueError naming `where` otherwise)."""
+    check_float(where, value, low=0.0, low_open=True)
+    return float(value)  # pyright: ignore[reportArgumentType]
+
+
 GROUPS = {"pgd": PgdOptions, "bounds": BoundOptions, "milp": MilpStageOptions, "bab": BabOptions}
 """The sub-configs of `VerifierConfig`, by field name."""
 
@@ -230,7 +236,7 @@ class VerifierConfig:
         w = "verifier."
         object.__setattr__(self, "stages", _checked_stages(w + "stages", self.stages))
         if self.time_limit is not None:
-            check_float(w + "time_limit", self.time_limit, low=0.0, low_open=True)
+            checked_time_limit(self.time_limit, w + "time_limit")
         if self.input_domain is not None:
             d = self.input_domain
             ok = isinstance(d, tuple) and len(d) == 2 and all(isinstance(v, int | float) for v in d)

@@ -87,11 +87,12 @@ class QueryContext:
         hi: jax.Array,
         rows: SpecRows,
         keys: QueryKeys,
+        time_limit: float | None = None,
     ):
         self.view, self.fns, self.cfg, self.lo, self.hi, self.rows = view, fns, cfg, lo, hi, rows
         self.keys = keys
         self.t_start = t_start
-        self.deadline = math.inf if cfg.time_limit is None else t_start + cfg.time_limit
+        self.deadline = math.inf if time_limit is None else t_start + time_limit
         self.stats = VerifyStats()
         self.c, self.offset, self.k = jnp.asarray(rows.c), jnp.asarray(rows.offset), rows.k
         self.points: list[tuple[np.ndarray, float]] = []

@@ -55,7 +55,7 @@ from lnjax import bounds as B
 from lnjax.models import layers as L
 from lnjax.specs import Spec
 from lnjax.verify import bab as BB, milp as M
-from lnjax.verify.config import STAGES, VerifierConfig, resolved_config
+from lnjax.verify.config import STAGES, VerifierConfig, checked_time_limit, resolved_config
 from lnjax.verify.cost import CostModel
 from lnjax.verify.inputs import checked_box, checked_rows, checked_view
 from lnjax.verify.stages import LazyNetwork, QueryContext, QueryKeys, build_stages, clip_point, jitted
@@ -68,7 +68,9 @@ class Verifier(NamedTuple):
     verify(key, x_lower, x_upper, spec) -> Verdict: key a typed PRNG key; x_lower, x_upper:
       [*view.input_shape] float images in [0, 1] (finite; overshoots up to 0.5 are clipped to
       [0, 1], anything else raises ValueError, as does an integer array); spec a `lnjax.specs`
-      TopK, Argmax or Threshold (else TypeError). The first call of each jitted stage compiles it
+      TopK, Argmax or Threshold (else TypeError); `time_limit=` (keyword, seconds > 0) replaces the
+      config's budget for this query only, so one warmed-up verifier (and its cost predictions)
+      serves queries with different budgets. The first call of each jitted stage compiles it
       (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's budget.
     warm_up(x_lower, x_upper, spec) -> seconds: runs every configured stage once on a box (results
       discarded; also builds the MILP network and starts the worker), so that timed queries with the
@@ -78,11 +80,19 @@ class Verifier(NamedTuple):
       run those stages and time them.
     """
 
-    verify: Callable[[jax.Array, jax.Array, jax.Array, Spec], Verdict]
+    verify: Callable[..., Verdict]
     warm_up: Callable[[jax.Array, jax.Array, Spec], float]
 
-    def __call__(self, key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
-        return self.verify(key, x_lower, x_upper, spec)
+    def __call__(
+        self,
+        key: jax.Array,
+        x_lower: jax.Array,
+        x_upper: jax.Array,
+        spec: Spec,
+        *,
+        time_limit: float | None = None,
+    ) -> Verdict:
+        return self.verify(key, x_lower, x_upper, spec, time_limit=time_limit)
 
 
 def make_verifier(
@@ -124,11 +134,15 @@ def make_verifier(
     stages = build_stages(cfg, fns, costs, milp_net, the_worker)
     names = {s.name for s in stages}
 
-    def verify(key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec) -> Verdict:
+    def verify(
+        key: jax.Array, x_lower: jax.Array, x_upper: jax.Array, spec: Spec, *, time_limit: float | None = None
+    ) -> Verdict:
         t_start = time.monotonic()
+        limit = cfg.time_limit if time_limit is None else checked_time_limit(time_limit)
         rows = checked_rows(spec, num_classes)
         lo, hi = checked_box(view, x_lower, x_upper, cfg.input_domain)
-        ctx = QueryContext(view, fns, cfg, t_start, lo, hi, rows, QueryKeys(*jax.random.split(key, 3)))
+        keys = QueryKeys(*jax.random.split(key, 3))
+        ctx = QueryContext(view, fns, cfg, t_start, lo, hi, rows, keys, limit)
         for stage in stages:
             if stage.after is not None and ctx.out_of_time(stage.after):
                 return ctx.finish(Status.UNKNOWN, None)

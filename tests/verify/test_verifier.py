@@ -305,6 +305,12 @@ def test_no_time_left_is_unknown_never_robust(worker):
     assert u.status is Status.UNKNOWN and u.stats.decided_by is None
     # The clock is checked before each stage after the interval bounds: neither CROWN nor the MILP starts.
     assert u.stats.notes == ["time limit reached after interval"] and u.stats.milp_status is None
+    # A per-query budget replaces the config's for that query only (the same verifier, no rebuild).
+    u = full(jax.random.key(0), lo, hi, spec, time_limit=1e-9)
+    assert u.status is Status.UNKNOWN and u.stats.notes == ["time limit reached after interval"]
+    assert full(jax.random.key(0), lo, hi, spec).status is Status.ROBUST
+    with pytest.raises(ValueError, match="time_limit = -1; expected a finite number > 0"):
+        full(jax.random.key(0), lo, hi, spec, time_limit=-1)
     # Too many unstable ReLUs for the MILP (here: any): UNKNOWN without a solve.
     capped = make_verifier(
         view=view, stages=("crown", "milp"), milp=MilpStageOptions(max_unstable=0), worker=worker
