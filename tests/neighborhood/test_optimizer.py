@@ -7,7 +7,7 @@ import pytest
 
 from lnjax import models, verify as V
 from lnjax.neighborhood import gradients as G, layers as NL
-from lnjax.neighborhood.baseline import binary_search, queries_per_layer
+from lnjax.neighborhood.baseline import binary_search, bisect, queries_per_layer, uniform_search
 from lnjax.neighborhood.optimizer import make_optimizer, norm_gradient, relative_gain, step_gradient
 from lnjax.neighborhood.problem import CONVERGED, log_volume, make_problem, zero_pixels
 from lnjax.neighborhood.sensitivity import fixed_weights, layer_sensitivity, sensitivity_weights
@@ -195,6 +195,48 @@ def test_baseline_finds_the_per_layer_maximum(tiny):
     assert res.eps[0] == pytest.approx(1 / 8, abs=1e-3)  # the first layer takes what it can alone
     assert float(a @ res.eps) > 1 - 2e-3 * a.sum()
     assert any(np.allclose(res.eps, e, atol=1e-6) for e, s in oracle.answers if s is Status.ROBUST)
+
+
+def test_bisect_keeps_the_bracket_and_stops_when_asked():
+    asked = []
+
+    def holds(v):
+        asked.append(v)
+        return v < 0.3
+
+    lo, hi, complete = bisect(holds, 0.0, 1.0, 0.01)
+    assert complete and lo < 0.3 <= hi and hi - lo <= 0.01 and len(asked) == 7  # ⌈log2(100)⌉
+    lo, hi, complete = bisect(lambda v: None if v < 0.3 else False, 0.0, 1.0, 0.01)
+    assert not complete and (lo, hi) == (0.0, 0.5)
+
+
+@pytest.mark.parametrize("scale", ["linear", "log"])
+def test_uniform_baseline_finds_the_uniform_threshold(tiny, scale):
+    _, problem = tiny
+    problem = problem._replace(x=np.full_like(problem.x, 0.5))
+    a = np.array([8.0, 4.0, 2.0, 2.0, 2.0, 2.0])  # robust iff Σ a_d ε < 1: ε < 1/20 when uniform
+    oracle = FakeOracle(a=a, band=0.0, problem=problem)
+    tol = 1e-3 if scale == "linear" else 0.01
+    res = uniform_search(jax.random.key(0), oracle, problem, scale=scale, eps_max=0.5, eps_min=1e-4, tol=tol)
+    assert res.verified and res.converged and res.stop_reason == "done"
+    assert np.all(res.eps == res.eps[0]) and res.setup["uniform_eps"] == pytest.approx(float(res.eps[0]))
+    assert float(a @ res.eps) < 1  # the reported ε was answered ROBUST
+    if scale == "linear":
+        assert res.eps[0] > 1 / 20 - 1e-3
+    else:
+        assert res.eps[0] * (1 + tol) > 1 / 20
+    assert res.queries == queries_per_layer(scale=scale, eps_max=0.5, eps_min=1e-4, tol=tol)
+    assert any(np.allclose(res.eps, e, atol=1e-6) for e, s in oracle.answers if s is Status.ROBUST)
+
+
+def test_baseline_bad_arguments_are_one_line():
+    _, problem = None, make_problem(np.zeros((4, 4)), np.zeros((4, 4), int), V.TopK(0, 2))
+    for kwargs, name in [({"scale": "cubic"}, "scale"), ({"tol": 0.0}, "tol"), ({"eps_min": 2.0}, "eps_min")]:
+        with pytest.raises(ValueError) as e:
+            uniform_search(jax.random.key(0), None, problem, **kwargs)  # type: ignore[arg-type]
+        assert (
+            str(e.value).startswith(f"{name} = ") and "expected" in str(e.value) and "\n" not in str(e.value)
+        )
 
 
 # ---------------------------------------------------------------------------------- real verifier
