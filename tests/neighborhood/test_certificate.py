@@ -177,6 +177,31 @@ def test_boundary_doubles_halves_and_bisects():
     assert 0.3 not in asked and b.holds < 0.5 <= b.fails  # the known end is not asked
 
 
+def test_make_falsifier_on_a_tiny_network():
+    """The default falsifier (box PGD, 32 restarts): points in the box, margins from the model."""
+    import jax.numpy as jnp
+
+    from lnjax import models
+
+    model = models.Sequential(
+        specs=(models.FlattenSpec(), models.DenseSpec(8), models.ReLUSpec(), models.DenseSpec(3)),
+        input_shape=(4, 4, 1),
+    )
+    view = models.layer_view(model, model.init_params(jax.random.key(0)))
+    x = jnp.full((4, 4, 1), 0.5)
+    target = int(jnp.argmax(models.apply_layers(view, x)))
+    spec = V.Argmax(target)
+    f = C.make_falsifier(view, spec, steps=3)  # 32 restarts (the default)
+    lo, hi = np.zeros((4, 4, 1), np.float32), np.ones((4, 4, 1), np.float32)
+    x_adv = f.attack(jax.random.key(1), lo, hi)
+    assert x_adv.shape == (4, 4, 1) and np.all(x_adv >= lo) and np.all(x_adv <= hi)
+    m = float(spec.margin(models.apply_layers(view, jnp.asarray(x_adv))))
+    assert f.margin(x_adv) == pytest.approx(m, abs=1e-5)
+    assert f.margin(x_adv) <= f.margin(np.asarray(x))  # the attack does not end above its start
+    with pytest.raises(ValueError, match="restarts = 0"):
+        C.make_falsifier(view, spec, restarts=0)
+
+
 @pytest.mark.slow
 def test_real_network_certificate(tmp_path):
     """On dmnist_tiny with the real verifier: a proved ε, a PGD counterexample the model confirms."""
