@@ -225,6 +225,9 @@ def test_real_network_certificate(tmp_path):
     cert = C.certify_maximality(jax.random.key(1), verify, p, eps, falsifier, rel_tol=0.25, time_budget=300)
     assert cert.s_proved is not None and cert.s_proved >= 1 and not cert.contradiction
     assert cert.s_attack is not None and cert.gap is not None and cert.gap <= 1
+    for d in range(3):  # ε itself was proved, so each layer's proof starts there; attacks lie above
+        proved, attacked = cert.eps_proved[d], cert.eps_attacked[d]
+        assert proved is not None and proved >= eps[d] and (attacked is None or attacked > proved)
     # The witness, re-checked independently: inside the s_attack box, and the model breaks the spec.
     lo, hi = NL.neighborhood_box(p.x, p.layers, np.minimum(cert.s_attack * eps, 1.0))
     w = cert.witness
