@@ -100,7 +100,14 @@ def _check(scale: str, eps_max: float, eps_min: float, tol: float) -> None:
 class _Search:
     """One search's oracle, budget and bookkeeping: `ask(eps) -> bool | None` (None: out of budget)."""
 
-    def __init__(self, key: jax.Array, verify: VerifyFn, problem: Problem, max_queries, time_budget):
+    def __init__(
+        self,
+        key: jax.Array,
+        verify: VerifyFn,
+        problem: Problem,
+        max_queries: int | None,
+        time_budget: float | None,
+    ):
         self.key, self.oracle = key, CountingOracle(verify, problem)
         self.max_queries, self.time_budget = max_queries, time_budget
         self.t_start = time.perf_counter()

@@ -297,7 +297,14 @@ class Certificate(NamedTuple):
 class _Probe:
     """The certificate's two oracles over ε vectors, with counts, a verifier memo and the budget."""
 
-    def __init__(self, key, verify, problem, falsifier, time_budget):
+    def __init__(
+        self,
+        key: jax.Array,
+        verify: VerifyFn,
+        problem: Problem,
+        falsifier: Falsifier,
+        time_budget: float | None,
+    ):
         self.verify, self.problem, self.falsifier = verify, problem, falsifier
         self.key_verify, self.key_attack = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
         self.time_budget, self.t_start = time_budget, time.perf_counter()
