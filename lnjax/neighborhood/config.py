@@ -27,7 +27,12 @@ class OptimizerConfig:
         of the linearised problem) expands as a whole instead of only its largest layer.
       lr: the first expansion's length in log ε (0.5: ×1.65 on the layer that moves most).
       grow: step multiplier after each robust expansion; backoff: after a failure; max_step: cap.
-      lam, lam_decay, lam_min: the λ schedule (MaRVeL: 0.99, 0.75, 0.01).
+      lam, lam_decay, lam_min: the λ schedule (MaRVeL: 0.99, 0.75, 0.01); λ < lam_min is
+        convergence (stop reason "lambda_min").
+      gain_tol, gain_window: convergence by gain (stop reason "gain"): stop when the best norm's
+        relative gain over the last `gain_window` robust expansions is below `gain_tol` (the
+        relative growth of the geometric-mean ε for "logvol", of Σ|l_d| ε_d for "linear";
+        `optimizer.relative_gain`). gain_tol = 0 turns it off.
       plateau: a robust step raising the mean per-pixel ε by less than this fraction is a plateau.
       shrink: "fixed" or "sensitivity" weights (`sensitivity`).
       fixed_near, fixed_power: the fixed profile (weight of layer 0; shape).
@@ -37,7 +42,8 @@ class OptimizerConfig:
       first_shrink: without a committed ε, a failure multiplies ε_d by (1 − first_shrink · w_d).
       eps_max, eps_min: ε is kept in [eps_min, eps_max] (eps_max also starts the PGD bracket).
       init_fraction: the start is this fraction of the largest PGD-clean uniform ε.
-      max_queries: verifier queries per search (≥ 1).
+      max_queries: verifier queries per search (≥ 1): a safety net; the search normally stops by
+        convergence (λ schedule or gain) well before the default 100.
       time_budget: wall-clock seconds per search (None: unlimited); checked before each query.
       pgd_steps, pgd_restarts, pgd_step_size: the jitted box PGD (start bracket, weakest points).
       temperature: softmax temperature of the weakest points' weights.
@@ -53,6 +59,8 @@ class OptimizerConfig:
     lam: float = 0.99
     lam_decay: float = 0.75
     lam_min: float = 0.01
+    gain_tol: float = 1e-3
+    gain_window: int = 5
     plateau: float = 1e-3
     shrink: str = "fixed"
     fixed_near: float = 0.25
@@ -64,7 +72,7 @@ class OptimizerConfig:
     eps_max: float = 1.0
     eps_min: float = 1e-6
     init_fraction: float = 0.25
-    max_queries: int = 20
+    max_queries: int = 100
     time_budget: float | None = None
     pgd_steps: int = 20
     pgd_restarts: int = 2
@@ -82,6 +90,8 @@ class OptimizerConfig:
         check_float(w + "lam", self.lam, low=0.0, low_open=True)
         check_float(w + "lam_decay", self.lam_decay, low=0.0, high=1.0, low_open=True, high_open=True)
         check_float(w + "lam_min", self.lam_min, low=0.0, low_open=True)
+        check_float(w + "gain_tol", self.gain_tol, low=0.0)
+        check_int(w + "gain_window", self.gain_window, 1)
         check_float(w + "plateau", self.plateau, low=0.0)
         check_choice(w + "shrink", self.shrink, SHRINKS)
         check_float(w + "fixed_near", self.fixed_near, low=0.0, high=1.0, low_open=True)

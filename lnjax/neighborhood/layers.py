@@ -8,7 +8,11 @@ layer 0. Distances are between pixel centres on the integer grid:
 - "euclidean": ⌊√(Δy² + Δx²)⌋ (rounded down, so layer d holds distances in [d, d + 1)).
 - "manhattan": |Δy| + |Δx| — diamond rings; layer 1 is the 4-neighbourhood.
 
-With `max_layers = r + 1`, pixels farther than r fall into the last layer r. A vector ε = (ε_0..ε_r)
+With `max_layers = r + 1`, pixels farther than r fall into the last layer r. Given the target
+object's mask (`layer_map(..., target_mask=...)`), the target's own pixels form one more layer,
+r + 1, taken out of the rings they lie in: the far background (layer r) and the target then get
+separate ε, so figures show ε across the target (by default the target shares the far layer).
+A vector ε = (ε_0..ε_r)
 then defines the neighborhood N(x; ε) = {x' : |x'_p − x_p| ≤ ε_d for p in layer d, x' ∈ [0, 1]}
 (SPEC §2), as the per-pixel box `neighborhood_box(x, layers, eps)`.
 
@@ -72,27 +76,50 @@ def distance_map(mask: ArrayLike, *, metric: str = "chebyshev") -> np.ndarray:
     return d.astype(np.int32)
 
 
-def layer_map(mask: ArrayLike, *, metric: str = "chebyshev", max_layers: int | None = None) -> np.ndarray:
+def layer_map(
+    mask: ArrayLike,
+    *,
+    metric: str = "chebyshev",
+    max_layers: int | None = None,
+    target_mask: ArrayLike | None = None,
+) -> np.ndarray:
     """The layer of every pixel: its distance to the object, capped at `max_layers − 1`.
 
     Args:
       mask: bool [H, W], True on the object (the non-target digit's ink, or its bounding box).
       metric: "chebyshev" (default), "euclidean" (rounded down) or "manhattan".
-      max_layers: at most this many layers (≥ 1); pixels farther than `max_layers − 1` join the
-        last layer. None: one layer per distance.
+      max_layers: at most this many distance layers (≥ 1); pixels farther than `max_layers − 1`
+        join the last one. None: one layer per distance.
+      target_mask: bool [H, W], True on the target object (its ink or box), or None (default: no
+        target layer). Its pixels outside `mask` become one layer of their own after the distance
+        layers (index: 1 + the largest distance layer of the other pixels), so the target and the
+        far background get separate ε; pixels of both masks stay with the non-target object
+        (layer 0). A ring lying wholly inside the target is left empty (size 0): ring indices keep
+        their distance.
 
     Returns:
-      int32 [H, W] with values in 0..num_layers − 1 (the object is layer 0).
+      int32 [H, W] with values in 0..num_layers − 1 (the object is layer 0; the target, if given,
+      the last layer).
 
     Raises:
-      ValueError: bad metric, mask or max_layers.
+      ValueError: bad metric, mask, max_layers or target_mask (wrong shape, or no pixel outside
+        `mask`).
     """
-    if max_layers is not None and int(max_layers) < 1:
-        raise ValueError(f"max_layers must be ≥ 1 (or None), got {max_layers}")
+    if max_layers is not None and (isinstance(max_layers, bool) or int(max_layers) < 1):
+        raise ValueError(f"max_layers = {max_layers!r}; expected an integer ≥ 1 or None")
     d = distance_map(mask, metric=metric)
     if max_layers is not None:
         d = np.minimum(d, int(max_layers) - 1)
-    return d
+    if target_mask is None:
+        return d
+    target = np.asarray(target_mask)
+    if target.shape != d.shape:
+        raise ValueError(f"target_mask has shape {target.shape}; expected the object mask's {d.shape}")
+    own = target.astype(bool) & ~np.asarray(mask).astype(bool)
+    if not own.any():
+        raise ValueError("target_mask has no pixel outside the non-target mask; expected a target layer")
+    rings = int(d[~own].max()) + 1  # the distance layers left once the target is taken out
+    return np.where(own, rings, d).astype(np.int32)
 
 
 def num_layers(layers: ArrayLike) -> int:

@@ -23,7 +23,10 @@ sizes (per-pixel gradients, see `precondition`).
 
 λ schedule (MaRVeL's public defaults): λ_0 = 0.99, ×0.75 on a failure or a plateau (a robust step
 that raises the mean per-pixel ε by less than `plateau` relative to the committed one), stop when
-λ < λ_min = 0.01. Also stop at `max_queries` verifier queries or `time_budget` seconds.
+λ < λ_min = 0.01 (converged, "lambda_min"). Also converged ("gain"): the best norm grew by less than
+`gain_tol` (relative, `relative_gain`) over the last `gain_window` robust expansions. `max_queries`
+verifier queries (default 100) and `time_budget` seconds are safety nets, not the stopping rule;
+`Result.converged` says which one stopped the search.
 
 Start: the largest ε = eps_max · 2^−j (uniform over layers, j = 0..) in which a box PGD finds no
 counterexample, times `init_fraction` (PGD calls are not verifier queries), or a given `eps0`.
@@ -131,6 +134,23 @@ def step_gradient(n: ArrayLike, r: ArrayLike, lam: float) -> np.ndarray:
     if not math.isfinite(rn) or rn == 0.0:
         return n
     return n + lam * (float(np.linalg.norm(n)) / rn) * r
+
+
+def relative_gain(before: ArrayLike, after: ArrayLike, sizes: ArrayLike, norm: str = "logvol") -> float:
+    """The relative gain of the norm from ε `before` to ε `after` (both > 0 where sizes > 0).
+
+    "logvol": exp(Δ log-volume / Σ|l_d|) − 1, the relative growth of the geometric-mean per-pixel ε
+    (a log-volume has no natural zero, so its own ratio is meaningless); "linear": the ratio of
+    Σ|l_d| ε_d minus 1. Negative when the norm shrank.
+    """
+    sizes = np.asarray(sizes, np.float64)
+    if norm == "logvol":
+        total = float(np.sum(sizes))
+        return math.expm1((log_volume(after, sizes) - log_volume(before, sizes)) / max(total, 1.0))
+    if norm == "linear":
+        b = linear_norm(before, sizes)
+        return linear_norm(after, sizes) / b - 1.0 if b > 0 else math.inf
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
 
 
 def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> Optimizer:
@@ -289,10 +309,18 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
         state = init(eps0)
         best_eps, best_norm = np.zeros(R), -math.inf
         norm_of = log_volume if cfg.norm == "logvol" else linear_norm
+        history: list[np.ndarray] = []  # the best ε after each robust expansion
         reason = "max_queries"
         while True:
             if state.done:
                 reason = "lambda_min"
+                break
+            if (
+                cfg.gain_tol > 0
+                and len(history) > cfg.gain_window
+                and relative_gain(history[-1 - cfg.gain_window], history[-1], sizes, cfg.norm) < cfg.gain_tol
+            ):
+                reason = "gain"
                 break
             if oracle.log.queries >= cfg.max_queries:
                 reason = "max_queries"
@@ -341,6 +369,7 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
                 rl = np.asarray(g_eps, np.float64) * eps  # chain rule: ∂/∂θ = ε ∂/∂ε
                 oracle.log.trail[-1]["weakest_margin"] = float(np.min(ms))
                 oracle.log.trail[-1]["rl_grad"] = [float(v) for v in rl]
+                history.append(best_eps.copy())
             state = update(state, robust, rl, sizes, weights)
             if progress is not None:
                 progress(state)

@@ -7,11 +7,20 @@ Norms of ε = (ε_0..ε_r) with layer sizes |l_d|:
   log-volume  Σ_d |l_d| · log max(ε_d, floor)   (the log of the box volume, per-pixel widths 2ε_d
               up to a constant; the floor keeps ε_d = 0 finite; default floor 1e-6)
   linear      Σ_d |l_d| · ε_d                    (the L1 size; / Σ|l_d| is the mean per-pixel ε)
+
+A `Result` reports its log-volume without the floor: over the pixels with ε > 0 only, and the
+pixels at ε = 0 as a count (`zero_pixels`), so a zero layer shows as what it is instead of as a
+large negative term (1e-6 per pixel: −13.8 each) that depends on an arbitrary floor. The floored
+value stays in the JSON as `log_volume_floored`, comparable with older records.
+
+Stop reasons: a search `converged` when it stopped by its own criterion ("lambda_min" or "gain"
+for the optimizer, "done" for the bisections); "max_queries" and "time_budget" are safety nets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from typing import Any, NamedTuple
 
@@ -25,6 +34,7 @@ from lnjax.types import VerifyFn
 from lnjax.verify.verdict import Status, Verdict
 
 LOG_FLOOR = 1e-6
+CONVERGED = ("lambda_min", "gain", "done")  # stop reasons of a search that ran to its criterion
 
 
 class Problem(NamedTuple):
@@ -58,10 +68,23 @@ def make_problem(x: ArrayLike, layers: ArrayLike, spec: Spec) -> Problem:
     return Problem(x=x, layers=layers, sizes=layer_sizes(layers), spec=spec)
 
 
-def log_volume(eps: ArrayLike, sizes: ArrayLike, *, floor: float = LOG_FLOOR) -> float:
-    """Σ_d |l_d| · log max(ε_d, floor)."""
-    eps = np.maximum(np.asarray(eps, np.float64), floor)
-    return float(np.sum(np.asarray(sizes, np.float64) * np.log(eps)))
+def log_volume(eps: ArrayLike, sizes: ArrayLike, *, floor: float | None = LOG_FLOOR) -> float:
+    """Σ_d |l_d| · log max(ε_d, floor); with floor=None, Σ over the layers with ε_d > 0 only
+    (−inf when no pixel has ε > 0; count the rest with `zero_pixels`)."""
+    eps = np.asarray(eps, np.float64)
+    sizes = np.asarray(sizes, np.float64)
+    if floor is not None:
+        return float(np.sum(sizes * np.log(np.maximum(eps, floor))))
+    positive = (eps > 0) & (sizes > 0)
+    if not positive.any():
+        return -math.inf
+    return float(np.sum(sizes[positive] * np.log(eps[positive])))
+
+
+def zero_pixels(eps: ArrayLike, sizes: ArrayLike) -> int:
+    """Pixels whose layer has ε_d ≤ 0 (the box is flat there): Σ_{d: ε_d ≤ 0} |l_d|."""
+    eps = np.asarray(eps, np.float64)
+    return int(np.sum(np.asarray(sizes, np.int64)[eps <= 0]))
 
 
 def linear_norm(eps: ArrayLike, sizes: ArrayLike) -> float:
@@ -141,7 +164,7 @@ class Result:
       queries, by_status, by_stage: verifier queries, in total / by verdict / by deciding stage.
       time_s: wall-clock seconds of the whole search (queries, attacks, gradients).
       verify_s: of which inside the verifier.
-      stop_reason: why the search stopped.
+      stop_reason: why the search stopped (`converged`: by its own criterion, see CONVERGED).
       trail: one dict per query (ε, verdict, stage, seconds, and the search's own facts).
       sizes: [R] layer sizes (for the norms).
       setup: the search's own facts (start, weights, ...).
@@ -161,7 +184,18 @@ class Result:
 
     @property
     def log_volume(self) -> float:
-        return log_volume(self.eps, self.sizes)
+        """Σ |l_d| log ε_d over the layers with ε_d > 0 (−inf if none); see `zero_pixels`."""
+        return log_volume(self.eps, self.sizes, floor=None)
+
+    @property
+    def zero_pixels(self) -> int:
+        """Pixels at ε = 0 (not in `log_volume`)."""
+        return zero_pixels(self.eps, self.sizes)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the search stopped by its own criterion (not by a query cap or time budget)."""
+        return self.stop_reason in CONVERGED
 
     @property
     def linear_norm(self) -> float:
@@ -172,6 +206,8 @@ class Result:
             "eps": [float(e) for e in self.eps],
             "verified": bool(self.verified),
             "log_volume": self.log_volume,
+            "zero_pixels": self.zero_pixels,
+            "log_volume_floored": log_volume(self.eps, self.sizes),
             "linear_norm": self.linear_norm,
             "mean_eps": mean_width(self.eps, self.sizes),
             "queries": self.queries,
@@ -180,6 +216,7 @@ class Result:
             "time_s": self.time_s,
             "verify_s": self.verify_s,
             "stop_reason": self.stop_reason,
+            "converged": self.converged,
             "trail": self.trail,
             "setup": self.setup,
         }

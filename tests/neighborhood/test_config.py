@@ -9,7 +9,9 @@ from lnjax.neighborhood import OptimizerConfig
 
 def test_defaults():
     c = OptimizerConfig()
-    assert (c.lam, c.lam_decay, c.lam_min, c.max_queries, c.time_budget) == (0.99, 0.75, 0.01, 20, None)
+    assert (c.lam, c.lam_decay, c.lam_min, c.time_budget) == (0.99, 0.75, 0.01, None)
+    # Convergence stops the search; the query cap is a safety net (it was 20, the stopping rule).
+    assert c.max_queries >= 100 and (c.gain_tol, c.gain_window) == (1e-3, 5)
 
 
 @pytest.mark.parametrize(
@@ -29,6 +31,10 @@ def test_defaults():
         ("norm", "l2"),
         ("shrink", "random"),
         ("temperature", 0.0),
+        ("gain_tol", -0.1),
+        ("gain_tol", math.inf),
+        ("gain_window", 0),
+        ("gain_window", 2.0),
     ],
 )
 def test_bad_value_is_one_line_naming_the_field(field, value):

@@ -195,3 +195,37 @@ def test_errors():
         N.neighborhood_box(np.zeros((4, 3)), layers, [0.1, 0.1])
     with pytest.raises(ValueError, match="smaller"):
         N.layer_sizes(layers, 1)
+
+
+def test_target_layer_is_separate_from_the_far_background():
+    other = np.zeros((12, 12), bool)
+    other[1:3, 1:3] = True
+    target = np.zeros((12, 12), bool)
+    target[7:11, 7:11] = True
+    target[2, 2] = True  # a pixel of both masks stays with the non-target object
+    base = N.layer_map(other, max_layers=4)
+    split = N.layer_map(other, max_layers=4, target_mask=target)
+    np.testing.assert_array_equal(
+        base, N.layer_map(other, max_layers=4, target_mask=None)
+    )  # default unchanged
+    assert N.num_layers(base) == 4 and N.num_layers(split) == 5
+    own = target & ~other
+    np.testing.assert_array_equal(split[own], 4)  # the target: one layer, the last
+    np.testing.assert_array_equal(split[~own], base[~own])  # every other pixel keeps its ring
+    assert split[2, 2] == 0 and (split == 3).any()  # far background (layer 3) without the target
+    sizes = N.layer_sizes(split)
+    assert sizes[4] == own.sum() and sizes.sum() == 144
+    # Without a cap, and on a small image, the target still comes right after the last ring.
+    small = N.layer_map(other[:6, :6], max_layers=16, target_mask=target[:6, :6] | (np.eye(6, dtype=bool)))
+    assert N.layer_sizes(small).min() > 0
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [(np.zeros((5, 5), bool), "target_mask has shape"), (np.eye(4, dtype=bool), "no pixel outside")],
+)
+def test_bad_target_mask_is_one_line(target, message):
+    other = np.eye(4, dtype=bool)
+    with pytest.raises(ValueError, match=message) as e:
+        N.layer_map(other, target_mask=target)
+    assert "\n" not in str(e.value)

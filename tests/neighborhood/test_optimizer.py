@@ -7,9 +7,9 @@ import pytest
 
 from lnjax import models, verify as V
 from lnjax.neighborhood import gradients as G, layers as NL
-from lnjax.neighborhood.baseline import binary_search, queries_per_layer
-from lnjax.neighborhood.optimizer import make_optimizer, norm_gradient, step_gradient
-from lnjax.neighborhood.problem import log_volume, make_problem
+from lnjax.neighborhood.baseline import binary_search, bisect, queries_per_layer, uniform_search
+from lnjax.neighborhood.optimizer import make_optimizer, norm_gradient, relative_gain, step_gradient
+from lnjax.neighborhood.problem import CONVERGED, log_volume, make_problem, zero_pixels
 from lnjax.neighborhood.sensitivity import fixed_weights, layer_sensitivity, sensitivity_weights
 from lnjax.verify.verdict import Status, Verdict
 
@@ -66,6 +66,23 @@ def test_norms_and_step_gradient():
     np.testing.assert_allclose(step_gradient(n, np.zeros(2), 0.5), n)
 
 
+def test_zero_layers_are_counted_not_floored():
+    sizes, eps = np.array([10, 20, 30]), np.array([0.1, 0.2, 0.0])
+    assert log_volume(eps, sizes, floor=None) == pytest.approx(10 * np.log(0.1) + 20 * np.log(0.2))
+    assert zero_pixels(eps, sizes) == 30 and zero_pixels(np.ones(3), sizes) == 0
+    assert log_volume(np.zeros(3), sizes, floor=None) == -np.inf  # an empty box never looks large
+
+
+def test_relative_gain():
+    sizes = np.array([1.0, 3.0])
+    # log-volume: the growth of the geometric-mean ε; ×2 on every layer is a gain of 1.
+    assert relative_gain([0.1, 0.1], [0.2, 0.2], sizes, "logvol") == pytest.approx(1.0)
+    assert relative_gain([0.1, 0.1], [0.1, 0.1 * 2 ** (4 / 3)], sizes, "logvol") == pytest.approx(1.0)
+    assert relative_gain([0.1, 0.2], [0.1, 0.2], sizes, "logvol") == 0.0
+    assert relative_gain([0.1, 0.1], [0.2, 0.1], sizes, "linear") == pytest.approx(0.25)
+    assert relative_gain([0.2, 0.2], [0.1, 0.1], sizes, "linear") == pytest.approx(-0.5)
+
+
 def test_shrink_weights():
     w = fixed_weights(5, near=0.2)
     assert w[0] == pytest.approx(0.2) and w[-1] == pytest.approx(1.0) and np.all(np.diff(w) > 0)
@@ -114,6 +131,47 @@ def test_never_returns_an_unverified_eps_with_unknown_answers(tiny, shrink):
     assert res.log_volume == pytest.approx(max(log_volume(e, problem.sizes) for e in robust), abs=1e-2)
 
 
+def test_runs_to_convergence_before_the_query_cap(tiny):
+    view, problem = tiny
+    problem = problem._replace(x=np.full_like(problem.x, 0.5))
+    a = np.array([2.0, 4.0, 8.0, 4.0, 2.0, 1.0])
+    oracle = FakeOracle(a=a, band=0.4, problem=problem)
+    res = make_optimizer(pgd_steps=2, pgd_restarts=1, eps_max=0.5).run(
+        jax.random.key(1), oracle, view, problem, eps0=0.05
+    )
+    assert res.stop_reason == "lambda_min" and res.converged and res.to_json()["converged"] is True
+    assert res.queries < 100  # the cap (default 100) was not needed
+    assert float(a @ res.eps) > 0.99 * (1 - 0.4)  # converged to the robust region's edge (0.6)
+    capped = make_optimizer(pgd_steps=2, pgd_restarts=1, eps_max=0.5, max_queries=5).run(
+        jax.random.key(1), FakeOracle(a=a, band=0.4, problem=problem), view, problem, eps0=0.05
+    )
+    assert capped.stop_reason == "max_queries" and not capped.converged
+    assert capped.to_json()["converged"] is False
+
+
+def test_stops_when_the_gain_is_small(tiny):
+    view, problem = tiny
+    problem = problem._replace(x=np.full_like(problem.x, 0.5))
+    oracle = FakeOracle(a=np.array([2.0, 4.0, 8.0, 4.0, 2.0, 1.0]), band=0.0, problem=problem)
+    tol, window = 0.05, 2
+    res = make_optimizer(pgd_steps=2, pgd_restarts=1, eps_max=0.5, gain_tol=tol, gain_window=window).run(
+        jax.random.key(1), oracle, view, problem, eps0=0.05
+    )
+    assert res.stop_reason == "gain" and res.converged and "gain" in CONVERGED
+    # Replay: the best ε after each robust answer; the search stopped at the first window whose
+    # gain fell below tol, and not before.
+    history, best = [], None
+    for e, s in oracle.answers:
+        if s is Status.ROBUST:
+            if best is None or log_volume(e, problem.sizes) > log_volume(best, problem.sizes):
+                best = e
+            history.append(best)
+    sizes = problem.sizes
+    gains = [relative_gain(history[i - window], history[i], sizes) for i in range(window, len(history))]
+    assert len(gains) >= 2 and gains[-1] < tol and all(g >= tol for g in gains[:-1])
+    np.testing.assert_allclose(res.eps, history[-1], rtol=1e-5)
+
+
 def test_nothing_robust_returns_zeros_unverified(tiny):
     view, problem = tiny
     problem = problem._replace(x=np.full_like(problem.x, 0.5))
@@ -137,6 +195,48 @@ def test_baseline_finds_the_per_layer_maximum(tiny):
     assert res.eps[0] == pytest.approx(1 / 8, abs=1e-3)  # the first layer takes what it can alone
     assert float(a @ res.eps) > 1 - 2e-3 * a.sum()
     assert any(np.allclose(res.eps, e, atol=1e-6) for e, s in oracle.answers if s is Status.ROBUST)
+
+
+def test_bisect_keeps_the_bracket_and_stops_when_asked():
+    asked = []
+
+    def holds(v):
+        asked.append(v)
+        return v < 0.3
+
+    lo, hi, complete = bisect(holds, 0.0, 1.0, 0.01)
+    assert complete and lo < 0.3 <= hi and hi - lo <= 0.01 and len(asked) == 7  # ⌈log2(100)⌉
+    lo, hi, complete = bisect(lambda v: None if v < 0.3 else False, 0.0, 1.0, 0.01)
+    assert not complete and (lo, hi) == (0.0, 0.5)
+
+
+@pytest.mark.parametrize("scale", ["linear", "log"])
+def test_uniform_baseline_finds_the_uniform_threshold(tiny, scale):
+    _, problem = tiny
+    problem = problem._replace(x=np.full_like(problem.x, 0.5))
+    a = np.array([8.0, 4.0, 2.0, 2.0, 2.0, 2.0])  # robust iff Σ a_d ε < 1: ε < 1/20 when uniform
+    oracle = FakeOracle(a=a, band=0.0, problem=problem)
+    tol = 1e-3 if scale == "linear" else 0.01
+    res = uniform_search(jax.random.key(0), oracle, problem, scale=scale, eps_max=0.5, eps_min=1e-4, tol=tol)
+    assert res.verified and res.converged and res.stop_reason == "done"
+    assert np.all(res.eps == res.eps[0]) and res.setup["uniform_eps"] == pytest.approx(float(res.eps[0]))
+    assert float(a @ res.eps) < 1  # the reported ε was answered ROBUST
+    if scale == "linear":
+        assert res.eps[0] > 1 / 20 - 1e-3
+    else:
+        assert res.eps[0] * (1 + tol) > 1 / 20
+    assert res.queries == queries_per_layer(scale=scale, eps_max=0.5, eps_min=1e-4, tol=tol)
+    assert any(np.allclose(res.eps, e, atol=1e-6) for e, s in oracle.answers if s is Status.ROBUST)
+
+
+def test_baseline_bad_arguments_are_one_line():
+    _, problem = None, make_problem(np.zeros((4, 4)), np.zeros((4, 4), int), V.TopK(0, 2))
+    for kwargs, name in [({"scale": "cubic"}, "scale"), ({"tol": 0.0}, "tol"), ({"eps_min": 2.0}, "eps_min")]:
+        with pytest.raises(ValueError) as e:
+            uniform_search(jax.random.key(0), None, problem, **kwargs)  # type: ignore[arg-type]
+        assert (
+            str(e.value).startswith(f"{name} = ") and "expected" in str(e.value) and "\n" not in str(e.value)
+        )
 
 
 # ---------------------------------------------------------------------------------- real verifier
