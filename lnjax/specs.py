@@ -185,18 +185,23 @@ class Threshold:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Linear:
-    """A general linear property: every row holds, c_i · z + d_i > 0 (margin = the smallest row).
+    """A general linear property: the k-th smallest of the rows c_i · z + d_i is > 0 (its margin).
 
-    The form of a VNN-LIB output property whose counterexample region is a disjunction of single
-    linear constraints ("violated iff some c_i · z + d_i ≤ 0", e.g. argmax robustness written as
-    `(or (and (>= Y_j Y_t)) ...)`); `lnjax.io.vnnlib` builds it.
+    k = 1 (default): every row holds. The form of a VNN-LIB output property whose counterexample
+    region is a disjunction of single linear constraints ("violated iff some c_i · z + d_i ≤ 0", e.g.
+    argmax robustness written as `(or (and (>= Y_j Y_t)) ...)`).
+    k = M: some row holds (margin = the largest row). The form of a property whose counterexample
+    region is one conjunction ("violated iff every c_i · z + d_i ≤ 0", e.g. ACAS Xu property 3, "Y_0
+    is minimal": Y_0 ≤ Y_j for every j). `lnjax.io.vnnlib.to_spec` builds both.
 
     Attributes:
       c: [M, K] rows over the logits; offset: [M] constants (float32 copies are kept).
+      k: the order statistic, 1 ≤ k ≤ M.
     """
 
     c: np.ndarray
     offset: np.ndarray
+    k: int = 1
 
     def __post_init__(self) -> None:
         c = np.asarray(self.c, np.float32)
@@ -207,20 +212,24 @@ class Linear:
             )
         if not (np.all(np.isfinite(c)) and np.all(np.isfinite(off))):
             raise ValueError("Linear spec rows must be finite")
+        k = self.k
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= c.shape[0]:
+            raise ValueError(f"Linear spec k = {k!r}; expected an integer in [1, {c.shape[0]}] (the rows)")
         object.__setattr__(self, "c", c)
         object.__setattr__(self, "offset", off)
+        object.__setattr__(self, "k", int(k))
 
     @property
     def name(self) -> str:
         return "linear"
 
     def rows(self, num_classes: int) -> SpecRows:
-        """The rows as given; margin = min_i (c_i · z + d_i)."""
+        """The rows as given; margin = the k-th smallest c_i · z + d_i."""
         if self.c.shape[1] != num_classes:
             raise ValueError(
                 f"Linear spec rows have {self.c.shape[1]} columns; the network has {num_classes} outputs"
             )
-        return SpecRows(c=self.c, offset=self.offset, k=1)
+        return SpecRows(c=self.c, offset=self.offset, k=self.k)
 
     def margin(self, logits: jax.Array) -> jax.Array:
         """logits: [..., K] -> [...]."""

@@ -265,7 +265,7 @@ def run_instance(
 
     Args:
       onnx_path: the network (`load_onnx`: feed-forward Conv / Gemm / ReLU / pooling graphs).
-      vnnlib_path: the property (`load_vnnlib`; each disjunct a single output constraint, `to_spec`).
+      vnnlib_path: the property (`load_vnnlib`; single-constraint disjuncts or one conjunction, `to_spec`).
       timeout: seconds for the run (> 0; the preparation is not counted).
       key: a typed PRNG key (the attacks' randomness; case i uses fold_in(key, i)).
       verifier_cache: networks and warmed-up verifiers kept across calls (default: a fresh one).

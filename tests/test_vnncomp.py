@@ -239,11 +239,34 @@ def test_errors_exit_2_with_one_line(nets, tmp_path, capsys):
     conjunction.write_text(text + "(assert (<= Y_0 Y_1))\n(assert (<= Y_0 (+ Y_1 1)))\n")
     res = vnncomp.run_instance(sigmoid.parent / "x.onnx", conjunction, 5.0, key=jax.random.key(0))
     assert res.result == "error" and "no such file" in res.notes[0]
-    res = vnncomp.run_instance(_normalised_net(tmp_path / "n.onnx"), conjunction, 5.0, key=jax.random.key(0))
+    mixed = tmp_path / "mixed.vnnlib"  # a conjunction next to another disjunct: min of maxima
+    mixed.write_text(text + "(assert (or (and (<= Y_0 Y_1) (<= Y_0 (+ Y_1 1))) (and (>= Y_0 5))))\n")
+    res = vnncomp.run_instance(_normalised_net(tmp_path / "n.onnx"), mixed, 5.0, key=jax.random.key(0))
     assert res.result == "error"
-    assert "a conjunction of 2 output constraints in one disjunct is not supported yet" in res.notes[0]
+    assert "a conjunction of 2 output constraints next to other disjuncts is not supported" in res.notes[0]
     assert vnncomp.main([str(onnx_path), str(good), "--timeout", "0", "--results", "x"]) == 2
     assert capsys.readouterr().err.startswith("error: --timeout 0 must be a positive number")
+
+
+def test_a_single_conjunction_is_verified_both_ways(tmp_path):
+    """ACAS Xu property 3's output form, one conjunction ("Y_0 is minimal": Y_0 <= Y_1 and
+    Y_0 <= Y_1 + 1 at once): robust iff some constraint fails everywhere (the largest row, k = 2).
+    On the normalised net z_0 = relu(4 x_0 + 1) - 0.6, z_1 = 0: unsat on [0, 1]^2 (z_0 >= 0.4), sat
+    once the box reaches x_0 = -0.5 (z_0 = -0.6), with a counterexample meeting both constraints."""
+    net = _normalised_net(tmp_path / "n.onnx")
+    minimal = [(np.float64([[1.0, -1.0], [1.0, -1.0]]), np.float64([0.0, 1.0]))]
+    cache = vnncomp.VerifierCache(VerifierConfig(stages=STAGES))
+    results = {}
+    for name, lo in (("inside", 0.0), ("reaching", -0.5)):
+        path = tmp_path / f"{name}.vnnlib"
+        write_vnnlib(path, np.float32([lo, 0.0]), np.float32([1.0, 1.0]), minimal)
+        res = vnncomp.run_instance(net, path, 20.0, key=jax.random.key(0), verifier_cache=cache)
+        results[name] = res.file_text()
+    assert results["inside"] == "unsat\n"
+    x, y = read_counterexample(results["reaching"])
+    assert -0.5 <= x[0] <= 1.0 and 0.0 <= x[1] <= 1.0
+    np.testing.assert_allclose(y, _ort_outputs(net, np.float32(x)), rtol=1e-6, atol=1e-6)
+    assert y[0] <= y[1] and y[0] <= y[1] + 1  # inside the counterexample region: both constraints
 
 
 def test_write_suite_layout_and_boxes(tmp_path):

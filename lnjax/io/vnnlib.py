@@ -451,40 +451,51 @@ def argmax_disjuncts(label: int, num_classes: int) -> tuple[Disjunct, ...]:
 def to_spec(disjuncts: Sequence[Disjunct], num_outputs: int) -> Linear:
     """The verifier's spec of a case's output property: robust iff no disjunct holds anywhere.
 
-    Each disjunct must be one linear constraint a_i · y <= b_i (the competition's robustness form
-    `(or (and (>= Y_j Y_t)) ...)`, or a single top-level output assertion); then the property holds
-    iff a_i · y - b_i > 0 for every i, i.e. `lnjax.specs.Linear(c=A, offset=-b)` (margin = the
-    smallest row). A disjunct without output constraints (the input box alone is a counterexample)
-    becomes the row 0 · y + 0, which is never > 0.
+    Two forms:
+    - every disjunct is one linear constraint a_i · y <= b_i (the competition's robustness form
+      `(or (and (>= Y_j Y_t)) ...)`, or a single top-level output assertion): the property holds
+      iff a_i · y - b_i > 0 for every i, i.e. `lnjax.specs.Linear(c=A, offset=-b)` (k = 1: the
+      smallest row). A disjunct without output constraints (the input box alone is a
+      counterexample) becomes the row 0 · y + 0, which is never > 0.
+    - one disjunct, a conjunction of m constraints (ACAS Xu property 3: "Y_0 is minimal" is
+      Y_0 <= Y_j for every j at once): the property holds iff some a_i · y - b_i > 0, i.e.
+      `Linear(c=A, offset=-b, k=m)` (the largest row).
 
     Args:
       disjuncts: a case's disjuncts (`VnnlibCase.disjuncts`), each (A [m, K], b [m]).
       num_outputs: K, the network's number of outputs.
 
     Returns:
-      `lnjax.specs.Linear` with one row per disjunct, in order.
+      `lnjax.specs.Linear`, rows in order.
 
     Raises:
-      VnnlibError: a disjunct with several constraints (a conjunction, e.g. ACAS Xu property 3: "Y_0
-        is minimal" is Y_0 <= Y_j for every j at once), which a minimum of rows cannot express, or a
-        row over another number of outputs.
+      VnnlibError: several disjuncts of which one is a conjunction (a minimum over groups of maxima
+        within them, which one order statistic cannot express), or a row over another number of
+        outputs.
     """
     # lnjax.specs pulls in jax; imported here so that reading and writing files stays numpy-only.
     from lnjax.specs import Linear
 
     if not disjuncts:
         raise VnnlibError("no output disjuncts; expected at least one (A, b)")
-    rows, offsets = [], []
+    checked = []
     for i, (a, b) in enumerate(disjuncts):
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64).reshape(-1)
         if a.ndim != 2 or a.shape[1] != num_outputs or len(b) != len(a):
             raise VnnlibError(
                 f"disjunct {i} has A {a.shape} and b {b.shape}; expected [m, {num_outputs}] and [m]"
             )
+        checked.append((a, b))
+    if len(checked) == 1 and len(checked[0][0]) > 1:  # one conjunction: some constraint must fail
+        a, b = checked[0]
+        return Linear(c=a, offset=-b, k=len(a))
+    rows, offsets = [], []
+    for i, (a, b) in enumerate(checked):
         if len(a) > 1:
             raise VnnlibError(
-                f"disjunct {i}: a conjunction of {len(a)} output constraints in one disjunct is not "
-                "supported yet (only disjunctions of single linear constraints, e.g. argmax robustness)"
+                f"disjunct {i}: a conjunction of {len(a)} output constraints next to other disjuncts is "
+                "not supported (supported: disjunctions of single linear constraints, e.g. argmax "
+                "robustness, or a single conjunction, e.g. ACAS Xu property 3)"
             )
         rows.append(a[0] if len(a) else np.zeros(num_outputs))
         offsets.append(-b[0] if len(a) else 0.0)

@@ -271,8 +271,9 @@ def test_to_spec_maps_single_constraint_disjuncts_onto_linear_rows(tmp_path):
     assert float(always.margin(np.float32([1.0, 2.0, 3.0]))) == 0.0
 
 
-def test_to_spec_refuses_a_conjunction_in_a_disjunct(tmp_path):
-    """ACAS Xu property 3's form ("Y_0 is minimal": every Y_0 <= Y_j at once) is not a minimum of rows."""
+def test_to_spec_maps_one_conjunction_to_the_largest_row(tmp_path):
+    """ACAS Xu property 3's form ("Y_0 is minimal": every Y_0 <= Y_j at once) holds iff some row is
+    > 0: Linear with k = M. The margin's sign agrees with `violated` on random outputs."""
     path = _file(
         tmp_path,
         _declare(1, 3),
@@ -280,12 +281,15 @@ def test_to_spec_refuses_a_conjunction_in_a_disjunct(tmp_path):
         "(assert (<= Y_0 Y_1))\n(assert (<= Y_0 Y_2))",
     )
     (case,) = load_vnnlib(path, (1,), 3).cases
-    with pytest.raises(
-        VnnlibError, match="disjunct 0: a conjunction of 2 output constraints in one disjunct"
-    ):
-        to_spec(case.disjuncts, 3)
+    spec = to_spec(case.disjuncts, 3)
+    assert spec.rows(3).k == 2
+    rng = np.random.default_rng(0)
+    for y in rng.normal(size=(200, 3)).astype(np.float32):
+        assert (float(spec.margin(y)) > 0) == (not violated(case.disjuncts, y)), y
     with pytest.raises(VnnlibError, match=r"expected \[m, 4\]"):
         to_spec(case.disjuncts[:1], 4)
+    with pytest.raises(VnnlibError, match="disjunct 0: a conjunction of 2 output constraints next to other"):
+        to_spec([*case.disjuncts, (np.float64([[0.0, 0.0, 1.0]]), np.float64([5.0]))], 3)
 
 
 def test_read_counterexample_inverts_counterexample_text():

@@ -96,3 +96,6 @@ def test_linear_spec_is_the_minimum_of_its_rows_and_matches_argmax():
         lin.rows(4)
     with pytest.raises(ValueError, match="finite"):
         specs.Linear(c=np.array([[np.nan, 0.0]]), offset=np.zeros(1))
+    for k in (0, 3, 1.5, True):  # k counts rows: an integer in [1, M]
+        with pytest.raises(ValueError, match=r"Linear spec k = .*; expected an integer in \[1, 2\]"):
+            specs.Linear(c=np.eye(2), offset=np.zeros(2), k=k)  # pyright: ignore[reportArgumentType]

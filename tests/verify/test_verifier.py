@@ -15,6 +15,7 @@ from lnjax.models import sequential as S
 from lnjax.verify import (
     Argmax,
     BoundOptions,
+    Linear,
     MilpStageOptions,
     MilpWorker,
     PgdOptions,
@@ -31,7 +32,20 @@ from lnjax.verify import (
 from lnjax.verify.cost import CostModel
 from lnjax.verify.reference import brute_force_min
 
-SPECS = {"top2": lambda t: TopK(t, 2), "argmax": Argmax, "threshold": lambda t: Threshold(t, 0.05)}
+
+def not_minimal(t, classes=4):
+    """VNN-LIB's single-conjunction form (ACAS Xu property 3): violated iff class t is minimal, i.e.
+    z_t <= z_j for every j at once; holds iff some z_t - z_j > 0 (k = M: the largest row)."""
+    c = np.stack([np.eye(classes)[t] - np.eye(classes)[j] for j in range(classes) if j != t])
+    return Linear(c=c, offset=np.zeros(classes - 1), k=classes - 1)
+
+
+SPECS = {
+    "top2": lambda t: TopK(t, 2),
+    "argmax": Argmax,
+    "threshold": lambda t: Threshold(t, 0.05),
+    "not_minimal": lambda t: not_minimal((t + 1) % 4),  # not the top class: its minimum is reachable
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +84,9 @@ def small_cnn(seed):
 def violates(spec, logits) -> bool:
     """The property fails at these logits, by its set definition (not via the margin)."""
     z = np.asarray(logits)
+    if isinstance(spec, Linear):  # every row's constraint c_i · z + d_i <= 0 holds at once (k = M)
+        assert spec.k == len(spec.offset)
+        return bool(np.all(spec.c @ z + spec.offset <= 0))
     t = spec.target
     if isinstance(spec, TopK):
         return int(np.sum(np.delete(z, t) >= z[t])) >= spec.k
