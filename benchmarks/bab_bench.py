@@ -172,9 +172,12 @@ def settings_of(method: str, args, fp: str) -> dict[str, Any]:
         "seed": args.seed,
         "params": fp,
     }
-    if "bab" in out["stages"]:  # the branch-and-bound's options (defaults changed with measurements)
-        # keys as before the config was grouped (bab_batch, ...), so earlier rows stay comparable
-        out["bab_options"] = {f"bab_{k}": v for k, v in dataclasses.asdict(V.VerifierConfig().bab).items()}
+    # Every verifier option the methods share (defaults change with measurements: e.g. the MILP's own
+    # time limit went from 60 % to all of the remaining budget), so a changed default reruns the rows.
+    options = dataclasses.asdict(V.VerifierConfig())
+    for key in ("stages", "time_limit", "input_domain"):
+        options.pop(key)
+    out["verifier"] = options
     return out
 
 
