@@ -102,6 +102,18 @@ def require_ray(why: str) -> None:
         raise UsageError(f"{why} needs Ray, which is not installed; {EXTRA}")
 
 
+def comparable(record: Any) -> Any:
+    """`record` without its timing fields (`seconds` and every `*_s` key, at any depth): what must
+    be identical between runs with different worker counts."""
+    if isinstance(record, dict):
+        return {
+            k: comparable(v) for k, v in record.items() if not (k == "seconds" or str(k).endswith("_s"))
+        }
+    if isinstance(record, list):
+        return [comparable(v) for v in record]
+    return record
+
+
 # ------------------------------------------------------------------------------------- the driver
 
 
@@ -183,6 +195,9 @@ class _Pool:
         worker = self.starting.pop(future)
         try:
             self.executor.get(future)
+        except SetupFailed:
+            self.executor.stop(worker)
+            raise
         except WorkerLost as e:
             self.start_failures += 1
             self.executor.stop(worker)
@@ -192,6 +207,7 @@ class _Pool:
                     f"workers were lost {self.start_failures} times while starting ({e})"
                 ) from e
             return
+        logging.info("%s: a worker is ready (%d idle)", self.desc, len(self.idle) + 1)
         self.idle.append(worker)
 
     def on_result(self, future: Hashable) -> bool:
@@ -358,6 +374,11 @@ class RayExecutor:
         self._ray.kill(worker, no_restart=True)
 
 
+# Each actor asks Ray for one CPU, so its XLA CPU client runs ops on one thread (by default every
+# actor would start a thread pool over all the node's cores: n actors, n × cores threads).
+SINGLE_THREADED_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
 def source_root() -> Path:
     """The folder holding the `experiments` and `lnjax` packages this driver runs."""
     return Path(__file__).resolve().parent.parent
@@ -367,14 +388,15 @@ def connect(settings: ClusterSettings) -> bool:
     """Initialises Ray for the run (unless it already is); True if this call did (then shut it down).
 
     The actors get the driver's source folder first on their PYTHONPATH and single-threaded XLA
-    thread pools only where they share a machine with others (they ask for 1 CPU each).
+    CPU ops (`SINGLE_THREADED_XLA`: one actor per CPU; accelerators are unaffected).
     """
     import ray
 
     if ray.is_initialized():
         return False
     path = os.pathsep.join(p for p in (str(source_root()), os.environ.get("PYTHONPATH", "")) if p)
-    runtime_env = {"env_vars": {"PYTHONPATH": path}}
+    xla = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), SINGLE_THREADED_XLA) if f)
+    runtime_env = {"env_vars": {"PYTHONPATH": path, "XLA_FLAGS": xla}}
     kwargs: dict[str, Any] = {"runtime_env": runtime_env, "logging_level": "warning"}
     if settings.address:
         ray.init(address=settings.address, **kwargs)

@@ -1,0 +1,173 @@
+r"""The neighborhood experiment on one process vs on Ray actors: wall time, identical records, driver cost.
+
+  .venv/bin/python benchmarks/scale_bench.py              # 8 images, workers 1 vs 2 (~10 min on 2 cores)
+  SCALE_BENCH_VERBOSE=1 .venv/bin/python benchmarks/scale_bench.py    # with INFO logs (per search, workers)
+
+Model: the quickstart CNN (`dmnist_small`), trained once into benchmarks/cache/quickstart (excluded
+from the timing; data are prepared into data/ if missing).
+
+Work: `experiments.neighborhood.run` on DOUBLE-MNIST test images 0..7 (left digit the target),
+both optimizer methods, so 16 (image, method) items; 8 layers, at most `--opt_queries` verifier
+queries per search, stages `--stages` (no MILP). Nothing is decided by the clock: the query time
+limit (`--time_limit`, 60 s) is far above what a query needs (≤ ~2 s here) and the searches have no
+time budget, so the records must be identical whatever the CPU contention. Each run starts from an
+empty workdir in benchmarks/out/scale_bench/; `seconds_N` is the wall time of the whole
+`run(config)` call with workers = N: loading, the verifier's warm-up (compilation: once in this
+process for workers = 1, once per actor and in parallel for workers = 2), Ray's start and shutdown
+(workers = 2) and all items. `identical`: every image record equal after dropping the timing fields
+(`seconds`, `*_s`).
+
+Driver overhead: the same driver (`experiments.parallel.drive` with Ray actors and a RecordStore)
+on `--overhead_items` trivial items (the compute returns a record of `--payload` bytes at once), two
+actors; `driver_overhead_s_per_item` is the driver process's CPU time per item (the cost that makes
+the driver the bottleneck at scale), `driver_wall_s_per_item` the wall time per item with two
+actors (one item in flight each: Ray's round trip included). BUILD.md turns these into a throughput
+model. The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (benchmarks/common.py, next to this script)
+
+common.enter_repo()
+
+from experiments import neighborhood as NE, parallel  # noqa: E402
+from experiments.configs.neighborhood import get_config  # noqa: E402
+from experiments.configs.train import get_config as train_config  # noqa: E402
+from experiments.records import RecordStore  # noqa: E402
+from lnjax.io import read_json  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--images", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2, help="the parallel side (the other is 1)")
+    p.add_argument("--model", default="quickstart", help="train preset, cached in benchmarks/cache/")
+    p.add_argument("--layers", type=int, default=16)
+    p.add_argument("--stages", default="pgd,crown,alpha_crown")
+    p.add_argument("--time_limit", type=float, default=60.0)
+    p.add_argument("--opt_queries", type=int, default=16)
+    p.add_argument("--overhead_items", type=int, default=400)
+    p.add_argument("--payload", type=int, default=8000, help="bytes per trivial record (~ a search's)")
+    p.add_argument("--data_dir", default="data")
+    return p.parse_args(argv)
+
+
+def neighborhood_config(a, train_workdir: Path, workers: int):
+    c = get_config("quickstart")
+    c.train_workdir = str(train_workdir)
+    c.data_dir = a.data_dir
+    c.images = a.images
+    c.figure_images = 0
+    c.layers.max_layers = a.layers
+    c.optimizer.max_queries = a.opt_queries
+    c.optimizer.time_budget = 0.0  # unlimited: no search stops on the clock
+    c.verifier.stages = a.stages
+    c.verifier.time_limit = a.time_limit
+    c.workers = workers
+    return c
+
+
+def timed_run(c, workdir: Path) -> tuple[float, dict]:
+    shutil.rmtree(workdir, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = NE.run(c, str(workdir), progress=False)
+    return time.perf_counter() - t0, summary
+
+
+def image_records(workdir: Path) -> dict[str, object]:
+    return {f.name: parallel.comparable(read_json(f)) for f in sorted((workdir / "results").glob("img_*.json"))}
+
+
+@dataclasses.dataclass(frozen=True)
+class Trivial:
+    """A setup whose items cost nothing: the record is `payload` bytes of text."""
+
+    payload: int
+
+    def __call__(self) -> parallel.ItemWorker:
+        text = "x" * self.payload
+        return parallel.ItemWorker(lambda key: {"item": key, "payload": text})
+
+
+def driver_overhead(a, workdir: Path) -> dict[str, float]:
+    """Driver CPU and wall seconds per trivial item through `parallel.drive` on two Ray actors: the
+    marginal cost between a run of n/10 and one of n items (actor start-up cancels out)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    try:
+        executor = parallel.RayExecutor(Trivial(a.payload))
+        costs = {}
+        for n in (a.overhead_items // 10, a.overhead_items):
+            shutil.rmtree(workdir, ignore_errors=True)
+            store: RecordStore[int] = RecordStore(workdir, "item_{:06d}")
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            parallel.drive(store, range(n), executor, workers=2)
+            costs[n] = (time.process_time() - cpu0, time.perf_counter() - wall0)
+    finally:
+        ray.shutdown()
+    (n0, (cpu0, wall0)), (n1, (cpu1, wall1)) = sorted(costs.items())
+    return {"cpu_s_per_item": (cpu1 - cpu0) / (n1 - n0), "wall_s_per_item": (wall1 - wall0) / (n1 - n0)}
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    if os.environ.get("SCALE_BENCH_VERBOSE"):
+        from absl import logging
+
+        logging.set_verbosity(logging.INFO)
+    parallel.require_ray("benchmarks/scale_bench.py")
+    common.ensure_double_mnist(a.data_dir)
+    train_workdir = common.ensure_trained(a.model, train_config(a.model))
+    out = common.OUT / "scale_bench"
+    common.log(f"load before: {os.getloadavg()}")
+    seconds, summaries = {}, {}
+    for workers in (1, a.workers):
+        common.log(f"neighborhood, {a.images} images, workers = {workers}")
+        seconds[workers], summaries[workers] = timed_run(
+            neighborhood_config(a, train_workdir, workers), out / f"workers_{workers}"
+        )
+        common.log(f"workers = {workers}: {seconds[workers]:.1f} s; {summaries[workers]}")
+    one, many = image_records(out / "workers_1"), image_records(out / f"workers_{a.workers}")
+    identical = bool(one) and one == many
+    overhead = driver_overhead(a, out / "overhead")
+    common.log(f"driver overhead per trivial item: {overhead}; load after: {os.getloadavg()}")
+    summary = {
+        "items": a.images * 2,
+        "images": a.images,
+        "workers": a.workers,
+        "seconds_1": seconds[1],
+        "seconds_2": seconds[a.workers],
+        "speedup": seconds[1] / seconds[a.workers],
+        "identical": identical,
+        "images_compared": len(one),
+        "errors": summaries[a.workers]["errors"],
+        "driver_overhead_s_per_item": overhead["cpu_s_per_item"],
+        "driver_wall_s_per_item": overhead["wall_s_per_item"],
+        "payload_bytes": a.payload,
+        "settings": {
+            "model": a.model,
+            "layers": a.layers,
+            "stages": a.stages,
+            "time_limit": a.time_limit,
+            "opt_queries": a.opt_queries,
+        },
+        "machine": common.machine(),
+    }
+    common.write_json(common.OUT / "scale_bench.json", summary)
+    common.last_line(summary)
+
+
+if __name__ == "__main__":
+    main()
