@@ -18,11 +18,14 @@ process for workers = 1, once per actor and in parallel for workers = 2), Ray's 
 (`seconds`, `*_s`).
 
 Driver overhead: the same driver (`experiments.parallel.drive` with Ray actors and a RecordStore)
-on `--overhead_items` trivial items (the compute returns a record of `--payload` bytes at once), two
-actors; `driver_overhead_s_per_item` is the driver process's CPU time per item (the cost that makes
-the driver the bottleneck at scale), `driver_wall_s_per_item` the wall time per item with two
-actors (one item in flight each: Ray's round trip included). BUILD.md turns these into a throughput
-model. The last stdout line is one JSON object.
+on `--overhead_items` trivial items (the compute returns a record of `--payload` bytes at once; also
+100 B, 64 KB and 512 KB in `driver_by_payload`), two actors, as the marginal cost between a run of
+n/10 and one of n items; `driver_overhead_s_per_item` is the driver's busy wall time per item (all
+of its loop except blocking in `ray.wait`: submit, get, the atomic write with fsync, the progress
+bar: the cost that makes the driver the bottleneck at scale), `driver_cpu_s_per_item` its process
+CPU time, `driver_wall_s_per_item` the wall time per item with two actors (one item in flight each:
+Ray's round trip included). BUILD.md turns these into a throughput model. The last stdout line is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ def timed_run(c, workdir: Path) -> tuple[float, dict]:
 
 
 def image_records(workdir: Path) -> dict[str, object]:
-    return {f.name: parallel.comparable(read_json(f)) for f in sorted((workdir / "results").glob("img_*.json"))}
+    return {
+        f.name: parallel.comparable(read_json(f)) for f in sorted((workdir / "results").glob("img_*.json"))
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,25 +105,47 @@ class Trivial:
         return parallel.ItemWorker(lambda key: {"item": key, "payload": text})
 
 
-def driver_overhead(a, workdir: Path) -> dict[str, float]:
-    """Driver CPU and wall seconds per trivial item through `parallel.drive` on two Ray actors: the
-    marginal cost between a run of n/10 and one of n items (actor start-up cancels out)."""
+@dataclasses.dataclass
+class TimedExecutor:
+    """An executor that adds up the wall time the driver spends blocked in `wait` (the rest of the
+    driver loop's time is its per-item overhead: submit, get, the atomic write with fsync, tqdm)."""
+
+    inner: parallel.RayExecutor
+    waited: float = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def wait(self, futures, timeout):
+        t0 = time.perf_counter()
+        try:
+            return self.inner.wait(futures, timeout)
+        finally:
+            self.waited += time.perf_counter() - t0
+
+
+def driver_overhead(items: int, payload: int, workdir: Path) -> dict[str, float]:
+    """Per trivial item through `parallel.drive` on two Ray actors, as the marginal cost between a run
+    of items/10 and one of `items` (actor start-up cancels out): the driver's busy wall time (outside
+    `wait`), its process CPU time, and the wall time (Ray's round trip included)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
     try:
-        executor = parallel.RayExecutor(Trivial(a.payload))
         costs = {}
-        for n in (a.overhead_items // 10, a.overhead_items):
+        for n in (items // 10, items):
             shutil.rmtree(workdir, ignore_errors=True)
             store: RecordStore[int] = RecordStore(workdir, "item_{:06d}")
+            executor = TimedExecutor(parallel.RayExecutor(Trivial(payload)))
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            parallel.drive(store, range(n), executor, workers=2)
-            costs[n] = (time.process_time() - cpu0, time.perf_counter() - wall0)
+            parallel.drive(store, range(n), executor, workers=2)  # type: ignore[arg-type]
+            wall = time.perf_counter() - wall0
+            costs[n] = (wall - executor.waited, time.process_time() - cpu0, wall)
     finally:
         ray.shutdown()
-    (n0, (cpu0, wall0)), (n1, (cpu1, wall1)) = sorted(costs.items())
-    return {"cpu_s_per_item": (cpu1 - cpu0) / (n1 - n0), "wall_s_per_item": (wall1 - wall0) / (n1 - n0)}
+    (n0, c0), (n1, c1) = sorted(costs.items())
+    busy, cpu, wall = ((b - a) / (n1 - n0) for a, b in zip(c0, c1, strict=True))
+    return {"busy_s_per_item": busy, "cpu_s_per_item": cpu, "wall_s_per_item": wall}
 
 
 def main(argv=None) -> None:
@@ -141,8 +168,12 @@ def main(argv=None) -> None:
         common.log(f"workers = {workers}: {seconds[workers]:.1f} s; {summaries[workers]}")
     one, many = image_records(out / "workers_1"), image_records(out / f"workers_{a.workers}")
     identical = bool(one) and one == many
-    overhead = driver_overhead(a, out / "overhead")
-    common.log(f"driver overhead per trivial item: {overhead}; load after: {os.getloadavg()}")
+    by_payload = {}
+    for payload in sorted({100, a.payload, 65536, 524288}):
+        by_payload[payload] = driver_overhead(a.overhead_items, payload, out / "overhead")
+        common.log(f"driver overhead per trivial item of {payload} bytes: {by_payload[payload]}")
+    overhead = by_payload[a.payload]
+    common.log(f"load after: {os.getloadavg()}")
     summary = {
         "items": a.images * 2,
         "images": a.images,
@@ -153,9 +184,11 @@ def main(argv=None) -> None:
         "identical": identical,
         "images_compared": len(one),
         "errors": summaries[a.workers]["errors"],
-        "driver_overhead_s_per_item": overhead["cpu_s_per_item"],
+        "driver_overhead_s_per_item": overhead["busy_s_per_item"],
+        "driver_cpu_s_per_item": overhead["cpu_s_per_item"],
         "driver_wall_s_per_item": overhead["wall_s_per_item"],
         "payload_bytes": a.payload,
+        "driver_by_payload": by_payload,
         "settings": {
             "model": a.model,
             "layers": a.layers,

@@ -50,7 +50,8 @@ def test_both_experiments_default_to_one_process():
 def no_ray(monkeypatch):
     """Ray looks uninstalled (importlib.util.find_spec("ray") is None)."""
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    fake = lambda name, *a: None if name == "ray" else real(name, *a)
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
 
 
 def test_workers_without_ray_name_the_extra(no_ray, tmp_path):
@@ -65,7 +66,8 @@ def test_workers_without_ray_name_the_extra(no_ray, tmp_path):
 
 def test_cli_workers_without_ray_is_one_line_exit_2(no_ray, cli, tmp_path):
     workdir = tmp_path / "never"
-    result = cli("--flagfile=experiments/flagfiles/verify.flags", f"--workdir={workdir}", "--config.workers=4")
+    flagfile = "--flagfile=experiments/flagfiles/verify.flags"
+    result = cli(flagfile, f"--workdir={workdir}", "--config.workers=4")
     assert result.code == 2, result.err
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install 'lnjax[cluster]'" in lines[0], result.err
@@ -73,7 +75,8 @@ def test_cli_workers_without_ray_is_one_line_exit_2(no_ray, cli, tmp_path):
 
 
 def test_comparable_drops_timing_fields_only():
-    record = {"a": 1, "seconds": 2.0, "stats": {"time_s": {"pgd": 1}, "binaries": 3}, "q": [{"verify_s": 1, "b": 2}]}
+    record = {"a": 1, "seconds": 2.0, "stats": {"time_s": {"pgd": 1}, "binaries": 3}}
+    record["q"] = [{"verify_s": 1, "b": 2}]
     assert parallel.comparable(record) == {"a": 1, "stats": {"binaries": 3}, "q": [{"b": 2}]}
 
 
