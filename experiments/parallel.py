@@ -36,6 +36,7 @@ import dataclasses
 import importlib.util
 import os
 import re
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -106,9 +107,7 @@ def comparable(record: Any) -> Any:
     """`record` without its timing fields (`seconds` and every `*_s` key, at any depth): what must
     be identical between runs with different worker counts."""
     if isinstance(record, dict):
-        return {
-            k: comparable(v) for k, v in record.items() if not (k == "seconds" or str(k).endswith("_s"))
-        }
+        return {k: comparable(v) for k, v in record.items() if not (k == "seconds" or str(k).endswith("_s"))}
     if isinstance(record, list):
         return [comparable(v) for v in record]
     return record
@@ -398,11 +397,15 @@ def connect(settings: ClusterSettings) -> bool:
     xla = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), SINGLE_THREADED_XLA) if f)
     runtime_env = {"env_vars": {"PYTHONPATH": path, "XLA_FLAGS": xla}}
     kwargs: dict[str, Any] = {"runtime_env": runtime_env, "logging_level": "warning"}
-    if settings.address:
-        ray.init(address=settings.address, **kwargs)
-    else:
-        cpus = settings.workers or os.cpu_count() or 1
-        ray.init(num_cpus=cpus, include_dashboard=False, **kwargs)
+    with warnings.catch_warnings():
+        # Ray starts its processes with fork + exec; JAX (already running in the driver) warns about
+        # any fork, but nothing of JAX runs in a child that execs at once.
+        warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+        if settings.address:
+            ray.init(address=settings.address, **kwargs)
+        else:
+            cpus = settings.workers or os.cpu_count() or 1
+            ray.init(num_cpus=cpus, include_dashboard=False, **kwargs)
     return True
 
 

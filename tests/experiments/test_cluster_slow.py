@@ -23,7 +23,12 @@ from experiments import parallel, verify as VE
 from experiments.configs import verify as verify_configs
 from lnjax.io import read_json
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # The Cluster starts Ray's processes by fork + exec from this process, where JAX runs; JAX warns
+    # about any fork, but the children exec at once.
+    pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning"),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES = 12
