@@ -6,16 +6,19 @@ r"""The neighborhood experiment on one process vs on Ray actors: wall time, iden
 Model: the quickstart CNN (`dmnist_small`), trained once into benchmarks/cache/quickstart (excluded
 from the timing; data are prepared into data/ if missing).
 
-Work: `experiments.neighborhood.run` on DOUBLE-MNIST test images 0..7 (left digit the target),
-both optimizer methods, so 16 (image, method) items; 8 layers, at most `--opt_queries` verifier
-queries per search, stages `--stages` (no MILP). Nothing is decided by the clock: the query time
-limit (`--time_limit`, 60 s) is far above what a query needs (≤ ~2 s here) and the searches have no
-time budget, so the records must be identical whatever the CPU contention. Each run starts from an
+Work: `experiments.neighborhood.run` (the quickstart preset) on DOUBLE-MNIST test images 0..7 (left
+digit the target), both optimizer methods, so 16 (image, method) items (an image whose target the
+model already misses is skipped at once: image 2 here, so 14 searches); 16 layers, at most 16
+verifier queries per search (`--opt_queries`), stages PGD, CROWN, α-CROWN (`--stages`; no MILP,
+whose CBC time limit could decide a verdict). Nothing is decided by the clock: the query time limit
+(`--time_limit`, 60 s) is far above what a query needs (~1 s here) and the searches have no time
+budget, so the records must be identical whatever the CPU contention. Each run starts from an
 empty workdir in benchmarks/out/scale_bench/; `seconds_N` is the wall time of the whole
 `run(config)` call with workers = N: loading, the verifier's warm-up (compilation: once in this
 process for workers = 1, once per actor and in parallel for workers = 2), Ray's start and shutdown
 (workers = 2) and all items. `identical`: every image record equal after dropping the timing fields
-(`seconds`, `*_s`).
+(`seconds`, `*_s`). `search_s_N`: median wall seconds per search (item) with workers = N (the
+per-item cost on a busy machine), `load_*`: the 1/5/15-min load averages before and after.
 
 Driver overhead: the same driver (`experiments.parallel.drive` with Ray actors and a RecordStore)
 on `--overhead_items` trivial items (the compute returns a record of `--payload` bytes at once; also
@@ -94,6 +97,12 @@ def image_records(workdir: Path) -> dict[str, object]:
     }
 
 
+def search_seconds(summary: dict) -> float:
+    """The mean over methods of the median wall seconds per search (per item) in a run's summary."""
+    times = [v["median_time_s"] for v in summary.values() if isinstance(v, dict) and "median_time_s" in v]
+    return sum(times) / len(times)
+
+
 @dataclasses.dataclass(frozen=True)
 class Trivial:
     """A setup whose items cost nothing: the record is `payload` bytes of text."""
@@ -158,7 +167,8 @@ def main(argv=None) -> None:
     common.ensure_double_mnist(a.data_dir)
     train_workdir = common.ensure_trained(a.model, train_config(a.model))
     out = common.OUT / "scale_bench"
-    common.log(f"load before: {os.getloadavg()}")
+    load_before = os.getloadavg()
+    common.log(f"load before: {load_before}")
     seconds, summaries = {}, {}
     for workers in (1, a.workers):
         common.log(f"neighborhood, {a.images} images, workers = {workers}")
@@ -184,6 +194,10 @@ def main(argv=None) -> None:
         "identical": identical,
         "images_compared": len(one),
         "errors": summaries[a.workers]["errors"],
+        "search_s_1": search_seconds(summaries[1]),
+        "search_s_2": search_seconds(summaries[a.workers]),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
         "driver_overhead_s_per_item": overhead["busy_s_per_item"],
         "driver_cpu_s_per_item": overhead["cpu_s_per_item"],
         "driver_wall_s_per_item": overhead["wall_s_per_item"],
