@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from ml_collections import ConfigDict
 
-from experiments import parallel, verify as VE
-from experiments.configs import verify as verify_configs
+from experiments import neighborhood as NE, parallel, verify as VE
+from experiments.configs import neighborhood as neighborhood_configs, verify as verify_configs
 from lnjax.io import read_json
 
 pytestmark = [
@@ -171,3 +171,35 @@ def test_resume_after_killing_the_driver(cluster, reference, tmp_path):
     assert records(workdir) == expected
     after = {f.name: f.stat().st_mtime_ns for f in (workdir / "verdicts").glob("img_?????.json")}
     assert all(after[name] == mtime for name, mtime in before.items()), "finished images were recomputed"
+
+
+def test_neighborhood_on_the_cluster_equals_one_process(cluster, reference, tmp_path):
+    """Items are (image, method) searches; the image records (assembled on the driver) and the
+    figures are the same as in one process."""
+    train = reference[0]
+
+    def config(workers: int, address: str = "") -> ConfigDict:
+        c = neighborhood_configs.get_config("quickstart")
+        c.train_workdir = train
+        c.images, c.only_correct, c.figure_images = 3, False, 1
+        c.methods = "optimizer_fixed,optimizer_sensitivity,baseline"
+        c.layers.max_layers = 3
+        c.verifier.stages = "pgd,crown"
+        c.verifier.time_limit = 120.0
+        c.optimizer.max_queries, c.optimizer.time_budget = 3, 0.0
+        c.baseline.max_queries = 4
+        c.workers, c.ray_address = workers, address
+        return c
+
+    one, many = tmp_path / "one", tmp_path / "many"
+    NE.run(config(1), str(one), progress=False)
+    summary = NE.run(config(3, cluster.address), str(many), progress=False)
+    assert summary["images"] == 3 and summary["errors"] == 0
+
+    def image_records(workdir: Path) -> dict[str, Any]:
+        files = sorted((workdir / "results").glob("img_*.json"))
+        return {f.name: parallel.comparable(read_json(f)) for f in files}
+
+    assert len(image_records(one)) == 3 and image_records(many) == image_records(one)
+    assert not list((many / "results" / "partial").glob("*.json"))  # assembled, then removed
+    assert (many / "figures" / "img_00000_heatmap.png").is_file()
