@@ -152,8 +152,8 @@ class Executor(Protocol):
         """The value of a done future; raises WorkerLost, ItemFailed or (for `ready`) SetupFailed."""
         ...
 
-    def stop(self, worker: Any) -> None:
-        """Ends `worker` (idempotent, also for a worker that died)."""
+    def stop(self, workers: Sequence[Any]) -> None:
+        """Ends `workers` (idempotent, also for workers that died)."""
         ...
 
 
@@ -195,11 +195,11 @@ class _Pool:
         try:
             self.executor.get(future)
         except SetupFailed:
-            self.executor.stop(worker)
+            self.executor.stop([worker])
             raise
         except WorkerLost as e:
             self.start_failures += 1
-            self.executor.stop(worker)
+            self.executor.stop([worker])
             logging.warning("%s: a worker was lost while starting (%s)", self.desc, e)
             if self.start_failures >= self.max_lost + self.size:
                 raise SetupFailed(
@@ -215,7 +215,7 @@ class _Pool:
         try:
             record = self.executor.get(future)
         except WorkerLost as e:
-            self.executor.stop(worker)
+            self.executor.stop([worker])
             self.lost[key] += 1
             logging.warning(
                 "%s: the worker of item %s died (%s), %d time(s)", self.desc, key, e, self.lost[key]
@@ -236,8 +236,7 @@ class _Pool:
         return True
 
     def stop_all(self) -> None:
-        for worker in [*self.idle, *(w for w, _ in self.running.values()), *self.starting.values()]:
-            self.executor.stop(worker)
+        self.executor.stop([*self.idle, *(w for w, _ in self.running.values()), *self.starting.values()])
 
 
 def drive(
@@ -365,12 +364,14 @@ class RayExecutor:
         except ex.RayError as e:  # node died, object lost, ...
             raise WorkerLost(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
-    def stop(self, worker: Any) -> None:
-        try:
-            self._ray.get(worker.close.remote(), timeout=10)
-        except Exception:  # a dead or stuck actor: killed below either way
-            pass
-        self._ray.kill(worker, no_restart=True)
+    def stop(self, workers: Sequence[Any]) -> None:
+        """Asks every actor to close (free its MILP worker), waits ≤ 10 s in all, then kills them (a
+        busy or dead actor is killed at once; its MILP worker exits when its socket closes)."""
+        closing = [w.close.remote() for w in workers]
+        if closing:
+            self._ray.wait(closing, num_returns=len(closing), timeout=10)
+        for worker in workers:
+            self._ray.kill(worker, no_restart=True)
 
 
 # Each actor asks Ray for one CPU, so its XLA CPU client runs ops on one thread (by default every

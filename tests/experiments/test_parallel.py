@@ -135,8 +135,8 @@ class FakeExecutor:
             raise outcome
         return outcome
 
-    def stop(self, worker: int) -> None:
-        self.stopped.add(worker)
+    def stop(self, workers) -> None:
+        self.stopped.update(workers)
 
 
 def record_of(key: int) -> dict[str, Any]:
