@@ -232,6 +232,7 @@ class _Pool:
             logging.error("%s: item %s failed: %s", self.desc, key, e)
         else:
             self.store.save(key, record)
+            logging.info("%s: item %s saved", self.desc, key)
         self.idle.append(worker)
         return True
 
