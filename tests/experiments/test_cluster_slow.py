@@ -203,3 +203,30 @@ def test_neighborhood_on_the_cluster_equals_one_process(cluster, reference, tmp_
     assert len(image_records(one)) == 3 and image_records(many) == image_records(one)
     assert not list((many / "results" / "partial").glob("*.json"))  # assembled, then removed
     assert (many / "figures" / "img_00000_heatmap.png").is_file()
+
+
+def test_boundary_stages_on_the_cluster_equal_one_process(cluster, mnist_run, tmp_path):
+    """Items are (model, input kind) stages (npz records); the detectors run on the driver."""
+    from experiments import boundary as BE
+    from lnjax.data import load_npz
+    from tests.experiments.test_boundary import tiny
+
+    def config(workers: int, address: str = "") -> ConfigDict:
+        c = tiny(f"normal={mnist_run},again={mnist_run}")
+        c.workers, c.ray_address = workers, address
+        return c
+
+    one, many = tmp_path / "one", tmp_path / "many"
+    BE.run(config(1), str(one), progress=False)
+    BE.run(config(3, cluster.address), str(many), progress=False)
+    files = sorted(p.relative_to(one) for p in (one / "stages").rglob("*.npz"))
+    assert len(files) == 2 * 3  # two models × (benign, fgsm, optmargin)
+    for name in files:
+        a, b = load_npz(one / name), load_npz(many / name)
+        assert set(a) == set(b), name
+        for key in a:
+            if not key.endswith("_seconds"):
+                assert a[key].tobytes() == b[key].tobytes(), (name, key)
+    table = ("table1", "table2", "detector")
+    tables = [parallel.comparable({k: read_json(w / "metrics.json")[k] for k in table}) for w in (one, many)]
+    assert tables[0] == tables[1]
