@@ -13,7 +13,11 @@ from ml_collections import ConfigDict
 
 from experiments import parallel
 from experiments.common import UsageError
-from experiments.configs import neighborhood as neighborhood_configs, verify as verify_configs
+from experiments.configs import (
+    boundary as boundary_configs,
+    neighborhood as neighborhood_configs,
+    verify as verify_configs,
+)
 from experiments.records import RecordStore
 from lnjax.io import read_json
 
@@ -41,8 +45,13 @@ def test_bad_settings(workers, address, message):
         parallel.settings_of(ConfigDict({"workers": workers, "ray_address": address}))
 
 
-def test_both_experiments_default_to_one_process():
-    for c in (verify_configs.get_config("quickstart"), neighborhood_configs.get_config("quickstart")):
+def test_the_experiments_default_to_one_process():
+    configs = (
+        verify_configs.get_config("quickstart"),
+        neighborhood_configs.get_config("quickstart"),
+        boundary_configs.get_config("boundary_mnist"),
+    )
+    for c in configs:
         assert parallel.settings_of(c).in_process
 
 
