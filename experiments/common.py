@@ -81,6 +81,15 @@ def to_dict(config: ConfigDict) -> dict[str, Any]:
     return json.loads(to_json(config.to_dict()))
 
 
+EXECUTION_FIELDS = ("workers", "ray_address")  # how a run is executed, not what it computes
+
+
+def results_config(config: ConfigDict) -> dict[str, Any]:
+    """`to_dict(config)` without the execution fields: what config.json records and a resumed run
+    must match (a run may resume with another worker count or cluster; the results are the same)."""
+    return {k: v for k, v in to_dict(config).items() if k not in EXECUTION_FIELDS}
+
+
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):

@@ -8,8 +8,14 @@ from the non-target digit's ink (or bounding box), and each configured method se
 robust ε per layer with the staged verifier as the oracle (`lnjax.neighborhood`): the MaRVeL-style
 optimizer with fixed or sensitivity shrink weights, and/or the per-layer binary-search baseline.
 
-workdir/config.json, results/img_NNNNN.json (one per image, all methods, written atomically as soon
-as the image is done, so a restarted run skips finished images): ε per layer, log-volume and
+The work items are (image, method) searches, run in this process (`workers = 1`) or on Ray actors
+(`experiments.parallel`); each search's key is fold_in(fold_in(seed key, image), method index), so
+the records do not depend on which worker ran them or in which order.
+
+workdir/config.json, results/partial/img_NNNNN_METHOD.json (one per finished search, written
+atomically at once; removed when its image's record is written), results/img_NNNNN.json (one per
+image, all methods, written as soon as its searches are done, so a restarted run skips finished
+images and searches; `.error.json` beside a search that failed on a Ray worker): ε per layer, log-volume and
 Σ|l_d|ε_d, verifier queries by verdict and deciding stage, time, the iteration trail;
 figures/img_NNNNN_heatmap.png (log ε per pixel, digits outlined, one panel per method) and
 figures/img_NNNNN_eps.png (ε against layer index) for the first `figure_images` images;
@@ -19,6 +25,7 @@ summary.json (medians per method); log.txt. The summary is returned (the runner 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +36,8 @@ from absl import logging
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
-from experiments.common import check_workdir, open_workdir, require, to_dict
+from experiments import parallel
+from experiments.common import check_workdir, open_workdir, require, results_config
 from experiments.configs.blocks import optimizer_config, verifier_config
 from experiments.configs.neighborhood import METHODS, base as base_config
 from experiments.queries import (
@@ -156,52 +164,104 @@ def save_figures(path: Path, record: dict[str, Any], x: np.ndarray, layers, mask
     plots.close(fig, fig2)
 
 
-def search_image(
+NEEDS = "neighborhoods need a DOUBLE-MNIST run"
+SKIPPED = "the model misses the target at the image itself"
+
+
+def search_item(
     c: ConfigDict,
     methods: tuple[str, ...],
     optimizers: dict[str, Optimizer],
     verify: Any,
     view: models.LayerView,
     test: data.Dataset,
-    index: int,
     k: int,
     root: jax.Array,
+    item: tuple[int, str],
     *,
-    figures: Path | None,  # the workdir: figures/img_NNNNN_*.png are saved there
     progress: bool,
 ) -> dict[str, Any]:
-    """The record of one image: every method's search (or why it was skipped); figures if asked."""
-    problem, facts, masks = image_problem(c, test, index, k)
+    """The record of one work item (image, method): the clean margin and the method's search, or
+    why the image is skipped. The search's key is fold_in(fold_in(root, image), method index)."""
+    index, method = item
+    problem, _, _ = image_problem(c, test, index, k)
     clean = float(problem.spec.margin(models.apply_layers(view, jnp.asarray(problem.x))))
-    record: dict[str, Any] = {**facts, "clean_margin": clean, "methods": {}}
     if c.only_correct and clean <= 0:
-        record["skipped"] = "the model misses the target at the image itself"
+        return {"clean_margin": clean, "skipped": SKIPPED}
+    bar = tqdm(desc=f"image {index} {method}", unit="query", leave=False, disable=not progress)
+    key = jax.random.fold_in(jax.random.fold_in(root, index), methods.index(method))
+    res = run_method(method, c, optimizers, key, verify, view, problem, progress=bar.update)
+    bar.close()
+    logging.info(
+        "image %d %s: %d queries, %.1f s, log-volume %.1f, %s",
+        index, method, res.queries, res.time_s, res.log_volume, res.stop_reason,
+    )  # fmt: skip
+    return {"clean_margin": clean, "search": res.to_json()}
+
+
+def image_record(
+    c: ConfigDict,
+    test: data.Dataset,
+    index: int,
+    k: int,
+    searches: dict[str, dict[str, Any]],
+    *,
+    figures: Path | None,  # the workdir: figures/img_NNNNN_*.png are saved there
+) -> dict[str, Any]:
+    """The record of one image from its searches ({method: `search_item` record}, in method order)."""
+    problem, facts, masks = image_problem(c, test, index, k)
+    first = next(iter(searches.values()))
+    record: dict[str, Any] = {**facts, "clean_margin": first["clean_margin"], "methods": {}}
+    if any("skipped" in s for s in searches.values()):
+        record["skipped"] = SKIPPED
         return record
-    for m_i, method in enumerate(methods):
-        bar = tqdm(desc=f"image {index} {method}", unit="query", leave=False, disable=not progress)
-        key = jax.random.fold_in(jax.random.fold_in(root, index), m_i)
-        res = run_method(method, c, optimizers, key, verify, view, problem, progress=bar.update)
-        bar.close()
-        record["methods"][method] = res.to_json()
-        logging.info(
-            "image %d %s: %d queries, %.1f s, log-volume %.1f, %s",
-            index, method, res.queries, res.time_s, res.log_volume, res.stop_reason,
-        )  # fmt: skip
+    record["methods"] = {m: s["search"] for m, s in searches.items()}
     if figures is not None:
         save_figures(figures, record, problem.x, problem.layers, masks)
     return record
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSearches:
+    """A Ray actor's setup (picklable: the config as plain values, `ConfigDict.to_dict()`): loads the
+    run, builds the optimizers and the verifier, warms it up once, and returns an `ItemWorker` whose
+    `compute((image, method))` is the search's record."""
+
+    config: dict[str, Any]
+
+    def __call__(self) -> parallel.ItemWorker:
+        c = ConfigDict(self.config)
+        settings = validate(c)
+        model, params, k, test = load_double_mnist_run(c, needs=NEEDS)
+        view = models.layer_view(model, params)
+        optimizers = {m: build_optimizer(o) for m, o in settings.optimizers.items()}
+        worker = V.MilpWorker()
+        verify = make_verifier(view, settings.verifier, worker)
+        seconds = warm_up(verify, test, c.start, TARGETS[c.target], c.spec, k)
+        logging.info("verifier warm-up (compilation): %.1f s", seconds)
+        root = jax.random.key(c.seed)
+
+        def compute(item: Sequence[Any]) -> dict[str, Any]:
+            index, method = item
+            return search_item(
+                c, settings.methods, optimizers, verify, view, test, k, root, (index, method), progress=False
+            )
+
+        return parallel.ItemWorker(compute, worker.close)
 
 
 def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
     """Searches the configured neighborhoods; returns the summary (also written to summary.json).
 
     Everything is checked and built (config, training run, data, verifier, optimizers) before the
-    workdir is touched, so bad input writes nothing.
+    workdir is touched, so bad input writes nothing. With `workers` ≠ 1 the searches run on Ray
+    actors (`experiments.parallel`); the records are the same.
     """
     settings = validate(c)
+    cluster = parallel.settings_of(c)
     methods = settings.methods
-    model, params, k, test = load_double_mnist_run(c, needs="neighborhoods need a DOUBLE-MNIST run")
-    resolved = to_dict(c)
+    model, params, k, test = load_double_mnist_run(c, needs=NEEDS)
+    resolved = results_config(c)
     path = check_workdir(workdir, resolved)
     view = models.layer_view(model, params)
     optimizers = {m: build_optimizer(o) for m, o in settings.optimizers.items()}
@@ -209,22 +269,37 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     try:
         verify = make_verifier(view, settings.verifier, worker)
         open_workdir(path, resolved)
-        store: RecordStore[int] = RecordStore(path / "results", "img_{:05d}")
+        images: RecordStore[int] = RecordStore(path / "results", "img_{:05d}")
+        searches: RecordStore[tuple[int, str]] = RecordStore(path / "results" / "partial", "img_{:05d}_{}")
         indices = range(c.start, c.start + c.images)
-        if store.missing(indices):
-            seconds = warm_up(verify, test, c.start, TARGETS[c.target], c.spec, k)
-            logging.info("verifier warm-up (compilation): %.1f s", seconds)
-        root = jax.random.key(c.seed)
-
-        def compute(index: int) -> dict[str, Any]:
-            figures = path if index - c.start < c.figure_images else None
-            return search_image(
-                c, methods, optimizers, verify, view, test, index, k, root, figures=figures, progress=progress
+        items = [(i, m) for i in images.missing(indices) for m in methods]
+        if not cluster.in_process:
+            outcome = parallel.run_items(
+                searches, items, ImageSearches(c.to_dict()), cluster, desc="searches", progress=progress
             )
+        else:
+            if searches.missing(items):
+                seconds = warm_up(verify, test, c.start, TARGETS[c.target], c.spec, k)
+                logging.info("verifier warm-up (compilation): %.1f s", seconds)
+            root = jax.random.key(c.seed)
 
-        records = store.resume(indices, compute, desc="images", progress=progress)
+            def compute(item: tuple[int, str]) -> dict[str, Any]:
+                return search_item(
+                    c, methods, optimizers, verify, view, test, k, root, item, progress=progress
+                )
+
+            done = searches.resume(items, compute, desc="searches", progress=progress)
+            outcome = parallel.Outcome(dict(zip(items, done, strict=True)), {})
     finally:
         worker.close()
-    summary = summarize(records, methods)
+    for i in images.missing(indices):
+        found = {m: outcome.records[(i, m)] for m in methods if (i, m) in outcome.records}
+        if len(found) == len(methods):
+            figures = path if i - c.start < c.figure_images else None
+            images.save(i, image_record(c, test, i, k, found, figures=figures))
+            for m in methods:
+                searches.path((i, m)).unlink()
+    records = [images.load(i) for i in indices if images.done(i)]
+    summary = {**summarize(records, methods), "errors": len(outcome.errors)}
     write_json_atomic(path / "summary.json", summary)
     return {**summary, "workdir": str(path)}

@@ -8,7 +8,9 @@ loses at most the item it was working on, and the summary is always built from t
   store = RecordStore(path / "verdicts", "img_{:05d}")
   records = store.resume(range(start, stop), compute)   # compute(index) -> dict, called if missing
 
-Records are JSON objects (`.json`) or named arrays (`.npz`, `kind="npz"`, byte-reproducible).
+Records are JSON objects (`.json`) or named arrays (`.npz`, `kind="npz"`, byte-reproducible). An item
+whose computation failed on a Ray worker (`experiments.parallel`) gets `<name>.error.json` instead;
+it is not finished, so the next run computes it again (and removes the error file once it succeeds).
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ class RecordStore(Generic[Key]):
         name = self.pattern.format(*key) if isinstance(key, tuple) else self.pattern.format(key)
         return self.directory / f"{name}.{self.kind}"
 
+    def error_path(self, key: Key) -> Path:
+        """The error file of `key` (written when its computation failed)."""
+        file = self.path(key)
+        return file.with_name(file.name.removesuffix(f".{self.kind}") + ".error.json")
+
+    def save_error(self, key: Key, message: str) -> None:
+        """Records that computing `key` failed (the item stays missing, so a rerun retries it)."""
+        file = self.error_path(key)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(file, {"item": list(key) if isinstance(key, tuple) else key, "error": message})
+
     def done(self, key: Key) -> bool:
         return self.path(key).is_file()
 
@@ -69,6 +82,7 @@ class RecordStore(Generic[Key]):
             save_npz_deterministic(file, {name: np.asarray(v) for name, v in record.items()})
         else:
             write_json_atomic(file, record)
+        self.error_path(key).unlink(missing_ok=True)
 
     def load_all(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """{key: record} of the keys that have a finished record (for summaries and panels)."""

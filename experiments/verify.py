@@ -9,13 +9,15 @@ CROWN → α-CROWN → MILP sign question) answers ROBUST / NOT_ROBUST / UNKNOWN
 with the training run's k, or the sigmoid threshold).
 
 workdir/config.json, verdicts/img_NNNNN.json (one per image, written atomically as soon as the
-image is done, so a restarted run skips finished images), summary.json (counts by status and by
+image is done, so a restarted run skips finished images; `verdicts/img_NNNNN.error.json` for an image
+that failed on a Ray worker, retried by the next run), summary.json (counts by status and by
 deciding stage, time per query, MILP sizes), log.txt. The summary is returned (and printed by the
 runner as one JSON line).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -24,7 +26,8 @@ import numpy as np
 from absl import logging
 from ml_collections import ConfigDict
 
-from experiments.common import check_workdir, open_workdir, require, to_dict
+from experiments import parallel
+from experiments.common import check_workdir, open_workdir, require, results_config
 from experiments.configs.blocks import verifier_config
 from experiments.configs.verify import base as base_config
 from experiments.queries import (
@@ -62,6 +65,9 @@ def validate(c: ConfigDict) -> V.VerifierConfig:
     require(b.metric in nbh.METRICS, f"unknown box.metric {b.metric!r}; expected one of {nbh.METRICS}")
     require(b.max_layers >= 1, f"box.max_layers = {b.max_layers} must be ≥ 1")
     return verifier_config(c.verifier)
+
+
+NEEDS = "verify needs a DOUBLE-MNIST (multi-label) run"
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -117,8 +123,34 @@ def verify_image(
     return {"image": int(index), "digits": digits, "queries": queries}
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts by status and deciding stage, time per query, MILP sizes."""
+@dataclasses.dataclass(frozen=True)
+class ImageVerifier:
+    """A Ray actor's setup (picklable: the config as plain values, `ConfigDict.to_dict()`): loads the
+    run, builds and warms up the verifier once, and returns an `ItemWorker` whose `compute(index)`
+    is the image's record."""
+
+    config: dict[str, Any]
+
+    def __call__(self) -> parallel.ItemWorker:
+        c = ConfigDict(self.config)
+        options = validate(c)
+        model, params, k, test = load_double_mnist_run(c, needs=NEEDS)
+        view = models.layer_view(model, params)
+        logits_fn = jax.jit(models.apply_layers)
+        worker = V.MilpWorker()
+        verify = make_verifier(view, options, worker)
+        seconds = warm_up(verify, test, c.start, SIDES[c.target][0], c.spec, k)
+        logging.info("verifier warm-up (compilation): %.1f s", seconds)
+        root = jax.random.key(c.seed)
+
+        def compute(index: int) -> dict[str, Any]:
+            return verify_image(c, verify, view, logits_fn, test, index, jax.random.fold_in(root, index), k)
+
+        return parallel.ItemWorker(compute, worker.close)
+
+
+def summarize(records: list[dict[str, Any]], errors: int = 0) -> dict[str, Any]:
+    """Counts by status and deciding stage, time per query, MILP sizes; `errors`: images that failed."""
     queries = [q for r in records for q in r["queries"]]
     done = [q for q in queries if q["status"] != "skipped"]
     statuses = ("robust", "not_robust", "unknown", "skipped")
@@ -131,6 +163,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     binaries = [q["binaries"] for q in done if q["stats"]["milp_status"] is not None]
     return {
         "images": len(records),
+        "errors": errors,
         "queries": len(done),
         **counts,
         "decided_by": dict(sorted(decided.items())),
@@ -146,32 +179,41 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     """Verifies the configured boxes; returns the summary (also written to summary.json).
 
     Everything is checked and built (config, training run, data, verifier) before the workdir is
-    touched, so bad input writes nothing.
+    touched, so bad input writes nothing. With `workers` ≠ 1 the images run on Ray actors
+    (`experiments.parallel`); the records are the same.
     """
     verifier_options = validate(c)
-    model, params, k, test = load_double_mnist_run(c, needs="verify needs a DOUBLE-MNIST (multi-label) run")
-    resolved = to_dict(c)
+    cluster = parallel.settings_of(c)
+    model, params, k, test = load_double_mnist_run(c, needs=NEEDS)
+    resolved = results_config(c)
     path = check_workdir(workdir, resolved)
     view = models.layer_view(model, params)
     logits_fn = jax.jit(models.apply_layers)
     worker = V.MilpWorker()
+    errors: dict[int, str] = {}
     try:
         verify = make_verifier(view, verifier_options, worker)
         open_workdir(path, resolved)
         store: RecordStore[int] = RecordStore(path / "verdicts", "img_{:05d}")
         indices = range(c.start, c.start + c.images)
-        if store.missing(indices):
-            seconds = warm_up(verify, test, c.start, SIDES[c.target][0], c.spec, k)
-            logging.info("verifier warm-up (compilation): %.1f s", seconds)
-        root = jax.random.key(c.seed)
-        records = store.resume(
-            indices,
-            lambda i: verify_image(c, verify, view, logits_fn, test, i, jax.random.fold_in(root, i), k),
-            desc="verify",
-            progress=progress,
-        )
+        if not cluster.in_process:
+            outcome = parallel.run_items(
+                store, indices, ImageVerifier(c.to_dict()), cluster, desc="verify", progress=progress
+            )
+            records, errors = [outcome.records[i] for i in indices if i in outcome.records], outcome.errors
+        else:
+            if store.missing(indices):
+                seconds = warm_up(verify, test, c.start, SIDES[c.target][0], c.spec, k)
+                logging.info("verifier warm-up (compilation): %.1f s", seconds)
+            root = jax.random.key(c.seed)
+            records = store.resume(
+                indices,
+                lambda i: verify_image(c, verify, view, logits_fn, test, i, jax.random.fold_in(root, i), k),
+                desc="verify",
+                progress=progress,
+            )
     finally:
         worker.close()
-    summary = summarize(records)
+    summary = summarize(records, errors=len(errors))
     write_json_atomic(path / "summary.json", summary)
     return {**summary, "workdir": str(path)}

@@ -49,6 +49,8 @@ def base() -> ConfigDict:
     c.data_dir = ""  # default: each training run's data.data_dir
     c.images = 100  # test images start .. start + images − 1
     c.start = 0
+    c.workers = 1  # stages in this process (1) or on n Ray actors (n > 1; 0: one per GPU, else CPU)
+    c.ray_address = ""  # "": a local Ray for the run; "auto" | "host:port" | "ray://host:port": a cluster
     c.batch_size = 50  # images per attack / region-classification call
     c.attacks = "fgsm,optbrittle,optmargin,optstrong"  # any of lnjax.attacks.config.ATTACKS
     c.figure_images = 20  # images drawn per panel of figure 4

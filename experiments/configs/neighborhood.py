@@ -10,6 +10,10 @@ Maximal robust layer-neighborhoods (SPEC §2, seed 000) on DOUBLE-MNIST test ima
   baseline               per-layer binary search with the same verifier
 
 Every field can be overridden on the command line, e.g. `--config.images=3 --config.layers.max_layers=8`.
+
+Items (image × method) run in this process (`workers = 1`) or on Ray actors (`--config.workers=N`, optionally
+`--config.ray_address=auto` for a cluster; `pip install 'lnjax[cluster]'`): see experiments/parallel.py.
+These two fields are not recorded in config.json, so a run may resume with another worker count.
 """
 
 from ml_collections import ConfigDict
@@ -28,6 +32,8 @@ def base() -> ConfigDict:
     c.data_dir = ""  # default: the training run's data.data_dir
     c.images = 10  # test images start .. start + images − 1
     c.start = 0
+    c.workers = 1  # 1: this process; n > 1: n Ray actors; 0: one per GPU (else CPU) of the cluster
+    c.ray_address = ""  # "": a local Ray for the run; "auto" | "host:port" | "ray://host:port": a cluster
     c.target = "left"  # which digit must stay in the top k (the other one is the non-target object)
     c.only_correct = True  # skip images whose target the model misses at the image itself
     c.spec = "topk"  # topk (k of the training run) | threshold (z_t > 0)

@@ -13,6 +13,10 @@ Box shapes (`box.shape`):
 
 The `verifier` block is generated from `lnjax.verify.VerifierConfig` (see `make_verifier` for each
 option). Every field can be overridden on the command line, e.g. `--config.images=5 --config.box.eps=0.01`.
+
+Items (images) run in this process (`workers = 1`) or on Ray actors (`--config.workers=N`, optionally
+`--config.ray_address=auto` for a cluster; `pip install 'lnjax[cluster]'`): see experiments/parallel.py.
+These two fields are not recorded in config.json, so a run may resume with another worker count.
 """
 
 from ml_collections import ConfigDict
@@ -29,6 +33,8 @@ def base() -> ConfigDict:
     c.data_dir = ""  # default: the training run's data.data_dir
     c.images = 20  # test images start .. start + images − 1
     c.start = 0
+    c.workers = 1  # 1: this process; n > 1: n Ray actors; 0: one per GPU (else CPU) of the cluster
+    c.ray_address = ""  # "": a local Ray for the run; "auto" | "host:port" | "ray://host:port": a cluster
     c.target = "left"  # which digit must stay in the top k: left | right | both (one query each)
     c.only_correct = True  # skip targets the model already misses at the image itself
     c.spec = "topk"  # topk (k of the training run) | threshold (z_t > 0, i.e. sigmoid > 0.5)

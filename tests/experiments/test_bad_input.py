@@ -41,6 +41,12 @@ CASES = {
         "--config.optimizer.time_budget=-1",
         "optimizer.time_budget = -1",
     ),
+    "verify, workers=-2": ("verify", "--config.workers=-2", "workers = -2 must be an integer ≥ 0"),
+    "neighborhood, ray_address=http://head": (
+        "neighborhood_quickstart",
+        "--config.ray_address=http://head:8265",
+        "ray_address = 'http://head:8265'",
+    ),
     "attack, cw.lr=0": ("attack_mnist", "--config.cw.lr=0", "cw.lr = 0"),
     "boundary, optmargin.steps=0": ("boundary_mnist", "--config.optmargin.steps=0", "optmargin.steps = 0"),
 }

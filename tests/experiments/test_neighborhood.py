@@ -104,3 +104,33 @@ def test_bad_config_is_a_usage_error_and_writes_nothing(trained, tmp_path, overr
     with pytest.raises(UsageError, match=message):
         NE.run(tiny_config(trained, **override), str(work), progress=False)
     assert not work.exists()
+
+
+@pytest.mark.slow
+def test_a_half_searched_image_resumes_from_its_finished_searches(trained, tmp_path, monkeypatch):
+    """Items are (image, method) searches: a run stopped between the methods of an image keeps the
+    finished search (results/partial/) and the restart runs only the missing one."""
+    config = tiny_config(trained, images=1, methods="optimizer_fixed,baseline")
+    reference = NE.run(config, str(tmp_path / "ref"), progress=False)
+    real = NE.run_method
+
+    def stop_at_baseline(method, *a, **k):
+        if method == "baseline":
+            raise KeyboardInterrupt
+        return real(method, *a, **k)
+
+    work = tmp_path / "run"
+    monkeypatch.setattr(NE, "run_method", stop_at_baseline)
+    with pytest.raises(KeyboardInterrupt):
+        NE.run(config, str(work), progress=False)
+    assert (work / "results" / "partial" / "img_00000_optimizer_fixed.json").is_file()
+    assert not (work / "results" / "img_00000.json").is_file()
+
+    calls = []
+    monkeypatch.setattr(NE, "run_method", lambda m, *a, **k: calls.append(m) or real(m, *a, **k))
+    again = NE.run(config, str(work), progress=False)
+    assert calls == ["baseline"] and not list((work / "results" / "partial").glob("*.json"))
+    ref = read_json(tmp_path / "ref" / "results" / "img_00000.json")
+    got = read_json(work / "results" / "img_00000.json")
+    assert ref["methods"]["optimizer_fixed"]["eps"] == got["methods"]["optimizer_fixed"]["eps"]
+    assert again["images"] == reference["images"] == 1
