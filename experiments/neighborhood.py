@@ -25,6 +25,7 @@ summary.json (medians per method); log.txt. The summary is returned (the runner 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -132,7 +133,8 @@ def run_method(
 
 
 def summarize(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, Any]:
-    """Medians per method over the images that were searched."""
+    """Medians per method over the images that were searched (a median over the finite values: an
+    unverified search's log-volume is −inf, null in the JSON; None when there is none)."""
     out: dict[str, Any] = {"images": len(records), "skipped": sum("skipped" in r for r in records)}
     for m in methods:
         rs = [r["methods"][m] for r in records if m in r.get("methods", {})]
@@ -140,11 +142,14 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[s
             continue
 
         def med(key, rs=rs):
-            return float(np.median([r[key] for r in rs]))
+            values = [float(r[key]) for r in rs if r.get(key) is not None and math.isfinite(r[key])]
+            return float(np.median(values)) if values else None
 
         out[m] = {
             "searched": len(rs),
             "verified": sum(r["verified"] for r in rs),
+            "converged": sum(bool(r.get("converged")) for r in rs),
+            "median_zero_pixels": med("zero_pixels"),
             "median_queries": med("queries"),
             "median_time_s": med("time_s"),
             "median_log_volume": med("log_volume"),
