@@ -54,7 +54,8 @@ from experiments.runs import load_double_mnist_run
 from lnjax import data, models, verify as V
 from lnjax.io import write_json_atomic
 from lnjax.neighborhood import layers as NL
-from lnjax.neighborhood.baseline import SCALES, binary_search
+from lnjax.neighborhood.baseline import SCALES, binary_search, uniform_search
+from lnjax.neighborhood.certificate import Falsifier, certify_maximality, make_falsifier
 from lnjax.neighborhood.config import OptimizerConfig
 from lnjax.neighborhood.optimizer import Optimizer, make_optimizer
 from lnjax.neighborhood.problem import Problem, Result
@@ -86,6 +87,10 @@ def validate(c: ConfigDict) -> Settings:
     require(lay.object in OBJECTS, f"unknown layers.object {lay.object!r}; expected one of {OBJECTS}")
     require(lay.metric in NL.METRICS, f"unknown layers.metric {lay.metric!r}; expected one of {NL.METRICS}")
     require(lay.max_layers >= 1, f"layers.max_layers = {lay.max_layers} must be ≥ 1")
+    cert = c.certificate
+    require(cert.restarts >= 1 and cert.steps >= 1, "certificate.restarts and steps must be ≥ 1")
+    require(cert.rel_tol > 0, f"certificate.rel_tol = {cert.rel_tol} must be > 0")
+    require(cert.time_budget >= 0, f"certificate.time_budget = {cert.time_budget} must be ≥ 0 (0: unlimited)")
     b = c.baseline
     require(b.scale in SCALES, f"unknown baseline.scale {b.scale!r}; expected one of {SCALES}")
     require(b.tol > 0, f"baseline.tol = {b.tol} must be > 0")
@@ -114,6 +119,19 @@ def run_method(
     progress: Any = None,
 ) -> Result:
     """One search of `method` on `problem` (`optimizers`: the built optimizer of each optimizer method)."""
+    if method == "uniform":
+        b = c.baseline
+        return uniform_search(
+            key,
+            verify,
+            problem,
+            scale=b.scale,
+            eps_max=float(b.eps_max),
+            eps_min=float(b.eps_min),
+            tol=float(b.tol),
+            max_queries=int(b.max_queries) or None,
+            time_budget=float(b.time_budget) or None,
+        )
     if method == "baseline":
         b = c.baseline
         return binary_search(
@@ -149,7 +167,11 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[s
             "searched": len(rs),
             "verified": sum(r["verified"] for r in rs),
             "converged": sum(bool(r.get("converged")) for r in rs),
+            "converged_share": sum(bool(r.get("converged")) for r in rs) / len(rs),
+            "unknown_share": _share(rs, "unknown"),
             "median_zero_pixels": med("zero_pixels"),
+            "median_gap": _median_gap(rs),
+            "certified": sum(r.get("certificate", {}).get("gap") is not None for r in rs),
             "median_queries": med("queries"),
             "median_time_s": med("time_s"),
             "median_log_volume": med("log_volume"),
@@ -157,6 +179,39 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[s
             "median_mean_eps": med("mean_eps"),
         }
     return out
+
+
+def _share(rs: list[dict[str, Any]], status: str) -> float | None:
+    """The share of a method's verifier queries (over its searches) that ended with `status`."""
+    total = sum(r["queries"] for r in rs)
+    return sum(r["by_status"].get(status, 0) for r in rs) / total if total else None
+
+
+def _median_gap(rs: list[dict[str, Any]]) -> float | None:
+    """The median certificate gap (s_proved / s_attack) over the searches that have one."""
+    gaps = [r["certificate"]["gap"] for r in rs if r.get("certificate", {}).get("gap") is not None]
+    return float(np.median(gaps)) if gaps else None
+
+
+def certify(
+    c: ConfigDict, key: jax.Array, verify: Any, problem: Problem, res: Result, falsifier: Falsifier
+) -> dict[str, Any]:
+    """The maximality certificate of a search's ε (`certify_maximality`), as JSON; {} when the
+    search verified nothing (there is no ε to bracket)."""
+    if not res.verified:
+        return {}
+    cert = c.certificate
+    out = certify_maximality(
+        key,
+        verify,
+        problem,
+        res.eps,
+        falsifier,
+        rel_tol=float(cert.rel_tol),
+        per_layer=bool(cert.per_layer),
+        time_budget=float(cert.time_budget) or None,
+    )
+    return out.to_json()
 
 
 def save_figures(path: Path, record: dict[str, Any], x: np.ndarray, layers, masks) -> None:
@@ -197,11 +252,19 @@ def search_item(
     key = jax.random.fold_in(jax.random.fold_in(root, index), methods.index(method))
     res = run_method(method, c, optimizers, key, verify, view, problem, progress=bar.update)
     bar.close()
+    search = res.to_json()
+    if c.certificate.enabled:
+        # the strong box PGD (`gradients.pgd_in_box`: jitted once per input shape, spec rows as arrays)
+        steps, restarts = int(c.certificate.steps), int(c.certificate.restarts)
+        falsifier = make_falsifier(view, problem.spec, steps=steps, restarts=restarts)
+        cert_key = jax.random.fold_in(jax.random.fold_in(root, index), len(METHODS) + methods.index(method))
+        search["certificate"] = certify(c, cert_key, verify, problem, res, falsifier)
     logging.info(
-        "image %d %s: %d queries, %.1f s, log-volume %.1f, %s",
+        "image %d %s: %d queries, %.1f s, log-volume %.1f, %s, gap %s",
         index, method, res.queries, res.time_s, res.log_volume, res.stop_reason,
+        search.get("certificate", {}).get("gap"),
     )  # fmt: skip
-    return {"clean_margin": clean, "search": res.to_json()}
+    return {"clean_margin": clean, "search": search}
 
 
 def image_record(

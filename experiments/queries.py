@@ -136,7 +136,10 @@ def image_problem(
     target, other = digits[side], digits[1 - side]
     other_mask = object_mask(meta, index, 1 - side, c.layers.object)
     target_mask = object_mask(meta, index, side, "ink")
-    layers = nbh.layer_map(other_mask, metric=c.layers.metric, max_layers=int(c.layers.max_layers))
+    own = target_mask if c.layers.get("target_layer", False) else None  # the target: its own layer
+    layers = nbh.layer_map(
+        other_mask, metric=c.layers.metric, max_layers=int(c.layers.max_layers), target_mask=own
+    )
     problem = make_problem(test.x[index], layers, make_spec(c.spec, target, k))
     facts = {
         "image": int(index),

@@ -8,6 +8,11 @@ Maximal robust layer-neighborhoods (SPEC §2, seed 000) on DOUBLE-MNIST test ima
   optimizer_fixed        the MaRVeL-style optimizer, fixed shrink weights
   optimizer_sensitivity  the same, sensitivity (saliency) shrink weights
   baseline               per-layer binary search with the same verifier
+  uniform                one ε for every pixel (an L∞ ball), bisected with the same verifier
+
+Every search's ε comes with a maximality certificate (`certificate`, lnjax.neighborhood.certificate):
+the largest scale of ε the verifier proves, the smallest a strong attack breaks, and their ratio
+(`gap`, 1 = shown maximal along ε's direction), optionally per layer.
 
 Every field can be overridden on the command line, e.g. `--config.images=3 --config.layers.max_layers=8`.
 
@@ -20,7 +25,7 @@ from ml_collections import ConfigDict
 
 from experiments.configs.blocks import optimizer_block, verifier_block
 
-METHODS = ("optimizer_fixed", "optimizer_sensitivity", "baseline")
+METHODS = ("optimizer_fixed", "optimizer_sensitivity", "baseline", "uniform")
 
 
 def base() -> ConfigDict:
@@ -44,12 +49,13 @@ def base() -> ConfigDict:
             "object": "ink",  # ink | box: the non-target digit's ink or its bounding box
             "metric": "chebyshev",  # chebyshev | euclidean | manhattan
             "max_layers": 16,  # at most this many layers; the last holds every farther pixel
+            "target_layer": True,  # the target digit's own pixels: a layer of their own, after the rings
         }
     )
-    # lnjax.neighborhood.OptimizerConfig's defaults (MaRVeL's λ schedule ...), except the budgets:
+    # lnjax.neighborhood.OptimizerConfig's defaults: runs to convergence (MaRVeL's λ schedule, or the
+    # gain over the last expansions), max_queries (100) and the time budget are safety nets.
     c.optimizer = optimizer_block()
-    c.optimizer.max_queries = 16  # verifier queries per image and method (the library: 20)
-    c.optimizer.time_budget = 600.0  # seconds per image and method (0: unlimited; the library: unlimited)
+    c.optimizer.time_budget = 1800.0  # seconds per image and method (0: unlimited; the library: unlimited)
     c.baseline = ConfigDict(
         {
             "scale": "log",  # log (relative tolerance) | linear (absolute tolerance)
@@ -60,8 +66,18 @@ def base() -> ConfigDict:
             "time_budget": 0.0,  # seconds per image (0: unlimited)
         }
     )
+    c.certificate = ConfigDict(
+        {
+            "enabled": True,  # bracket every verified ε between proofs and attacks
+            "per_layer": False,  # also each layer's ε_d with the others fixed (R more brackets)
+            "restarts": 32,  # the strong box PGD's starts
+            "steps": 40,
+            "rel_tol": 0.1,  # relative width of the final brackets
+            "time_budget": 600.0,  # seconds per search's certificate (0: unlimited)
+        }
+    )
+    # The complete verifier (branch-and-bound, CBC on its leaves and the whole box) at 10 s per query.
     c.verifier = verifier_block()  # lnjax.verify.VerifierConfig's defaults, except:
-    c.verifier.stages = "pgd,crown,milp"  # any of pgd, crown, alpha_crown, milp (comma-separated)
     c.verifier.time_limit = 10.0  # wall-clock seconds per query (hard); a time-out is not robust
     return c
 

@@ -22,7 +22,7 @@ def tiny_config(root, **overrides):
     c.train_workdir = str(root / "train")
     c.images = 2
     c.only_correct = False  # a barely trained model misses most targets; search anyway
-    c.methods = "optimizer_fixed,optimizer_sensitivity,baseline"
+    c.methods = "optimizer_fixed,optimizer_sensitivity,baseline,uniform"
     c.layers.max_layers = 3
     c.verifier.stages = "pgd"  # (+ interval, always): no compilation of CROWN in a fast test
     c.verifier.time_limit = 5.0
@@ -32,6 +32,9 @@ def tiny_config(root, **overrides):
     c.optimizer.pgd_steps = 3
     c.optimizer.pgd_restarts = 1
     c.baseline.max_queries = 4
+    c.certificate.restarts = 2
+    c.certificate.steps = 3
+    c.certificate.time_budget = 10.0
     for key, value in overrides.items():
         target = c
         *path, last = key.split(".")
@@ -48,9 +51,11 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
     files = sorted((work / "results").glob("img_*.json"))
     assert [f.name for f in files] == ["img_00000.json", "img_00001.json"]
     rec = read_json(files[0])
-    for method in ("optimizer_fixed", "optimizer_sensitivity", "baseline"):
+    # 3 rings (the last holding the far background) and the target digit's own layer
+    assert len(rec["layer_sizes"]) == 4 and sum(rec["layer_sizes"]) == 64 * 64
+    for method in ("optimizer_fixed", "optimizer_sensitivity", "baseline", "uniform"):
         m = rec["methods"][method]
-        assert len(m["eps"]) == len(rec["layer_sizes"]) == 3
+        assert len(m["eps"]) == len(rec["layer_sizes"])
         assert m["queries"] == sum(m["by_status"].values()) == len(m["trail"])
         assert {"log_volume", "linear_norm", "time_s", "by_stage", "stop_reason"} <= set(m)
         # A verified ε is one the verifier answered ROBUST (the trail holds every query).
@@ -58,13 +63,24 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
         assert m["verified"] == bool(robust)
         if m["verified"]:
             assert any(np.allclose(m["eps"], e, rtol=1e-6) for e in robust)
+            # The certificate brackets ε: proved at s_proved ≥ 1, attacked (if at all) above it.
+            cert = m["certificate"]
+            assert cert["s_proved"] is None or cert["s_proved"] >= 1.0, cert
+            if cert["s_proved"] is not None and cert["s_attack"] is not None:
+                assert cert["s_attack"] > cert["s_proved"] and cert["gap"] <= 1.0
         else:
-            assert not any(m["eps"])
+            assert not any(m["eps"]) and m["certificate"] == {}
+    assert len(set(rec["methods"]["uniform"]["eps"])) == 1  # one ε for every pixel
     assert rec["methods"]["optimizer_fixed"]["queries"] <= 3
     assert rec["methods"]["baseline"]["queries"] <= 4
     assert (work / "figures" / "img_00000_heatmap.png").is_file()
     assert (work / "figures" / "img_00000_eps.png").is_file()
-    assert read_json(work / "summary.json")["images"] == 2
+    summary_file = read_json(work / "summary.json")
+    assert summary_file["images"] == 2
+    for method in ("optimizer_fixed", "baseline", "uniform"):
+        got = summary_file[method]
+        assert {"converged_share", "unknown_share", "median_gap", "certified"} <= set(got)
+        assert got["certified"] <= got["verified"] <= got["searched"] == 2
 
     # Half-finished run: drop one record; the restart redoes only that image.
     done = files[0].read_text()
@@ -74,7 +90,7 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(NE, "run_method", lambda m, *a, **k: calls.append(m) or real(m, *a, **k))
     again = NE.run(tiny_config(trained), str(work), progress=False)
     assert again["images"] == 2 and files[1].is_file()
-    assert calls == ["optimizer_fixed", "optimizer_sensitivity", "baseline"]  # image 1 only
+    assert calls == ["optimizer_fixed", "optimizer_sensitivity", "baseline", "uniform"]  # image 1 only
     assert files[0].read_text() == done
 
     # The panel experiment draws the searched image of both runs (here the same run twice).
@@ -96,6 +112,7 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
         ({"layers.metric": "cosine"}, "layers.metric"),
         ({"optimizer.max_queries": 0}, "max_queries"),
         ({"baseline.scale": "cubic"}, "baseline.scale"),
+        ({"certificate.rel_tol": 0.0}, "certificate.rel_tol"),
         ({"target": "middle"}, "target"),
     ],
 )
