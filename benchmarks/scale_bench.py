@@ -80,6 +80,8 @@ def neighborhood_config(a, train_workdir: Path, workers: int):
     c.optimizer.time_budget = 0.0  # unlimited: no search stops on the clock
     c.verifier.stages = a.stages
     c.verifier.time_limit = a.time_limit
+    c.certificate.enabled = False  # the searches alone (a certificate is more of the same queries)
+    c.layers.target_layer = False  # the layers of the runs in RESULTS.md before the preset changed
     c.workers = workers
     return c
 
