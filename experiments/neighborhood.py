@@ -46,7 +46,6 @@ from experiments.queries import (
     TARGETS,
     check_queries,
     image_problem,
-    make_verifier,
     warm_up,
 )
 from experiments.records import RecordStore
@@ -119,12 +118,9 @@ def run_method(
     progress: Any = None,
 ) -> Result:
     """One search of `method` on `problem` (`optimizers`: the built optimizer of each optimizer method)."""
-    if method == "uniform":
+    if method in ("baseline", "uniform"):  # the same bisection settings (`c.baseline`)
         b = c.baseline
-        return uniform_search(
-            key,
-            verify,
-            problem,
+        bisection = dict(
             scale=b.scale,
             eps_max=float(b.eps_max),
             eps_min=float(b.eps_min),
@@ -132,20 +128,10 @@ def run_method(
             max_queries=int(b.max_queries) or None,
             time_budget=float(b.time_budget) or None,
         )
-    if method == "baseline":
-        b = c.baseline
-        return binary_search(
-            key,
-            verify,
-            problem,
-            scale=b.scale,
-            eps_max=float(b.eps_max),
-            eps_min=float(b.eps_min),
-            tol=float(b.tol),
-            max_queries=int(b.max_queries) or None,
-            time_budget=float(b.time_budget) or None,
-            progress=None if progress is None else (lambda d, eps: progress()),
-        )
+        if method == "uniform":
+            return uniform_search(key, verify, problem, **bisection)
+        tick_layer = None if progress is None else (lambda d, eps: progress())
+        return binary_search(key, verify, problem, progress=tick_layer, **bisection)
     tick = None if progress is None else (lambda s: progress())
     return optimizers[method].run(key, verify, view, problem, progress=tick)
 
@@ -304,9 +290,8 @@ class ImageSearches:
         view = models.layer_view(model, params)
         optimizers = {m: build_optimizer(o) for m, o in settings.optimizers.items()}
         worker = V.MilpWorker()
-        verify = make_verifier(view, settings.verifier, worker)
-        seconds = warm_up(verify, test, c.start, TARGETS[c.target], c.spec, k)
-        logging.info("verifier warm-up (compilation): %.1f s", seconds)
+        verify = V.make_verifier(view, settings.verifier, worker=worker)
+        warm_up(verify, test, c.start, TARGETS[c.target], c.spec, k)
         root = jax.random.key(c.seed)
 
         def compute(item: Sequence[Any]) -> dict[str, Any]:
@@ -335,7 +320,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     optimizers = {m: build_optimizer(o) for m, o in settings.optimizers.items()}
     worker = V.MilpWorker()
     try:
-        verify = make_verifier(view, settings.verifier, worker)
+        verify = V.make_verifier(view, settings.verifier, worker=worker)
         open_workdir(path, resolved)
         images: RecordStore[int] = RecordStore(path / "results", "img_{:05d}")
         searches: RecordStore[tuple[int, str]] = RecordStore(path / "results" / "partial", "img_{:05d}_{}")
@@ -347,8 +332,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
             )
         else:
             if searches.missing(items):
-                seconds = warm_up(verify, test, c.start, TARGETS[c.target], c.spec, k)
-                logging.info("verifier warm-up (compilation): %.1f s", seconds)
+                warm_up(verify, test, c.start, TARGETS[c.target], c.spec, k)
             root = jax.random.key(c.seed)
 
             def compute(item: tuple[int, str]) -> dict[str, Any]:

@@ -8,11 +8,11 @@ neither imports the other.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection
 from typing import Any
 
 import numpy as np
+from absl import logging
 from ml_collections import ConfigDict
 
 from experiments.common import UsageError, require, unknown_keys
@@ -51,12 +51,6 @@ def check_queries(c: ConfigDict, base: ConfigDict, targets: Collection[str]) -> 
     require(c.start >= 0, f"start = {c.start} must be ≥ 0")
     require(c.target in targets, f"unknown target {c.target!r}; expected one of {sorted(targets)}")
     require(c.spec in SPECS, f"unknown spec {c.spec!r}; expected one of {SPECS}")
-
-
-def make_verifier(view: Any, config: V.VerifierConfig, worker: V.MilpWorker | None = None) -> Any:
-    """`lnjax.verify.make_verifier` with a `VerifierConfig` (its fields are the keyword arguments)."""
-    kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    return V.make_verifier(view=view, worker=worker, **kwargs)
 
 
 def layer_eps(*, eps: float, growth: float, eps_layers: tuple[float, ...], num_layers: int) -> np.ndarray:
@@ -116,10 +110,12 @@ def make_spec(kind: str, target: int, k: int) -> V.Spec:
 
 def warm_up(verify: Any, test: data.Dataset, index: int, side: int, spec_kind: str, k: int) -> float:
     """Compiles the verifier's stages outside the per-query budgets (a zero-width box at image
-    `index`, the spec type of the run); returns the seconds it took."""
+    `index`, the spec type of the run); logs and returns the seconds it took."""
     x0 = test.x[index]
     spec0 = make_spec(spec_kind, int(meta_of(test)["digits"][index][side]), k)
-    return float(verify.warm_up(x0, x0, spec0))
+    seconds = float(verify.warm_up(x0, x0, spec0))
+    logging.info("verifier warm-up (compilation): %.1f s", seconds)
+    return seconds
 
 
 def image_problem(

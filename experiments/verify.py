@@ -38,7 +38,6 @@ from experiments.queries import (
     check_queries,
     image_box,
     make_spec,
-    make_verifier,
     meta_of,
     object_mask,
     parse_floats,
@@ -138,9 +137,8 @@ class ImageVerifier:
         view = models.layer_view(model, params)
         logits_fn = jax.jit(models.apply_layers)
         worker = V.MilpWorker()
-        verify = make_verifier(view, options, worker)
-        seconds = warm_up(verify, test, c.start, SIDES[c.target][0], c.spec, k)
-        logging.info("verifier warm-up (compilation): %.1f s", seconds)
+        verify = V.make_verifier(view, options, worker=worker)
+        warm_up(verify, test, c.start, SIDES[c.target][0], c.spec, k)
         root = jax.random.key(c.seed)
 
         def compute(index: int) -> dict[str, Any]:
@@ -192,7 +190,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     worker = V.MilpWorker()
     errors: dict[int, str] = {}
     try:
-        verify = make_verifier(view, verifier_options, worker)
+        verify = V.make_verifier(view, verifier_options, worker=worker)
         open_workdir(path, resolved)
         store: RecordStore[int] = RecordStore(path / "verdicts", "img_{:05d}")
         indices = range(c.start, c.start + c.images)
@@ -203,8 +201,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
             records, errors = [outcome.records[i] for i in indices if i in outcome.records], outcome.errors
         else:
             if store.missing(indices):
-                seconds = warm_up(verify, test, c.start, SIDES[c.target][0], c.spec, k)
-                logging.info("verifier warm-up (compilation): %.1f s", seconds)
+                warm_up(verify, test, c.start, SIDES[c.target][0], c.spec, k)
             root = jax.random.key(c.seed)
             records = store.resume(
                 indices,

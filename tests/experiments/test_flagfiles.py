@@ -11,8 +11,8 @@ import jax
 import pytest
 from ml_collections import ConfigDict
 
-from experiments import attack, boundary, neighborhood, panel, queries, run, train, verify, vnncomp
-from lnjax import models
+from experiments import attack, boundary, neighborhood, panel, run, train, verify, vnncomp
+from lnjax import models, verify as V
 from lnjax.attacks.config import ATTACKS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,10 +63,10 @@ def test_flag_file_parses_and_its_config_is_built(flagfile):
         train.validate(c)
     elif c.experiment == "verify":
         options = verify.validate(c)
-        assert queries.make_verifier(_tiny_view(), options) is not None
+        assert isinstance(V.make_verifier(_tiny_view(), options), V.Verifier)
     elif c.experiment == "neighborhood":
         settings = neighborhood.validate(c)
-        assert queries.make_verifier(_tiny_view(), settings.verifier) is not None
+        assert isinstance(V.make_verifier(_tiny_view(), settings.verifier), V.Verifier)
         for options in settings.optimizers.values():
             assert neighborhood.build_optimizer(options) is not None
     elif c.experiment == "attack":
