@@ -46,9 +46,9 @@ def serve(fd: int) -> None:
 
 RESERVE_S = 1.0
 """The backend is asked to stop this many seconds (at most a quarter of the budget) before the hard
-deadline (`MilpOptions.stop_by`):
-CBC returns 0.2 s (sign mode) to 0.45 s (optimise mode, a 297-binary MLP) after its own limit, more on a
-loaded machine; a kill loses what it found and restarts the worker."""
+deadline (`MilpOptions.stop_by`): CBC returns 0.2 s (sign mode) to 0.45 s (optimise mode, a
+297-binary MLP) after its own limit, more on a loaded machine; a kill loses what it found and
+restarts the worker."""
 
 _WORKER_CMD = "import sys; from lnjax.verify.milp import serve; serve(int(sys.argv[1]))"
 
