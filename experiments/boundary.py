@@ -9,8 +9,9 @@ images) and every attack of `attacks` (their adversarial examples) — computes:
   - point and region classification (`lnjax.boundary.make_region_classifier`);
   - boundary distances and adjacent classes along fixed random directions (the same directions for
     every model and input; `lnjax.boundary.make_boundary_distances`).
-Each stage is written to stages/<model>/<kind>.npz as soon as it is done (atomically), so a restarted
-run redoes only unfinished (model, kind) stages. The stages run in this process (`workers = 1`) or
+Each stage is computed in parts of `stage_images` images, each written to
+stages/<model>/<kind>/<part>.npz as soon as it is done (atomically), so a restarted run redoes only
+unfinished parts. The stages run in this process (`workers = 1`) or
 on Ray actors (`experiments.parallel`; each loads the runs once); the detectors run here. Then, per
 model and attack in `detector.attacks`, the boundary detector is trained on the first
 `detector.train_share` of the images and evaluated on the rest (stages/<model>/detector_<attack>.json,
@@ -150,6 +151,13 @@ def validate(c: ConfigDict) -> Settings:
     require(c.images >= 1 and c.start >= 0 and c.batch_size >= 1, "images ≥ 1, start ≥ 0 and batch_size ≥ 1")
     settings = attack_settings(c)
     runs = parse_runs(c.runs)
+    require(c.stage_images >= 1, f"stage_images = {c.stage_images} must be ≥ 1")
+    if c.stage_images < c.images:
+        require(
+            c.stage_images % c.batch_size == 0 and c.stage_images % c.region.batch_size == 0,
+            f"stage_images = {c.stage_images} must be a multiple of batch_size = {c.batch_size} and "
+            f"region.batch_size = {c.region.batch_size} (each part then computes what one whole stage would)",
+        )
     require(c.figure_images >= 1, f"figure_images = {c.figure_images} must be ≥ 1")
     r = c.region
     require(0 <= r.tau <= 1, f"region.tau = {r.tau} must be in [0, 1] (an L∞ radius in pixel units)")
@@ -211,8 +219,11 @@ def load_run(c: ConfigDict, name: str, workdir: str) -> Run:
 # ---------------------------------------------------------------------------------------------- stages
 
 
-def classify_and_measure(c, key, run: Run, x: np.ndarray, region, distances, directions, *, progress):
-    """Point and region predictions and boundary distances of the inputs x: the arrays of one stage."""
+def classify_and_measure(
+    c, key, run: Run, x: np.ndarray, region, distances, directions, *, offset: int, progress
+):
+    """Point and region predictions and boundary distances of the inputs x (rows offset.. of the
+    stage): the arrays of one stage part."""
     return BA.measure_stage(
         key,
         models.apply_fn(run.model),
@@ -224,15 +235,17 @@ def classify_and_measure(c, key, run: Run, x: np.ndarray, region, distances, dir
         region_batch=int(c.region.batch_size),
         distances_batch=int(c.distances.batch_size),
         over=lambda b: tqdm(b, desc=f"{run.name} distances", disable=not progress, leave=False),
+        offset=offset,
     )
 
 
-def attack_inputs(c, key, run: Run, attack, name: str, *, progress):
-    """x_adv, the attack's success (confirmed at x_adv by the model) and its time."""
-    over = lambda b: tqdm(b, desc=f"{run.name} {name}", disable=not progress)  # noqa: E731
+def attack_inputs(c, key, run: Run, attack, name: str, rows: slice, *, progress):
+    """x_adv, the attack's success (confirmed at x_adv by the model) and its time, on the images `rows`."""
+    over = lambda b: tqdm(b, desc=f"{run.name} {name}", disable=not progress, leave=False)  # noqa: E731
     apply_fn = models.apply_fn(run.model)
+    x, y = run.x[rows], run.y[rows]
     return BA.attack_stage(
-        key, apply_fn, run.params, run.x, run.y, attack, batch_size=int(c.batch_size), over=over
+        key, apply_fn, run.params, x, y, attack, batch_size=int(c.batch_size), over=over, offset=rows.start
     )
 
 
@@ -455,35 +468,67 @@ def load_runs(c: ConfigDict, settings: Settings) -> tuple[dict[str, Run], tuple[
     return runs, shape
 
 
+Part = tuple[str, str, int]  # (model, input kind, part index): one stored stage part
+
+
+def stage_parts(c: ConfigDict) -> list[slice]:
+    """The image rows of each stored part of a stage (`stage_images` per part)."""
+    size = int(c.stage_images)
+    return [slice(s, min(s + size, int(c.images))) for s in range(0, int(c.images), size)]
+
+
 def compute_stage(
-    c: ConfigDict, runs: dict[str, Run], tools: Tools, item: tuple[str, str], *, progress: bool
+    c: ConfigDict, runs: dict[str, Run], tools: Tools, item: Part, *, progress: bool
 ) -> dict[str, Any]:
-    """The arrays of one stage (model, input kind); keys from fold_in(seed, 1 | 2, model, kind)."""
-    m, kind = item
+    """The arrays of one stage part (model, input kind, part); keys from fold_in(seed, 1 | 2, model,
+    kind), batches by their row in the whole stage (`lnjax.boundary.analysis`), so the parts together
+    are the stage an unsplit run computes."""
+    m, kind, part = item
     kinds = [BENIGN, *parse_attacks(c.attacks)]
     r, mi, ki = runs[m], list(runs).index(m), kinds.index(kind)
+    rows = stage_parts(c)[part]
     root = jax.random.key(c.seed)
     keys = [jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, i), mi), ki) for i in (1, 2)]
-    x, extra = r.x, {}
+    x, extra = r.x[rows], {}
     if kind != BENIGN:
-        x, success, seconds = attack_inputs(c, keys[1], r, tools.attacks[kind], kind, progress=progress)
+        x, success, seconds = attack_inputs(c, keys[1], r, tools.attacks[kind], kind, rows, progress=progress)
         extra = {"x_adv": x, "success": success, "attack_seconds": np.float64(seconds)}
     measured = classify_and_measure(
-        c, keys[0], r, x, tools.region, tools.distances, tools.directions, progress=progress
+        c,
+        keys[0],
+        r,
+        x,
+        tools.region,
+        tools.distances,
+        tools.directions,
+        offset=rows.start,
+        progress=progress,
     )
     arrays = {**measured, **extra}
+    y = r.y[rows]
     logging.info(
-        "%s %s: point acc %.3f, region acc %.3f, %.0f forward passes / image, %.1f s distances",
-        m, kind, np.mean(arrays["point"] == r.y), np.mean(arrays["region_label"] == r.y),
+        "%s %s part %d: point acc %.3f, region acc %.3f, %.0f forward passes / image, %.1f s distances%s",
+        m, kind, part, np.mean(arrays["point"] == y), np.mean(arrays["region_label"] == y),
         arrays["forward_passes"].mean(), arrays["distances_seconds"],
+        f", {seconds:.1f} s attack" if kind != BENIGN else "",
     )  # fmt: skip
     return arrays
+
+
+def join_parts(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One stage from its parts: per-image arrays concatenated, times (scalars) summed."""
+    return {
+        k: np.sum([p[k] for p in parts])
+        if np.ndim(parts[0][k]) == 0
+        else np.concatenate([p[k] for p in parts])
+        for k in parts[0]
+    }
 
 
 @dataclasses.dataclass(frozen=True)
 class BoundaryStages:
     """A Ray actor's setup (picklable: the config as plain values): loads the runs and builds the
-    shared tools once; `compute((model, kind))` is the stage's arrays."""
+    shared tools once; `compute((model, kind, part))` is the stage part's arrays."""
 
     config: dict[str, Any]
 
@@ -494,8 +539,8 @@ class BoundaryStages:
         tools = make_tools(c, settings, shape)
 
         def compute(item: Any) -> dict[str, Any]:
-            m, kind = item
-            return compute_stage(c, runs, tools, (m, kind), progress=False)
+            m, kind, part = item
+            return compute_stage(c, runs, tools, (m, kind, part), progress=False)
 
         return parallel.ItemWorker(compute)
 
@@ -521,8 +566,9 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
 
     kinds = [BENIGN, *attacks]
     names = list(runs)
-    stage_store: RecordStore[tuple[str, str]] = RecordStore(path / "stages", "{}/{}", kind="npz")
-    items = [(m, kind) for m in names for kind in kinds]
+    stage_store: RecordStore[Part] = RecordStore(path / "stages", "{}/{}/{:04d}", kind="npz")
+    n_parts = len(stage_parts(c))
+    items = [(m, kind, p) for m in names for kind in kinds for p in range(n_parts)]
     if cluster.in_process:
         done = stage_store.resume(
             items, lambda item: compute_stage(c, runs, tools, item, progress=progress), desc="stages"
@@ -531,12 +577,14 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         outcome = parallel.run_items(
             stage_store, items, BoundaryStages(c.to_dict()), cluster, desc="stages", progress=progress
         )
-        failed = {f"{m}/{kind}": e for (m, kind), e in outcome.errors.items()}
+        failed = {"/".join(map(str, item)): e for item, e in outcome.errors.items()}
         require(not failed, f"stages failed on Ray workers: {failed}; rerun to retry them")
         done = [outcome.records[item] for item in items]
-    stages: dict[str, dict[str, dict[str, np.ndarray]]] = {m: {} for m in names}
-    for (m, kind), arrays in zip(items, done, strict=True):
-        stages[m][kind] = arrays
+    records = dict(zip(items, done, strict=True))
+    stages: dict[str, dict[str, dict[str, np.ndarray]]] = {
+        m: {kind: join_parts([records[(m, kind, p)] for p in range(n_parts)]) for kind in kinds}
+        for m in names
+    }
 
     num_classes = int(stages[names[0]][BENIGN]["region_counts"].shape[1])
     detector_store: RecordStore[tuple[str, str]] = RecordStore(path / "stages", "{}/detector_{}")
@@ -577,16 +625,50 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     write_tables(path, c, metrics, attacks, detector_attacks)
     write_figures(path, c, runs, stages, attacks, num_classes)
     write_json_atomic(path / "metrics.json", metrics)
-    summary = {
-        "table1": {
-            m: {a: {k: v[k] for k in ("success_rate", "rms")} for a, v in t.items()}
-            for m, t in metrics["table1"].items()
-        },
-        "table2": metrics["table2"],
-        "detector": {
-            m: {a: {k: v.get(k) for k in ("false_positive", "false_negative")} for a, v in t.items()}
-            for m, t in metrics["detector"].items()
-        },
-        "workdir": str(path),
-    }
+    summary = summary_of(metrics, attacks)
+    write_json_atomic(path / "summary.json", summary)
     return summary
+
+
+def _accuracy_and_purity(acc: dict[str, Any], dist: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "region_acc": acc["region"],
+        "region_acc_ci": acc["region_ci"],
+        "point_acc": acc["point"],
+        "point_acc_ci": acc["point_ci"],
+        "purity": dist["purity"],
+        "purity_ci": dist["purity_ci"],
+    }
+
+
+def summary_of(metrics: dict[str, Any], attacks: tuple[str, ...]) -> dict[str, Any]:
+    """The run's claims in one small JSON (summary.json, the last output line): per model, the benign
+    accuracies and per attack `success`, `rms`, `region_acc`, `point_acc`, `detector_fpr`,
+    `detector_fnr` and the adjacent-class purity P_1..P_3, each with its 95 % interval (`*_ci`: Wilson
+    for rates, Student t for means; [None, None] where nothing was measured)."""
+    out: dict[str, Any] = {"name": metrics["name"], "images": metrics["images"], "models": {}}
+    for m in metrics["models"]:
+        t1, t2, det, dist = (metrics[k][m] for k in ("table1", "table2", "detector", "distances"))
+
+        rows: dict[str, Any] = {}
+        for a in attacks:
+            row = {
+                "success": t1[a]["success_rate"],
+                "success_ci": t1[a]["success_ci"],
+                "rms": t1[a]["rms"],
+                "rms_ci": t1[a]["rms_ci"],
+                **_accuracy_and_purity(t2[a], dist[a]),
+            }
+            if a in det:
+                r = det[a]
+                row.update(
+                    detector_fpr=r.get("false_positive"),
+                    detector_fpr_ci=r.get("false_positive_ci", [None, None]),
+                    detector_fnr=r.get("false_negative"),
+                    detector_fnr_ci=r.get("false_negative_ci", [None, None]),
+                    detector_test=[r.get("test_benign", 0), r.get("test_adversarial", 0)],
+                )
+            rows[a] = row
+        benign = _accuracy_and_purity(t2[BENIGN], dist[BENIGN])
+        out["models"][m] = {"images": metrics["images"], "benign": benign, "attacks": rows}
+    return out

@@ -52,14 +52,13 @@ def base() -> ConfigDict:
     c.workers = 1  # stages in this process (1) or on n Ray actors (n > 1; 0: one per GPU, else CPU)
     c.ray_address = ""  # "": a local Ray for the run; "auto" | "host:port" | "ray://host:port": a cluster
     c.batch_size = 50  # images per attack / region-classification call
-    c.attacks = "fgsm,optbrittle,optmargin,optstrong"  # any of lnjax.attacks.config.ATTACKS
+    c.stage_images = 100  # images per stored stage part (resume unit); a multiple of the batch sizes
+    # any of lnjax.attacks.config.ATTACKS; "optmargin" is the seed's objective (‖δ‖² in [0, 1] pixel
+    # units), "optmargin_ref" the reference code's (‖δ‖² / 255²: c dominates, the examples land deep
+    # past the copies' boundaries). FGSM steps on the cross-entropy (fgsm.loss "margin": the margin).
+    c.attacks = "fgsm,optbrittle,optmargin,optmargin_ref,optstrong"
     c.figure_images = 20  # images drawn per panel of figure 4
     c.update(attack_blocks())  # fgsm, pgd, cw, optmargin: lnjax/attacks/config.py
-    # The reference's effective MNIST OPTMARGIN objective: its ‖δ‖² is divided by 255² (pixels in [0, 1]),
-    # so c dominates and the examples land deep past the 20 copies' boundaries. With the honest ‖δ‖²
-    # and c0 0.2 (the attack experiment's default) region classification still recovered 47 % of them
-    # on our CPU run; the seed's result is about the reference's attack, so its weighting is kept here.
-    c.optmargin.distance_scale = 1 / 255**2
     c.region = ConfigDict({"tau": 0.3, "samples": 100, "batch_size": 10})  # batch: images per call
     c.distances = ConfigDict(
         {
@@ -129,7 +128,7 @@ def cifar10() -> ConfigDict:
     c.pgd.eps, c.pgd.steps, c.pgd.step_size = 8 / 255, 7, 2 / 255
     c.cw.lr = 1e-2
     c.optmargin.eps, c.optmargin.lr, c.optmargin.c0 = 8 / 255, 1e-2, 1.0
-    c.optmargin.distance_scale = 1.0  # the 1/255² quirk is the reference's MNIST code only
+    c.attacks = "fgsm,optbrittle,optmargin,optstrong"  # the 1/255² quirk is the reference's MNIST code only
     c.region.tau = 0.02
     c.distances.directions = 1000
     c.distances.antipodal = False

@@ -1,5 +1,5 @@
-"""FGSM and PGD (L∞ and L2) on a model, untargeted or targeted, on a margin; PGD runs the one core
-(`attacks.pgd`).
+"""FGSM (on the cross-entropy or a margin) and PGD (L∞ and L2, on a margin) on a model, untargeted or
+targeted; PGD runs the one core (`attacks.pgd`).
 
 References:
   Goodfellow, Shlens & Szegedy, Explaining and Harnessing Adversarial Examples, ICLR 2015 (FGSM).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from lnjax.attacks import pgd as P
 from lnjax.attacks.common import AttackResult, per_example
@@ -70,14 +71,35 @@ def make_pgd(
     return jax.jit(attack, static_argnames="apply_fn")
 
 
-def make_fgsm(*, eps: float, margin_fn: MarginFn = argmax_margin) -> AttackFn:
-    """One signed-gradient step of size eps (L∞), clipped to [0, 1]."""
+FGSM_LOSSES = ("xent", "margin")
+
+
+def make_fgsm(*, eps: float, loss: str = "xent", margin_fn: MarginFn = argmax_margin) -> AttackFn:
+    """One signed-gradient step of size eps (L∞), clipped to [0, 1].
+
+    Args:
+      eps: the step (pixel units of [0, 1]).
+      loss: "xent" steps up the cross-entropy of the true label, as Goodfellow et al. and the seed
+        (He, Li & Song 2018, §4) define FGSM; "margin" steps down `margin_fn`.
+      margin_fn: the margin success is judged on (both losses), and the "margin" loss.
+
+    Returns:
+      attack(key, apply_fn, params, x, y) -> AttackResult; success = margin ≤ 0 at x_adv.
+    """
     if eps < 0:
         raise ValueError(f"eps must be ≥ 0, got {eps}")
+    if loss not in FGSM_LOSSES:
+        raise ValueError(f"loss must be one of {FGSM_LOSSES}, got {loss!r}")
+
+    def descent(f, x, y):  # the objective FGSM steps down
+        logits = f(x)
+        if loss == "xent":
+            return -optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return margin_fn(logits, y)
 
     def one(apply_fn, params, x0, y):
         f = per_example(apply_fn, params)
-        g = jax.grad(lambda x: margin_fn(f(x), y))(x0)
+        g = jax.grad(lambda x: descent(f, x, y))(x0)
         x = jnp.clip(x0 - eps * jnp.sign(g), 0.0, 1.0)
         return x, margin_fn(f(x), y)
 

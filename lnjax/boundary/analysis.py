@@ -37,6 +37,7 @@ import numpy as np
 from lnjax.boundary.detector import DetectorFeatures, detector_features, detector_rates, train_detector
 from lnjax.boundary.distances import BoundaryDistances
 from lnjax.boundary.purity import adjacent_purity
+from lnjax.stats import mean_interval, wilson_interval
 from lnjax.types import ApplyFn, Params
 
 Stage = Mapping[str, Any]  # name -> array (see the module docstring)
@@ -68,11 +69,13 @@ def measure_stage(
     region_batch: int,
     distances_batch: int,
     over: Batches = list,
+    offset: int = 0,
 ) -> dict[str, Any]:
     """Point and region predictions and boundary distances of the inputs x [N, ...]: a stage's arrays.
 
     Args:
-      key: the region classifier's randomness (batch s uses fold_in(key, s)).
+      key: the region classifier's randomness (the batch starting at row s uses fold_in(key, offset + s),
+        so a part of the inputs starting at row `offset` of the whole computes what the whole would).
       region: `make_region_classifier(...)`; distances: `make_boundary_distances(...)`; directions
         their directions. Inputs go in batches of `region_batch` / `distances_batch`, the last one
         padded to the compiled shape.
@@ -82,7 +85,7 @@ def measure_stage(
     t0 = time.perf_counter()
     size = min(region_batch, len(x))
     for s, e in batches(len(x), size):
-        votes = region(jax.random.fold_in(key, s), apply_fn, params, padded(x, s, e, size))
+        votes = region(jax.random.fold_in(key, offset + s), apply_fn, params, padded(x, s, e, size))
         labels.append(np.asarray(votes.label, np.int32)[: e - s])
         counts.append(np.asarray(votes.counts, np.int32)[: e - s])
     region_s = time.perf_counter() - t0
@@ -115,14 +118,22 @@ def attack_stage(
     *,
     batch_size: int,
     over: Batches = list,
+    offset: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(x_adv, success confirmed at x_adv by the model, seconds) of `attack` on x [N, ...], y [N]
-    (batch s uses fold_in(key, s); the last batch is padded to the compiled shape)."""
+    (the batch starting at row s uses fold_in(key, offset + s): see `measure_stage`; the last batch is
+    padded to the compiled shape)."""
     xs, ok = [], []
     t0 = time.perf_counter()
     size = min(batch_size, len(x))
     for s, e in over(batches(len(x), size)):
-        r = attack(jax.random.fold_in(key, s), apply_fn, params, padded(x, s, e, size), padded(y, s, e, size))
+        r = attack(
+            jax.random.fold_in(key, offset + s),
+            apply_fn,
+            params,
+            padded(x, s, e, size),
+            padded(y, s, e, size),
+        )
         xs.append(np.asarray(r.x_adv, np.float32)[: e - s])
         ok.append(np.asarray(r.success, bool)[: e - s])
     return np.concatenate(xs), np.concatenate(ok), time.perf_counter() - t0
@@ -154,20 +165,27 @@ def attack_row(x: np.ndarray, y: np.ndarray, benign: Stage, stage: Stage) -> dic
     """Table 1: success rate over the correct images, mean RMS distortion of the successes, time."""
     clean = benign["point"] == y
     success = stage["success"] & clean
+    distortion = rms(stage["x_adv"] - x)[success]
     return {
         "success_rate": float(success.sum() / clean.sum()) if clean.any() else None,
+        "success_ci": wilson_interval(int(success.sum()), int(clean.sum())).as_list(),
         "successes": int(success.sum()),
         "correct": int(clean.sum()),
-        "rms": mean_or_none(rms(stage["x_adv"] - x)[success]),
+        "rms": mean_or_none(distortion),
+        "rms_ci": mean_interval(distortion).as_list(),
         "seconds": float(stage["attack_seconds"]),
     }
 
 
 def accuracy_row(y: np.ndarray, stage: Stage) -> dict[str, Any]:
-    """Table 2: region and point classification accuracy over all inputs of the stage."""
+    """Table 2: region and point classification accuracy over all inputs of the stage (95 % Wilson
+    intervals in `region_ci`, `point_ci`)."""
+    n = len(y)
+    right = {w: int(np.sum(stage[k] == y)) for w, k in (("region", "region_label"), ("point", "point"))}
     return {
-        "region": float(np.mean(stage["region_label"] == y)),
-        "point": float(np.mean(stage["point"] == y)),
+        **{w: right[w] / n for w in right},
+        **{f"{w}_ci": wilson_interval(right[w], n).as_list() for w in right},
+        "n": n,
     }
 
 
@@ -179,9 +197,12 @@ def purity_of(stage: Stage, num_classes: int) -> np.ndarray:
     return np.asarray(_purity(jnp.asarray(stage["adjacent"], jnp.int32), num_classes))
 
 
-def distance_row(stage: Stage, usable: np.ndarray, num_classes: int) -> dict[str, Any]:
+def distance_row(
+    stage: Stage, usable: np.ndarray, num_classes: int, *, purity_levels: int = 3
+) -> dict[str, Any]:
     """Boundary statistics of the usable inputs: share of directions with a boundary, median distance,
-    top-1 purity (inputs with a hit); forward passes per image over all inputs (the cost)."""
+    top-1 purity and the purity curve P_1..P_`purity_levels` with 95 % t intervals (inputs with a
+    hit); forward passes per image over all inputs (the cost)."""
     d = stage["distance"][usable]
     hit = np.isfinite(d)
     purity = purity_of(stage, num_classes)[usable]
@@ -191,6 +212,8 @@ def distance_row(stage: Stage, usable: np.ndarray, num_classes: int) -> dict[str
         "hit_share": mean_or_none(hit),
         "median_distance": float(np.median(d[hit])) if hit.any() else None,
         "purity_top1": mean_or_none(purity[with_hits, 0]),
+        "purity": [mean_or_none(purity[with_hits, k]) for k in range(purity_levels)],
+        "purity_ci": [mean_interval(purity[with_hits, k]).as_list() for k in range(purity_levels)],
         "forward_passes_per_image": mean_or_none(stage["forward_passes"]),
         "seconds_per_image": float(stage["distances_seconds"]) / max(len(stage["point"]), 1),
     }
@@ -264,9 +287,13 @@ def train_and_rate_detector(
     rates = detector_rates(fit.params, take(fb, te), take(fa, te), ok_b[te], ok_a[te])
     train_rates = detector_rates(fit.params, take(fb, tr), take(fa, tr), ok_b[tr], ok_a[tr])
     losses = np.asarray(fit.losses)
+    flagged = round(rates.false_positive * rates.benign) if rates.benign else 0
+    missed = round(rates.false_negative * rates.adversarial) if rates.adversarial else 0
     record.update(
         false_positive=finite_or_none(rates.false_positive),
         false_negative=finite_or_none(rates.false_negative),
+        false_positive_ci=wilson_interval(flagged, rates.benign).as_list(),
+        false_negative_ci=wilson_interval(missed, rates.adversarial).as_list(),
         test_benign=rates.benign,
         test_adversarial=rates.adversarial,
         train_false_positive=finite_or_none(train_rates.false_positive),

@@ -169,3 +169,36 @@ def test_summary_and_bad_hyperparameters():
         attacks.make_fgsm(eps=-0.1)
     with pytest.raises(ValueError):
         attacks.make_cw_l2(steps=0)
+
+
+def test_fgsm_steps_on_the_cross_entropy_by_default_and_on_the_margin_when_asked():
+    import optax
+
+    x, y = batch()
+    ce = lambda xi, yi: optax.softmax_cross_entropy_with_integer_labels(apply_fn(PARAMS, xi[None])[0], yi)
+    mg = lambda xi, yi: attacks.argmax_margin(apply_fn(PARAMS, xi[None])[0], yi)
+    up_ce = jnp.clip(x + 0.1 * jnp.sign(jax.vmap(jax.grad(ce))(x, y)), 0, 1)
+    down_mg = jnp.clip(x - 0.1 * jnp.sign(jax.vmap(jax.grad(mg))(x, y)), 0, 1)
+    assert not np.allclose(up_ce, down_mg)  # the two losses step differently here
+    xent = attacks.make_fgsm(eps=0.1)(jax.random.key(0), apply_fn, PARAMS, x, y)
+    margin = attacks.make_fgsm(eps=0.1, loss="margin")(jax.random.key(0), apply_fn, PARAMS, x, y)
+    np.testing.assert_allclose(xent.x_adv, up_ce, atol=1e-6)
+    np.testing.assert_allclose(margin.x_adv, down_mg, atol=1e-6)
+    np.testing.assert_array_equal(xent.success, margins_at(xent.x_adv, y) <= 0)
+    with pytest.raises(ValueError, match="loss"):
+        attacks.make_fgsm(eps=0.1, loss="hinge")
+
+
+def test_optmargin_presets_differ_only_in_the_distance_weighting(monkeypatch):
+    from lnjax.attacks import config as C
+
+    made = []
+    monkeypatch.setattr(C, "make_optmargin", lambda **kw: made.append(kw))
+    settings = C.AttackSettings()
+    settings.make("optmargin")
+    settings.make("optmargin_ref")
+    seed, ref = made
+    assert seed["distance_scale"] == 1.0 and ref["distance_scale"] == pytest.approx(1 / 255**2)
+    assert {k: v for k, v in seed.items() if k != "distance_scale"} == {
+        k: v for k, v in ref.items() if k != "distance_scale"
+    }

@@ -29,9 +29,10 @@ def trained(mnist_run: Path) -> Path:
     return mnist_run
 
 
-def tiny(runs, attacks="fgsm,optmargin"):
+def tiny(runs, attacks="fgsm,optmargin", stage_images=3):
     c = boundary_configs.get_config("boundary_mnist")
     c.runs, c.images, c.batch_size, c.attacks, c.figure_images = runs, 6, 3, attacks, 2
+    c.stage_images, c.region.batch_size = stage_images, 3  # two parts per stage
     c.cw.steps, c.cw.binary_steps = 10, 2
     c.optmargin.steps, c.optmargin.binary_steps, c.optmargin.n = 10, 2, 3
     c.region.samples = 8
@@ -51,8 +52,16 @@ def test_boundary_experiment_end_to_end_and_resume(trained, tmp_path, monkeypatc
         for a in ("fgsm", "optmargin"):
             row = metrics["table1"][m][a]
             assert row["success_rate"] is None or 0 <= row["success_rate"] <= 1
-            assert out["table1"][m][a]["success_rate"] == row["success_rate"]
-            assert (workdir / "stages" / m / f"{a}.npz").is_file()
+            summary = out["models"][m]["attacks"][a]
+            assert summary["success"] == row["success_rate"]
+            assert summary["region_acc"] == metrics["table2"][m][a]["region"]
+            lo, hi = summary["region_acc_ci"]
+            assert lo <= summary["region_acc"] <= hi and hi - lo > 0.1  # 6 images: a wide interval
+            assert {"detector_fpr", "detector_fnr", "detector_fpr_ci", "purity_ci"} <= set(summary)
+            assert [p.name for p in sorted((workdir / "stages" / m / a).iterdir())] == [
+                "0000.npz",
+                "0001.npz",
+            ]
         for k in ("benign", "fgsm", "optmargin"):
             acc = metrics["table2"][m][k]
             assert 0 <= acc["region"] <= 1 and 0 <= acc["point"] <= 1
@@ -68,11 +77,12 @@ def test_boundary_experiment_end_to_end_and_resume(trained, tmp_path, monkeypatc
     assert (workdir / "table1.csv").read_text().splitlines()[
         0
     ] == "model,attack,success_rate,rms,successes,correct"
-    stage = np.load(workdir / "stages" / "normal" / "optmargin.npz")
-    assert stage["distance"].shape == (6, 40) and stage["x_adv"].shape == (6, 28, 28, 1)
+    assert read_json(workdir / "summary.json") == out
+    stage = np.load(workdir / "stages" / "normal" / "optmargin" / "0001.npz")
+    assert stage["distance"].shape == (3, 40) and stage["x_adv"].shape == (3, 28, 28, 1)
 
-    # Resume: finished stages are loaded, only a missing one is recomputed; the results are the same.
-    (workdir / "stages" / "again" / "fgsm.npz").unlink()
+    # Resume: finished parts are loaded, only a missing one is recomputed; the results are the same.
+    (workdir / "stages" / "again" / "fgsm" / "0001.npz").unlink()
     calls = []
     real = boundary_experiment.attack_inputs
     monkeypatch.setattr(
@@ -81,6 +91,17 @@ def test_boundary_experiment_end_to_end_and_resume(trained, tmp_path, monkeypatc
     again = boundary_experiment.run(tiny(runs), str(workdir), progress=False)
     assert calls == ["fgsm"]
     assert again == out
+
+    # One part per stage computes what the two parts did (keys follow the row in the whole stage).
+    whole = tmp_path / "whole"
+    boundary_experiment.run(
+        tiny("normal=" + str(trained), "fgsm", stage_images=6), str(whole), progress=False
+    )
+    for kind in ("benign", "fgsm"):
+        one = np.load(whole / "stages" / "normal" / kind / "0000.npz")
+        parts = [np.load(workdir / "stages" / "normal" / kind / f"000{p}.npz") for p in (0, 1)]
+        for name in ("region_counts", "distance", "point", *(["x_adv"] if kind == "fgsm" else [])):
+            np.testing.assert_array_equal(one[name], np.concatenate([p[name] for p in parts]))
 
 
 def _cifar10_tiny(num_classes=10):
@@ -103,10 +124,15 @@ def test_cifar10_preset_runs_through_tfds(tmp_path, monkeypatch):
         c.distances.directions, c.distances.batch_size, c.distances.chunk = 40, 2, 16
         c.detector.attacks = "none"  # the detector's code is the same as on MNIST (tested above)
         out = boundary_experiment.run(c, str(tmp_path / "b"), progress=False)
-    assert 0 <= out["table2"]["normal"]["benign"]["point"] <= 1
+    assert 0 <= out["models"]["normal"]["benign"]["point_acc"] <= 1
     metrics = read_json(tmp_path / "b" / "metrics.json")
     assert metrics["models"]["normal"]["dataset"] == "cifar10" and metrics["num_directions"] == 40
-    assert np.load(tmp_path / "b" / "stages" / "normal" / "fgsm.npz")["x_adv"].shape == (4, 32, 32, 3)
+    assert np.load(tmp_path / "b" / "stages" / "normal" / "fgsm" / "0000.npz")["x_adv"].shape == (
+        4,
+        32,
+        32,
+        3,
+    )
 
 
 @pytest.mark.parametrize(
@@ -123,6 +149,8 @@ def test_cifar10_preset_runs_through_tfds(tmp_path, monkeypatch):
         (lambda c: setattr(c.distances, "directions", 785), "exceeds the 784 pixels"),
         (lambda c: setattr(c.distances, "directions", 10), "needs ≥ 36 directions"),
         (lambda c: c.region.__setattr__("sigma", 1.0), "unknown config options"),
+        (lambda c: setattr(c, "stage_images", 4), "multiple of batch_size"),
+        (lambda c: setattr(c.fgsm, "loss", "hinge"), "fgsm.loss"),
     ],
 )
 def test_bad_input_writes_nothing(trained, tmp_path, change, message):
