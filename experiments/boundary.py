@@ -63,7 +63,7 @@ from experiments.common import check_workdir, open_workdir, require, results_con
 from experiments.configs.blocks import attack_settings
 from experiments.configs.boundary import DETECTOR_ALL, base as base_config
 from experiments.records import RecordStore
-from experiments.report import csv_bytes, markdown, num, pct, write_report
+from experiments.report import csv_bytes, markdown, num, pct, with_ci, write_report
 from experiments.runs import NUM_CLASSES, load_split, load_trained, task_of
 from lnjax import boundary as B, models
 from lnjax.attacks.config import ATTACKS, AttackSettings
@@ -72,6 +72,9 @@ from lnjax.io import write_bytes_atomic, write_json_atomic
 from lnjax.plots import boundary as plots
 
 BENIGN = "benign"
+# The seed reports RMS distortion on each dataset's usual pixel scale: MNIST in [0, 1], CIFAR-10 in
+# [0, 255] (its FGSM at 8/255 shows as 8.00); inputs here are always in [0, 1].
+RMS_SCALE = {"cifar10": 255.0}
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _DETECTOR_NONE = ("", "none")
 
@@ -280,6 +283,14 @@ def detector_record(
 # ---------------------------------------------------------------------------------------------- tables
 
 
+def _success_cell(row: dict[str, Any]) -> str:
+    return with_ci(pct(row["success_rate"]), row.get("success_ci"))
+
+
+def _rms_cell(row: dict[str, Any]) -> str:
+    return with_ci(num(row["rms"]), row.get("rms_ci"), num)
+
+
 def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, detector_attacks) -> None:
     """tables.md (laid out like the seed's tables: a row per attack, columns per model) and one CSV per
     table (long format: a row per model and attack or input kind)."""
@@ -289,10 +300,7 @@ def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, de
 
     md1 = markdown(
         ["examples", *[f"{m}: {h}" for m in models for h in ("success", "RMS")]],
-        [
-            [a, *[v for m in models for v in (pct(t1[m][a]["success_rate"]), num(t1[m][a]["rms"]))]]
-            for a in attacks
-        ],
+        [[a, *[v for m in models for v in (_success_cell(t1[m][a]), _rms_cell(t1[m][a]))]] for a in attacks],
     )
     csv1 = csv_bytes(
         ["model", "attack", "success_rate", "rms", "successes", "correct"],
@@ -304,15 +312,25 @@ def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, de
     )
     md2 = markdown(
         ["examples", *[f"region: {m}" for m in models], *[f"point: {m}" for m in models]],
-        [[k, *[pct(t2[m][k][w]) for w in ("region", "point") for m in models]] for k in kinds],
+        [
+            [
+                k,
+                *[
+                    with_ci(pct(t2[m][k][w]), t2[m][k][f"{w}_ci"])
+                    for w in ("region", "point")
+                    for m in models
+                ],
+            ]
+            for k in kinds
+        ],
     )
     csv2 = csv_bytes(
         ["model", "examples", "region_accuracy", "point_accuracy"],
         [[m, k, t2[m][k]["region"], t2[m][k]["point"]] for m in models for k in kinds],
     )
     det_cells = lambda r: (
-        pct(r.get("false_positive"), 1),
-        pct(r.get("false_negative"), 1),
+        with_ci(pct(r.get("false_positive"), 1), r.get("false_positive_ci"), lambda v: pct(v, 1)),
+        with_ci(pct(r.get("false_negative"), 1), r.get("false_negative_ci"), lambda v: pct(v, 1)),
         f"{r.get('test_benign', 0)} / {r.get('test_adversarial', 0)}",
     )
     md3 = markdown(
@@ -351,7 +369,8 @@ def write_tables(path: Path, c: ConfigDict, metrics: dict[str, Any], attacks, de
         "",
         "## Table 1: attack success rate and mean RMS distortion",
         "",
-        "Success rate over the correctly classified images; RMS of x_adv − x over the successes.",
+        "Success rate over the correctly classified images; RMS of x_adv − x over the successes "
+        "(MNIST pixels in [0, 1], CIFAR-10 in [0, 255] as in the seed); 95 % intervals in brackets.",
         "",
         md1,
         "",
@@ -606,6 +625,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         "name": c.name,
         "images": c.images,
         "num_directions": int(directions.shape[0]),
+        "rms_scale": {m: RMS_SCALE.get(r.dataset, 1.0) for m, r in runs.items()},
         "distance_mode": d.mode,
         "models": {m: {"workdir": r.workdir, "dataset": r.dataset} for m, r in runs.items()},
         "table1": {},
@@ -615,7 +635,10 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     }
     for m, r in runs.items():
         benign = stages[m][BENIGN]
-        metrics["table1"][m] = {a: BA.attack_row(r.x, r.y, benign, stages[m][a]) for a in attacks}
+        scale = RMS_SCALE.get(r.dataset, 1.0)
+        metrics["table1"][m] = {
+            a: BA.attack_row(r.x, r.y, benign, stages[m][a], pixel_scale=scale) for a in attacks
+        }
         metrics["table2"][m] = {k: BA.accuracy_row(r.y, stages[m][k]) for k in kinds}
         metrics["distances"][m] = {
             k: BA.distance_row(stages[m][k], usable_rows(r, benign, stages[m][k], k), num_classes)

@@ -27,6 +27,15 @@ def num(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def with_ci(text: str, ci: Sequence[float | None] | None, fmt=pct) -> str:
+    """ "93%" and an interval [0.90, 0.95] -> "93% [90, 95]" (`fmt` formats each end, its unit
+    dropped); no interval -> the text alone."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return text
+    lo, hi = (fmt(v).rstrip("%") for v in ci)
+    return f"{text} [{lo}, {hi}]"
+
+
 def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown (GitHub) table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
