@@ -33,6 +33,7 @@ from lnjax import attacks as A, models
 from lnjax.attacks.config import ATTACKS, AttackSettings
 from lnjax.data import save_npz_deterministic
 from lnjax.io import write_json_atomic
+from lnjax.plots import boundary as plots
 
 
 def parse_attacks(text: str) -> tuple[str, ...]:
@@ -52,23 +53,6 @@ def validate(c: ConfigDict) -> tuple[tuple[str, ...], AttackSettings]:
     require(c.images >= 1 and c.start >= 0 and c.batch_size >= 1, "images ≥ 1, start ≥ 0 and batch_size ≥ 1")
     require(c.examples >= 0, f"examples = {c.examples} must be ≥ 0")
     return names, attack_settings(c)
-
-
-def _examples_figure(x, adversarial: dict[str, np.ndarray], count: int):
-    names = list(adversarial)
-    fig, axes = plt.subplots(
-        count, len(names) + 1, figsize=(1.4 * (len(names) + 1), 1.4 * count), squeeze=False
-    )
-    for i in range(count):
-        for j, (title, img) in enumerate([("original", x[i])] + [(n, adversarial[n][i]) for n in names]):
-            ax = axes[i, j]
-            ax.imshow(np.squeeze(img), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -132,7 +116,10 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
             **{f"{n}_success": successes[n] for n in names},
         },
     )
-    fig = _examples_figure(np.asarray(x_all[: c.examples]), examples, min(c.examples, c.images))
+    count = min(c.examples, c.images)
+    fig = plots.example_grid(
+        {"original": np.asarray(x_all[:count]), **{n: v[:count] for n, v in examples.items()}}
+    )
     fig.savefig(path / "figures" / "examples.png", dpi=100)
     plt.close(fig)
     summary = {

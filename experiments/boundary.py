@@ -25,6 +25,7 @@ Outputs in the workdir:
   table1.csv, table2.csv, detector.csv, distances.csv   the same tables
   figures/figure4_distances.png   sorted boundary distances, benign vs each attack, per model
   figures/figure5_purity.png      mean adjacent-class purity per kind, per model
+  figures/optmargin_examples.png  OPTMARGIN examples next to their originals
   metrics.json   everything above as JSON; config.json, log.txt.
 Definitions: an attack's success rate is over the images the model classifies correctly (success =
 misclassified at x_adv, for OPTMARGIN also all its noisy copies); its distortion is the mean RMS of
@@ -437,6 +438,39 @@ def write_figures(path: Path, c, runs: dict[str, Run], stages, attacks, num_clas
     _save_figure(fig4, path / "figures" / "figure4_distances.png")
     fig5 = plots.purity_curves(purity, title="Adjacent-class purity (inputs with a boundary hit)")
     _save_figure(fig5, path / "figures" / "figure5_purity.png")
+    write_examples(path, runs, stages, attacks)
+
+
+def write_examples(path: Path, runs: dict[str, Run], stages, attacks, count: int = 6) -> None:
+    """figures/optmargin_examples.png: the first `count` test images that every model classifies
+    correctly and every OPTMARGIN variant fools, next to their adversarial examples (caption: the
+    model's label and the RMS distortion) — the seed's "distortion visible, class still clear"."""
+    shown = [a for a in attacks if a.startswith("optmargin")]
+    if not shown:
+        return
+    ok = np.ones(len(next(iter(runs.values())).y), bool)
+    for m, run in runs.items():
+        ok &= usable_rows(run, stages[m][BENIGN], stages[m][BENIGN], BENIGN)
+        for a in shown:
+            ok &= stages[m][a]["success"]
+    rows = np.flatnonzero(ok)[:count]
+    if not len(rows):
+        return
+    first = next(iter(runs.values()))
+    columns = {"original": first.x[rows]}
+    captions = {"original": [f"label {v}" for v in first.y[rows]]}
+    for m, run in runs.items():
+        for a in shown:
+            x_adv = stages[m][a]["x_adv"][rows]
+            distortion = BA.rms(x_adv - run.x[rows]) * RMS_SCALE.get(run.dataset, 1.0)
+            columns[f"{m}: {a}"] = x_adv
+            captions[f"{m}: {a}"] = [
+                f"→ {p}, RMS {d:.2f}" for p, d in zip(stages[m][a]["point"][rows], distortion, strict=True)
+            ]
+    fig = plots.example_grid(
+        columns, captions=captions, title="OPTMARGIN examples (caption: the model's label, RMS distortion)"
+    )
+    _save_figure(fig, path / "figures" / "optmargin_examples.png")
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -587,7 +621,8 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     names = list(runs)
     stage_store: RecordStore[Part] = RecordStore(path / "stages", "{}/{}/{:04d}", kind="npz")
     n_parts = len(stage_parts(c))
-    items = [(m, kind, p) for m in names for kind in kinds for p in range(n_parts)]
+    # part-major: a run stopped early holds the first parts of every stage (the same rows everywhere)
+    items = [(m, kind, p) for p in range(n_parts) for m in names for kind in kinds]
     if cluster.in_process:
         done = stage_store.resume(
             items, lambda item: compute_stage(c, runs, tools, item, progress=progress), desc="stages"

@@ -98,3 +98,36 @@ def purity_curves(curves: Mapping[str, Mapping[str, np.ndarray]], *, title: str 
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def example_grid(
+    columns: Mapping[str, np.ndarray],
+    *,
+    captions: Mapping[str, Sequence[str]] | None = None,
+    title: str = "",
+) -> Figure:
+    """Images side by side: a column per key (e.g. "original", then each attack), a row per image.
+
+    Args:
+      columns: title -> images [n, H, W, C] in [0, 1] (the same n for every column; C = 1 is grey).
+      captions: title -> n short texts under the images (e.g. the prediction and the RMS distortion).
+      title: the figure title.
+    """
+    names = list(columns)
+    n = len(next(iter(columns.values())))
+    fig, axes = plt.subplots(n, len(names), figsize=(1.4 * len(names), 1.5 * n), squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(n):
+            ax = axes[i, j]
+            img = np.asarray(columns[name][i])
+            ax.imshow(np.squeeze(img), cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+            if captions and name in captions:
+                ax.set_xlabel(captions[name][i], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -70,7 +70,7 @@ def test_boundary_experiment_end_to_end_and_resume(trained, tmp_path, monkeypatc
     assert metrics["table2"]["normal"]["benign"]["point"] == metrics["table2"]["again"]["benign"]["point"]
     for name in ("tables.md", "table1.csv", "table2.csv", "detector.csv", "distances.csv"):
         assert (workdir / name).is_file()
-    for name in ("figure4_distances.png", "figure5_purity.png"):
+    for name in ("figure4_distances.png", "figure5_purity.png", "optmargin_examples.png"):
         assert (workdir / "figures" / name).stat().st_size > 1000
     tables = (workdir / "tables.md").read_text()
     assert "Table 1" in tables and "Table 2" in tables and "optmargin" in tables
