@@ -8,11 +8,13 @@ for optmargin and optmargin_ref); every value is read with the field's type, the
 product of the axes (first axis slowest), and every other setting is the block's (generated from
 `lnjax/attacks/config.py`).
 
-Cost (measured 2026-12, 2 CPU cores with another job running, the PGD-trained `mnist_small`):
-C&W-L2 takes ~0.15 s per 50 Adam steps of a 50-image batch without abort-early and ~0.10 s with it
-(compilation included; 1000 × 9 steps on 100 images: 35 s), so a point costs about
-steps × binary_steps × images / 50 × 0.1 s / 50. The `mnist_pgd` grid (2 × 14,400 × 9 steps per batch
-of 50) is ~17 min at that rate, ≤ 26 min without any abort-early: within 30–40 min on busy cores.
+Cost (measured 2026-12-04 on the PGD-trained `mnist_small`, 2 CPU cores shared with a boundary run,
+compilation included): C&W-L2 takes ~0.10 s per 50 Adam steps of a 50-image batch with its
+abort-early (1000 × 9 steps on 100 images: 35 s; 3000 × 9: 103 s) and ~0.19 s without it (3000 × 9:
+199 s), i.e. 5–10× less than the ~1 s first estimated. A point costs about
+steps × binary_steps × (images / 50) × 0.1 s / 50. The default grid runs 2 learning rates ×
+(100 + 300 + 1,000 + 3,000 + 10,000) × 9 = 259,200 Adam steps on each of the 2 batches: ~17 min at
+the abort-early rate, ≤ 33 min if no batch ever stops early (both presets; not yet run in full).
 """
 
 from ml_collections import ConfigDict

@@ -5,6 +5,8 @@ recomputed, to the same result), and bad input (one UsageError, nothing written)
 import csv
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 
 from experiments import attack_curve
@@ -55,7 +57,17 @@ def test_plateau_compares_the_best_with_the_second_largest_steps():
 
 def test_attack_curve_end_to_end_and_resume(mnist_run, tmp_path, monkeypatch):
     workdir = tmp_path / "curve"
+    calls = []  # (desc, key data) of every attack_images call
+    real = attack_curve.attack_images
+
+    def spy(key, *args, **kwargs):
+        calls.append((kwargs["desc"], np.asarray(jax.random.key_data(key))))
+        return real(key, *args, **kwargs)
+
+    monkeypatch.setattr(attack_curve, "attack_images", spy)
     out = attack_curve.run(tiny(mnist_run), str(workdir), progress=False)
+    assert [d for d, _ in calls] == ["point 0", "point 1"]
+    np.testing.assert_array_equal(calls[0][1], calls[1][1])  # points differ only by their settings
     assert out["workdir"] == str(workdir)
     points = out["points"]
     assert [p["settings"] for p in points] == [
@@ -85,13 +97,9 @@ def test_attack_curve_end_to_end_and_resume(mnist_run, tmp_path, monkeypatch):
 
     # Resume: finished points are loaded, only the missing one is recomputed, to the same result.
     (workdir / "points" / "001.json").unlink()
-    calls = []
-    real = attack_curve.attack_images
-    monkeypatch.setattr(
-        attack_curve, "attack_images", lambda *a, **k: calls.append(k["desc"]) or real(*a, **k)
-    )
+    calls.clear()
     again = attack_curve.run(tiny(mnist_run), str(workdir), progress=False)
-    assert calls == ["point 1"]
+    assert [d for d, _ in calls] == ["point 1"]
     strip = lambda ps: [{k: v for k, v in p.items() if k != "seconds"} for p in ps]  # noqa: E731
     assert strip(again["points"]) == strip(points)
     assert again["points"][0] == points[0]

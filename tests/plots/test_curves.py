@@ -1,0 +1,30 @@
+"""lnjax.plots.curves: one line per curve in x order, interval bars, gaps for missing values."""
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from lnjax.plots import Curve, rate_curves
+
+
+def test_rate_curves_sort_by_x_draw_percent_and_bars_and_go_log_over_a_decade():
+    curves = {
+        "lr=0.01": Curve([1000, 100, 300], [0.9, 0.5, None], [0.8, 0.4, None], [0.95, 0.6, None]),
+        "lr=0.1": Curve([100, 1000], [0.7, 1.0], [0.6, None], [0.8, 1.0]),
+    }
+    fig = rate_curves(curves, xlabel="total steps", title="t")
+    ax = fig.axes[0]
+    first, second = ax.containers  # one errorbar per curve, in order
+    assert (first.get_label(), second.get_label()) == ("lr=0.01", "lr=0.1")
+    line, _, (bars,) = first.lines
+    assert list(line.get_xdata()) == [100, 300, 1000]
+    y = list(line.get_ydata())
+    assert y[0] == 50 and math.isnan(y[1]) and y[2] == 90
+    np.testing.assert_allclose(bars.get_segments()[0], [[100, 40], [100, 60]])  # its 95 % interval
+    assert ax.get_xscale() == "log" and ax.get_title() == "t"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["lr=0.01", "lr=0.1"]
+    plt.close(fig)
+    one = rate_curves({"a": Curve([2, 4], [0.5, 0.5], [0.1, 0.1], [0.9, 0.9])}, xlabel="x")
+    assert one.axes[0].get_xscale() == "linear" and one.axes[0].get_legend() is None
+    plt.close(one)
