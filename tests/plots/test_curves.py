@@ -4,6 +4,7 @@ import math
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.container import ErrorbarContainer
 
 from lnjax.plots import Curve, rate_curves
 
@@ -16,14 +17,16 @@ def test_rate_curves_sort_by_x_draw_percent_and_bars_and_go_log_over_a_decade():
     fig = rate_curves(curves, xlabel="total steps", title="t")
     ax = fig.axes[0]
     first, second = ax.containers  # one errorbar per curve, in order
+    assert isinstance(first, ErrorbarContainer)
     assert (first.get_label(), second.get_label()) == ("lr=0.01", "lr=0.1")
     line, _, (bars,) = first.lines
-    assert list(line.get_xdata()) == [100, 300, 1000]
-    y = list(line.get_ydata())
+    assert np.asarray(line.get_xdata()).tolist() == [100, 300, 1000]
+    y = np.asarray(line.get_ydata()).tolist()
     assert y[0] == 50 and math.isnan(y[1]) and y[2] == 90
     np.testing.assert_allclose(bars.get_segments()[0], [[100, 40], [100, 60]])  # its 95 % interval
     assert ax.get_xscale() == "log" and ax.get_title() == "t"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["lr=0.01", "lr=0.1"]
+    legend = ax.get_legend()
+    assert legend is not None and [t.get_text() for t in legend.get_texts()] == ["lr=0.01", "lr=0.1"]
     plt.close(fig)
     one = rate_curves({"a": Curve([2, 4], [0.5, 0.5], [0.1, 0.1], [0.9, 0.9])}, xlabel="x")
     assert one.axes[0].get_xscale() == "linear" and one.axes[0].get_legend() is None
