@@ -121,14 +121,12 @@ class Plan(NamedTuple):
 
 def _parse_value(item: str, text: str, kind: type) -> Any:
     """`text` as a value of `kind` (the block field's type); UsageError naming the grid item."""
-    if kind is bool and text.lower() in ("true", "false"):
-        return text.lower() == "true"
     try:
-        if kind is not bool:
-            return kind(text)
-    except ValueError:
-        pass
-    raise UsageError(f"grid item {item!r}: {text!r} is not a {kind.__name__} (the type of that setting)")
+        return {"true": True, "false": False}[text.lower()] if kind is bool else kind(text)
+    except (KeyError, ValueError):
+        raise UsageError(
+            f"grid item {item!r}: {text!r} does not parse as {kind.__name__} (that setting's type)"
+        ) from None
 
 
 def parse_grid(text: str, c: ConfigDict, block: str) -> tuple[Axis, ...]:

@@ -110,9 +110,9 @@ def test_attack_curve_end_to_end_and_resume(mnist_run, tmp_path, monkeypatch):
     [
         (lambda c: setattr(c, "grid", "cw.stepz=1,2"), r"unknown setting 'cw.stepz'"),
         (lambda c: setattr(c, "grid", "pgd.steps=1,2"), r"unknown setting 'pgd.steps'.*cw\.<"),
-        (lambda c: setattr(c, "grid", "cw.steps=2,x"), r"'cw.steps=2,x': 'x' is not a int"),
-        (lambda c: setattr(c, "grid", "cw.steps=1.5"), r"'1.5' is not a int"),
-        (lambda c: setattr(c, "grid", "cw.lr=0.1,fast"), r"'fast' is not a float"),
+        (lambda c: setattr(c, "grid", "cw.steps=2,x"), r"'cw.steps=2,x': 'x' does not parse as int"),
+        (lambda c: setattr(c, "grid", "cw.steps=1.5"), r"'1.5' does not parse as int"),
+        (lambda c: setattr(c, "grid", "cw.lr=0.1,fast"), r"'fast' does not parse as float"),
         (lambda c: setattr(c, "grid", "cw.steps=0,2"), r"grid point \{'cw.steps': 0\}: cw.steps = 0"),
         (lambda c: setattr(c, "grid", "cw.steps=2,2"), "repeats a value"),
         (lambda c: setattr(c, "grid", "cw.steps=2;cw.steps=4"), "names 'cw.steps' twice"),
