@@ -28,6 +28,7 @@ EXPERIMENTS = {
     "train": "experiments.train",
     "verify": "experiments.verify",
     "attack": "experiments.attack",
+    "attack_curve": "experiments.attack_curve",
     "neighborhood": "experiments.neighborhood",
     "boundary": "experiments.boundary",
     "panel": "experiments.panel",

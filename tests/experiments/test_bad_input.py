@@ -48,6 +48,11 @@ CASES = {
         "ray_address = 'http://head:8265'",
     ),
     "attack, cw.lr=0": ("attack_mnist", "--config.cw.lr=0", "cw.lr = 0"),
+    "attack_curve, grid cw.steps=0": (
+        "attack_curve_mnist_pgd",
+        "--config.grid=cw.steps=0,10",
+        "grid point {'cw.steps': 0}: cw.steps = 0",
+    ),
     "boundary, optmargin.steps=0": ("boundary_mnist", "--config.optmargin.steps=0", "optmargin.steps = 0"),
 }
 

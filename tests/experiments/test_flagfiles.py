@@ -11,7 +11,7 @@ import jax
 import pytest
 from ml_collections import ConfigDict
 
-from experiments import attack, boundary, neighborhood, panel, run, train, verify, vnncomp
+from experiments import attack, attack_curve, boundary, neighborhood, panel, run, train, verify, vnncomp
 from lnjax import models, verify as V
 from lnjax.attacks.config import ATTACKS
 
@@ -72,6 +72,9 @@ def test_flag_file_parses_and_its_config_is_built(flagfile):
     elif c.experiment == "attack":
         names, settings = attack.validate(c)
         assert all(callable(settings.make(n)) for n in names)
+    elif c.experiment == "attack_curve":
+        plan = attack_curve.validate(c)
+        assert plan.steps_axis is not None and all(callable(s.make(plan.attack)) for s in plan.settings)
     elif c.experiment == "boundary":
         settings = boundary.validate(c)
         assert set(settings.attacks) <= set(ATTACKS) and settings.runs
