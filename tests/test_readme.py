@@ -24,3 +24,32 @@ def test_readme_library_snippet_runs_as_written():
     exec(compile(code, f"{README}:{HEADING}", "exec"), namespace)  # noqa: S102 - the README's own code
     # it ends having compared the layer view with the model and bounded the logits
     assert {"model", "params", "view", "logits"} <= set(namespace)
+
+
+RESULTS = README.parent / "docs" / "results"
+
+
+def block(text: str, name: str) -> str:
+    """README's text between `<!-- NAME: begin -->` and `<!-- NAME: end -->`."""
+    begin, end = f"<!-- {name}: begin -->\n", f"<!-- {name}: end -->"
+    assert begin in text and end in text, f"README.md lacks the {name!r} markers"
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
+def test_readme_boundary_tables_are_the_committed_summary():
+    """Every number in README's boundary tables and claim checks is the one in the committed summary."""
+    from experiments.boundary_readme import readme_tables
+    from lnjax.io import read_json
+
+    summary = read_json(RESULTS / "boundary_mnist_summary.json")
+    assert summary["images"] >= 1000
+    assert block(README.read_text(), "boundary tables").strip() == readme_tables(summary).strip()
+
+
+def test_readme_attack_curve_quotes_the_committed_points():
+    from lnjax.io import read_json
+
+    curve = read_json(RESULTS / "attack_curve_mnist_pgd.json")
+    text = block(README.read_text(), "attack curve")
+    for p in curve["points"]:
+        assert f"{p['successes']} / {p['correct']}" in text, p

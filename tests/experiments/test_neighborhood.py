@@ -80,6 +80,20 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
     for method in ("optimizer_fixed", "baseline", "uniform"):
         got = summary_file[method]
         assert {"converged_share", "unknown_share", "median_gap", "certified"} <= set(got)
+        layers = got["log10_eps_per_layer"]  # per layer over the verified searches, with intervals
+        verified = [read_json(f)["methods"][method] for f in files]
+        verified = [m for m in verified if m["verified"]]
+        if verified:
+            assert layers["searches"] == len(verified) and len(layers["mean"]) == 4
+            for d, (mean, (lo, hi)) in enumerate(zip(layers["mean"], layers["ci"], strict=True)):
+                logs = [np.log10(m["eps"][d]) for m in verified if m["eps"][d] > 0]
+                assert layers["zero"][d] == len(verified) - len(logs)
+                if logs:
+                    assert mean == pytest.approx(np.mean(logs))
+                if len(logs) >= 2:
+                    assert lo <= mean <= hi
+        else:
+            assert layers is None
         assert got["certified"] <= got["verified"] <= got["searched"] == 2
 
     # Half-finished run: drop one record; the restart redoes only that image.
