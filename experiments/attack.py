@@ -28,7 +28,7 @@ from tqdm import tqdm
 from experiments.common import check_workdir, open_workdir, require, to_dict, unknown_keys
 from experiments.configs.attack import base as base_config
 from experiments.configs.blocks import attack_settings
-from experiments.runs import load_split, load_trained, task_of
+from experiments.runs import load_single_label_run
 from lnjax import attacks as A, models
 from lnjax.attacks.config import ATTACKS, AttackSettings
 from lnjax.data import save_npz_deterministic
@@ -62,16 +62,12 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     touched, so bad input writes nothing.
     """
     names, settings = validate(c)
-    model, params, tc = load_trained(c.train_workdir)
-    require(
-        task_of(tc.data.dataset) == "single",
-        "the attack experiment needs a single-label model (MNIST, CIFAR-10)",
-    )
-    if c.data_dir:
-        tc.data.data_dir = c.data_dir
-    test = load_split(tc, "test")
-    require(
-        c.start + c.images <= test.num_examples, f"start + images exceeds the {test.num_examples} test images"
+    model, params, _, x, y = load_single_label_run(
+        c.train_workdir,
+        data_dir=c.data_dir,
+        start=c.start,
+        images=c.images,
+        who="the attack experiment",
     )
     resolved = to_dict(c)
     path = check_workdir(workdir, resolved)
@@ -79,8 +75,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     open_workdir(path, resolved)
 
     apply_fn = models.apply_fn(model)
-    x_all = jnp.asarray(test.x[c.start : c.start + c.images])
-    y_all = jnp.asarray(test.y[c.start : c.start + c.images])
+    x_all, y_all = jnp.asarray(x), jnp.asarray(y)
     clean = jnp.argmax(apply_fn(params, x_all), -1) == y_all
     key = jax.random.key(c.seed)
     metrics: dict[str, Any] = {"images": c.images, "clean_accuracy": float(clean.mean())}

@@ -65,7 +65,7 @@ from experiments.configs.attack_curve import base as base_config
 from experiments.configs.blocks import attack_settings
 from experiments.records import RecordStore
 from experiments.report import csv_bytes, markdown, num, pct, write_report
-from experiments.runs import load_split, load_trained, task_of
+from experiments.runs import load_single_label_run
 from lnjax import models
 from lnjax.attacks.config import ATTACKS, AttackSettings
 from lnjax.boundary import analysis as BA
@@ -286,21 +286,13 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     touched, so bad input writes nothing.
     """
     plan = validate(c)
-    model, params, tc = load_trained(c.train_workdir)
-    require(
-        task_of(tc.data.dataset) == "single",
-        "the attack_curve experiment needs a single-label model (MNIST, CIFAR-10)",
+    model, params, _, x, y = load_single_label_run(
+        c.train_workdir,
+        data_dir=c.data_dir,
+        start=c.start,
+        images=c.images,
+        who="the attack_curve experiment",
     )
-    if c.data_dir:
-        tc.data.data_dir = c.data_dir
-    tc.data.test_limit = c.start + c.images
-    test = load_split(tc, "test")
-    require(
-        c.start + c.images <= test.num_examples,
-        f"start + images = {c.start + c.images} exceeds the {test.num_examples} test images",
-    )
-    x = np.asarray(test.x[c.start : c.start + c.images], np.float32)
-    y = np.asarray(test.y[c.start : c.start + c.images], np.int32)
     attacks = [s.make(plan.attack) for s in plan.settings]
     resolved = to_dict(c)
     path = check_workdir(workdir, resolved)

@@ -65,7 +65,7 @@ from experiments.configs.blocks import attack_settings
 from experiments.configs.boundary import DETECTOR_ALL, base as base_config
 from experiments.records import RecordStore
 from experiments.report import csv_bytes, markdown, num, pct, with_ci, write_report
-from experiments.runs import NUM_CLASSES, load_split, load_trained, task_of
+from experiments.runs import NUM_CLASSES, load_single_label_run
 from lnjax import boundary as B, models
 from lnjax.attacks.config import ATTACKS, AttackSettings
 from lnjax.boundary import analysis as BA
@@ -201,23 +201,14 @@ def validate(c: ConfigDict) -> Settings:
 
 def load_run(c: ConfigDict, name: str, workdir: str) -> Run:
     """The model, params and the test images start .. start + images − 1 of a finished train run."""
-    model, params, tc = load_trained(workdir)
-    require(
-        task_of(tc.data.dataset) == "single",
-        f"run {name} ({workdir}) is a {tc.data.dataset} model; the boundary experiment needs a "
-        "single-label model (MNIST, CIFAR-10)",
+    r = load_single_label_run(
+        workdir,
+        data_dir=c.data_dir,
+        start=c.start,
+        images=c.images,
+        who=f"the boundary experiment (run {name})",
     )
-    if c.data_dir:
-        tc.data.data_dir = c.data_dir
-    tc.data.test_limit = c.start + c.images
-    test = load_split(tc, "test")
-    require(
-        test.num_examples >= c.start + c.images,
-        f"start + images = {c.start + c.images} exceeds the {test.num_examples} test images of run {name}",
-    )
-    x = np.asarray(test.x[c.start : c.start + c.images], np.float32)
-    y = np.asarray(test.y[c.start : c.start + c.images], np.int32)
-    return Run(name, workdir, model, params, tc.data.dataset, x, y)
+    return Run(name, workdir, r.model, r.params, r.config.data.dataset, r.x, r.y)
 
 
 # ---------------------------------------------------------------------------------------------- stages

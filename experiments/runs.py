@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 from ml_collections import ConfigDict
 
 from experiments.common import UsageError, require
@@ -114,6 +115,44 @@ def load_trained(workdir: str | Path) -> tuple[models.Sequential, Any, ConfigDic
     except ValueError as e:
         raise UsageError(f"{e} {c.model!r}; {retrain}") from e
     return model, params, c
+
+
+class SingleLabelRun(NamedTuple):
+    """A finished single-label training run and its test images start .. start + images − 1."""
+
+    model: models.Sequential
+    params: Any
+    config: ConfigDict  # the training run's config (its data block points at `data_dir` if given)
+    x: np.ndarray  # [images, H, W, C] float32 in [0, 1]
+    y: np.ndarray  # [images] int32
+
+
+def load_single_label_run(
+    workdir: str | Path, *, data_dir: str, start: int, images: int, who: str
+) -> SingleLabelRun:
+    """The finished single-label (MNIST, CIFAR-10) run in `workdir` and `images` of its test images
+    from `start`, read from `data_dir` or the run's own data dir.
+
+    Raises:
+      UsageError: no such run, not a single-label model (`who` names the experiment that needs one),
+        missing data, too few test images.
+    """
+    model, params, tc = load_trained(workdir)
+    require(
+        task_of(tc.data.dataset) == "single",
+        f"run {workdir} is a {tc.data.dataset} model; {who} needs a single-label model (MNIST, CIFAR-10)",
+    )
+    if data_dir:
+        tc.data.data_dir = data_dir
+    tc.data.test_limit = start + images
+    test = load_split(tc, "test")
+    require(
+        test.num_examples >= start + images,
+        f"start + images = {start + images} exceeds the {test.num_examples} test images of run {workdir}",
+    )
+    x = np.asarray(test.x[start : start + images], np.float32)
+    y = np.asarray(test.y[start : start + images], np.int32)
+    return SingleLabelRun(model, params, tc, x, y)
 
 
 def load_double_mnist_run(c: ConfigDict, *, needs: str) -> tuple[models.Sequential, Any, int, data.Dataset]:
