@@ -22,7 +22,7 @@ from lnjax.io import read_json
 MEASURES = {  # claim measure -> (its name in the table, decimals)
     "ring_slope": ("slope of log10 ε per ring", 3),
     "log_volume": ("log-volume", 1),
-    "linear_norm": ("Σ|l_d|ε_d", 2),
+    "linear_norm": ("Σ\\|l_d\\|ε_d", 2),  # "|" escaped: inside a Markdown table cell
 }
 
 
@@ -35,8 +35,10 @@ def _mean_ci(m: dict[str, Any], digits: int) -> str:
 
 
 def _pairs(report: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(run, method, summary) in the report's order."""
-    return [(name, m, s) for name, by_method in report["defenses"].items() for m, s in by_method.items()]
+    """(run, method, summary) in the report's order (report.json's keys are sorted: `order` and
+    `methods` keep the runs' and methods' own)."""
+    d = report["defenses"]
+    return [(name, m, d[name][m]) for name in report["order"] for m in report["methods"] if m in d[name]]
 
 
 def summary_table(report: dict[str, Any]) -> str:
@@ -96,9 +98,14 @@ def layers_table(report: dict[str, Any]) -> str:
     return markdown(["layer", *[f"{n} / {short(m)}" for n, m, _ in pairs]], rows)
 
 
+def _ordered(measures: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A row's measures in MEASURES order (report.json sorts the keys)."""
+    return sorted(measures.items(), key=lambda kv: (list(MEASURES) + [kv[0]]).index(kv[0]))
+
+
 def _measures(row: dict[str, Any]) -> str:
     parts = []
-    for key, m in row["measures"].items():
+    for key, m in _ordered(row["measures"]):
         label, digits = MEASURES.get(key, (key, 3))
         extra = f", {m['left_out']} left out" if m.get("left_out") else ""
         parts.append(f"{label} {_mean_ci(m, digits)} (n {m['n']}{extra})")
@@ -116,7 +123,7 @@ def claims_csv(report: dict[str, Any]) -> bytes:
     header = ["claim", "where", "measure", "mean", "low", "high", "n", "verdict"]
     rows: list[Sequence[Any]] = []
     for r in report["claims"]:
-        for key, m in r["measures"].items():
+        for key, m in _ordered(r["measures"]):
             rows.append([r["claim"], r["scope"], key, m["mean"], *m["ci"], m["n"], r["verdict"]])
     return csv_bytes(header, rows)
 

@@ -233,8 +233,9 @@ def report(
       methods: the shrink methods compared (both of `OPTIMIZERS` for claim c).
 
     Returns:
-      {"images", "methods", "defenses": {run: {method: summary}}, "claims": [row, ...]}; a claim row
-      is {"key", "claim", "scope", "measures": {name: {"mean", "ci", "n"}}, "rule", "verdict"}.
+      {"images", "order" (the run names in order; JSON sorts the keys of "defenses"), "methods",
+      "defenses": {run: {method: summary}}, "claims": [row, ...]}; a claim row is {"key", "claim",
+      "scope", "measures": {name: {"mean", "ci", "n"}}, "rule", "verdict"}.
     """
     images = sorted(set.intersection(*(set(r) for r in runs.values()))) if runs else []
     found = {
@@ -281,7 +282,13 @@ def report(
                     f"{name}: sensitivity − fixed",
                     _paired(by_method[fixed], by_method[sensitivity]),
                 )
-    return {"images": len(images), "methods": list(methods), "defenses": defenses, "claims": claims}
+    return {
+        "images": len(images),
+        "order": list(runs),
+        "methods": list(methods),
+        "defenses": defenses,
+        "claims": claims,
+    }
 
 
 def short(method: str) -> str:

@@ -1,6 +1,7 @@
 """README's neighborhood tables from a report (synthetic): the numbers and verdicts are the report's."""
 
 import json
+import re
 
 from experiments import neighborhood_readme as R, neighborhood_stats as S
 
@@ -52,7 +53,15 @@ def report():
             "verdict": "not shown",
         },
     ]
-    return {"name": "panel_defenses", "image": 3, "images": 30, "defenses": defenses, "claims": claims}
+    return {
+        "name": "panel_defenses",
+        "image": 3,
+        "images": 30,
+        "order": ["none", "linf"],
+        "methods": ["optimizer_fixed", "optimizer_sensitivity"],
+        "defenses": defenses,
+        "claims": claims,
+    }
 
 
 def test_tables_quote_the_report(tmp_path, capsys):
@@ -67,11 +76,13 @@ def test_tables_quote_the_report(tmp_path, capsys):
     assert "| target digit | -0.50 [-0.60, -0.40] |" in text
     row = (
         "| defended models have larger neighborhoods | linf − none / fixed | log-volume 812.2 [700.0, 924.5] "
-        "(n 26, 2 left out); Σ|l_d|ε_d 12.50 [-1.00, 26.00] (n 28) | "
+        "(n 26, 2 left out); Σ\\|l_d\\|ε_d 12.50 [-1.00, 26.00] (n 28) | "
         + S.RULES["defended"]
         + " | not shown |"
     )
     assert row in text
+    pipes = [len(re.findall(r"(?<!\\)\|", line)) for line in text.split("The seed's claims")[1].splitlines()]
+    assert len(set(p for p in pipes if p)) == 1  # every claims row has its header's cells ("\|" escaped)
     csv = R.claims_csv(rep).decode().splitlines()
     assert csv[0] == "claim,where,measure,mean,low,high,n,verdict" and len(csv) == 4
     assert csv[3].endswith(",linear_norm,12.5,-1.0,26.0,28,not shown")
