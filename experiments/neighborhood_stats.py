@@ -44,10 +44,10 @@ CLAIMS = {
 RULES = {
     "distance": "per-image slope of log10 ε over the rings 0..r−1; holds: interval above 0; "
     "does not hold: below 0; else not shown",
-    "defended": "paired per image (both verified), defended − none; holds: both intervals above 0; "
-    "does not hold: either below 0; else not shown",
-    "shrink": "paired per image (both verified), sensitivity − fixed; sensitivity larger: both "
-    "intervals above 0; fixed larger: both below 0; else no difference shown",
+    "defended": "paired per image (both verified; log-volume: neither with a pixel at ε = 0), defended − "
+    "none; holds: both intervals above 0; does not hold: either below 0; else not shown",
+    "shrink": "paired per image (both verified; log-volume: neither with a pixel at ε = 0), sensitivity − "
+    "fixed; sensitivity larger: both intervals above 0; fixed larger: both below 0; else no difference shown",
 }
 
 
