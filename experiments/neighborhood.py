@@ -41,6 +41,7 @@ from experiments import parallel
 from experiments.common import check_workdir, open_workdir, require, results_config
 from experiments.configs.blocks import optimizer_config, verifier_config
 from experiments.configs.neighborhood import METHODS, base as base_config
+from experiments.neighborhood_stats import median_gap, per_layer_log10, status_share
 from experiments.queries import (
     OBJECTS,
     TARGETS,
@@ -59,7 +60,6 @@ from lnjax.neighborhood.config import OptimizerConfig
 from lnjax.neighborhood.optimizer import Optimizer, make_optimizer
 from lnjax.neighborhood.problem import Problem, Result
 from lnjax.plots import neighborhood as plots
-from lnjax.stats import mean_interval
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
@@ -155,48 +155,18 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[s
             "verified": sum(r["verified"] for r in rs),
             "converged": sum(bool(r.get("converged")) for r in rs),
             "converged_share": sum(bool(r.get("converged")) for r in rs) / len(rs),
-            "unknown_share": _share(rs, "unknown"),
+            "unknown_share": status_share(rs, "unknown"),
             "median_zero_pixels": med("zero_pixels"),
-            "median_gap": _median_gap(rs),
+            "median_gap": median_gap(rs),
             "certified": sum(r.get("certificate", {}).get("gap") is not None for r in rs),
             "median_queries": med("queries"),
             "median_time_s": med("time_s"),
             "median_log_volume": med("log_volume"),
             "median_linear_norm": med("linear_norm"),
             "median_mean_eps": med("mean_eps"),
-            "log10_eps_per_layer": _per_layer_log10(rs),
+            "log10_eps_per_layer": per_layer_log10(rs),
         }
     return out
-
-
-def _per_layer_log10(rs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Per layer, over the verified searches: the mean log10 ε with its 95 % t interval (layers at
-    ε = 0 left out of the mean and counted in `zero`); None when no search verified."""
-    eps = [np.asarray(r["eps"], np.float64) for r in rs if r.get("verified") and r.get("eps") is not None]
-    if not eps or len({e.shape for e in eps}) != 1:
-        return None
-    e = np.stack(eps)
-    positive = e > 0
-    logs = np.where(positive, np.log10(np.where(positive, e, 1.0)), np.nan)
-    cis = [mean_interval(logs[:, d]) for d in range(e.shape[1])]
-    return {
-        "searches": len(eps),
-        "mean": [None if math.isnan(i.value) else i.value for i in cis],
-        "ci": [i.as_list() for i in cis],
-        "zero": (~positive).sum(axis=0).astype(int).tolist(),
-    }
-
-
-def _share(rs: list[dict[str, Any]], status: str) -> float | None:
-    """The share of a method's verifier queries (over its searches) that ended with `status`."""
-    total = sum(r["queries"] for r in rs)
-    return sum(r["by_status"].get(status, 0) for r in rs) / total if total else None
-
-
-def _median_gap(rs: list[dict[str, Any]]) -> float | None:
-    """The median certificate gap (s_proved / s_attack) over the searches that have one."""
-    gaps = [r["certificate"]["gap"] for r in rs if r.get("certificate", {}).get("gap") is not None]
-    return float(np.median(gaps)) if gaps else None
 
 
 def certify(

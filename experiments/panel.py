@@ -1,34 +1,47 @@
-"""The `panel` experiment: the seed's Figures 2–3 from finished neighborhood runs.
+"""The `panel` experiment: the seed's Figures 2–3 and the defenses report from finished neighborhood runs.
 
   python -m experiments.run --flagfile=experiments/flagfiles/panel.flags
 
 Rows are runs (`runs`: comma-separated `name=workdir` of finished `neighborhood` runs, e.g. one per
-defense), columns the shrink methods (fixed, sensitivity); each cell is log10 ε per pixel of one
-test image (`image`, default the first one every run searched) on one colour scale.
+defense), columns the shrink methods (fixed, sensitivity). Everything is over the images every run
+searched (not skipped); the reference image of the heatmaps is `image` (default the first of them).
 
-workdir/config.json, figures/neighborhood_panel.png (and a copy at `output` if set), panel.json
-(the image and, per cell, log-volume, queries, verified), log.txt. The summary is returned.
+workdir/config.json; figures/neighborhood_panel.png (each cell: log10 ε per pixel of the reference
+image, one colour scale; a copy at `output` if set); figures/neighborhood_mean.png (each cell: the mean
+log10 ε per layer over the verified searches, painted onto the reference image's layers);
+figures/eps_by_distance.png (mean log10 ε against the distance layer with its 95 % t interval, one
+line per run, the far and target layers as separate markers); both also beside `output` if set;
+panel.json (the reference image and, per cell, log-volume, queries, verified); report.json (per run
+and method: images, verified, median_gap, converged_share, unknown_share, log10_eps_per_layer,
+ring_slope; the seed's claims, each decided from 95 % intervals by the rule in its row:
+experiments/neighborhood_stats.py); claims.md and claims.csv (the same tables as
+`python -m experiments.neighborhood_readme report.json`); log.txt. The report is returned.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 from ml_collections import ConfigDict
 
+from experiments import neighborhood_readme as readme, neighborhood_stats as stats
 from experiments.common import check_workdir, open_workdir, require, to_dict, unknown_keys
 from experiments.configs.panel import base as base_config
 from experiments.queries import image_problem
 from experiments.records import RecordStore
+from experiments.report import write_report
 from experiments.runs import data_usage_error
 from lnjax import data
 from lnjax.io import read_json, write_bytes_atomic, write_json_atomic
 from lnjax.plots import neighborhood as plots
 
 COLUMNS = ("fixed", "sensitivity")
+FIGURES = ("neighborhood_panel.png", "neighborhood_mean.png", "eps_by_distance.png")
 
 
 def parse_runs(text: str) -> dict[str, str]:
@@ -58,60 +71,109 @@ def load_searches(workdir: str) -> tuple[ConfigDict, dict[int, dict[str, Any]]]:
     return c, {i: r for i, r in records.items() if r.get("methods")}
 
 
-def make_panel(workdirs: dict[str, str], *, image: int | None = None, data_dir: str = "") -> tuple[Any, int]:
-    """The panel figure for one image: rows = runs (e.g. defenses), columns = shrink methods.
+class Reference(NamedTuple):
+    """One run's view of the reference image: its pixels, its layers and the digit masks."""
+
+    x: np.ndarray  # [H, W, C] in [0, 1]
+    layers: np.ndarray  # int [H, W]
+    target_mask: np.ndarray  # bool [H, W]
+    other_mask: np.ndarray  # bool [H, W]
+
+
+def load_reference(c: ConfigDict, image: int, data_dir: str, where: str) -> Reference:
+    """The reference image as the neighborhood run `c` (in `where`) layered it: its data, its layers."""
+    train_config = Path(c.train_workdir) / "config.json"
+    require(train_config.is_file(), f"{train_config} is missing (the training run of {where})")
+    tc = ConfigDict(read_json(train_config))
+    try:
+        test = data.load_dataset(
+            "double_mnist", "test", data_dir or c.data_dir or tc.data.data_dir, limit=image + 1
+        )
+    except data.DataError as e:
+        raise data_usage_error(e) from e
+    require(test.num_examples > image, f"image = {image} but the test split has {test.num_examples} images")
+    problem, _, masks = image_problem(c, test, image, int(tc.k))
+    return Reference(problem.x, problem.layers, masks[0], masks[1])
+
+
+class Outputs(NamedTuple):
+    """What `build` makes (nothing written yet)."""
+
+    image: int  # the reference image
+    figures: dict[str, Figure]  # {file name (FIGURES): figure}
+    report: dict[str, Any]  # `neighborhood_stats.report` over the images every run searched
+    cells: dict[str, Any]  # panel.json's cells: per run/column the reference image's search
+
+
+def build(workdirs: dict[str, str], *, image: int | None = None, data_dir: str = "") -> Outputs:
+    """The figures and the report of finished neighborhood runs (reads only).
 
     Args:
       workdirs: {row name: a finished neighborhood workdir} (e.g. {"none": "runs/neighborhood_none"}).
-      image: the test image (default: the first one every run searched).
+      image: the reference test image of the heatmaps (default: the first one every run searched).
       data_dir: DOUBLE-MNIST data dir (default: each run's own).
 
-    Returns:
-      (Figure, the image index).
-
     Raises:
-      UsageError: a workdir holds no neighborhood run, or no image was searched by every run.
+      UsageError: a workdir holds no neighborhood run, its training run or data is missing, or no
+        image was searched by every run.
     """
     runs = {name: load_searches(wd) for name, wd in workdirs.items()}
-    if image is None:
-        common = set.intersection(*(set(r) for _, r in runs.values()))
-        require(bool(common), f"no image was searched by every run in {sorted(workdirs)}")
-        image = min(common)
-    assert image is not None
-    cells = {}
-    for name, (c, recs) in runs.items():
-        if image not in recs:
-            continue
-        train_config = Path(c.train_workdir) / "config.json"
-        require(train_config.is_file(), f"{train_config} is missing (the training run of {workdirs[name]})")
-        tc = ConfigDict(read_json(train_config))
-        try:
-            test = data.load_dataset(
-                "double_mnist", "test", data_dir or c.data_dir or tc.data.data_dir, limit=image + 1
-            )
-        except data.DataError as e:
-            raise data_usage_error(e) from e
-        problem, _, masks = image_problem(c, test, image, int(tc.k))
-        for col in COLUMNS:
-            m = recs[image]["methods"].get(f"optimizer_{col}")
-            if m is None:
-                continue
-            cells[(name, col)] = {
-                "x": problem.x,
-                "layers": problem.layers,
-                "eps": m["eps"],
-                "target_mask": masks[0],
-                "other_mask": masks[1],
-                "note": f"log-vol {m['log_volume']:.0f}, {m['queries']} q"
-                + ("" if m["verified"] else " (none)"),
-            }
-    fig = plots.panel(
-        cells,
-        rows=list(workdirs),
-        cols=COLUMNS,
-        title=f"log10 ε per pixel, image {image} (target outlined white, non-target black)",
+    common = sorted(set.intersection(*(set(recs) for _, recs in runs.values())))
+    require(bool(common), f"no image was searched by every run in {sorted(workdirs)}")
+    image = common[0] if image is None else image
+    refs = {name: load_reference(c, image, data_dir, workdirs[name]) for name, (c, _) in runs.items()}
+    rep = stats.report(
+        {name: {i: recs[i] for i in common} for name, (_, recs) in runs.items()},
+        {name: bool(c.layers.get("target_layer", False)) for name, (c, _) in runs.items()},
     )
-    return fig, image
+    single: dict[tuple[str, str], dict[str, Any]] = {}
+    averaged: dict[tuple[str, str], dict[str, Any]] = {}
+    curves: dict[tuple[str, str], dict[str, Any]] = {}
+    cells: dict[str, Any] = {}
+    for name, (_, recs) in runs.items():
+        ref = refs[name]
+        base = {
+            "x": ref.x,
+            "layers": ref.layers,
+            "target_mask": ref.target_mask,
+            "other_mask": ref.other_mask,
+        }
+        for col in COLUMNS:
+            method = f"optimizer_{col}"
+            m = recs.get(image, {}).get("methods", {}).get(method)
+            if m is not None:
+                note = f"log-vol {m['log_volume']:.0f}, {m['queries']} q" if m["verified"] else "(none)"
+                single[(name, col)] = {**base, "eps": m["eps"], "note": note}
+                cells[f"{name}/{col}"] = {k: m[k] for k in ("log_volume", "queries", "verified")}
+            summary = rep["defenses"][name].get(method)
+            per_layer = None if summary is None else summary["log10_eps_per_layer"]
+            if per_layer is None:
+                continue
+            if len(per_layer["mean"]) == int(ref.layers.max()) + 1:  # else the reference is layered otherwise
+                eps = [0.0 if v is None else 10.0**v for v in per_layer["mean"]]  # the geometric mean ε
+                averaged[(name, col)] = {**base, "eps": eps, "note": f"{per_layer['searches']} verified"}
+            if summary["layers"] is not None:
+                curves[(name, col)] = {**summary["layers"], "mean": per_layer["mean"], "ci": per_layer["ci"]}
+    rows, n = list(workdirs), rep["images"]
+    outlines = "target outlined white, non-target black"
+    figures = {
+        "neighborhood_panel.png": plots.panel(
+            single, rows=rows, cols=COLUMNS, title=f"log10 ε per pixel, image {image} ({outlines})"
+        ),
+        "neighborhood_mean.png": plots.panel(
+            averaged,
+            rows=rows,
+            cols=COLUMNS,
+            title=f"mean log10 ε per layer over {n} images, drawn on image {image}'s layers",
+        ),
+        "eps_by_distance.png": plots.eps_by_distance(
+            curves,
+            rows=rows,
+            cols=COLUMNS,
+            title=f"mean log10 ε per layer over {n} images (95 % t intervals)",
+        ),
+    }
+    return Outputs(image, figures, rep, cells)
 
 
 def validate(c: ConfigDict) -> dict[str, str]:
@@ -125,27 +187,32 @@ def validate(c: ConfigDict) -> dict[str, str]:
 
 
 def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
-    """Draws the panel; returns the image and, per cell, the search's log-volume and queries."""
-    del progress  # one figure: nothing to show
+    """Draws the figures and checks the claims; returns the report (also report.json) with the
+    reference image's cells (panel.json).
+
+    Everything is read and drawn before the workdir is touched, so bad input writes nothing.
+    """
+    del progress  # three figures: nothing to show
     workdirs = validate(c)
-    fig, image = make_panel(workdirs, image=None if c.image < 0 else int(c.image), data_dir=c.data_dir)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=int(c.dpi))
-    plt.close(fig)
+    out = build(workdirs, image=None if c.image < 0 else int(c.image), data_dir=c.data_dir)
+    pngs = {}
+    for name, fig in out.figures.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=int(c.dpi))
+        plt.close(fig)
+        pngs[name] = buf.getvalue()
     output = Path(c.output) if c.output else None
     require(output is None or output.parent.is_dir(), f"output = {c.output!r}: its directory does not exist")
     resolved = to_dict(c)
     path = open_workdir(check_workdir(workdir, resolved), resolved)
-    write_bytes_atomic(path / "figures" / "neighborhood_panel.png", buf.getvalue())
+    for name, png in pngs.items():
+        write_bytes_atomic(path / "figures" / name, png)
     if output is not None:
-        write_bytes_atomic(output, buf.getvalue())
-    cells = {}
-    for name, wd in workdirs.items():
-        _, recs = load_searches(wd)
-        for col in COLUMNS:
-            m = recs.get(image, {}).get("methods", {}).get(f"optimizer_{col}")
-            if m is not None:
-                cells[f"{name}/{col}"] = {k: m[k] for k in ("log_volume", "queries", "verified")}
-    summary = {"image": image, "cells": cells}
-    write_json_atomic(path / "panel.json", summary)
-    return {**summary, "output": str(output) if output else None, "workdir": str(path)}
+        write_bytes_atomic(output, pngs["neighborhood_panel.png"])
+        for name in FIGURES[1:]:
+            write_bytes_atomic(output.parent / name, pngs[name])
+    write_json_atomic(path / "panel.json", {"image": out.image, "cells": out.cells})
+    report = {"name": c.name, "image": out.image, "runs": workdirs, **out.report}
+    write_json_atomic(path / "report.json", report)
+    write_report(path, "claims.md", [readme.readme_tables(report)], {"claims": readme.claims_csv(report)})
+    return {**report, "cells": out.cells, "output": str(output) if output else None, "workdir": str(path)}

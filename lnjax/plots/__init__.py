@@ -2,12 +2,13 @@
 
 from lnjax.plots.boundary import boundary_distances, purity_curves
 from lnjax.plots.curves import Curve, rate_curves
-from lnjax.plots.neighborhood import eps_by_layer, heatmaps, panel
+from lnjax.plots.neighborhood import eps_by_distance, eps_by_layer, heatmaps, panel
 from lnjax.plots.training import training_curves
 
 __all__ = [
     "Curve",
     "boundary_distances",
+    "eps_by_distance",
     "eps_by_layer",
     "heatmaps",
     "panel",

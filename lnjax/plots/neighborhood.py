@@ -1,4 +1,5 @@
-"""Layer-neighborhood figures: log ε per pixel over the image, ε against layer index, a panel.
+"""Layer-neighborhood figures: log ε per pixel over the image, ε against layer index, a panel, and
+the mean log10 ε against distance with its interval band (one line per run, e.g. per defense).
 
 The heatmaps follow the seed's Figures 2–3: every pixel is coloured by log10 of its layer's ε
 (one colour per layer), over the image drawn faintly in grey, with the target digit outlined in
@@ -164,6 +165,79 @@ def panel(
             )
     if im is not None:
         fig.colorbar(im, ax=[a for row in axes for a in row], label="log10 ε", shrink=0.8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _nan(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], np.float64)
+
+
+def eps_by_distance(
+    curves: Mapping[tuple[str, str], Mapping],
+    *,
+    rows: Sequence[str],
+    cols: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """Mean log10 ε against the distance layer with its interval as a band: one panel per column (e.g.
+    shrink method), one line per row (e.g. defense); the far layer and the target layer as separate
+    markers right of the rings.
+
+    Args:
+      curves: {(row, col): {"mean": [R] mean log10 ε per layer (None: no value), "ci": [R] [low, high]
+        (None ends: no interval), "rings": r (layers 0..r − 1 are distance rings), "far": the far
+        layer's index, "target": the target layer's index or None}}; missing pairs are left out.
+      rows, cols: their order (e.g. ("none", "l0", "linf") × ("fixed", "sensitivity")).
+    """
+    fig, axes = plt.subplots(
+        1,
+        len(cols),
+        figsize=(4.6 * len(cols) + 0.6, 3.6),
+        squeeze=False,
+        sharey=True,
+        constrained_layout=True,
+    )
+    r_max = max((int(c["rings"]) for c in curves.values()), default=0)
+    far_x, target_x = r_max + 1, r_max + 2
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, col in zip(axes[0], cols, strict=True):
+        for i, row in enumerate(rows):
+            c = curves.get((row, col))
+            if c is None:
+                continue
+            colour = colours[i % len(colours)]
+            mean = _nan(c["mean"])
+            ci = c["ci"]
+            lo, hi = _nan([v[0] for v in ci]), _nan([v[1] for v in ci])
+            r = int(c["rings"])
+            d = np.arange(r)
+            ax.plot(d, mean[:r], marker="o", ms=3, color=colour, label=row)
+            ax.fill_between(d, lo[:r], hi[:r], color=colour, alpha=0.2, linewidth=0)
+            for index, x, marker in ((c["far"], far_x, "s"), (c.get("target"), target_x, "^")):
+                if index is None or np.isnan(mean[index]):
+                    continue
+                err = np.array([[mean[index] - lo[index]], [hi[index] - mean[index]]])
+                ax.errorbar(
+                    [x],
+                    [mean[index]],
+                    yerr=None if np.isnan(err).any() else err,
+                    fmt=marker,
+                    color=colour,
+                    ms=5,
+                )
+        rings = list(range(0, r_max, max(1, r_max // 6)))
+        ends = [(far_x, "far")] + [(target_x, "target")] * any(
+            c.get("target") is not None for c in curves.values()
+        )
+        ax.set_xticks(rings + [x for x, _ in ends], [str(d) for d in rings] + [name for _, name in ends])
+        ax.set(xlabel="layer d (distance to the non-target digit)", title=col)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean log10 ε (95 % interval)")
+    drawn = next((ax for ax in axes[0] if ax.get_legend_handles_labels()[0]), None)
+    if drawn is not None:
+        drawn.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
