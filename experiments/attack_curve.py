@@ -30,6 +30,15 @@ Outputs in the workdir: points/NNN.json, curve.csv (one row per point), tables.m
 metrics.json (the points, best, plateau and the point it was compared with, clean accuracy),
 config.json, log.txt. The summary (last output line): {points, best, plateau, workdir}.
 
+Logit margins (metrics `margins`, a line of tables.md), for reading a confidence axis (OPTSTRONG's
+κ = `cw.strong_confidence`): over the correctly classified images, the clean margin
+z_y − max_{j≠y} z_j at x, and the *reachable confidence*: −(the smallest margin an L∞ PGD over the
+whole pixel box [0, 1]^d finds from x; `REACH_STEPS` sign steps of `REACH_STEP_SIZE`), a lower bound
+on the largest κ by which any input at all puts a wrong class above y. Where it stays below κ, an
+untargeted C&W at confidence κ (which needs z_y − max_{j≠y} z_j ≤ −κ close to x) hardly can succeed
+either; `share_reaching` holds, per κ of the grid (or the configured `cw.strong_confidence`), the share
+of images whose value is ≥ κ.
+
 References:
   Carlini & Wagner, Towards Evaluating the Robustness of Neural Networks, IEEE S&P 2017.
   Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018.
@@ -68,9 +77,11 @@ from experiments.report import csv_bytes, markdown, num, pct, write_report
 from experiments.runs import load_single_label_run
 from lnjax import models
 from lnjax.attacks.config import ATTACKS, AttackSettings
+from lnjax.attacks.gradient import make_pgd
 from lnjax.boundary import analysis as BA
 from lnjax.io import write_bytes_atomic, write_json_atomic
 from lnjax.plots import Curve, rate_curves
+from lnjax.specs import argmax_margin
 
 # The settings block each attack is built from (`AttackSettings.make`) and the block's fields whose
 # product is the attack's optimiser steps per image.
@@ -88,6 +99,42 @@ BUDGET_FIELDS = {
     "cw": ("steps", "binary_steps"),
     "optmargin": ("steps", "binary_steps"),
 }
+
+
+# The reachable-confidence search (see the module docstring): PGD over the whole pixel box from x.
+REACH_STEPS = 500
+REACH_STEP_SIZE = 0.01
+
+
+def margin_stats(values: np.ndarray, confidences: list[float]) -> dict[str, Any]:
+    """median, 90th percentile and max of `values`, and per confidence κ the share of values ≥ κ."""
+    v = np.asarray(values, np.float64)
+    return {
+        "median": float(np.median(v)),
+        "p90": float(np.percentile(v, 90)),
+        "max": float(np.max(v)),
+        "share_reaching": {f"{k:g}": float(np.mean(v >= k)) for k in confidences},
+    }
+
+
+def logit_margins(
+    key, apply_fn, params, x, y, *, batch_size: int, confidences: list[float]
+) -> dict[str, Any]:
+    """The clean margins and the reachable confidence of x, y (module docstring); x: the correctly
+    classified images only (at least one)."""
+    search = make_pgd(eps=1.0, steps=REACH_STEPS, step_size=REACH_STEP_SIZE, random_start=False)
+    clean, reach = [], []
+    for s, e in BA.batches(len(x), batch_size):
+        xb, yb = jnp.asarray(x[s:e]), jnp.asarray(y[s:e])
+        clean.append(np.asarray(jax.vmap(argmax_margin)(apply_fn(params, xb), yb)))
+        reach.append(-np.asarray(search(jax.random.fold_in(key, s), apply_fn, params, xb, yb).margin))
+    return {
+        "images": len(x),
+        "steps": REACH_STEPS,
+        "step_size": REACH_STEP_SIZE,
+        "clean": margin_stats(np.concatenate(clean), confidences),
+        "reachable_confidence": margin_stats(np.concatenate(reach), confidences),
+    }
 
 
 class Axis(NamedTuple):
@@ -251,6 +298,8 @@ def write_outputs(path: Path, c: ConfigDict, plan: Plan, metrics: dict[str, Any]
         f"best: {_label(plan.points[best['index']], names)} ({pct(best['success_rate'], 1)}, "
         f"{best['total_steps']} total steps); {verdict}.",
         "",
+        margin_line(metrics["margins"]),
+        "",
         "Figure: `figures/curve.png`.",
         "",
     ]
@@ -277,6 +326,20 @@ def write_outputs(path: Path, c: ConfigDict, plan: Plan, metrics: dict[str, Any]
         "classified images (95 % Wilson intervals)",
     )
     _save_figure(fig, path / "figures" / "curve.png")
+
+
+def margin_line(m: dict[str, Any] | None) -> str:
+    """tables.md's sentence on the logit margins."""
+    if m is None:
+        return "No image is classified correctly: no logit margins."
+    clean, reach = m["clean"], m["reachable_confidence"]
+    shares = ", ".join(f"≥ {k} on {pct(v, 1)}" for k, v in reach["share_reaching"].items())
+    return (
+        f"Logit margins z_y − max_(j≠y) z_j of the {m['images']} correctly classified images: clean median "
+        f"{clean['median']:.2f} (90th percentile {clean['p90']:.2f}, max {clean['max']:.2f}); the confidence "
+        f"a PGD over the whole pixel box reaches ({m['steps']} sign steps of {m['step_size']}): median "
+        f"{reach['median']:.2f}, max {reach['max']:.2f}; κ (cw.strong_confidence) {shares} of them."
+    )
 
 
 def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]:
@@ -319,6 +382,14 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
                      row["correct"], seconds)  # fmt: skip
         return record
 
+    ok = pred == y
+    confidences = sorted({float(s.cw.strong_confidence) for s in plan.settings})
+    margins = None  # no image classified correctly: nothing to measure
+    if ok.any():
+        margins = logit_margins(
+            jax.random.fold_in(key, 1), apply_fn, params, x[ok], y[ok], batch_size=int(c.batch_size),
+            confidences=confidences,
+        )  # fmt: skip
     store: RecordStore[int] = RecordStore(path / "points", "{:03d}")
     records = store.resume(range(len(plan.points)), compute, desc="points", progress=progress)
     best = best_index(records)
@@ -336,6 +407,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
         "best": records[best],
         "plateau": plateau,
         "plateau_against": other,
+        "margins": margins,
     }
     write_outputs(path, c, plan, metrics)
     write_json_atomic(path / "metrics.json", metrics)

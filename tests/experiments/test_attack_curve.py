@@ -87,6 +87,14 @@ def test_attack_curve_end_to_end_and_resume(mnist_run, tmp_path, monkeypatch):
     metrics = read_json(workdir / "metrics.json")
     assert metrics["points"] == points and metrics["plateau_against"] == 0
     assert metrics["correct"] == points[0]["correct"]
+    margins = metrics["margins"]
+    assert margins["images"] == metrics["correct"]
+    clean, reach = margins["clean"], margins["reachable_confidence"]
+    assert clean["median"] > 0, "correctly classified images have a positive margin"
+    # the search starts at x and keeps its best point: it reaches at least −(the clean margin)
+    assert reach["max"] >= -clean["max"] and reach["median"] >= -clean["p90"]
+    assert set(reach["share_reaching"]) == {"20"} and 0 <= reach["share_reaching"]["20"] <= 1
+    assert "Logit margins" in (workdir / "tables.md").read_text()
     with open(workdir / "curve.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["cw.steps"]) for r in rows] == [2, 4]
@@ -130,3 +138,29 @@ def test_bad_input_writes_nothing(mnist_run, tmp_path, change, message):
     with pytest.raises(UsageError, match=message):
         attack_curve.run(c, str(tmp_path / "curve"), progress=False)
     assert not (tmp_path / "curve").exists()
+
+
+def test_reachable_confidence_is_the_exact_box_optimum_of_a_linear_model():
+    """For logits W·x + b over x ∈ [0, 1]^d the smallest margin is min_t Σ_i min(0, (W_y − W_t)_i) +
+    b_y − b_t (a corner of the box); the sign-step search from x reaches it exactly."""
+    rng = np.random.default_rng(0)
+    d, k = 12, 4
+    w = rng.normal(size=(d, k)).astype(np.float32)
+    b = rng.normal(size=k).astype(np.float32)
+    x = rng.uniform(size=(6, d)).astype(np.float32)
+    y = np.argmax(x @ w + b, 1).astype(np.int32)  # correctly classified by construction
+
+    def apply_fn(params, xs):
+        return xs.reshape(xs.shape[0], -1) @ params[0] + params[1]
+
+    m = attack_curve.logit_margins(
+        jax.random.key(0), apply_fn, (w, b), x, y, batch_size=4, confidences=[0.0, 1e9]
+    )
+    exact = [
+        -min(np.minimum(0, w[:, yi] - w[:, t]).sum() + b[yi] - b[t] for t in range(k) if t != yi) for yi in y
+    ]
+    clean = [(x[i] @ w + b)[y[i]] - np.delete(x[i] @ w + b, y[i]).max() for i in range(len(y))]
+    np.testing.assert_allclose(m["reachable_confidence"]["max"], max(exact), rtol=1e-5)
+    np.testing.assert_allclose(m["reachable_confidence"]["median"], np.median(exact), rtol=1e-5)
+    np.testing.assert_allclose(m["clean"]["median"], np.median(clean), rtol=1e-5)
+    assert m["images"] == 6 and m["reachable_confidence"]["share_reaching"]["1e+09"] == 0.0
