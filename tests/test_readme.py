@@ -53,3 +53,21 @@ def test_readme_attack_curve_quotes_the_committed_points():
     text = block(README.read_text(), "attack curve")
     for p in curve["points"]:
         assert f"{p['successes']} / {p['correct']}" in text, p
+
+
+def test_readme_optstrong_evidence_quotes_the_committed_points():
+    """The OPTSTRONG table and margins in README are the committed attack-curve metrics."""
+    from lnjax.io import read_json
+
+    text = block(README.read_text(), "optstrong")
+    for name in ("optstrong_confidence_mnist_pgd", "optstrong_c0_mnist_pgd"):
+        curve = read_json(RESULTS / f"{name}.json")
+        for p in curve["points"]:
+            kappa = p["settings"].get("cw.strong_confidence", 20.0)
+            c0 = p["settings"].get("cw.c0", 0.001)
+            row = f"| {kappa:g} | {c0:g} | {100 * p['success_rate']:.1f}% |"
+            assert row in text and f"{p['successes']} / {p['correct']}" in text, (name, p)
+        clean = curve["margins"]["clean"]
+        assert f"median {clean['median']:.2f}" in text and f"maximum {clean['max']:.2f}" in text
+    reach = read_json(RESULTS / "optstrong_confidence_mnist_pgd.json")["margins"]["reachable_confidence"]
+    assert f"{100 * reach['share_reaching']['20']:.0f} %" in text and f"median {reach['median']:.1f}" in text
