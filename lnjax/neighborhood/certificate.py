@@ -368,6 +368,7 @@ def certify_maximality(
     per_layer: bool = True,
     zero_start: float = 1e-3,
     time_budget: float | None = None,
+    proved: bool = False,
 ) -> Certificate:
     """Proof and attack scales around a verified ε (module docstring).
 
@@ -382,6 +383,10 @@ def certify_maximality(
       per_layer: also bracket each layer's ε_d with the others fixed (R more searches).
       zero_start: the first ε_d asked for a layer at ε_d = 0 (in (0, eps_cap]).
       time_budget: wall-clock seconds for everything (None: unlimited); checked before each call.
+      proved: the caller holds a ROBUST verdict on exactly this ε (a search's `Result.verified`):
+        scale 1 counts as proved without asking again. A verifier that stops on the clock (branch-
+        and-bound, CBC) need not decide the same box twice, so without this a certificate could
+        report "eps itself was not proved" for an ε its search proved.
 
     Returns:
       `Certificate`.
@@ -396,6 +401,8 @@ def certify_maximality(
     if eps.shape != (R,) or not np.all(np.isfinite(eps)) or np.any(eps < 0):
         raise ValueError(f"eps = {eps.tolist()}; expected {R} finite values ≥ 0 (one per layer)")
     probe = _Probe(key, verify, problem, falsifier, time_budget)
+    if proved:
+        probe.memo[np.asarray(eps, np.float32).tobytes()] = True  # the search's proof of s = 1
     complete = True
 
     # Along ε's direction.

@@ -113,6 +113,22 @@ def test_eps_not_proved_reports_none_with_a_reason():
     assert cert.layer_notes[0] == "its final eps was not proved"
 
 
+def test_a_proof_from_the_search_is_not_asked_again():
+    # A clock-stopped verifier need not decide the same box twice: here it never proves anything
+    # again (UNKNOWN everywhere), as branch-and-bound on a loaded machine may not.
+    p = problem()
+    never = lambda key, lo, hi, spec: Verdict(status=Status.UNKNOWN)  # noqa: E731
+    cert = certify(verifier=never, proved=True)
+    assert cert.s_proved == 1.0 and cert.reason == "" and cert.gap == pytest.approx(1 / cert.s_attack)
+    assert A @ (cert.s_attack * EPS0) >= 1  # the attack side is unchanged
+    assert all(t.get("scale") != 1.0 for t in cert.trail if t["kind"] == "verify")  # not asked
+    assert cert.eps_proved[:3] == list(EPS0[:3])  # each layer's start is the proved ε
+    # Without the search's proof the same verifier proves nothing (the test above would catch a
+    # `proved` that is ignored), and a real verifier's answers are unchanged by it.
+    assert certify(verifier=never).s_proved is None
+    check_brackets(certify(FakeVerifier(p.layers), proved=True))
+
+
 def test_an_attack_point_outside_the_box_is_no_counterexample():
     p = problem()
     cert = certify(falsifier=fake_falsifier(p.layers, offset=0.01), per_layer=False)
