@@ -108,12 +108,18 @@ def unknown_keys(given: Any, known: Any, prefix: str = "") -> list[str]:
     return out
 
 
-def check_workdir(workdir: str | os.PathLike, resolved: dict[str, Any]) -> Path:
+def check_workdir(
+    workdir: str | os.PathLike, resolved: dict[str, Any], growable: tuple[str, ...] = ()
+) -> Path:
     """Checks that `workdir` can hold this run (writes nothing) and returns it as a Path.
+
+    growable: top-level fields a resumed run may change (e.g. `images` where every image's record
+    stands alone: a run extended from 10 to 30 images keeps the first 10 and adds 20); config.json
+    then records the new value (`open_workdir`).
 
     Raises:
       UsageError: it is a file, is not writable, its config.json is unreadable, or it holds results
-        of a run with a different config.
+        of a run with a different config (other than in `growable`).
     """
     path = Path(workdir).expanduser()
     if path.exists() and not path.is_dir():
@@ -134,10 +140,11 @@ def check_workdir(workdir: str | os.PathLike, resolved: dict[str, Any]) -> Path:
                     f"--workdir {path}: cannot read {config_file.name} ({e}); "
                     "delete the workdir or pick another"
                 ) from e
-            if old != resolved and holds_results(path):
+            before, now = ({k: v for k, v in d.items() if k not in growable} for d in (old, resolved))
+            if before != now and holds_results(path):
                 raise UsageError(
                     f"--workdir {path} holds a run with a different config "
-                    f"({_first_difference(old, resolved)}); pass a new --workdir or delete the old one"
+                    f"({_first_difference(before, now)}); pass a new --workdir or delete the old one"
                 )
         return path
     parent = path.parent

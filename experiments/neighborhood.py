@@ -306,7 +306,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     methods = settings.methods
     model, params, k, test = load_double_mnist_run(c, needs=NEEDS)
     resolved = results_config(c)
-    path = check_workdir(workdir, resolved)
+    path = check_workdir(workdir, resolved, growable=("images",))  # each image's record stands alone
     view = models.layer_view(model, params)
     optimizers = {m: build_optimizer(o) for m, o in settings.optimizers.items()}
     worker = V.MilpWorker()

@@ -184,7 +184,7 @@ def run(c: ConfigDict, workdir: str, *, progress: bool = True) -> dict[str, Any]
     cluster = parallel.settings_of(c)
     model, params, k, test = load_double_mnist_run(c, needs=NEEDS)
     resolved = results_config(c)
-    path = check_workdir(workdir, resolved)
+    path = check_workdir(workdir, resolved, growable=("images",))  # each image's record stands alone
     view = models.layer_view(model, params)
     logits_fn = jax.jit(models.apply_layers)
     worker = V.MilpWorker()

@@ -103,9 +103,13 @@ def test_end_to_end_then_resume(trained, monkeypatch):
     VE.run(c, str(workdir), progress=False)
     assert calls == [1]
     assert read_json(workdir / "verdicts" / "img_00001.json")["digits"] == records[1]["digits"]
-    # A different config in the same workdir is refused.
-    with pytest.raises(UsageError, match="different config"):
-        VE.run(tiny_config(trained, target="both", images=3), str(workdir), progress=False)
+    # More images extend the run (each image's record stands alone): only the new one is verified.
+    calls.clear()
+    more = VE.run(tiny_config(trained, target="both", images=3), str(workdir), progress=False)
+    assert calls == [2] and more["images"] == 3 and read_json(workdir / "config.json")["images"] == 3
+    # Any other difference in the same workdir is refused, naming the field.
+    with pytest.raises(UsageError, match="different config .*target"):
+        VE.run(tiny_config(trained, target="left", images=3), str(workdir), progress=False)
 
 
 def test_milp_decides_without_pgd(trained):
