@@ -200,7 +200,7 @@ def eps_by_distance(
         constrained_layout=True,
     )
     r_max = max((int(c["rings"]) for c in curves.values()), default=0)
-    far_x, target_x = r_max + 1, r_max + 2
+    far_x, target_x = r_max + 1, r_max + 3  # apart, so their tick labels do not run together
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, col in zip(axes[0], cols, strict=True):
         for i, row in enumerate(rows):

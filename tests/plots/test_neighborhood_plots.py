@@ -33,13 +33,13 @@ def test_eps_by_distance_draws_rings_band_and_far_and_target_markers():
     assert y[:2] == [-3.0, -2.5] and math.isnan(y[2]) and y[3] == -2.0
     assert np.asarray(linf_line.get_xdata()).tolist() == [0, 1, 2]
     assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2  # one band per line
-    # far at x = 5 (max rings + 1) with its interval; the target without one at x = 6; linf's far
+    # far at x = 5 (max rings + 1) with its interval; the target without one at x = 7; linf's far
     bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
     points = sorted(
         (float(np.asarray(b.lines[0].get_xdata())[0]), float(np.asarray(b.lines[0].get_ydata())[0]))
         for b in bars
     )
-    assert points == [(5.0, -1.0), (5.0, -0.5), (6.0, -4.0)]
+    assert points == [(5.0, -1.0), (5.0, -0.5), (7.0, -4.0)]
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels[-2:] == ["far", "target"]
     legend = ax.get_legend()
