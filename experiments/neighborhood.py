@@ -41,7 +41,7 @@ from experiments import parallel
 from experiments.common import check_workdir, open_workdir, require, results_config
 from experiments.configs.blocks import optimizer_config, verifier_config
 from experiments.configs.neighborhood import METHODS, base as base_config
-from experiments.neighborhood_stats import median_gap, per_layer_log10, status_share
+from experiments.neighborhood_stats import certificate_medians, per_layer_log10, status_share
 from experiments.queries import (
     OBJECTS,
     TARGETS,
@@ -157,7 +157,7 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[s
             "converged_share": sum(bool(r.get("converged")) for r in rs) / len(rs),
             "unknown_share": status_share(rs, "unknown"),
             "median_zero_pixels": med("zero_pixels"),
-            "median_gap": median_gap(rs),
+            **certificate_medians(rs),
             "certified": sum(r.get("certificate", {}).get("gap") is not None for r in rs),
             "median_queries": med("queries"),
             "median_time_s": med("time_s"),

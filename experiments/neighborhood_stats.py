@@ -78,10 +78,17 @@ def status_share(rs: list[dict[str, Any]], status: str) -> float | None:
     return sum(r["by_status"].get(status, 0) for r in rs) / total if total else None
 
 
-def median_gap(rs: list[dict[str, Any]]) -> float | None:
-    """The median certificate gap (s_proved / s_attack) over the searches that have one."""
-    gaps = [r["certificate"]["gap"] for r in rs if r.get("certificate", {}).get("gap") is not None]
-    return float(np.median(gaps)) if gaps else None
+def certificate_median(rs: list[dict[str, Any]], key: str = "gap") -> float | None:
+    """The median of a certificate value over the searches that have one: `gap` (s_proved /
+    s_attack), `s_proved` (how far the verifier proves ε scaled up: > 1 means the search stopped
+    short of its own verifier), `s_attack` (where the attack first breaks it)."""
+    values = [r["certificate"][key] for r in rs if r.get("certificate", {}).get(key) is not None]
+    return float(np.median(values)) if values else None
+
+
+def certificate_medians(rs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """{median_gap, median_s_proved, median_s_attack} (`certificate_median`)."""
+    return {f"median_{key}": certificate_median(rs, key) for key in ("gap", "s_proved", "s_attack")}
 
 
 # ------------------------------------------------------------------------------------------- layers
@@ -209,7 +216,7 @@ def method_summary(found: Mapping[int, dict[str, Any]], *, target_layer: bool) -
     return {
         "images": len(rs),
         "verified": sum(bool(r["verified"]) for r in rs),
-        "median_gap": median_gap(rs),
+        **certificate_medians(rs),
         "converged_share": sum(bool(r.get("converged")) for r in rs) / len(rs) if rs else None,
         "unknown_share": status_share(rs, "unknown") if rs else None,
         "log10_eps_per_layer": per_layer_log10(rs),

@@ -12,9 +12,9 @@ log10 ε per layer over the verified searches, painted onto the reference image'
 figures/eps_by_distance.png (mean log10 ε against the distance layer with its 95 % t interval, one
 line per run, the far and target layers as separate markers); both also beside `output` if set;
 panel.json (the reference image and, per cell, log-volume, queries, verified); report.json (per run
-and method: images, verified, median_gap, converged_share, unknown_share, log10_eps_per_layer,
-ring_slope; the seed's claims, each decided from 95 % intervals by the rule in its row:
-experiments/neighborhood_stats.py); claims.md and claims.csv (the same tables as
+and method: images, verified, median_gap, median_s_proved, median_s_attack, converged_share,
+unknown_share, log10_eps_per_layer, ring_slope; the seed's claims, each decided from 95 % intervals
+by the rule in its row: experiments/neighborhood_stats.py); claims.md and claims.csv (the same tables as
 `python -m experiments.neighborhood_readme report.json`); log.txt. The report is returned.
 """
 

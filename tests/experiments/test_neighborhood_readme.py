@@ -11,6 +11,8 @@ def summary(slope, slope_ci):
         "images": 30,
         "verified": 28,
         "median_gap": 0.93,
+        "median_s_proved": 1.5,
+        "median_s_attack": 1.6125,
         "converged_share": 0.9,
         "unknown_share": 0.125,
         "log10_eps_per_layer": {
@@ -68,7 +70,7 @@ def test_tables_quote_the_report(tmp_path, capsys):
     rep = report()
     text = R.readme_tables(rep)
     assert "panel_defenses (30 images every run searched; heatmaps of image 3)" in text
-    assert "| none | fixed | 30 | 28 | 0.93 | 90% | 12% | 0.500 [0.400, 0.600] (n 28) |" in text
+    assert "| none | fixed | 30 | 28 | 0.93 | 1.50 / 1.61 | 90% | 12% | 0.500 [0.400, 0.600] (n 28) |" in text
     assert "| linf | fixed |" in text and "| linf | sensitivity |" not in text
     # per layer: the rings by index, then the far and target layers; ε = 0 counted, no interval: mean alone
     assert "| 0 | -3.00 [-3.10, -2.90] |" in text

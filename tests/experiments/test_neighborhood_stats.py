@@ -18,7 +18,7 @@ def search(eps, *, verified=True, converged=True, gap=0.9, unknown=1, queries=10
         "eps": [float(e) for e in eps],
         "verified": verified,
         "converged": converged,
-        "certificate": {"gap": gap} if verified else {},
+        "certificate": {"gap": gap, "s_proved": 1.0, "s_attack": 1.0 / gap} if verified else {},
         "queries": queries,
         "by_status": {"robust": queries - unknown, "unknown": unknown},
         "log_volume": 0.0,
@@ -197,6 +197,7 @@ def test_summary_fields_over_the_common_images():
     s = rep["defenses"]["none"]["optimizer_fixed"]
     assert (s["images"], s["verified"], s["converged_share"], s["unknown_share"]) == (4, 3, 0.0, 0.5)
     assert s["median_gap"] == 0.9 and rep["defenses"]["l0"]["optimizer_fixed"]["median_gap"] == 0.5
+    assert (s["median_s_proved"], s["median_s_attack"]) == (1.0, 1.0 / 0.9)  # over the verified ones
     assert s["layers"] == {"rings": RINGS, "far": RINGS, "target": RINGS + 1}
     per_layer = s["log10_eps_per_layer"]
     assert per_layer["searches"] == 3 and len(per_layer["mean"]) == len(SIZES)
