@@ -71,3 +71,14 @@ def test_readme_optstrong_evidence_quotes_the_committed_points():
         assert f"median {clean['median']:.2f}" in text and f"maximum {clean['max']:.2f}" in text
     reach = read_json(RESULTS / "optstrong_confidence_mnist_pgd.json")["margins"]["reachable_confidence"]
     assert f"{100 * reach['share_reaching']['20']:.0f} %" in text and f"median {reach['median']:.1f}" in text
+
+
+def test_readme_neighborhood_tables_are_the_committed_report():
+    """README's neighborhood tables and claim checks are the committed defenses report, as
+    `experiments.neighborhood_readme` prints them (the report itself is the panel run's report.json)."""
+    from experiments.neighborhood_readme import readme_tables
+    from lnjax.io import read_json
+
+    report = read_json(RESULTS / "neighborhood_defenses.json")
+    assert report["order"] == ["none", "l0", "linf"] and report["images"] >= 1
+    assert block(README.read_text(), "neighborhood tables").strip() == readme_tables(report).strip()
