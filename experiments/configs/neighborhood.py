@@ -115,7 +115,31 @@ def baseline() -> ConfigDict:
     return _model("neighborhood_baseline", "runs/dmnist_none", "optimizer_fixed,baseline")
 
 
-PRESETS = {f.__name__: f for f in (quickstart, none, l0, linf, baseline)}
+def _at_scale(c: ConfigDict) -> ConfigDict:
+    """The seed's scale for a GPU node or a cluster: 500 test images, one Ray actor per GPU (else
+    per CPU) of a local Ray, or of a cluster with `--config.ray_address=auto`. Same name and
+    workdir as the 2-core run, which it extends (finished images are kept)."""
+    c.images = 500
+    c.workers = 0
+    return c
+
+
+def none_500() -> ConfigDict:
+    """`none` on 500 images, on every GPU (else CPU) Ray finds."""
+    return _at_scale(none())
+
+
+def l0_500() -> ConfigDict:
+    """`l0` on 500 images, on every GPU (else CPU) Ray finds."""
+    return _at_scale(l0())
+
+
+def linf_500() -> ConfigDict:
+    """`linf` on 500 images, on every GPU (else CPU) Ray finds."""
+    return _at_scale(linf())
+
+
+PRESETS = {f.__name__: f for f in (quickstart, none, l0, linf, baseline, none_500, l0_500, linf_500)}
 
 
 def get_config(preset: str = "quickstart") -> ConfigDict:
