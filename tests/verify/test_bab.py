@@ -118,6 +118,7 @@ def test_subdomain_bound_is_below_the_subdomain_minimum(name):
     assert beta_max > 0.01  # the β multipliers are in play
 
 
+@pytest.mark.slow  # per-domain refinement is off by default (refine_chunk = 0)
 def test_refined_subdomain_bound_is_sound():
     worst, _ = subdomain_gaps(tiny(1, hidden=(2, 2, 3)), "argmax", trials=4, seed=1, refine_chunk=2)
     assert worst <= 1e-5
@@ -162,6 +163,7 @@ def containment_violations(domain_bounds_fn, seed):
     return bad
 
 
+@pytest.mark.slow  # per-domain refinement is off by default (refine_chunk = 0)
 def test_refined_bounds_contain_the_subdomain_and_a_wrong_clamp_is_caught(monkeypatch):
     assert containment_violations(BC.refined_bounds, seed=3) == 0
     real = BC.domain_bounds
