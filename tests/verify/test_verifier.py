@@ -144,7 +144,8 @@ def reference_min(seed, view, lo, hi, name, spec):
 
 @pytest.mark.parametrize(  # the MILP alone (CBC, HiGHS): CBC is also in "staged" and "optimise", HiGHS in
     # test_milp; slow here for the time budget
-    "config", [pytest.param(c, marks=pytest.mark.slow) if c.startswith("milp_only") else c for c in sorted(CONFIGS)]
+    "config",
+    [pytest.param(c, marks=pytest.mark.slow) if c.startswith("milp_only") else c for c in sorted(CONFIGS)],
 )
 def test_verdicts_agree_with_brute_force(config, worker):
     rng = np.random.default_rng(0)
