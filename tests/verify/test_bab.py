@@ -343,6 +343,7 @@ def fsb_choice_gap(candidates):
     return max(gaps)
 
 
+@pytest.mark.slow  # filtered smart branching is off by default (fsb = 0)
 def test_fsb_picks_the_best_worse_child_and_a_flipped_choice_is_caught(monkeypatch):
     """With every free neuron a candidate, the branch is the one whose worse child bounds highest;
     with the comparison flipped (the deliberate bug) it is not."""
