@@ -186,7 +186,7 @@ def certify(
         rel_tol=float(cert.rel_tol),
         per_layer=bool(cert.per_layer),
         time_budget=float(cert.time_budget) or None,
-        proved=True,  # res.verified: the search's ROBUST verdict on res.eps
+        proved=res.verified,  # the search's ROBUST verdict on res.eps (always, past the check above)
     )
     return out.to_json()
 

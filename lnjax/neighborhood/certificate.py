@@ -323,9 +323,17 @@ class _Probe:
             self.out_of_time = True
         return not self.out_of_time
 
+    @staticmethod
+    def _tag(eps: np.ndarray) -> bytes:
+        return np.asarray(eps, np.float32).tobytes()
+
+    def known_proved(self, eps: np.ndarray) -> None:
+        """Records a proof the caller already holds (not a query, not a memo hit)."""
+        self.memo[self._tag(eps)] = True
+
     def proves(self, eps: np.ndarray, **where: Any) -> bool | None:
         eps = np.asarray(eps, np.float32)
-        tag = eps.tobytes()
+        tag = self._tag(eps)
         if tag in self.memo:
             self.memo_hits += 1
             return self.memo[tag]
@@ -402,7 +410,7 @@ def certify_maximality(
         raise ValueError(f"eps = {eps.tolist()}; expected {R} finite values ≥ 0 (one per layer)")
     probe = _Probe(key, verify, problem, falsifier, time_budget)
     if proved:
-        probe.memo[np.asarray(eps, np.float32).tobytes()] = True  # the search's proof of s = 1
+        probe.known_proved(eps)  # the search's proof of s = 1
     complete = True
 
     # Along ε's direction.
