@@ -19,8 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from experiments.report import markdown, num, pct, with_ci
-from lnjax.io import read_json
+from experiments.report import markdown, num, pct, readme_main, with_ci
 
 # The seed's MNIST numbers (He, Li & Song 2018, Tables 1 and 2): model -> attack -> value.
 # Both of our OPTMARGIN objectives are compared with the seed's OPTMARGIN row.
@@ -310,16 +309,7 @@ def readme_tables(s: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m experiments.boundary_readme SUMMARY.json", file=sys.stderr)
-        return 2
-    try:
-        summary = read_json(argv[1])
-    except (OSError, ValueError) as e:
-        print(f"error: cannot read {argv[1]}: {e}", file=sys.stderr)
-        return 2
-    print(readme_tables(summary), end="")
-    return 0
+    return readme_main(argv, "experiments.boundary_readme", "SUMMARY.json", readme_tables)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from experiments.neighborhood_stats import short
-from experiments.report import csv_bytes, markdown, num, pct, with_ci
-from lnjax.io import read_json
+from experiments.report import csv_bytes, markdown, num, pct, readme_main, with_ci
 
 MEASURES = {  # claim measure -> (its name in the table, decimals)
     "ring_slope": ("slope of log10 ε per ring", 3),
@@ -156,16 +155,7 @@ def readme_tables(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python -m experiments.neighborhood_readme REPORT.json", file=sys.stderr)
-        return 2
-    try:
-        report = read_json(argv[1])
-    except (OSError, ValueError) as e:
-        print(f"error: cannot read {argv[1]}: {e}", file=sys.stderr)
-        return 2
-    print(readme_tables(report), end="")
-    return 0
+    return readme_main(argv, "experiments.neighborhood_readme", "REPORT.json", readme_tables)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lnjax.io import write_bytes_atomic
+from lnjax.io import read_json, write_bytes_atomic
 
 
 def pct(v: float | None, digits: int = 0) -> str:
@@ -56,3 +57,18 @@ def write_report(path: Path, name: str, lines: Sequence[str], tables: Mapping[st
     write_bytes_atomic(path / name, "\n".join(lines).encode())
     for key, data in tables.items():
         write_bytes_atomic(path / f"{key}.csv", data)
+
+
+def readme_main(argv: Sequence[str], module: str, what: str, render: Callable[[dict[str, Any]], str]) -> int:
+    """`python -m MODULE JSON` (argv as sys.argv): prints `render(json)`, the README's quotes of a
+    results file; usage or an unreadable file is one line on stderr and exit code 2."""
+    if len(argv) != 2:
+        print(f"usage: python -m {module} {what}", file=sys.stderr)
+        return 2
+    try:
+        results = read_json(argv[1])
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read {argv[1]}: {e}", file=sys.stderr)
+        return 2
+    print(render(results), end="")
+    return 0

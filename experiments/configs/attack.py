@@ -8,6 +8,7 @@ MNIST defaults, SPEC §3).
 
 from ml_collections import ConfigDict
 
+from experiments.configs import select_preset
 from experiments.configs.blocks import attack_blocks
 from lnjax.attacks.config import ATTACKS
 
@@ -49,6 +50,4 @@ PRESETS = {"mnist": mnist, "mnist_pgd": mnist_pgd}
 
 
 def get_config(preset: str = "mnist") -> ConfigDict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown attack preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[preset]()
+    return select_preset(PRESETS, "attack", preset)

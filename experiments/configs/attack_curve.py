@@ -20,6 +20,7 @@ find, and ~15 min per point).
 
 from ml_collections import ConfigDict
 
+from experiments.configs import select_preset
 from experiments.configs.blocks import attack_blocks
 
 __all__ = ["PRESETS", "base", "get_config"]
@@ -62,6 +63,4 @@ PRESETS = {"mnist_pgd": mnist_pgd, "mnist": mnist}
 
 
 def get_config(preset: str = "mnist_pgd") -> ConfigDict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown attack_curve preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[preset]()
+    return select_preset(PRESETS, "attack_curve", preset)

@@ -29,6 +29,7 @@ scan, 2000 detector steps): a GPU job.
 
 from ml_collections import ConfigDict
 
+from experiments.configs import select_preset
 from experiments.configs.blocks import attack_blocks
 
 DETECTOR_ALL = "all"  # detector.attacks: every attack of `attacks`
@@ -146,7 +147,4 @@ PRESETS = {"mnist": mnist, "mnist_full": mnist_full, "cifar10": cifar10}
 
 
 def get_config(preset: str = "mnist") -> ConfigDict:
-    name = preset.removeprefix("boundary_")
-    if name not in PRESETS:
-        raise ValueError(f"unknown boundary preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name]()
+    return select_preset(PRESETS, "boundary", preset.removeprefix("boundary_"))

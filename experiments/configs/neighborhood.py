@@ -23,6 +23,7 @@ These two fields are not recorded in config.json, so a run may resume with anoth
 
 from ml_collections import ConfigDict
 
+from experiments.configs import select_preset
 from experiments.configs.blocks import optimizer_block, verifier_block
 
 METHODS = ("optimizer_fixed", "optimizer_sensitivity", "baseline", "uniform")
@@ -143,6 +144,4 @@ PRESETS = {f.__name__: f for f in (quickstart, none, l0, linf, baseline, none_50
 
 
 def get_config(preset: str = "quickstart") -> ConfigDict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown neighborhood preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[preset]()
+    return select_preset(PRESETS, "neighborhood", preset)

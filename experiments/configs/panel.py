@@ -18,6 +18,8 @@ made by
 
 from ml_collections import ConfigDict
 
+from experiments.configs import select_preset
+
 
 def base() -> ConfigDict:
     c = ConfigDict()
@@ -43,6 +45,4 @@ PRESETS = {f.__name__: f for f in (defenses,)}
 
 
 def get_config(preset: str = "defenses") -> ConfigDict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown panel preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[preset]()
+    return select_preset(PRESETS, "panel", preset)

@@ -9,6 +9,7 @@ generated from the typed configs that hold the defaults (`lnjax.train.TrainConfi
 from ml_collections import ConfigDict
 
 from experiments.common import config_dict_from
+from experiments.configs import select_preset
 from experiments.runs import DataConfig
 from experiments.train import EvalConfig
 from lnjax.train import DefenseConfig, TrainConfig
@@ -182,6 +183,4 @@ PRESETS = {
 
 
 def get_config(preset: str = "quickstart") -> ConfigDict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown training preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[preset]()
+    return select_preset(PRESETS, "training", preset)

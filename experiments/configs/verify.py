@@ -21,6 +21,7 @@ These two fields are not recorded in config.json, so a run may resume with anoth
 
 from ml_collections import ConfigDict
 
+from experiments.configs import select_preset
 from experiments.configs.blocks import verifier_block
 
 
@@ -81,6 +82,4 @@ PRESETS = {f.__name__: f for f in (quickstart, stable, uniform)}
 
 
 def get_config(preset: str = "quickstart") -> ConfigDict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown verify preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[preset]()
+    return select_preset(PRESETS, "verify", preset)

@@ -12,6 +12,7 @@ limit of each query is the instance's timeout and the input domain is the VNN-LI
 
 from ml_collections import ConfigDict
 
+from experiments.configs import select_preset
 from lnjax.verify.config import VerifierConfig
 
 
@@ -39,6 +40,4 @@ PRESETS = {f.__name__: f for f in (mnist_mlp,)}
 
 
 def get_config(preset: str = "mnist_mlp") -> ConfigDict:
-    if preset not in PRESETS:
-        raise ValueError(f"unknown vnncomp preset {preset!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[preset]()
+    return select_preset(PRESETS, "vnncomp", preset)
