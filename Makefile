@@ -27,7 +27,7 @@ run: data
 	$(PY) -m experiments.run --flagfile=experiments/flagfiles/quickstart.flags
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(JOBS) -m "not slow" --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(JOBS) --dist worksteal -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 test-slow: $(STAMP) data
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)

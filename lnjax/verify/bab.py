@@ -89,13 +89,26 @@ def children(splits: np.ndarray, i: int) -> list[np.ndarray]:
     return out
 
 
-def batch_sizes(batch: int, rows: int = 1) -> tuple[int, ...]:
-    """The padded batch sizes for domains of `rows` spec rows: 2, b/8 and b, b = batch / rows rounded
-    down to even (children come in pairs; a few compilations). `batch` counts row-domains: a domain's
-    cost and memory grow with its rows (a top-k query bounds all of them jointly), and 512 domains ×
-    9 rows on the quickstart CNN took 37 s where 64 × 9 took 1.4 s."""
+def batch_sizes(batch: int, rows: int = 1, count: int = 3) -> tuple[int, ...]:
+    """The padded batch sizes for domains of `rows` spec rows: `count` sizes spaced geometrically from
+    2 to b = batch / rows, each rounded down to even (children come in pairs; fewer if two round to
+    the same). `batch` counts row-domains: a domain's cost and memory grow with its rows (a top-k
+    query bounds all of them jointly), and 512 domains × 9 rows on the quickstart CNN took 37 s
+    where 64 × 9 took 1.4 s.
+
+    A call's time grows linearly with its padded size (the undefended 64×64 DOUBLE-MNIST CNN, top-2:
+    30-40 ms per domain at sizes 2, 7 and 56), and the trees these queries grow are narrow (a few
+    to a few dozen open domains per level), so padding is what a coarse ladder costs: with the old
+    (2, 7, 56) a level of 8-20 domains paid for 56. The default three sizes put the middle one at
+    the geometric mean, (2, 10, 56) for a top-2 query on the CNNs and (2, 32, 512) for one MLP row:
+    as fast as five sizes on `bab_batch_bench`'s boxes, while each size is one compilation
+    (`warm_up`), ~1 s even for a tiny MLP."""
     b = max(2, batch // max(1, rows) // 2 * 2)
-    return tuple(sorted({2, max(2, b // 8), b}))
+    if count < 2 or b == 2:
+        return (b,)
+    ratio = (b / 2) ** (1 / (count - 1))
+    inner = {max(2, int(2 * ratio**i) // 2 * 2) for i in range(count - 1)}
+    return tuple(sorted(inner | {b}))
 
 
 BoundFn = Callable[..., tuple[BC.DomainBound, jax.Array]]
@@ -184,7 +197,7 @@ class Bab:
         self.root_rows = np.asarray(ctx.row_lower, np.float64)[rows]
         self.m = len(rows)
         self.offset = np.asarray(self.spec.offset, np.float64)
-        self.sizes = batch_sizes(cfg.bab.batch, self.m)
+        self.sizes = batch_sizes(cfg.bab.batch, self.m, cfg.bab.batch_ladder)
         per_domain = self.layout.total * (1 + 2 * 4 * self.m) + 8 * self.m
         self.max_domains = max(1, int(cfg.bab.memory_mb * 2**20 // per_domain))
         self.heap: list[tuple[float, int, Domain]] = []
@@ -498,7 +511,7 @@ def warm_up(cfg: Any, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: An
         c, offset = c[:1], offset[:1]
     bound = bound_for(cfg, k)
     layout = BC.split_layout(view, best)
-    for size in batch_sizes(cfg.bab.batch, c.shape[0]):
+    for size in batch_sizes(cfg.bab.batch, c.shape[0], cfg.bab.batch_ladder):
         splits = jnp.zeros((size, layout.total), jnp.int32)
         alphas = jnp.zeros((size, c.shape[0], layout.total), jnp.float32)
         jax.block_until_ready(bound(view, best, lo, hi, c, offset, splits, alphas, alphas))

@@ -152,8 +152,10 @@ class BabOptions:
     """Branch-and-bound over ReLU phases (`bab`, the "bab" stage).
 
     Attributes:
-      batch: row-domains bounded per call (the largest padded batch is batch / rows per domain;
-        also 2 and an eighth of it are compiled).
+      batch: row-domains bounded per call (the largest padded batch is batch / rows per domain).
+      batch_ladder: how many batch sizes are compiled, spaced geometrically from 2 to that largest
+        (`bab.batch_sizes`): a call pads its domains up to the next size, so fewer sizes compile
+        faster and waste more of each call on padding.
       steps, lr_alpha, lr_beta: Adam steps per batch and the learning rates of the slopes α and the
         split multipliers β (warm-started from the parent domain).
       memory_mb: cap on the open domains' host memory (each holds α and β per spec row and ReLU);
@@ -168,6 +170,7 @@ class BabOptions:
     """
 
     batch: int = 512
+    batch_ladder: int = 3
     steps: int = 4
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
@@ -181,6 +184,7 @@ class BabOptions:
     def __post_init__(self) -> None:
         w = "verifier.bab."
         check_int(w + "batch", self.batch, 2)
+        check_int(w + "batch_ladder", self.batch_ladder, 2)
         check_int(w + "steps", self.steps, 0)
         check_float(w + "lr_alpha", self.lr_alpha, low=0.0, low_open=True)
         check_float(w + "lr_beta", self.lr_beta, low=0.0, low_open=True)

@@ -170,6 +170,7 @@ def test_bounds_sound_nested_and_ordered(name):
         assert bool(jnp.all(lo_a <= sampled + TOL)) and bool(jnp.all(lo_aa <= sampled + TOL))
 
 
+@pytest.mark.slow  # 13 s; an option of alpha-CROWN, whose soundness the fast nested/ordered tests cover
 def test_alpha_without_logits_skips_only_the_logits():
     model, eps = NETS["conv_avg"]
     view = _view(model, jax.random.key(21))

@@ -371,9 +371,17 @@ def test_each_row_is_proven_and_a_dropped_row_is_caught(monkeypatch):
 
 def test_batches_are_sized_in_row_domains_and_untimed_larger_sizes_are_predicted_high():
     # A top-k domain bounds all its rows jointly: the largest batch shrinks with the rows per domain.
-    assert BB.batch_sizes(512) == (2, 64, 512)
-    assert BB.batch_sizes(512, 9) == (2, 7, 56)
+    assert BB.batch_sizes(512) == (2, 32, 512)
+    assert BB.batch_sizes(512, 9) == (2, 10, 56)
+    assert BB.batch_sizes(512, 9, 5) == (2, 4, 10, 24, 56)
     assert BB.batch_sizes(4, 9) == (2,)
+    # Geometric: padding wastes at most a factor (b / 2)^(1 / (count - 1)), up to the even rounding.
+    for batch, rows, count in ((512, 1, 3), (512, 9, 3), (512, 9, 5), (300, 3, 4), (64, 1, 9)):
+        sizes = BB.batch_sizes(batch, rows, count)
+        assert all(s % 2 == 0 for s in sizes) and len(sizes) <= count
+        ratio = (sizes[-1] / 2) ** (1 / (count - 1))
+        for n in range(1, sizes[-1] + 1):
+            assert next(s for s in sizes if s >= n) <= ratio * (n + 2), (batch, rows, count, n)
     assert BB.predicted_seconds({}, 64) == 0.0  # the root batch always runs
     assert BB.predicted_seconds({64: 1.0}, 64) == 1.0
     assert BB.predicted_seconds({64: 1.0, 512: 3.0}, 256) == pytest.approx(1.5)  # down from 512

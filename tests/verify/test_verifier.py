@@ -142,10 +142,13 @@ def reference_min(seed, view, lo, hi, name, spec):
     return _REFERENCE[key]
 
 
-@pytest.mark.parametrize(  # the MILP alone (CBC, HiGHS): CBC is also in "staged" and "optimise", HiGHS in
-    # test_milp; slow here for the time budget
+@pytest.mark.parametrize(  # the MILP alone (CBC, HiGHS) and "optimise" (CBC's optimise mode, 12 s): CBC
+    # stays in "staged", both modes and HiGHS in test_milp; slow here for the time budget
     "config",
-    [pytest.param(c, marks=pytest.mark.slow) if c.startswith("milp_only") else c for c in sorted(CONFIGS)],
+    [
+        pytest.param(c, marks=pytest.mark.slow) if c.startswith("milp_only") or c == "optimise" else c
+        for c in sorted(CONFIGS)
+    ],
 )
 def test_verdicts_agree_with_brute_force(config, worker):
     rng = np.random.default_rng(0)

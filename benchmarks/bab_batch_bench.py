@@ -1,0 +1,183 @@
+r"""Branch-and-bound's batch ladder: the default 3 compiled sizes against 5, side by side.
+
+  .venv/bin/python benchmarks/bab_batch_bench.py              # 16 boxes, 30 s per query (≤ ~20 min)
+  .venv/bin/python benchmarks/bab_batch_bench.py --images 2 --cap 5   # a smoke run
+
+Why: `lnjax.verify.bab` pads each batch of subdomains up to the next compiled size. A call's time
+grows linearly with the padded size, and on the 64×64 DOUBLE-MNIST CNNs the trees are narrow (a few
+to a few dozen open domains per level), so the ladder decides how much of each call is padding:
+`bab.batch_ladder` 3 (the default) gives (2, 10, 56) for a top-2 query (9 spec rows per domain), 5
+gives (2, 4, 10, 24, 56) at two more compilations. (The ladder before, (2, batch / 8, batch) =
+(2, 7, 56), is measured against a finer one in RESULTS.md's first run of this benchmark.)
+
+Model and boxes: verify_bench's quickstart CNN (`dmnist_small`, trained once into
+benchmarks/cache/quickstart) and its borderline boxes: for each of the first `--images` test images
+the model gets right (left digit in its top 2), the layer-neighborhood box around the right digit
+at CROWN's largest proven scale × U(`--factor`: 1.0, 1.5 by default) (`verify_bench.make_queries`;
+the scales are cached in benchmarks/cache/verify_bench_borderline.json), target the left digit,
+spec top-2.
+
+Sides: the default staged verifier (`VerifierConfig()`, stages PGD → CROWN → α-CROWN → BaB → MILP)
+with `bab.batch_ladder` 3 and 5, each compiled by its own `warm_up` (timed and reported, excluded
+from the queries; it includes one whole query on the first box) and a first query on the first box
+under a 3 s budget; then every box to both sides at `--cap` seconds, the side that goes first
+alternating by box. Same keys on both sides.
+
+Last stdout line (one JSON object): queries, decided_3, decided_5 (ROBUST or NOT_ROBUST), median_s_3,
+median_s_5 (all queries, a time-out counts as the cap), speedup (median over the boxes both sides
+decide of seconds_3 / seconds_5; null if none), bab_decided and speedup_bab (the same over those of
+them where branch-and-bound ran on a side: most borderline boxes are proven by α-CROWN before it),
+bab_s_3, bab_s_5 (total seconds in the bab stage), domains_per_s_ratio (domains bounded per bab
+second, 5 over 3, all queries), mismatches (one side ROBUST, the other NOT_ROBUST), warm_up_s_3,
+warm_up_s_5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (benchmarks/common.py, next to this script)
+
+common.enter_repo()
+
+import jax  # noqa: E402
+import verify_bench as VB  # noqa: E402  (the model, the image selection and the borderline boxes)
+
+from experiments.runs import load_trained  # noqa: E402
+from lnjax import data, models, verify as V  # noqa: E402
+from lnjax.io import read_json  # noqa: E402
+
+LADDERS = (3, 5)  # `bab.batch_ladder`: the default first
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--images", type=int, default=16, help="borderline boxes (one per image)")
+    p.add_argument("--cap", type=float, default=30.0, help="seconds per query")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--factor", default="1.0,1.5", help="box scale = CROWN's largest proven scale × U(lo, hi)")
+    p.add_argument("--out", default="benchmarks/out/bab_batch_bench.json")
+    p.add_argument("--from_json", default="", help="only re-print the summary of a saved run (its --out)")
+    args = p.parse_args(argv)
+    args.factor = tuple(float(f) for f in args.factor.split(","))
+    if args.images < 1 or args.cap <= 0 or len(args.factor) != 2 or not 0 < args.factor[0] <= args.factor[1]:
+        p.error("--images ≥ 1, --cap > 0, --factor LO,HI with 0 < LO ≤ HI")
+    # verify_bench's box settings (its defaults), so its cached CROWN scales are reused.
+    vb = VB.parse_args([])
+    for name in ("growth", "max_layers", "bisect_steps", "scales"):
+        setattr(args, name, getattr(vb, name))
+    args.borderline = args.images
+    return args
+
+
+def run_side(verifier: V.Verifier, key: jax.Array, lo, hi, spec, cap: float) -> dict[str, Any]:
+    t0 = time.monotonic()
+    v = verifier.verify(key, lo, hi, spec, time_limit=cap)
+    return {
+        "status": v.status.name.lower(),
+        "seconds": time.monotonic() - t0,
+        "decided_by": v.stats.decided_by,
+        "bab_s": v.stats.time_s.get("bab", 0.0),
+        "domains": v.stats.bab.get("domains", 0),
+        "batches": v.stats.bab.get("batches", 0),
+    }
+
+
+def decided(side: dict[str, Any]) -> bool:
+    return side["status"] in ("robust", "not_robust")
+
+
+def summarize(rows: list[dict[str, Any]], cap: float) -> dict[str, Any]:
+    """The last line's numbers from the per-box rows (see the module docstring)."""
+    both = [r for r in rows if decided(r["3"]) and decided(r["5"])]
+    branched = [r for r in both if r["3"]["bab_s"] > 0 or r["5"]["bab_s"] > 0]
+
+    def rate(s: int) -> float | None:  # domains bounded per second in the bab stage
+        seconds = sum(r[str(s)]["bab_s"] for r in rows)
+        return sum(r[str(s)]["domains"] for r in rows) / seconds if seconds else None
+
+    r3, r5 = rate(3), rate(5)
+    return {
+        "queries": len(rows),
+        "cap_s": cap,
+        **{f"decided_{s}": sum(decided(r[str(s)]) for r in rows) for s in LADDERS},
+        **{f"median_s_{s}": round(statistics.median(r[str(s)]["seconds"] for r in rows), 3) for s in LADDERS},
+        "speedup": round(statistics.median(r["3"]["seconds"] / r["5"]["seconds"] for r in both), 3)
+        if both
+        else None,
+        "bab_decided": len(branched),
+        "speedup_bab": round(statistics.median(r["3"]["seconds"] / r["5"]["seconds"] for r in branched), 3)
+        if branched
+        else None,
+        **{f"bab_s_{s}": round(sum(r[str(s)]["bab_s"] for r in rows), 1) for s in LADDERS},
+        "domains_per_s_ratio": round(r5 / r3, 3) if r3 and r5 else None,
+        "mismatches": sum({r["3"]["status"], r["5"]["status"]} == {"robust", "not_robust"} for r in rows),
+    }
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.from_json:
+        saved = read_json(args.from_json)
+        kept = {k: v for k, v in saved["summary"].items() if k.startswith("warm_up_s") or k == "machine"}
+        common.last_line({**summarize(saved["rows"], saved["args"]["cap"]), **kept})
+        return
+    VB.BORDERLINE_FACTOR = args.factor  # read by VB.borderline_factor
+    common.ensure_double_mnist()
+    test = data.load_dataset("double_mnist", "test", "data")
+    workdir = common.ensure_trained("quickstart", VB.MODELS["quickstart"][0]())
+    model, params, _ = load_trained(workdir)
+    view = models.layer_view(model, params)
+    queries = [
+        q
+        for q in VB.make_queries("quickstart", view, common.params_fingerprint(params), test, args)
+        if q["kind"] == "borderline"
+    ]
+    boxes = [VB.box_for(test, q["image"], q["scale"], args.growth, args.max_layers)[:2] for q in queries]
+    specs = [V.TopK(q["target"], 2) for q in queries]
+    worker = V.MilpWorker()
+    sides, warm = {}, {}
+    try:
+        for ladder in LADDERS:
+            base = V.VerifierConfig()
+            config = dataclasses.replace(base, bab=dataclasses.replace(base.bab, batch_ladder=ladder))
+            sides[ladder] = V.make_verifier(view, config, worker=worker)
+            t0 = time.monotonic()
+            sides[ladder].warm_up(*boxes[0], specs[0])
+            sides[ladder].verify(jax.random.key(0), *boxes[0], specs[0], time_limit=3.0)
+            warm[ladder] = time.monotonic() - t0
+            common.log(f"ladder {ladder}: warm-up {warm[ladder]:.1f} s")
+        rows = []
+        for i, (q, box, spec) in enumerate(zip(queries, boxes, specs, strict=True)):
+            key = jax.random.fold_in(jax.random.key(args.seed), i)
+            order = LADDERS if i % 2 == 0 else LADDERS[::-1]
+            got = {step: run_side(sides[ladder], key, *box, spec, args.cap) for step in order}
+            worker.wait_ready()
+            rows.append({"image": q["image"], "scale": q["scale"], **{str(s): got[s] for s in LADDERS}})
+            common.log(
+                f"img {q['image']}: "
+                + "; ".join(
+                    f"ladder {s}: {got[s]['status']} in {got[s]['seconds']:.1f} s "
+                    f"(bab {got[s]['bab_s']:.1f} s, {got[s]['domains']} domains, {got[s]['batches']} batches)"
+                    for s in LADDERS
+                )
+            )
+    finally:
+        worker.close()
+
+    warm_s = {f"warm_up_s_{s}": round(warm[s], 1) for s in LADDERS}
+    summary = {**summarize(rows, args.cap), **warm_s, "machine": common.machine()}
+    common.write_json(Path(args.out), {"args": vars(args), "rows": rows, "summary": summary})
+    common.last_line(summary)
+
+
+if __name__ == "__main__":
+    main()
