@@ -82,7 +82,7 @@ def run_side(verifier: V.Verifier, key: jax.Array, lo, hi, spec, cap: float) -> 
     t0 = time.monotonic()
     v = verifier.verify(key, lo, hi, spec, time_limit=cap)
     return {
-        "status": v.status.name.lower(),
+        "status": v.status.value,
         "seconds": time.monotonic() - t0,
         "decided_by": v.stats.decided_by,
         "bab_s": v.stats.time_s.get("bab", 0.0),
