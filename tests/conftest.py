@@ -7,6 +7,15 @@ metrics.json) works on a copy (`copy_run`). No network: MNIST comes from the fak
 
 from __future__ import annotations
 
+import os
+
+# XLA's LLVM back end at -O0 for the tests: two thirds of `make test` was XLA compiling small
+# programs that then run for milliseconds; -O0 compiles them ~2x faster and computes the same
+# values up to float rounding (BUILD.md, "Test budget"). Before any JAX computation starts the
+# backend; subprocesses inherit it. A flag already given in XLA_FLAGS wins.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+
 import shutil
 import sys
 import warnings

@@ -213,9 +213,10 @@ def _run_worker(tmp_path, devices, defenses):
     """Params after training on `devices` forced host devices, in a subprocess (the device count is
     fixed when JAX starts)."""
     prefix = tmp_path / f"params_{devices}"
+    flags = os.environ.get("XLA_FLAGS", "")  # the tests' own (conftest)
     env = {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip(),
         "JAX_PLATFORMS": "cpu",
     }
     subprocess.run(

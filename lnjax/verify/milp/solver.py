@@ -152,7 +152,9 @@ class HighsSolver:
     so "infeasible" means no point below it) and `mip_max_improving_sols = 1` stops at the first
     solution. As for CBC, a model without binaries (an LP) gets no cutoff: it is solved to
     optimality, and its bound is its optimum. Optimise mode saves HiGHS's improving solutions
-    (`mip_improving_solution_save`): the solutions returned are the last ones found, best first.
+    (`mip_improving_solution_save`): the solutions returned are HiGHS's final incumbent (the one its
+    objective reports: a saved solution can differ from it, e.g. after postsolve) and then the
+    saved ones worse than it, best first.
     HiGHS's `time_limit` is per run and held closely (unlike CBC's); the worker still enforces the
     hard deadline.
     """
@@ -161,7 +163,7 @@ class HighsSolver:
     _x_cols: np.ndarray
     _lower: np.ndarray
     _status: str = ""
-    _saved: list  # optimise mode: HiGHS's improving solutions, in the order found (the last is the best)
+    _saved: list  # optimise mode: HiGHS's improving solutions worse than its final incumbent, best first
 
     def build(
         self, net: MilpNetwork, query: MilpQuery, options: MilpOptions, *, deadline: float
@@ -194,7 +196,9 @@ class HighsSolver:
             h.setOptionValue("mip_improving_solution_save", True)
         run_status = h.run()
         model_status = h.getModelStatus()
-        self._saved = list(h.getSavedMipSolutions()) if pool_size is not None else []
+        saved = list(h.getSavedMipSolutions()) if pool_size is not None and self._has_solution() else []
+        final = self.objective() if saved else 0.0
+        self._saved = [s for s in reversed(saved) if float(s.objective) > final]
         detail = f"{model_status} ({run_status})"
         S = highspy.HighsModelStatus
         if model_status == S.kInfeasible:
@@ -221,14 +225,14 @@ class HighsSolver:
         return v if np.isfinite(v) else None
 
     def num_solutions(self) -> int:
-        return max(len(self._saved), 1) if self._has_solution() else 0
+        return 1 + len(self._saved) if self._has_solution() else 0
 
     def solution(self, i: int) -> tuple[np.ndarray, float]:
-        if self._saved:
-            s = self._saved[len(self._saved) - 1 - i]
-            col_value, obj = s.col_value, float(s.objective)
-        else:
+        if i == 0:  # the final incumbent, the one `objective()` reports
             col_value, obj = self._enc.model.getSolution().col_value, self.objective()
+        else:
+            s = self._saved[i - 1]
+            col_value, obj = s.col_value, float(s.objective)
         x = self._lower.copy()
         free = np.flatnonzero(self._x_cols >= 0)
         x[free] = np.asarray(col_value, np.float64)[self._x_cols[free]]
