@@ -61,6 +61,12 @@ from lnjax.verify.inputs import checked_box, checked_rows, checked_view
 from lnjax.verify.stages import LazyNetwork, QueryContext, QueryKeys, build_stages, clip_point, jitted
 from lnjax.verify.verdict import Status, Verdict
 
+WARM_UP_QUERY_S = 5.0
+"""The budget of `warm_up`'s one whole query (at most the config's `time_limit`): it is there to
+compile the small eager ops around the stages, not to decide a hard box — with the config's budget
+(or none) a warm-up on a box branch-and-bound cannot close would run a whole query (measured 77–87 s
+in bab_batch_bench) or, without a time limit, until the memory cap."""
+
 
 class Verifier(NamedTuple):
     """`make_verifier`'s functions; calling the tuple calls `verify`.
@@ -77,7 +83,7 @@ class Verifier(NamedTuple):
       same spec type measure only themselves, then times CROWN and α-CROWN's intermediate pass once
       more to seed the cost predictions. A zero-width box compiles everything, but its timings
       (passes that bound no neuron) predict no box with unstable neurons: the first such queries
-      run those stages and time them.
+      run those stages and time them. Its one whole query gets at most `WARM_UP_QUERY_S` seconds.
     """
 
     verify: Callable[..., Verdict]
@@ -201,7 +207,8 @@ def make_verifier(
             milp_net.get()
         # One whole query: compiles the small eager ops around the stages (clipping, checks, key
         # splits; ~0.1 s each on CPU), which would otherwise land in the first timed query.
-        verify(jax.random.key(0), x_lower, x_upper, spec)
+        warm_limit = WARM_UP_QUERY_S if cfg.time_limit is None else min(cfg.time_limit, WARM_UP_QUERY_S)
+        verify(jax.random.key(0), x_lower, x_upper, spec, time_limit=warm_limit)
         # A second, timed run of the costly bound stages seeds their cost predictions (used only for
         # queries with at most 4x its work: see `cost`).
         units = CostModel.work("crown", B.unstable_counts(view, base))

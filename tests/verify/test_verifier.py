@@ -242,6 +242,27 @@ def test_conv_net_verdicts_and_stats(worker):
             assert set(v.stats.time_s) >= {"pgd", "interval", "crown", "alpha_crown", "bab"}
 
 
+@pytest.mark.parametrize("limit", [None, 2.0, 600.0])
+def test_warm_up_query_is_capped(monkeypatch, limit):
+    """warm_up's one whole query compiles the eager ops around the stages; it gets at most
+    WARM_UP_QUERY_S, so a hard warm-up box never runs a whole query (or, without a time limit, an
+    unbounded one)."""
+    budgets = []
+
+    class Spy(ST.QueryContext):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            budgets.append(self.deadline - self.t_start)
+
+    monkeypatch.setattr(VV, "QueryContext", Spy)
+    verify = make_verifier(tiny_mlp(0), stages=("crown",), time_limit=limit)
+    x0 = jnp.full((3,), 0.5)
+    verify.warm_up(x0 - 0.1, x0 + 0.1, Argmax(0))
+    assert budgets == [min(limit or math.inf, VV.WARM_UP_QUERY_S)]
+    verify(jax.random.key(0), x0 - 0.1, x0 + 0.1, Argmax(0))  # a real query keeps the config's budget
+    assert budgets[1] == (math.inf if limit is None else limit)
+
+
 def test_quick_pgd_chunks_and_warm_up(worker):
     """Quick PGD on or off, any CROWN chunk size: the same verdicts; warm_up compiles without deciding."""
     view = small_cnn(3)
