@@ -2,6 +2,10 @@ r"""Branch-and-bound's batch ladder: the default 3 compiled sizes against 5, sid
 
   .venv/bin/python benchmarks/bab_batch_bench.py              # 16 boxes, 30 s per query (≤ ~20 min)
   .venv/bin/python benchmarks/bab_batch_bench.py --images 2 --cap 5   # a smoke run
+  .venv/bin/python benchmarks/bab_batch_bench.py --option steps --values 4,2   # any other bab option
+
+`--option` names a `BabOptions` field and `--values` its two settings (the default's first); the
+keys below are named by the values (decided_4, decided_2, ...).
 
 Why: `lnjax.verify.bab` pads each batch of subdomains up to the next compiled size. A call's time
 grows linearly with the padded size, and on the 64×64 DOUBLE-MNIST CNNs the trees are narrow (a few
@@ -18,18 +22,19 @@ the scales are cached in benchmarks/cache/verify_bench_borderline.json), target 
 spec top-2.
 
 Sides: the default staged verifier (`VerifierConfig()`, stages PGD → CROWN → α-CROWN → BaB → MILP)
-with `bab.batch_ladder` 3 and 5, each compiled by its own `warm_up` (timed and reported, excluded
-from the queries; it includes one whole query on the first box) and a first query on the first box
-under a 3 s budget; then every box to both sides at `--cap` seconds, the side that goes first
-alternating by box. Same keys on both sides.
+with `bab.<--option>` at each of `--values` (default: `bab.batch_ladder` 3 and 5), each compiled by
+its own `warm_up` (timed and reported, excluded from the queries; its whole query is capped at
+`verifier.WARM_UP_QUERY_S`) and a first query on the first box under a 3 s budget; then every box
+to both sides at `--cap` seconds, the side that goes first alternating by box. Same keys on both
+sides.
 
-Last stdout line (one JSON object): queries, decided_3, decided_5 (ROBUST or NOT_ROBUST), median_s_3,
-median_s_5 (all queries, a time-out counts as the cap), speedup (median over the boxes both sides
-decide of seconds_3 / seconds_5; null if none), bab_decided and speedup_bab (the same over those of
-them where branch-and-bound ran on a side: most borderline boxes are proven by α-CROWN before it),
-bab_s_3, bab_s_5 (total seconds in the bab stage), domains_per_s_ratio (domains bounded per bab
-second, 5 over 3, all queries), mismatches (one side ROBUST, the other NOT_ROBUST), warm_up_s_3,
-warm_up_s_5.
+Last stdout line (one JSON object), A and B the two values (3 and 5 by default): queries, decided_A,
+decided_B (ROBUST or NOT_ROBUST), median_s_A, median_s_B (all queries, a time-out counts as the
+cap), speedup (median over the boxes both sides decide of seconds_A / seconds_B; null if none),
+bab_decided and speedup_bab (the same over those of them where branch-and-bound ran on a side: most
+borderline boxes are proven by α-CROWN before it), bab_s_A, bab_s_B (total seconds in the bab
+stage), domains_per_s_ratio (domains bounded per bab second, B over A, all queries), mismatches (one
+side ROBUST, the other NOT_ROBUST), warm_up_s_A, warm_up_s_B.
 """
 
 from __future__ import annotations
@@ -55,8 +60,6 @@ from experiments.runs import load_trained  # noqa: E402
 from lnjax import data, models, verify as V  # noqa: E402
 from lnjax.io import read_json  # noqa: E402
 
-LADDERS = (3, 5)  # `bab.batch_ladder`: the default first
-
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -66,7 +69,18 @@ def parse_args(argv):
     p.add_argument("--factor", default="1.0,1.5", help="box scale = CROWN's largest proven scale × U(lo, hi)")
     p.add_argument("--out", default="benchmarks/out/bab_batch_bench.json")
     p.add_argument("--from_json", default="", help="only re-print the summary of a saved run (its --out)")
+    p.add_argument("--option", default="batch_ladder", help="the BabOptions field compared")
+    p.add_argument("--values", default="3,5", help="its two values, comma-separated (the default's first)")
     args = p.parse_args(argv)
+    fields = {f.name: f for f in dataclasses.fields(V.BabOptions)}
+    values = [v for v in args.values.split(",") if v]
+    if args.option not in fields or len(values) != 2 or values[0] == values[1]:
+        p.error(f"--option: one of {sorted(fields)}; --values: two different values, e.g. 3,5")
+    kind = type(getattr(V.BabOptions(), args.option))
+    try:
+        args.values = tuple(kind(v) for v in values)
+    except ValueError:
+        p.error(f"--values {args.values!r}: expected two {kind.__name__} values for bab.{args.option}")
     args.factor = tuple(float(f) for f in args.factor.split(","))
     if args.images < 1 or args.cap <= 0 or len(args.factor) != 2 or not 0 < args.factor[0] <= args.factor[1]:
         p.error("--images ≥ 1, --cap > 0, --factor LO,HI with 0 < LO ≤ HI")
@@ -95,31 +109,32 @@ def decided(side: dict[str, Any]) -> bool:
     return side["status"] in ("robust", "not_robust")
 
 
-def summarize(rows: list[dict[str, Any]], cap: float) -> dict[str, Any]:
-    """The last line's numbers from the per-box rows (see the module docstring)."""
-    both = [r for r in rows if decided(r["3"]) and decided(r["5"])]
-    branched = [r for r in both if r["3"]["bab_s"] > 0 or r["5"]["bab_s"] > 0]
+def summarize(rows: list[dict[str, Any]], cap: float, values: tuple[str, ...]) -> dict[str, Any]:
+    """The last line's numbers from the per-box rows (see the module docstring); `values` names the
+    two sides (row keys), the default's first."""
+    a, b = values
+    both = [r for r in rows if decided(r[a]) and decided(r[b])]
+    branched = [r for r in both if r[a]["bab_s"] > 0 or r[b]["bab_s"] > 0]
 
-    def rate(s: int) -> float | None:  # domains bounded per second in the bab stage
-        seconds = sum(r[str(s)]["bab_s"] for r in rows)
-        return sum(r[str(s)]["domains"] for r in rows) / seconds if seconds else None
+    def rate(s: str) -> float | None:  # domains bounded per second in the bab stage
+        seconds = sum(r[s]["bab_s"] for r in rows)
+        return sum(r[s]["domains"] for r in rows) / seconds if seconds else None
 
-    r3, r5 = rate(3), rate(5)
+    def speedup(sel: list[dict[str, Any]]) -> float | None:
+        return round(statistics.median(r[a]["seconds"] / r[b]["seconds"] for r in sel), 3) if sel else None
+
+    ra, rb = rate(a), rate(b)
     return {
         "queries": len(rows),
         "cap_s": cap,
-        **{f"decided_{s}": sum(decided(r[str(s)]) for r in rows) for s in LADDERS},
-        **{f"median_s_{s}": round(statistics.median(r[str(s)]["seconds"] for r in rows), 3) for s in LADDERS},
-        "speedup": round(statistics.median(r["3"]["seconds"] / r["5"]["seconds"] for r in both), 3)
-        if both
-        else None,
+        **{f"decided_{s}": sum(decided(r[s]) for r in rows) for s in values},
+        **{f"median_s_{s}": round(statistics.median(r[s]["seconds"] for r in rows), 3) for s in values},
+        "speedup": speedup(both),
         "bab_decided": len(branched),
-        "speedup_bab": round(statistics.median(r["3"]["seconds"] / r["5"]["seconds"] for r in branched), 3)
-        if branched
-        else None,
-        **{f"bab_s_{s}": round(sum(r[str(s)]["bab_s"] for r in rows), 1) for s in LADDERS},
-        "domains_per_s_ratio": round(r5 / r3, 3) if r3 and r5 else None,
-        "mismatches": sum({r["3"]["status"], r["5"]["status"]} == {"robust", "not_robust"} for r in rows),
+        "speedup_bab": speedup(branched),
+        **{f"bab_s_{s}": round(sum(r[s]["bab_s"] for r in rows), 1) for s in values},
+        "domains_per_s_ratio": round(rb / ra, 3) if ra and rb else None,
+        "mismatches": sum({r[a]["status"], r[b]["status"]} == {"robust", "not_robust"} for r in rows),
     }
 
 
@@ -128,7 +143,8 @@ def main(argv=None) -> None:
     if args.from_json:
         saved = read_json(args.from_json)
         kept = {k: v for k, v in saved["summary"].items() if k.startswith("warm_up_s") or k == "machine"}
-        common.last_line({**summarize(saved["rows"], saved["args"]["cap"]), **kept})
+        names = tuple(str(v) for v in saved["args"].get("values", (3, 5)))
+        common.last_line({**summarize(saved["rows"], saved["args"]["cap"], names), **kept})
         return
     VB.BORDERLINE_FACTOR = args.factor  # read by VB.borderline_factor
     common.ensure_double_mnist()
@@ -144,37 +160,38 @@ def main(argv=None) -> None:
     boxes = [VB.box_for(test, q["image"], q["scale"], args.growth, args.max_layers)[:2] for q in queries]
     specs = [V.TopK(q["target"], 2) for q in queries]
     worker = V.MilpWorker()
+    names = tuple(str(v) for v in args.values)
     sides, warm = {}, {}
     try:
-        for ladder in LADDERS:
+        for name, value in zip(names, args.values, strict=True):
             base = V.VerifierConfig()
-            config = dataclasses.replace(base, bab=dataclasses.replace(base.bab, batch_ladder=ladder))
-            sides[ladder] = V.make_verifier(view, config, worker=worker)
+            config = dataclasses.replace(base, bab=dataclasses.replace(base.bab, **{args.option: value}))
+            sides[name] = V.make_verifier(view, config, worker=worker)
             t0 = time.monotonic()
-            sides[ladder].warm_up(*boxes[0], specs[0])
-            sides[ladder].verify(jax.random.key(0), *boxes[0], specs[0], time_limit=3.0)
-            warm[ladder] = time.monotonic() - t0
-            common.log(f"ladder {ladder}: warm-up {warm[ladder]:.1f} s")
+            sides[name].warm_up(*boxes[0], specs[0])
+            sides[name].verify(jax.random.key(0), *boxes[0], specs[0], time_limit=3.0)
+            warm[name] = time.monotonic() - t0
+            common.log(f"{args.option} {name}: warm-up {warm[name]:.1f} s")
         rows = []
         for i, (q, box, spec) in enumerate(zip(queries, boxes, specs, strict=True)):
             key = jax.random.fold_in(jax.random.key(args.seed), i)
-            order = LADDERS if i % 2 == 0 else LADDERS[::-1]
-            got = {step: run_side(sides[ladder], key, *box, spec, args.cap) for step in order}
+            order = names if i % 2 == 0 else names[::-1]
+            got = {name: run_side(sides[name], key, *box, spec, args.cap) for name in order}
             worker.wait_ready()
-            rows.append({"image": q["image"], "scale": q["scale"], **{str(s): got[s] for s in LADDERS}})
+            rows.append({"image": q["image"], "scale": q["scale"], **{s: got[s] for s in names}})
             common.log(
                 f"img {q['image']}: "
                 + "; ".join(
-                    f"ladder {s}: {got[s]['status']} in {got[s]['seconds']:.1f} s "
+                    f"{args.option} {s}: {got[s]['status']} in {got[s]['seconds']:.1f} s "
                     f"(bab {got[s]['bab_s']:.1f} s, {got[s]['domains']} domains, {got[s]['batches']} batches)"
-                    for s in LADDERS
+                    for s in names
                 )
             )
     finally:
         worker.close()
 
-    warm_s = {f"warm_up_s_{s}": round(warm[s], 1) for s in LADDERS}
-    summary = {**summarize(rows, args.cap), **warm_s, "machine": common.machine()}
+    warm_s = {f"warm_up_s_{s}": round(warm[s], 1) for s in names}
+    summary = {**summarize(rows, args.cap, names), **warm_s, "machine": common.machine()}
     common.write_json(Path(args.out), {"args": vars(args), "rows": rows, "summary": summary})
     common.last_line(summary)
 
