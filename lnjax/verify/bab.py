@@ -179,8 +179,10 @@ class Bab:
         leaf: Callable[..., Any] | None,
         seconds: dict[tuple[int, int], float] | None = None,
         rows: np.ndarray | None = None,
+        budget: int | None = None,
     ):
         cfg = ctx.cfg
+        self.budget = budget  # subdomains this run may bound (`bab.domain_budget` less earlier runs')
         self.ctx, self.bound, self.leaf = ctx, bound, leaf
         self.layout = BC.split_layout(ctx.view, ctx.best)
         every = np.arange(len(ctx.rows.offset))
@@ -292,6 +294,9 @@ class Bab:
                     f"bab stopped: {len(self.heap)} open domains > the bab_memory_mb cap ({self.max_domains})"
                 )
                 return self._give_up(timed_out=False)
+            if self.budget is not None and self.facts["domains"] >= self.budget:
+                ctx.stats.notes.append(f"bab stopped: domain budget ({cfg.bab.domain_budget}) used")
+                return self._give_up(timed_out=True)
             # The largest batch that still fits in the budget (a compiled batch cannot be stopped).
             size = self._batch_size(ctx.time_left())
             if size is None or ctx.out_of_time("bab"):
@@ -469,8 +474,9 @@ def _merge(total: dict[str, Any], facts: dict[str, Any]) -> None:
 
 def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int], float]) -> Verdict | None:
     """The bab stage: `Bab` over each of `row_groups(ctx)` in turn; ROBUST when every group is
-    proven, NOT_ROBUST on a counterexample, UNKNOWN at the deadline; None (the next stage runs)
-    after the memory cap or with nothing to branch. An undecided query's proven margin bound: the
+    proven, NOT_ROBUST on a counterexample, UNKNOWN at the deadline or when `bab.domain_budget`
+    subdomains are bounded; None (the next stage runs) after the memory cap or with nothing to
+    branch. An undecided query's proven margin bound: the
     minimum over rows of the proven ones' safety margin, the current group's open bound and the
     root bounds of the groups not reached."""
     facts: dict[str, Any] = {"rows": 0, "rows_proven": 0}
@@ -478,7 +484,9 @@ def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int]
     groups = row_groups(ctx)
     try:
         for g in groups:
-            bab = Bab(ctx, bound_for(ctx.cfg, ctx.k), leaf, seconds, rows=g)
+            budget = ctx.cfg.bab.domain_budget
+            left = max(budget - facts.get("domains", 0), 0) if budget else None
+            bab = Bab(ctx, bound_for(ctx.cfg, ctx.k), leaf, seconds, rows=g, budget=left)
             out = bab.run()
             _merge(facts, bab.facts)
             facts["rows"] += 1

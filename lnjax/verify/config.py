@@ -167,6 +167,11 @@ class BabOptions:
         split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
       fsb: branching candidates (filtered smart branching: the top BaBSR scores, each child bounded
         once, the best worse child wins); 0: the BaBSR argmax.
+      domain_budget: per query, stop branching (UNKNOWN, like a time-out) once this many subdomains
+        have been bounded, counted over all of the query's spec-row runs (the last batch may take
+        it up to one batch further); 0: no cap. With a time limit generous enough never to be
+        reached, this makes branch-and-bound's verdicts independent of machine speed and load (a
+        time-limited proof that ends at 9.5 s of 10 depends on what else the cores are doing).
     """
 
     batch: int = 512
@@ -180,6 +185,7 @@ class BabOptions:
     leaf_seconds: float = 5.0
     refine_chunk: int = 0
     fsb: int = 0
+    domain_budget: int = 0
 
     def __post_init__(self) -> None:
         w = "verifier.bab."
@@ -194,6 +200,7 @@ class BabOptions:
         check_float(w + "leaf_seconds", self.leaf_seconds, low=0.0, low_open=True)
         check_int(w + "refine_chunk", self.refine_chunk, 0)
         check_int(w + "fsb", self.fsb, 0)
+        check_int(w + "domain_budget", self.domain_budget, 0)
 
 
 def checked_time_limit(value: object, where: str = "time_limit") -> float:

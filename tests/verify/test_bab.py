@@ -253,6 +253,35 @@ def test_bab_agrees_with_the_exact_minimum():
     assert any(v.stats.bab.get("rows", 0) > 1 for v in branched)  # several rows, one run each
 
 
+def test_domain_budget_ends_the_same_tree_at_any_time_limit():
+    """bab.domain_budget: a query needing more subdomains ends UNKNOWN with a note, at most one batch
+    past the budget, with the same tree whatever its time limit; a budget it fits in changes nothing.
+    (Without the check the capped queries are decided: the deliberate bug fails here.)"""
+    view, results = run_boxes(0, 20)
+    i = max(range(len(results)), key=lambda j: results[j][4].stats.bab.get("domains", 0))
+    lo, hi, spec, _, v, _ = results[i]
+    needed = v.stats.bab["domains"]
+    assert needed > 8 and v.status is not Status.UNKNOWN
+
+    def capped(budget, limit):
+        verify = make_verifier(
+            view,
+            stages=("crown", "bab"),
+            time_limit=limit,
+            bab=BabOptions(batch=16, attack_every=0, domain_budget=budget),
+            bounds=BoundOptions(intermediate=False),
+        )
+        return verify(jax.random.key(i), lo, hi, spec)
+
+    short = [capped(4, limit) for limit in (20.0, 60.0)]
+    for s in short:
+        assert s.status is Status.UNKNOWN and any("domain budget" in n for n in s.stats.notes)
+        assert 4 <= s.stats.bab["domains"] < 4 + 16
+    assert short[0].stats.bab == short[1].stats.bab
+    full = capped(needed, 20.0)
+    assert full.status is v.status and full.stats.bab["domains"] == needed
+
+
 @pytest.mark.slow
 def test_bab_agrees_with_the_exact_minimum_on_hundreds_of_boxes():
     for seed in (0, 1):
