@@ -1,7 +1,8 @@
-r"""Branch-and-bound's batch ladder: the default 3 compiled sizes against 5, side by side.
+r"""Branch-and-bound's batch ladder: the default 5 compiled sizes against 3, side by side.
 
   .venv/bin/python benchmarks/bab_batch_bench.py              # 16 boxes, 30 s per query (≤ ~20 min)
   .venv/bin/python benchmarks/bab_batch_bench.py --images 2 --cap 5   # a smoke run
+  .venv/bin/python benchmarks/bab_batch_bench.py --values 3,5   # run 3 of RESULTS.md (3 first)
   .venv/bin/python benchmarks/bab_batch_bench.py --option steps --values 4,2   # any other bab option
 
 `--option` names a `BabOptions` field and `--values` its two settings (the default's first); the
@@ -10,8 +11,8 @@ keys below are named by the values (decided_4, decided_2, ...).
 Why: `lnjax.verify.bab` pads each batch of subdomains up to the next compiled size. A call's time
 grows linearly with the padded size, and on the 64×64 DOUBLE-MNIST CNNs the trees are narrow (a few
 to a few dozen open domains per level), so the ladder decides how much of each call is padding:
-`bab.batch_ladder` 3 (the default) gives (2, 10, 56) for a top-2 query (9 spec rows per domain), 5
-gives (2, 4, 10, 24, 56) at two more compilations. (The ladder before, (2, batch / 8, batch) =
+`bab.batch_ladder` 5 (the default) gives (2, 4, 10, 24, 56) for a top-2 query (9 spec rows per
+domain), 3 gives (2, 10, 56) at two compilations fewer. (The ladder before, (2, batch / 8, batch) =
 (2, 7, 56), is measured against a finer one in RESULTS.md's first run of this benchmark.)
 
 Model and boxes: verify_bench's quickstart CNN (`dmnist_small`, trained once into
@@ -22,13 +23,13 @@ the scales are cached in benchmarks/cache/verify_bench_borderline.json), target 
 spec top-2.
 
 Sides: the default staged verifier (`VerifierConfig()`, stages PGD → CROWN → α-CROWN → BaB → MILP)
-with `bab.<--option>` at each of `--values` (default: `bab.batch_ladder` 3 and 5), each compiled by
+with `bab.<--option>` at each of `--values` (default: `bab.batch_ladder` 5 and 3), each compiled by
 its own `warm_up` (timed and reported, excluded from the queries; its whole query is capped at
 `verifier.WARM_UP_QUERY_S`) and a first query on the first box under a 3 s budget; then every box
 to both sides at `--cap` seconds, the side that goes first alternating by box. Same keys on both
 sides.
 
-Last stdout line (one JSON object), A and B the two values (3 and 5 by default): queries, decided_A,
+Last stdout line (one JSON object), A and B the two values (5 and 3 by default): queries, decided_A,
 decided_B (ROBUST or NOT_ROBUST), median_s_A, median_s_B (all queries, a time-out counts as the
 cap), speedup (median over the boxes both sides decide of seconds_A / seconds_B; null if none),
 bab_decided and speedup_bab (the same over those of them where branch-and-bound ran on a side: most
@@ -70,7 +71,7 @@ def parse_args(argv):
     p.add_argument("--out", default="benchmarks/out/bab_batch_bench.json")
     p.add_argument("--from_json", default="", help="only re-print the summary of a saved run (its --out)")
     p.add_argument("--option", default="batch_ladder", help="the BabOptions field compared")
-    p.add_argument("--values", default="3,5", help="its two values, comma-separated (the default's first)")
+    p.add_argument("--values", default="5,3", help="its two values, comma-separated (the default's first)")
     args = p.parse_args(argv)
     fields = {f.name: f for f in dataclasses.fields(V.BabOptions)}
     values = [v for v in args.values.split(",") if v]

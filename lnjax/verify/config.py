@@ -175,7 +175,7 @@ class BabOptions:
     """
 
     batch: int = 512
-    batch_ladder: int = 3
+    batch_ladder: int = 5
     steps: int = 4
     lr_alpha: float = 0.1
     lr_beta: float = 0.05

@@ -400,9 +400,9 @@ def test_each_row_is_proven_and_a_dropped_row_is_caught(monkeypatch):
 
 def test_batches_are_sized_in_row_domains_and_untimed_larger_sizes_are_predicted_high():
     # A top-k domain bounds all its rows jointly: the largest batch shrinks with the rows per domain.
-    assert BB.batch_sizes(512) == (2, 32, 512)
-    assert BB.batch_sizes(512, 9) == (2, 10, 56)
-    assert BB.batch_sizes(512, 9, 5) == (2, 4, 10, 24, 56)
+    assert BB.batch_sizes(512) == (2, 8, 32, 128, 512)
+    assert BB.batch_sizes(512, 9) == (2, 4, 10, 24, 56)
+    assert BB.batch_sizes(512, 9, 3) == (2, 10, 56)
     assert BB.batch_sizes(4, 9) == (2,)
     # Geometric: padding wastes at most a factor (b / 2)^(1 / (count - 1)), up to the even rounding.
     for batch, rows, count in ((512, 1, 3), (512, 9, 3), (512, 9, 5), (300, 3, 4), (64, 1, 9)):
