@@ -476,9 +476,8 @@ def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int]
     """The bab stage: `Bab` over each of `row_groups(ctx)` in turn; ROBUST when every group is
     proven, NOT_ROBUST on a counterexample, UNKNOWN at the deadline or when `bab.domain_budget`
     subdomains are bounded; None (the next stage runs) after the memory cap or with nothing to
-    branch. An undecided query's proven margin bound: the
-    minimum over rows of the proven ones' safety margin, the current group's open bound and the
-    root bounds of the groups not reached."""
+    branch. An undecided query's proven margin bound: the minimum over rows of the proven ones'
+    safety margin, the current group's open bound and the root bounds of the groups not reached."""
     facts: dict[str, Any] = {"rows": 0, "rows_proven": 0}
     lower = np.asarray(ctx.row_lower, np.float64) + np.asarray(ctx.rows.offset, np.float64)
     groups = row_groups(ctx)
