@@ -8,6 +8,8 @@ umask, e.g. 0644), not mkstemp's owner-only 0600, so a shared `runs/` stays read
 Strict JSON: every JSON text the project writes or prints goes through `to_json`, which maps
 non-finite floats (NaN, ±inf: not JSON, rejected by strict parsers) to null.
 
+Boxes from outside (`outward_float32`): float64 corners as the float32 box that contains them.
+
 JSON lines (`append_jsonl` / `read_jsonl`): an append-only log (one object per line, flushed and
 fsynced per record), so what was logged before a kill survives it; a torn last line is ignored.
 
@@ -25,6 +27,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def _read_umask() -> int:
@@ -126,6 +130,17 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{number} is not a JSON line ({e})") from e
     return records
+
+
+def outward_float32(lower: Any, upper: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The box [lower, upper] in float32, rounded outward: each corner entry that float32 cannot hold
+    exactly becomes the next float32 outside (lower down, upper up), so the float32 box contains the
+    given one (a proof over it covers every point asked about); exact entries stay."""
+    lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+    lo, hi = lower.astype(np.float32), upper.astype(np.float32)
+    lo = np.where(lo.astype(np.float64) > lower, np.nextafter(lo, np.float32(-np.inf)), lo)
+    hi = np.where(hi.astype(np.float64) < upper, np.nextafter(hi, np.float32(np.inf)), hi)
+    return lo.astype(np.float32), hi.astype(np.float32)
 
 
 _LAZY = {

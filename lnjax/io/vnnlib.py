@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from lnjax.io import write_bytes_atomic
+from lnjax.io import outward_float32, write_bytes_atomic
 
 if TYPE_CHECKING:
     from lnjax.specs import Linear
@@ -321,14 +321,6 @@ def _scaled(t: _Term, f: float) -> _Term:
     return {k: v * f for k, v in t[0].items()}, t[1] * f
 
 
-def _outward(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 bounds as float32, rounded outward."""
-    lo, hi = lower.astype(np.float32), upper.astype(np.float32)
-    lo = np.where(lo.astype(np.float64) > lower, np.nextafter(lo, np.float32(-np.inf)), lo)
-    hi = np.where(hi.astype(np.float64) < upper, np.nextafter(hi, np.float32(np.inf)), hi)
-    return lo.astype(np.float32), hi.astype(np.float32)
-
-
 def load_vnnlib(
     path: str | os.PathLike,
     input_shape: Sequence[int],
@@ -420,7 +412,7 @@ def load_vnnlib(
         groups.setdefault(key, (lower, upper, []))[2].append(disjunct)
     cases = []
     for lower, upper, disjuncts in groups.values():
-        lo, hi = (v.reshape(input_shape) for v in _outward(lower, upper))
+        lo, hi = (v.reshape(input_shape) for v in outward_float32(lower, upper))
         if nhwc:
             lo, hi = nchw_to_nhwc(lo), nchw_to_nhwc(hi)
         cases.append(

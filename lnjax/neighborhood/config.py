@@ -1,9 +1,9 @@
 """`OptimizerConfig`: every option of `make_optimizer`, typed, with today's defaults, checked once.
 
 Each field is documented on the class. Field names equal the experiments'
-`optimizer` ConfigDict keys (`experiments/configs/neighborhood.py`), which are generated from this
-class. A bad value raises `ValueError` with one line naming the field, the value and what was
-expected.
+`optimizer` ConfigDict keys, which are generated from this class (`optimizer_block` in
+`experiments/configs/blocks.py`; `shrink` is not a key there: each method sets it). A bad value
+raises `ValueError` with one line naming the field, the value and what was expected.
 """
 
 from __future__ import annotations

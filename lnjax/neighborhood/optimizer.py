@@ -3,8 +3,8 @@
 The search works in log-space, θ_d = log ε_d, one coordinate per layer (R layers). Each iteration
 asks the verifier one question — is N(x; exp θ) robust? — and then:
 
-- ROBUST: commit ε (it is now the result unless a later robust ε has a larger norm), take weakest
-  points of the box (the verifier's solutions and its PGD point, plus a jitted PGD of our own in
+- ROBUST: commit ε (the anchor θ* of later shrinks; the result is the largest-norm robust ε seen),
+  take weakest points of the box (the verifier's solutions and its PGD point, plus a jitted PGD of our own in
   the box started from the weakest of them), and expand along the step gradient
       g = n + λ · (‖n‖ / ‖r‖) · r
   where n = ∂ norm / ∂θ and r = ∂ (worst-case margin) / ∂θ (the RL gradient, see `gradients`):
@@ -80,7 +80,8 @@ class OptimizerState(NamedTuple):
 
     Attributes:
       theta: [R] log ε of the next candidate.
-      best_theta: [R] log ε of the committed (verified-robust) candidate; meaningful if has_best.
+      best_theta: [R] log ε of the last verified-robust candidate (the anchor of shrinks; the
+        result is tracked by `run`: the largest-norm robust ε); meaningful if has_best.
       has_best: whether any candidate was verified robust.
       step: log-space length of the next expansion.
       last_step: length of the last expansion (for the back-off after a failure).

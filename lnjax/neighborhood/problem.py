@@ -159,7 +159,8 @@ class Result:
     """The outcome of a search.
 
     Attributes:
-      eps: [R] the last ε the verifier answered ROBUST for (zeros if it never did).
+      eps: [R] the robust ε the search reports (the optimizer: the largest-norm one it was answered
+        ROBUST for; the bisections: the last; zeros if no query was robust).
       verified: whether `eps` was answered ROBUST by a query (False only if no query was robust).
       queries, by_status, by_stage: verifier queries, in total / by verdict / by deciding stage.
       time_s: wall-clock seconds of the whole search (queries, attacks, gradients).

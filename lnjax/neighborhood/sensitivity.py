@@ -1,7 +1,9 @@
 """Shrink weights of the neighborhood optimizer: fixed (by distance) or by sensitivity (saliency).
 
-When a candidate ε is not proven robust, the optimizer shrinks it in log-space by
-`amount · w_d` per layer, with weights w ∈ [floor, 1] (the largest weight is 1):
+When a candidate ε is not proven robust, the optimizer shrinks it per layer with weights
+w ∈ [floor, 1] (the rule is the optimizer's, `lnjax.neighborhood.optimizer`: layer d's growth since
+the last robust ε is cut by the factor 1 − w_d, or, before any robust ε, log ε_d drops by
+−log(1 − first_shrink · w_d)):
 
 - fixed: a profile over the layer index d = 0..R−1 that shrinks more far from the non-target
   object and less near it: w_d = near + (1 − near) · (d / (R − 1))^power (the seed's fixed weights).

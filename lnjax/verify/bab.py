@@ -5,24 +5,28 @@ is the box plus fixed phases of some ReLUs (`lnjax.bounds.beta_crown`); its boun
 smallest of its spec rows' α,β-CROWN lower bounds (+ offsets), the same order statistic as the
 spec's margin. The loop:
 
-1. pop the `bab_batch / 2` open domains with the lowest bounds (a heap: best-first on the bound);
-2. split each on the free unstable ReLU chosen when it was bounded (filtered smart branching over
-   the top BaBSR scores, `beta_crown.choose_branch`) into an active and an inactive child;
+1. pop size / 2 open domains with the lowest bounds (a heap: best-first on the bound), where size is
+   the largest ladder size (`batch_sizes`, at most `bab.batch` / rows) predicted to end in time;
+2. split each on the free unstable ReLU chosen when it was bounded (the BaBSR argmax, or filtered
+   smart branching over the top `bab.fsb` BaBSR scores when > 0: `beta_crown.choose_branch`) into
+   an active and an inactive child;
    bound all children in one jitted, vmapped call (warm-started from the parent's α and β; batches
    padded to one of a few fixed sizes, so it compiles a few times per network, not per call);
 3. a child whose bound exceeds the safety margin is closed; a child's row bounds are never below its
    parent's (a subset of the parent's domain); the rest are pushed back;
 4. counterexamples: the input that minimises each child's deciding linear bound is scored by the
-   network every batch, and every `bab_attack_every` batches the box PGD starts from the weakest of
+   network every batch, and every `bab.attack_every` batches the box PGD starts from the weakest of
    them (a counterexample anywhere in the box ends the query); the model confirms every one;
-5. a domain with at most `bab_leaf_unstable` free unstable ReLUs left goes to the MILP (when the
-   "milp" stage is on) with its clamped bounds, i.e. its phases fixed: CBC decides it exactly
-   (a leaf with no free ReLU left is an LP).
+5. a domain with at most `bab.leaf_unstable` free unstable ReLUs left goes to the MILP (when the
+   "milp" stage is on) with its clamped bounds, i.e. its phases fixed: a sound relaxation of the
+   subdomain (a fixed neuron's own split row is not encoded, so the MILP may range over a superset:
+   it can fail to close a robust leaf, never close a non-robust one); a leaf with no free ReLU left
+   is an LP. The model scores every MILP point first: a counterexample ends the query.
 
 ROBUST when every domain is closed; NOT_ROBUST on a confirmed counterexample; UNKNOWN at the
 deadline (each batch is the largest padded size predicted to end in time: from the last batch of
 that size, else the nearest timed size scaled linearly) or when the open
-domains would exceed `bab_memory_mb` (then the query goes on to the next stage, the whole-box MILP,
+domains would exceed `bab.memory_mb` (then the query goes on to the next stage, the whole-box MILP,
 with what is left of the budget). The proven lower bound of an undecided query is the smallest
 bound of the open domains: it is recorded, with the weakest points found, in the verdict.
 
@@ -291,7 +295,8 @@ class Bab:
         while self.heap:
             if len(self.heap) > self.max_domains:
                 ctx.stats.notes.append(
-                    f"bab stopped: {len(self.heap)} open domains > the bab_memory_mb cap ({self.max_domains})"
+                    f"bab stopped: {len(self.heap)} open domains > the verifier.bab.memory_mb cap "
+                    f"({self.max_domains})"
                 )
                 return self._give_up(timed_out=False)
             if self.budget is not None and self.facts["domains"] >= self.budget:
@@ -396,13 +401,15 @@ class Bab:
         bounds = BC.domain_bounds(self.layout, jax.tree.map(np.asarray, ctx.best), d.splits)
         result = self.leaf(ctx, bounds, self.spec, d.row_lower, seconds)
         _, proven = milp_proof(result, "sign", ctx.safety)
-        if proven:
-            self.facts["leaves_closed_milp"] += 1
-            return True
+        # The model is the referee: a leaf point it scores at margin <= 0 is a counterexample in the
+        # box, also under a claimed proof (which then closes nothing).
         for x, _ in result.solutions:
             xc, m = ctx.evaluate(x)
             if m <= 0:
                 return ctx.finish(Status.NOT_ROBUST, "bab", xc)
+        if proven:
+            self.facts["leaves_closed_milp"] += 1
+            return True
         return None
 
     def _attack(self) -> Verdict | None:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lnjax import bounds as B
+from lnjax.io import outward_float32
 from lnjax.models import layers as L
 from lnjax.specs import Argmax, Linear, SpecRows, Threshold, TopK
 
@@ -118,15 +119,17 @@ def checked_box(
     view: L.LayerView, x_lower: Any, x_upper: Any, domain: tuple[float, float] | None = (0.0, 1.0)
 ) -> tuple[jax.Array, jax.Array]:
     """The box [x_lower, x_upper] clipped to the input domain (None: as given) as float32 arrays,
-    once both corners pass `checked_corner` and x_lower ≤ x_upper everywhere in float32 (else
+    once both corners pass `checked_corner` and x_lower ≤ x_upper everywhere, as given (else
     ValueError: an empty box; compared before clipping, so a reversed pair outside the domain is
-    refused, not clipped to a point)."""
+    refused, not clipped to a point). Corners given in float64 are rounded outwards (the float32 box
+    contains the caller's), so a proof covers every point the caller asked about."""
     shape = tuple(view.input_shape)
-    lo = jnp.asarray(checked_corner("x_lower", x_lower, shape, domain), jnp.float32)
-    hi = jnp.asarray(checked_corner("x_upper", x_upper, shape, domain), jnp.float32)
-    empty = int(jnp.sum(lo > hi))
+    lower = checked_corner("x_lower", x_lower, shape, domain)
+    upper = checked_corner("x_upper", x_upper, shape, domain)
+    empty = int(np.sum(lower > upper))
     if empty:
-        raise ValueError(f"empty box: x_lower > x_upper at {empty} of {lo.size} entries")
+        raise ValueError(f"empty box: x_lower > x_upper at {empty} of {lower.size} entries")
+    lo, hi = (jnp.asarray(v) for v in outward_float32(lower, upper))
     if domain is None:
         return lo, hi
     return B.clip_box(lo, hi, *domain)

@@ -2,17 +2,17 @@
 
 A `Stage` is (name, after, predict, run): `run(ctx) -> Verdict | None` (a verdict ends the query,
 None: go on), `predict(ctx) -> seconds | None` from the `CostModel` (None: no comparable run, or
-a stage that is not predicted: PGD, interval, MILP), and `after`, the label of the clock check
+a stage that is not predicted: PGD, interval, bab, MILP), and `after`, the label of the clock check
 before it ("time limit reached after <after>"; None: no check). `build_stages` lists them in the
 verifier's order from the config:
 
-  pgd_quick           the quick box PGD from the box centre (`pgd_quick_steps` > 0)
+  pgd_quick           the quick box PGD from the box centre (`pgd.quick_steps` > 0)
   pgd                 the full box PGD here instead when there is no quick one
   interval            always: the base of every other bound
   crown               CROWN bounds of every pre-activation and of the spec rows
   alpha_crown         α-CROWN of the spec rows over CROWN's intermediate bounds
   pgd                 the full box PGD from the quick one's best point (after the bounds)
-  alpha_intermediate  α-CROWN over every unstable intermediate neuron (`alpha_intermediate`)
+  alpha_intermediate  α-CROWN over every unstable intermediate neuron (`bounds.intermediate`)
   bab                 branch-and-bound over ReLU phases (`bab`: β-CROWN domains, MILP leaves)
   milp                MIPVerify MILP over the tightest bounds, in the worker, within what is left
 
@@ -59,7 +59,8 @@ _MILP_FACTS = (
 
 
 class QueryKeys(NamedTuple):
-    """One query's keys: the quick PGD, the full PGD, the PGD refining an unconfirmed MILP point."""
+    """One query's keys: the quick PGD, the full PGD, and `refine`: the PGD refining an unconfirmed
+    MILP point and (folded with the batch count) branch-and-bound's box attacks."""
 
     quick: jax.Array
     pgd: jax.Array
@@ -251,13 +252,15 @@ class LazyNetwork:
 
 def milp_stage(milp_net: LazyNetwork, worker: Callable[[], M.MilpWorker]) -> Stage:
     """The MILP over the tightest bounds in the worker (`worker()`), within what is left of the
-    budget; not started (UNKNOWN, with a note) above `milp_max_unstable` unstable ReLUs."""
+    budget; not started (UNKNOWN, with a note) above `milp.max_unstable` unstable ReLUs."""
 
     def run(ctx: QueryContext) -> Verdict:
         unstable_now = sum(list(ctx.stats.unstable.values())[-1])
         limit = ctx.cfg.milp.max_unstable
         if limit is not None and unstable_now > limit:
-            ctx.stats.notes.append(f"milp not started: {unstable_now} unstable ReLUs > milp_max_unstable")
+            ctx.stats.notes.append(
+                f"milp not started: {unstable_now} unstable ReLUs > verifier.milp.max_unstable"
+            )
             return ctx.finish(Status.UNKNOWN, None)
         return _solve_milp(ctx, milp_net, worker())
 
@@ -292,15 +295,18 @@ def _solve_milp(q: QueryContext, milp_net: LazyNetwork, worker: M.MilpWorker) ->
         return q.finish(Status.UNKNOWN, None)
     if bound is not None:
         q.proven.append(bound)
-    if holds:
-        for x, _ in result.solutions:
-            q.evaluate(x)
-        return q.finish(Status.ROBUST, "milp")
-    # Candidates: confirm in JAX, clipped into the box.
+    # Candidates: confirmed in JAX, clipped into the box. The JAX model is the referee: a point it
+    # scores at margin <= 0 is a counterexample, also when the MILP claimed a proof (a float mismatch
+    # or an encoding bug): never ROBUST then.
     for x, _ in result.solutions:
         xc, m = q.evaluate(x)
         if m <= 0:
+            if holds:
+                logging.warning("MILP proof contradicted by the model at one of its own points")
+                stats.notes.append("milp proof contradicted: the model confirms a counterexample")
             return q.finish(Status.NOT_ROBUST, "milp", xc)
+    if holds:
+        return q.finish(Status.ROBUST, "milp")
     if result.solutions and time.monotonic() < q.deadline:
         # A MILP point the network does not confirm (tolerances): a short PGD from it.
         t0 = time.monotonic()

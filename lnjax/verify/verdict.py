@@ -1,14 +1,14 @@
 """Verdicts: what the verifier may claim, and what it carries for the optimizer.
 
 Trust rules (enforced by `verifier`, documented here):
-- ROBUST only when a proven lower bound on the spec margin over the whole box reaches
+- ROBUST only when a proven lower bound on the spec margin over the whole box exceeds
   `safety = atol + rtol · max(1, ‖z(centre)‖∞)` (defaults 1e-4, 1e-4). The bound comes from
   interval / CROWN / α-CROWN rows (float32 JAX; must exceed `safety`) or from CBC: in the sign
   question the cutoff is `safety`, and the model proven infeasible (or solved to optimality with
   its optimum above the cutoff) shows margin ≥ safety up to CBC's tolerances (~1e-6); solved to
-  optimality ("optimise" mode), CBC's proven bound must exceed `safety`. The margin covers float32
-  rounding of the JAX bounds and CBC's feasibility/integrality tolerances (1e-6, amplified by
-  big-M coefficients). A time-limited solve is never a proof, whatever its bound says.
+  optimality ("optimise" mode), CBC's bound less the relative MIP gap must exceed `safety`. The
+  margin covers float32 rounding of the JAX bounds and CBC's feasibility/integrality tolerances
+  (1e-6, amplified by big-M coefficients). A time-limited solve is never a proof, whatever its bound says.
 - NOT_ROBUST only with a counterexample: a point clipped into the box whose margin, evaluated by
   the JAX model (`apply_layers`, float32), is ≤ 0. Ties count as violations: top-k holds iff
   fewer than k competitors have z_j ≥ z_t, so margin = 0 already breaks it.
@@ -26,6 +26,8 @@ import enum
 from typing import Any
 
 import numpy as np
+
+from lnjax.verify.milp.query import MIP_REL_GAP
 
 
 class Status(str, enum.Enum):
@@ -53,7 +55,8 @@ class VerifyStats:
       milp: other MILP facts (columns, rows, unstable units as encoded, build/solve seconds).
       safety: the safety margin used for ROBUST.
       bab: branch-and-bound facts (domains bounded, batches, largest queue and depth, MILP leaves
-        tried and closed, leaves nothing could close, domains open at the end); empty if it did not run.
+        tried and closed, leaves nothing could close, domains open at the end, box attacks run,
+        spec-row groups run and proven, the open bound where it stopped); empty if it did not run.
       notes: anything surprising (e.g. a MILP solution the JAX model does not confirm).
     """
 
@@ -111,15 +114,21 @@ def milp_proof(result: Any, mode: str, safety: float) -> tuple[float | None, boo
     """What a MILP result proves (the trust rule above): (proven margin bound or None, margin > safety).
 
     Sign mode: infeasible under the cutoff `safety` proves margin ≥ safety; an optimal solution above
-    the cutoff proves it too (nodes below were pruned), and for a pure LP (no binaries, where CBC
-    ignores the cutoff) the bound itself is proven. Optimise mode: the optimal bound is proven (an
-    infeasible optimise-mode model means unsound input bounds: nothing is proven). A time-limited or
-    failed solve proves nothing. `result`: a `milp.MilpResult`.
+    the cutoff proves it too (the search ended without a point below the cutoff: every node whose LP
+    bound was below it was explored), and for a pure LP (no binaries, where CBC ignores the cutoff)
+    the bound itself is proven. Optimise mode: the optimal bound is proven up to the relative MIP gap
+    (`MIP_REL_GAP`: CBC reports its objective as the bound when it stops at the gap), so the bound
+    less the gap is what is proven (an infeasible optimise-mode model means unsound input bounds:
+    nothing is proven). A bound proves the spec when strictly above `safety`. A time-limited or failed solve
+    proves nothing. `result`: a `milp.MilpResult`.
     """
     if result.status == "infeasible":
         return (safety, True) if mode == "sign" else (None, False)
     if result.status != "optimal" or result.bound is None:
         return None, False
-    if mode == "optimise" or result.num_binaries == 0:
+    if result.num_binaries == 0:  # an LP solved to optimality: no MIP gap
         return result.bound, result.bound > safety
+    if mode == "optimise":
+        proven = result.bound - MIP_REL_GAP * abs(result.bound)
+        return proven, proven > safety
     return min(result.bound, safety), result.objective is not None and result.objective > safety

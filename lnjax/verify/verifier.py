@@ -2,19 +2,22 @@
 
 Stages (each optional, in this order):
   pgd          PGD on the spec margin inside the box; a point whose JAX margin is ≤ 0 → NOT_ROBUST.
-               Run in two parts: a quick attack first (`pgd_quick_steps`, from the box centre: clear
-               counterexamples cost ~10 gradient steps), the full one (`pgd_steps` × `pgd_restarts`,
+               Run in two parts: a quick attack first (`pgd.quick_steps`, from the box centre: clear
+               counterexamples cost ~10 gradient steps), the full one (`pgd.steps` × `pgd.restarts`,
                from the quick attack's best point) only when the bound stages fail, before the MILP.
   (interval)   always computed (the base of every other bound); rows proven → ROBUST.
   crown        CROWN bounds of every pre-activation and of the spec rows → ROBUST if proven.
   alpha_crown  α-CROWN (optimised slopes) on top of CROWN → ROBUST if proven, in two steps: first
                only the spec rows' slopes (over CROWN's intermediate bounds: 21 backward passes of
                M rows, ~0.1 s); then, after the full PGD and only if nothing is decided yet,
-               `alpha_intermediate` also optimises the slopes of every unstable intermediate
-               neuron's bound (on the quickstart CNN ~3 s with patch mode, and the difference
-               between UNKNOWN and ROBUST on most of its hard boxes; on nets without patch mode,
-               e.g. max-pooling or dense ones with thousands of unstable neurons, minutes — the
-               cost prediction below then skips it).
+               `alpha_intermediate` (`bounds.intermediate`) also optimises the slopes of every
+               unstable intermediate neuron's bound (on the quickstart CNN ~3 s with patch mode,
+               and the difference between UNKNOWN and ROBUST on most of its hard boxes; on nets
+               without patch mode, e.g. max-pooling or dense ones with thousands of unstable
+               neurons, minutes — the cost prediction below then skips it).
+  bab          branch-and-bound over ReLU phases (β-CROWN subdomains, `lnjax.verify.bab`) →
+               ROBUST when every subdomain is proven (small ones closed by the MILP), NOT_ROBUST on a
+               confirmed counterexample.
   milp         MIPVerify MILP over the tightest bounds, asked as a sign question (cutoff at the
                safety margin, stop at the first solution) or solved to optimality ("optimise"),
                in a worker process killed at the query's deadline.
@@ -72,12 +75,14 @@ class Verifier(NamedTuple):
     """`make_verifier`'s functions; calling the tuple calls `verify`.
 
     verify(key, x_lower, x_upper, spec) -> Verdict: key a typed PRNG key; x_lower, x_upper:
-      [*view.input_shape] float images in [0, 1] (finite; overshoots up to 0.5 are clipped to
-      [0, 1], anything else raises ValueError, as does an integer array); spec a `lnjax.specs`
-      TopK, Argmax or Threshold (else TypeError); `time_limit=` (keyword, seconds > 0) replaces the
-      config's budget for this query only, so one warmed-up verifier (and its cost predictions)
-      serves queries with different budgets. The first call of each jitted stage compiles it
-      (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that query's budget.
+      [*view.input_shape] finite float arrays in `input_domain` (default [0, 1]; overshoots up to
+      `PIXEL_SLACK` × its width are clipped to it, anything else raises ValueError, as does an
+      integer array; None: any finite box, used as given; float64 corners are rounded outward);
+      spec a `lnjax.specs` TopK, Argmax, Threshold or Linear (else TypeError); `time_limit=`
+      (keyword, seconds > 0) replaces the config's budget for this query only, so one warmed-up
+      verifier (and its cost predictions) serves queries with different budgets. The first call
+      of each jitted stage compiles it (CROWN on a 64×64 CNN: ~15 s on 2 cores), inside that
+      query's budget.
     warm_up(x_lower, x_upper, spec) -> seconds: runs every configured stage once on a box (results
       discarded; also builds the MILP network and starts the worker), so that timed queries with the
       same spec type measure only themselves, then times CROWN and α-CROWN's intermediate pass once

@@ -14,6 +14,7 @@ from lnjax.attacks import make_pgd_box
 from lnjax.models import sequential as S
 from lnjax.verify import (
     Argmax,
+    BabOptions,
     BoundOptions,
     Linear,
     MilpStageOptions,
@@ -30,7 +31,9 @@ from lnjax.verify import (
     verifier as VV,
 )
 from lnjax.verify.cost import CostModel
+from lnjax.verify.inputs import checked_box
 from lnjax.verify.reference import brute_force_min
+from lnjax.verify.verdict import milp_proof
 
 
 def not_minimal(t, classes=4):
@@ -785,3 +788,79 @@ def test_input_domain_none_verifies_the_box_as_given(view0):
     )
     assert exact.proven_bound is not None and clipped.proven_bound is not None
     assert exact.proven_bound < clipped.proven_bound  # the larger box has the looser bound
+
+
+class ClaimsProof:
+    """A MILP worker whose every answer claims a proof (optimal, objective above the cutoff) while
+    returning `x` as its solution: an encoding that disagrees with the network."""
+
+    def __init__(self, x):
+        self.x = np.asarray(x, np.float64)
+        self.calls = 0
+
+    def solve(self, net, query, options, deadline=None):
+        self.calls += 1
+        return M.MilpResult(
+            status="optimal", objective=1.0, bound=1.0, num_binaries=2, solutions=((self.x, 1.0),)
+        )
+
+    def start(self):
+        pass
+
+
+@pytest.mark.parametrize("stages", [("milp",), ("bab", "milp")], ids=["milp_stage", "bab_leaf"])
+def test_a_milp_proof_the_model_contradicts_is_never_robust(view0, stages):
+    """The JAX model is the referee: a MILP (whole box or a BaB leaf) that claims a proof but returns a
+    point the model scores at margin <= 0 yields NOT_ROBUST with that point (before: ROBUST)."""
+    lo, hi = np.zeros(3, np.float32), np.ones(3, np.float32)
+    xs = np.random.default_rng(0).uniform(0, 1, (2000, 3)).astype(np.float32)
+    labels = np.asarray(jnp.argmax(jax.vmap(lambda x: models.apply_layers(view0, x))(jnp.asarray(xs)), -1))
+    spec = Argmax(int(np.bincount(labels).argmax()))
+    x_bad = xs[labels != spec.target][0]  # another class wins here: a counterexample in the box
+    fake = ClaimsProof(x_bad)
+    bab = BabOptions(leaf_unstable=1000)  # every domain is a leaf at once
+    verify = make_verifier(view0, stages=stages, bab=bab, time_limit=30, worker=fake)
+    v = verify(jax.random.key(0), lo, hi, spec)
+    assert fake.calls >= 1
+    assert v.status is Status.NOT_ROBUST, (v.status, v.stats.notes)
+    margin = float(spec.margin(models.apply_layers(view0, jnp.asarray(v.counterexample, jnp.float32))))
+    assert margin <= 0
+
+
+def test_float64_corners_are_rounded_outward(view0):
+    """0.1 and 0.7 are not float32 numbers: the nearest float32 of 0.1 lies above it and of 0.7 below,
+    so a plain cast would shrink the box; the verifier's box contains the caller's, by one step."""
+    lower, upper = np.array([0.1, 0.25, 0.1]), np.array([0.7, 0.5, 0.3])  # float64
+    for domain in ((0.0, 1.0), None):
+        lo, hi = checked_box(view0, lower, upper, domain)
+        lo, hi = np.asarray(lo), np.asarray(hi)
+        assert lo.dtype == np.float32 and hi.dtype == np.float32
+        assert np.all(lo.astype(np.float64) <= lower) and np.all(hi.astype(np.float64) >= upper)
+        assert np.all(np.nextafter(lo, np.float32(np.inf)).astype(np.float64) > lower)  # one step only
+        assert np.all(np.nextafter(hi, np.float32(-np.inf)).astype(np.float64) < upper)
+        assert lo[1] == 0.25 and hi[1] == 0.5  # exact entries stay
+
+
+def test_milp_proof_reads_the_trust_rules():
+    """`milp_proof` per status and mode; an optimise-mode bound counts only less the relative MIP gap
+    (CBC reports its objective as the bound when it stops at the gap); an LP's bound is exact."""
+    safety = 1e-4
+    R = M.MilpResult
+    assert milp_proof(R("infeasible"), "sign", safety) == (safety, True)
+    assert milp_proof(R("infeasible"), "optimise", safety) == (None, False)  # unsound input bounds
+    for status in ("feasible", "timeout", "no_solution", "error"):
+        assert milp_proof(R(status, objective=5.0, bound=5.0, num_binaries=3), "optimise", safety)[1] is False
+    bound, holds = milp_proof(R("optimal", objective=2.0, bound=2.0, num_binaries=3), "optimise", safety)
+    assert holds and bound == pytest.approx(2.0 - M.MIP_REL_GAP * 2.0, rel=0, abs=1e-12)
+    bound, holds = milp_proof(R("optimal", objective=-3.0, bound=-3.0, num_binaries=3), "optimise", safety)
+    assert not holds and bound == pytest.approx(-3.0 - M.MIP_REL_GAP * 3.0, rel=0, abs=1e-12)
+    edge = safety * (1 + M.MIP_REL_GAP / 2)  # above the margin, but not by the gap
+    assert (
+        milp_proof(R("optimal", objective=edge, bound=edge, num_binaries=3), "optimise", safety)[1] is False
+    )
+    assert milp_proof(R("optimal", objective=edge, bound=edge, num_binaries=0), "optimise", safety) == (
+        edge,
+        True,
+    )
+    bound, holds = milp_proof(R("optimal", objective=0.5, bound=0.4, num_binaries=3), "sign", safety)
+    assert holds and bound == safety  # sign mode: the cutoff is what is proven

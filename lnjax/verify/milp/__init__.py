@@ -4,7 +4,8 @@ killable worker.
 The network is turned once into `MilpNetwork`: plain numpy/scipy data (each run of linear ops —
 conv, dense, flatten, average pooling — composed into one sparse matrix, built vectorised from
 index arithmetic, never a Python loop per weight), with ReLU and max-pool layers in between.
-A query (`MilpQuery`) adds the per-pixel input box (clipped to [0, 1]), the pre-activation bounds
+A query (`MilpQuery`) adds the per-pixel input box (the verifier's checked box: clipped to its
+`input_domain`, default [0, 1]), the pre-activation bounds
 of every nonlinear layer (from `lnjax.bounds`) and the spec rows. The encoder then builds:
 
 - affine layers: no variables; each value is a sparse row over the MILP columns (one row per

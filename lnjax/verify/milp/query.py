@@ -20,7 +20,8 @@ class MilpQuery(NamedTuple):
     """One question about one box.
 
     Attributes:
-      lower, upper: [n_in] float64, the input box (already clipped to [0, 1]).
+      lower, upper: [n_in] float64, the input box (the verifier's checked box, already clipped to
+        its input domain).
       pre_bounds: per nonlinear layer (in order), (l, u) of its input, flattened float64.
       c, offset, k: the spec rows (`specs.SpecRows`): margin = k-th smallest of c @ z + offset.
       row_lower, row_upper: [M] sound bounds of c @ z + offset over the box.
@@ -184,7 +185,7 @@ def make_query(
 
     Args:
       net: the network (`network_from_view`).
-      lower, upper: [*input_shape] the box, already clipped to [0, 1].
+      lower, upper: [*input_shape] the box, already clipped to the input domain.
       bounds: `lnjax.bounds.LayerBounds` over that box (output of every op).
       rows: the spec's `SpecRows`.
       row_lower: optional [M] proven lower bounds of c @ z (e.g. `crown_spec_lower`); combined with
