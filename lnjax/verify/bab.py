@@ -401,12 +401,9 @@ class Bab:
         bounds = BC.domain_bounds(self.layout, jax.tree.map(np.asarray, ctx.best), d.splits)
         result = self.leaf(ctx, bounds, self.spec, d.row_lower, seconds)
         _, proven = milp_proof(result, "sign", ctx.safety)
-        # The model is the referee: a leaf point it scores at margin <= 0 is a counterexample in the
-        # box, also under a claimed proof (which then closes nothing).
-        for x, _ in result.solutions:
-            xc, m = ctx.evaluate(x)
-            if m <= 0:
-                return ctx.finish(Status.NOT_ROBUST, "bab", xc)
+        xc = ctx.first_counterexample(result.solutions)  # also under a claimed proof
+        if xc is not None:
+            return ctx.finish(Status.NOT_ROBUST, "bab", xc)
         if proven:
             self.facts["leaves_closed_milp"] += 1
             return True

@@ -118,6 +118,16 @@ class QueryContext:
         self.points.append((np.asarray(x), m))
         return self.points[-1]
 
+    def first_counterexample(self, solutions: Any) -> np.ndarray | None:
+        """The first MILP solution `(x, objective)` the JAX model scores at margin ≤ 0, clipped into
+        the box (None if none). The model is the referee: this holds whatever the solver claimed, so
+        a MILP "proof" next to such a point is never ROBUST. Each point scored is recorded."""
+        for x, _ in solutions:
+            xc, m = self.evaluate(x)
+            if m <= 0:
+                return xc
+        return None
+
     def prove(self, name: str, bounds: Any, spec_lower: np.ndarray) -> bool:
         """New tightest bounds and spec-row lower bounds from bound stage `name`; True if the margin
         lower bound now exceeds the safety margin (ROBUST)."""
@@ -295,16 +305,12 @@ def _solve_milp(q: QueryContext, milp_net: LazyNetwork, worker: M.MilpWorker) ->
         return q.finish(Status.UNKNOWN, None)
     if bound is not None:
         q.proven.append(bound)
-    # Candidates: confirmed in JAX, clipped into the box. The JAX model is the referee: a point it
-    # scores at margin <= 0 is a counterexample, also when the MILP claimed a proof (a float mismatch
-    # or an encoding bug): never ROBUST then.
-    for x, _ in result.solutions:
-        xc, m = q.evaluate(x)
-        if m <= 0:
-            if holds:
-                logging.warning("MILP proof contradicted by the model at one of its own points")
-                stats.notes.append("milp proof contradicted: the model confirms a counterexample")
-            return q.finish(Status.NOT_ROBUST, "milp", xc)
+    xc = q.first_counterexample(result.solutions)
+    if xc is not None:
+        if holds:  # a float mismatch or an encoding bug
+            logging.warning("MILP proof contradicted by the model at one of its own points")
+            stats.notes.append("milp proof contradicted: the model confirms a counterexample")
+        return q.finish(Status.NOT_ROBUST, "milp", xc)
     if holds:
         return q.finish(Status.ROBUST, "milp")
     if result.solutions and time.monotonic() < q.deadline:
