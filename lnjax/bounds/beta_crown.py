@@ -156,12 +156,14 @@ def refined_bounds(
     return tuple(out)
 
 
-def split_terms(layout: SplitLayout, betas: jax.Array, splits: jax.Array) -> dict[int, jax.Array]:
-    """β-CROWN's rows on each ReLU's pre-activation: −β·s (β: [R, total] ≥ 0, splits: [total]).
+def split_terms(layout: SplitLayout, betas: dict[int, jax.Array], splits: jax.Array) -> dict[int, jax.Array]:
+    """β-CROWN's rows on each ReLU's pre-activation: −β·s (β: {ReLU op: [R, *its input shape]} ≥ 0,
+    `unflatten`ed; splits: [total]).
 
     Added to the backward pass's rows there, the pass bounds c·z − Σ β s z ≤ c·z on the subdomain.
     """
-    return unflatten(layout, -betas * splits.astype(betas.dtype))
+    phases = unflatten(layout, splits)
+    return {j: -b * phases[j].astype(b.dtype) for j, b in betas.items()}
 
 
 def free_unstable(
@@ -308,12 +310,15 @@ def bound_domain(
         dom = domain_bounds(layout, bounds, splits)
     last = len(view.ops) - 1
     a_spec = c.reshape(c.shape[0], *bounds[last][0].shape)
-    active = (splits != 0).astype(jnp.float32)
+    active = unflatten(layout, (splits != 0).astype(jnp.float32))
 
+    # α and β are optimised per ReLU layer ({op: [M, *its input shape]}) and flattened once at the
+    # end: on the flat vector every step's gradient would be assembled by padding each layer's part
+    # to the full length (measured: the call 20 % faster on the 64×64 CNNs).
     def passes(params, dom=dom, splits=splits):
         al, be = params
         a_in, bias, rows_at = backward_pass(
-            view, dom, last, a_spec, lower, upper, unflatten(layout, al), split_terms(layout, be, splits)
+            view, dom, last, a_spec, lower, upper, al, split_terms(layout, be, splits)
         )
         return concretize(a_in, bias, lower, upper), a_in, rows_at
 
@@ -322,22 +327,28 @@ def bound_domain(
 
     def project(params):
         al, be = params
-        return jnp.clip(al, 0.0, 1.0), jnp.maximum(be, 0.0) * active
+        return (
+            {j: jnp.clip(a, 0.0, 1.0) for j, a in al.items()},
+            {j: jnp.maximum(b, 0.0) * active[j] for j, b in be.items()},
+        )
 
     opt = optax.scale_by_adam()
-    lrs = (lr_alpha, lr_beta)
 
     def step(_, carry):
         params, state, best = carry
         vals, pull = jax.vjp(bound, params)
         (grads,) = pull(jnp.ones_like(vals))  # ascend every row's bound
         best = jnp.maximum(best, vals)
-        updates, state = opt.update(grads, state, params)
-        scaled: Any = jax.tree.map(lambda u, lr: lr * u, updates, lrs)  # per-leaf learning rates
-        params = project((params[0] + scaled[0], params[1] + scaled[1]))
+        (up_a, up_b), state = opt.update(grads, state, params)
+        params = project(
+            (
+                {j: params[0][j] + lr_alpha * u for j, u in up_a.items()},
+                {j: params[1][j] + lr_beta * u for j, u in up_b.items()},
+            )
+        )
         return params, state, best
 
-    params = project((alphas, betas))
+    params = project((unflatten(layout, alphas), unflatten(layout, betas)))
     carry = (params, opt.init(params), jnp.full((c.shape[0],), -jnp.inf))
     params, _, best = lax.fori_loop(0, steps, step, carry)
     vals, a_in, rows_at = passes(params)
@@ -354,10 +365,11 @@ def bound_domain(
         rows = passes(params, domain_bounds(layout, dom, kid), kid)[0]
         return kth_smallest(jnp.maximum(rows, best) + offset, k)
 
+    m = c.shape[0]
     return DomainBound(
         row_lower=best,
-        alphas=params[0],
-        betas=params[1],
+        alphas=flatten(layout, params[0], (m,)),
+        betas=flatten(layout, params[1], (m,)),
         free=jnp.sum(free),
         x_star=x_star,
         branch=choose_branch(score, fsb, child_bound),

@@ -126,7 +126,11 @@ def test_refined_subdomain_bound_is_sound():
 
 def test_a_beta_sign_error_is_caught(monkeypatch):
     """+β·s instead of −β·s: β then pushes the bound up without a constraint behind it."""
-    monkeypatch.setattr(BC, "split_terms", lambda layout, b, s: BC.unflatten(layout, b * s.astype(b.dtype)))
+    monkeypatch.setattr(
+        BC,
+        "split_terms",
+        lambda layout, b, s: {j: v * BC.unflatten(layout, s)[j].astype(v.dtype) for j, v in b.items()},
+    )
     bound_fn.cache_clear()
     try:
         worst, _ = subdomain_gaps(tiny(), "argmax", trials=8)
