@@ -209,14 +209,15 @@ def float64_margin(view, x, rows):
     return d[rows.k - 1]
 
 
-def run_boxes(seed, n_boxes, names=tuple(SPECS)):
-    """BaB alone (CROWN root, no PGD, no MILP) on random boxes vs the exact MILP minimum."""
+def run_boxes(seed, n_boxes, names=tuple(SPECS), rank=0, widths=(0.03, 0.5)):
+    """BaB alone (CROWN root, no PGD, no MILP) on random boxes vs the exact MILP minimum; the target
+    is the label ranked `rank` (0: the top) at the box centre."""
     view, verify = bab_verifier(seed)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_boxes):
-        lo, hi = random_box(rng, 3, 0.03, 0.5)
-        t = int(np.argmax(models.apply_layers(view, jnp.asarray((lo + hi) / 2))))
+        lo, hi = random_box(rng, 3, *widths)
+        t = int(np.argsort(-np.asarray(models.apply_layers(view, jnp.asarray((lo + hi) / 2))))[rank])
         spec = SPECS[names[i % len(names)]](t)
         rows = spec.rows(4)
         v = verify(jax.random.key(i), lo, hi, spec)
@@ -230,7 +231,7 @@ def check_against_exact(view, results):
     for lo, hi, spec, rows, v, exact in results:
         if v.status is Status.ROBUST:
             decided += 1
-            assert exact > 0, (exact, v.stats.bab)
+            assert exact > 0, ("exact", exact, v.stats.bab)
             assert v.proven_bound is not None and v.proven_bound <= exact + 1e-5
             xs = rng.uniform(lo, hi, (500, 3)).astype(np.float32)
             assert float(jnp.min(spec.margin(models.apply_layers_batch(view, jnp.asarray(xs))))) > 0
@@ -255,6 +256,26 @@ def test_bab_agrees_with_the_exact_minimum():
     branched = [v for *_, v, _ in results if v.stats.bab.get("domains", 0) > 1]
     assert branched  # the loop itself ran, not just the root
     assert any(v.stats.bab.get("rows", 0) > 1 for v in branched)  # several rows, one run each
+
+
+def test_top2_with_a_dropped_row_agrees_with_the_exact_minimum_and_dropping_k_rows_is_caught(monkeypatch):
+    """Top-2 with the target second at the box centre: `bab.row_plan` drops the row of the label
+    above it and proves "the target beats every other label" one row per run (k = 1). Every verdict
+    agrees with the exact minimum. Dropping k rows instead of k − 1 (the deliberate bug) asks for
+    less than the query and calls non-robust boxes robust."""
+    dropped = []
+    for seed, widths in ((1, (0.1, 0.3)), (0, (0.02, 0.15))):
+        view, results = run_boxes(seed, 16, names=("top2",), rank=1, widths=widths)
+        assert check_against_exact(view, results) >= 0.9 * len(results)
+        dropped += [v for *_, v, _ in results if v.stats.bab.get("rows_dropped", 0) == 1]
+    assert sum(v.status is Status.ROBUST for v in dropped) >= 2  # proofs through the drop
+    assert sum(v.status is Status.NOT_ROBUST for v in dropped) >= 2
+    monkeypatch.setattr(
+        BB, "row_plan", lambda ctx: BB.RowPlan(np.sort(np.argsort(BB.row_values(ctx))[ctx.k :]), 1)
+    )
+    view, results = run_boxes(0, 16, names=("top2",), rank=1, widths=(0.02, 0.15))
+    with pytest.raises(AssertionError, match="exact"):  # a ROBUST whose exact minimum is ≤ 0
+        check_against_exact(view, results)
 
 
 def test_domain_budget_ends_the_same_tree_at_any_time_limit():
@@ -396,7 +417,7 @@ def test_each_row_is_proven_and_a_dropped_row_is_caught(monkeypatch):
     """Argmax: branch-and-bound runs one row at a time (`row_groups`, weakest first); ROBUST needs every
     open row proven. Keeping only the first row (the deliberate bug) calls non-robust boxes robust."""
     real = BB.row_groups
-    monkeypatch.setattr(BB, "row_groups", lambda ctx: real(ctx)[:1])
+    monkeypatch.setattr(BB, "row_groups", lambda ctx, plan: real(ctx, plan)[:1])
     view, results = run_boxes(0, 12, names=("argmax",))
     with pytest.raises(AssertionError):
         check_against_exact(view, results)
