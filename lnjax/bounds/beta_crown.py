@@ -34,7 +34,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -339,7 +339,8 @@ def bound_domain(
         vals, pull = jax.vjp(bound, params)
         (grads,) = pull(jnp.ones_like(vals))  # ascend every row's bound
         best = jnp.maximum(best, vals)
-        (up_a, up_b), state = opt.update(grads, state, params)
+        updates, state = opt.update(grads, state, params)
+        up_a, up_b = cast(tuple[dict[int, jax.Array], dict[int, jax.Array]], updates)
         params = project(
             (
                 {j: params[0][j] + lr_alpha * u for j, u in up_a.items()},

@@ -196,7 +196,7 @@ class Bab:
         self.layout = BC.split_layout(ctx.view, ctx.best)
         every = np.arange(len(ctx.rows.offset))
         rows = every if rows is None else np.asarray(rows, int)
-        k = ctx.k if k is None else k
+        k = int(ctx.k if k is None else k)
         if k != 1 and len(rows) != len(every):
             raise ValueError(f"a subset of the spec rows is a sound query only for k = 1, got k = {k}")
         # This run's rows: all of them (margin = k-th smallest), or a subset for k = 1 (each row is a
