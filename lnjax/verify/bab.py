@@ -425,7 +425,12 @@ class Bab:
         t0 = time.monotonic()
         key = jax.random.fold_in(ctx.keys.refine, self.facts["batches"])
         x0 = jnp.asarray(self.weakest[0], jnp.float32)
-        res = ctx.fns.pgd(key, ctx.view, ctx.lo, ctx.hi, self.c, self.offset_dev, x0, k=self.spec.k)
+        # After `row_plan`'s drop the run's rows ask for more than the query: attack the query itself
+        # (a point where the kept row is ≤ 0 but the dropped ones are not is no counterexample).
+        c, offset, k = (
+            (self.c, self.offset_dev, self.spec.k) if self.spec.k == ctx.k else (ctx.c, ctx.offset, ctx.k)
+        )
+        res = ctx.fns.pgd(key, ctx.view, ctx.lo, ctx.hi, c, offset, x0, k=k)
         x, m = ctx.evaluate(res.x)
         ctx.lap("bab_attack", t0)
         self.facts["attacks"] = self.facts.get("attacks", 0) + 1
