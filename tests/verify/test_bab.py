@@ -278,6 +278,45 @@ def test_top2_with_a_dropped_row_agrees_with_the_exact_minimum_and_dropping_k_ro
         check_against_exact(view, results)
 
 
+def test_after_a_drop_the_box_attack_targets_the_query(monkeypatch):
+    """After `row_plan` drops a row, branch-and-bound's box PGD attacks the query's own spec (every
+    row, k = 2): a point where only the run's kept row is ≤ 0 is no counterexample. Attacking the
+    run's one row at k = 1 (the deliberate bug) shows up as (1, 1) calls."""
+    from lnjax.verify import verifier as VV
+
+    calls = []
+    real = VV.jitted
+
+    def recording(cfg):
+        fns = real(cfg)
+
+        def pgd(key, view, lo, hi, c, offset, x0, *, k):
+            calls.append((int(c.shape[0]), k))
+            return fns.pgd(key, view, lo, hi, c, offset, x0, k=k)
+
+        return fns._replace(pgd=pgd)
+
+    monkeypatch.setattr(VV, "jitted", recording)
+    view = tiny(1, hidden=(10, 8))
+    verify = make_verifier(
+        view,
+        stages=("crown", "bab"),  # no PGD stage: every attack is branch-and-bound's
+        time_limit=20.0,
+        bab=BabOptions(batch=4, attack_every=1),
+        bounds=BoundOptions(intermediate=False),
+    )
+    rng = np.random.default_rng(1)
+    attacked = 0
+    for i in range(16):
+        lo, hi = random_box(rng, 3, 0.1, 0.3)
+        t = int(np.argsort(-np.asarray(models.apply_layers(view, jnp.asarray((lo + hi) / 2))))[1])
+        v = verify(jax.random.key(i), lo, hi, specs.TopK(t, 2))
+        if v.stats.bab.get("rows_dropped") == 1:
+            attacked += v.stats.bab.get("attacks", 0)
+    assert attacked > 0
+    assert set(calls) == {(3, 2)}
+
+
 def test_domain_budget_ends_the_same_tree_at_any_time_limit():
     """bab.domain_budget: a query needing more subdomains ends UNKNOWN with a note, at most one batch
     past the budget, with the same tree whatever its time limit; a budget it fits in changes nothing.
