@@ -15,8 +15,9 @@ spec's margin. The loop:
 3. a child whose bound exceeds the safety margin is closed; a child's row bounds are never below its
    parent's (a subset of the parent's domain); the rest are pushed back;
 4. counterexamples: the input that minimises each child's deciding linear bound is scored by the
-   network every batch, and every `bab.attack_every` batches the box PGD starts from the weakest of
-   them (a counterexample anywhere in the box ends the query); the model confirms every one;
+   network on the query's own spec every batch (also when the run bounds fewer rows), and every
+   `bab.attack_every` batches the box PGD starts from the weakest of them (a counterexample
+   anywhere in the box ends the query); the model confirms every one;
 5. a domain with at most `bab.leaf_unstable` free unstable ReLUs left goes to the MILP (when the
    "milp" stage is on) with its clamped bounds, i.e. its phases fixed: a sound relaxation of the
    subdomain (a fixed neuron's own split row is not encoded, so the MILP may range over a superset:
@@ -123,20 +124,31 @@ BoundFn = Callable[..., tuple[BC.DomainBound, jax.Array]]
 
 
 @functools.lru_cache(maxsize=8)
-def bound_for(cfg: Any, k: int) -> BoundFn:
-    """The jitted domain bound for a `VerifierConfig`'s bab options and the spec's order statistic k."""
+def bound_for(cfg: Any, k: int, k_query: int) -> BoundFn:
+    """The jitted domain bound for a `VerifierConfig`'s bab options, the run's order statistic k and
+    the query's (they differ after `row_plan`'s drop)."""
     return jitted_bound(
-        cfg.bab.steps, cfg.bab.lr_alpha, cfg.bab.lr_beta, k, cfg.bab.refine_chunk, cfg.bab.fsb
+        cfg.bab.steps, cfg.bab.lr_alpha, cfg.bab.lr_beta, k, cfg.bab.refine_chunk, cfg.bab.fsb, k_query
     )
 
 
 def jitted_bound(
-    steps: int, lr_alpha: float, lr_beta: float, k: int, refine_chunk: int, fsb: int = 0
+    steps: int,
+    lr_alpha: float,
+    lr_beta: float,
+    k: int,
+    refine_chunk: int,
+    fsb: int = 0,
+    k_query: int | None = None,
 ) -> BoundFn:
-    """`bound(view, root, lo, hi, c, offset, splits[B], alphas[B], betas[B]) -> (DomainBound[B],
-    margins [B])`: every domain's bound and the network's margin at its candidate point, one call."""
+    """`bound(view, root, lo, hi, c, offset, splits[B], alphas[B], betas[B], c_query, offset_query) ->
+    (DomainBound[B], margins [B])`: every domain's bound over the run's rows (c, offset, k) and the
+    network's margin on the query's rows (c_query, offset_query, k_query; default k) at its candidate
+    point, one call. The margin is the query's, so a candidate at margin ≤ 0 is a counterexample
+    to the query whatever rows the run bounds."""
+    kq = k if k_query is None else k_query
 
-    def one(view, root, lo, hi, c, offset, splits, alphas, betas):
+    def one(view, root, lo, hi, c, offset, splits, alphas, betas, c_query, offset_query):
         res = BC.bound_domain(
             view,
             root,
@@ -154,9 +166,9 @@ def jitted_bound(
             refine_chunk=refine_chunk,
             fsb=fsb,
         )
-        return res, view_margin(view, res.x_star, c, offset, k)
+        return res, view_margin(view, res.x_star, c_query, offset_query, kq)
 
-    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, None, 0, 0, 0)))
+    return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, None, 0, 0, 0, None, None)))
 
 
 def predicted_seconds(timed: dict[int, float], size: int) -> float:
@@ -255,6 +267,8 @@ class Bab:
             jnp.asarray(padded(splits), jnp.int32),
             jnp.asarray(padded(alphas)),
             jnp.asarray(padded(betas)),
+            ctx.c,
+            ctx.offset,
         )
         res, margins = jax.tree.map(lambda v: np.asarray(v)[:n], res)
         self.seconds[(self.m, size)] = time.monotonic() - t0
@@ -308,7 +322,7 @@ class Bab:
                 )
                 return self._give_up(timed_out=False)
             if self.budget is not None and self.facts["domains"] >= self.budget:
-                ctx.stats.notes.append(f"bab stopped: domain budget ({cfg.bab.domain_budget}) used")
+                ctx.stats.notes.append(f"bab stopped: domain budget ({self.budget}) used")
                 return self._give_up(timed_out=True)
             # The largest batch that still fits in the budget (a compiled batch cannot be stopped).
             size = self._batch_size(ctx.time_left())
@@ -543,10 +557,17 @@ def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int]
     groups = row_groups(ctx, plan)
     facts["rows_dropped"] = len(lower) - len(plan.kept)
     try:
+        if plan.k != ctx.k and ctx.cfg.bab.joint_domains:
+            verdict = _joint_first(ctx, leaf, seconds, facts)
+            if verdict is not None:
+                return verdict
         for g in groups:
             budget = ctx.cfg.bab.domain_budget
             left = max(budget - facts.get("domains", 0), 0) if budget else None
-            bab = Bab(ctx, bound_for(ctx.cfg, plan.k), leaf, seconds, rows=g, budget=left, k=plan.k)
+            if left == 0:  # spent by the joint run: the same stop as inside a run
+                ctx.stats.notes.append(f"bab stopped: domain budget ({budget}) used")
+                return ctx.finish(Status.UNKNOWN, None)
+            bab = Bab(ctx, bound_for(ctx.cfg, plan.k, ctx.k), leaf, seconds, rows=g, budget=left, k=plan.k)
             out = bab.run()
             _merge(facts, bab.facts)
             facts["rows"] += 1
@@ -572,14 +593,42 @@ def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int]
     return ctx.finish(Status.ROBUST, "bab")
 
 
+def _joint_first(
+    ctx: Any, leaf: Any, seconds: dict[tuple[int, int], float], facts: dict[str, Any]
+) -> Verdict | None:
+    """Before `row_plan`'s one-row runs: a run over every row at the query's own k, capped at
+    `bab.joint_domains` domains (and the query's domain budget). Its candidate points minimise the
+    deciding row of each domain, whichever it is, where a one-row run only hunts on its row (a
+    top-2 counterexample may break a row the plan would reach late). Returns its verdict (NOT_ROBUST,
+    or ROBUST if it closes every domain), else None: the one-row runs go on with the time left."""
+    budget, cap = ctx.cfg.bab.domain_budget, ctx.cfg.bab.joint_domains
+    joint = Bab(
+        ctx, bound_for(ctx.cfg, ctx.k, ctx.k), leaf, seconds, budget=min(cap, budget) if budget else cap
+    )
+    notes = len(ctx.stats.notes)
+    out = joint.run()
+    _merge(facts, joint.facts)
+    facts["joint_domains"] = joint.facts["domains"]
+    if out.verdict is not None:
+        return out.verdict
+    if out.proven:
+        ctx.proven.append(ctx.safety)
+        ctx.stats.margin_lower["bab"] = ctx.safety
+        return ctx.finish(Status.ROBUST, "bab")
+    del ctx.stats.notes[notes:]  # its stop is not the query's
+    if out.bound is not None:
+        ctx.proven.append(out.bound)
+    return None
+
+
 def warm_up(cfg: Any, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: Any, k: int) -> None:
     """Compiles the bound at every batch size for the rows a run takes (one row for k = 1, see
     `row_groups`; for k > 1 all rows and, for `row_plan`'s drop to k = 1, one row; results
     discarded)."""
     layout = BC.split_layout(view, best)
     for kk, cc, oo in ((k, c, offset), (1, c[:1], offset[:1])) if k > 1 else ((1, c[:1], offset[:1]),):
-        bound = bound_for(cfg, kk)
+        bound = bound_for(cfg, kk, k)
         for size in batch_sizes(cfg.bab.batch, cc.shape[0], cfg.bab.batch_ladder):
             splits = jnp.zeros((size, layout.total), jnp.int32)
             alphas = jnp.zeros((size, cc.shape[0], layout.total), jnp.float32)
-            jax.block_until_ready(bound(view, best, lo, hi, cc, oo, splits, alphas, alphas))
+            jax.block_until_ready(bound(view, best, lo, hi, cc, oo, splits, alphas, alphas, c, offset))

@@ -167,6 +167,9 @@ class BabOptions:
         split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
       fsb: branching candidates (filtered smart branching: the top BaBSR scores, each child bounded
         once, the best worse child wins); 0: the BaBSR argmax.
+      joint_domains: when `bab.row_plan` drops rows (k > 1), a first run over every row (the query's
+        own k-th smallest) bounds at most this many domains before the one-row runs: its candidate
+        points follow whichever row decides, where each one-row run hunts on its own row; 0: none.
       domain_budget: per query, stop branching (UNKNOWN, like a time-out) once this many subdomains
         have been bounded, counted over all of the query's spec-row runs (the last batch may take
         it up to one batch further); 0: no cap. With a time limit generous enough never to be
@@ -185,6 +188,7 @@ class BabOptions:
     leaf_seconds: float = 5.0
     refine_chunk: int = 0
     fsb: int = 0
+    joint_domains: int = 16
     domain_budget: int = 0
 
     def __post_init__(self) -> None:
@@ -200,6 +204,7 @@ class BabOptions:
         check_float(w + "leaf_seconds", self.leaf_seconds, low=0.0, low_open=True)
         check_int(w + "refine_chunk", self.refine_chunk, 0)
         check_int(w + "fsb", self.fsb, 0)
+        check_int(w + "joint_domains", self.joint_domains, 0)
         check_int(w + "domain_budget", self.domain_budget, 0)
 
 

@@ -182,14 +182,14 @@ def test_refined_bounds_contain_the_subdomain_and_a_wrong_clamp_is_caught(monkey
 # ----------------------------------------------------------------------------- the whole stage
 
 
-@functools.lru_cache(maxsize=2)
-def bab_verifier(seed):
+@functools.lru_cache(maxsize=4)
+def bab_verifier(seed, joint_domains=16):
     view = tiny(seed, hidden=(10, 8))
     return view, make_verifier(
         view,
         stages=("crown", "bab"),
         time_limit=20.0,
-        bab=BabOptions(batch=16, attack_every=0),
+        bab=BabOptions(batch=16, attack_every=0, joint_domains=joint_domains),
         bounds=BoundOptions(intermediate=False),
     )
 
@@ -209,10 +209,10 @@ def float64_margin(view, x, rows):
     return d[rows.k - 1]
 
 
-def run_boxes(seed, n_boxes, names=tuple(SPECS), rank=0, widths=(0.03, 0.5)):
+def run_boxes(seed, n_boxes, names=tuple(SPECS), rank=0, widths=(0.1, 0.3), joint_domains=16):
     """BaB alone (CROWN root, no PGD, no MILP) on random boxes vs the exact MILP minimum; the target
     is the label ranked `rank` (0: the top) at the box centre."""
-    view, verify = bab_verifier(seed)
+    view, verify = bab_verifier(seed, joint_domains)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_boxes):
@@ -270,12 +270,41 @@ def test_top2_with_a_dropped_row_agrees_with_the_exact_minimum_and_dropping_k_ro
         dropped += [v for *_, v, _ in results if v.stats.bab.get("rows_dropped", 0) == 1]
     assert sum(v.status is Status.ROBUST for v in dropped) >= 2  # proofs through the drop
     assert sum(v.status is Status.NOT_ROBUST for v in dropped) >= 2
+    assert all(v.stats.bab.get("joint_domains", 0) > 0 for v in dropped)  # the joint run came first
     monkeypatch.setattr(
         BB, "row_plan", lambda ctx: BB.RowPlan(np.sort(np.argsort(BB.row_values(ctx))[ctx.k :]), 1)
     )
-    view, results = run_boxes(0, 16, names=("top2",), rank=1, widths=(0.02, 0.15))
+    # Without the joint first run, whose candidates would expose most of these boxes first.
+    view, results = run_boxes(0, 16, names=("top2",), rank=1, widths=(0.02, 0.15), joint_domains=0)
     with pytest.raises(AssertionError, match="exact"):  # a ROBUST whose exact minimum is ≤ 0
         check_against_exact(view, results)
+
+
+def test_candidate_margins_are_the_querys_whatever_rows_the_run_bounds():
+    """The bound call scores each domain's candidate point on the query's rows (top-2 here) while it
+    bounds one row (a run after `row_plan`'s drop); scoring on the run's row (the deliberate bug,
+    `c_query = c`) gives that row's value instead."""
+    view = tiny(1, hidden=(10, 8))
+    rng = np.random.default_rng(3)
+    lo, hi = random_box(rng, 3, 0.1, 0.3)
+    spec = specs.TopK(1, 2)
+    rows = spec.rows(4)
+    c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
+    root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    layout = BC.split_layout(view, root)
+    splits = jnp.stack([jnp.asarray(random_splits(rng, layout.total)) for _ in range(6)])
+    a0 = jax.vmap(lambda s: BC.init_alphas(layout, root, s, 1))(splits)
+    bound = BB.jitted_bound(2, 0.1, 0.1, 1, 0, 0, rows.k)
+
+    def margins(c_query, off_query):
+        res, m = bound(view, root, lo, hi, c[:1], off[:1], splits, a0, jnp.zeros_like(a0), c_query, off_query)
+        return np.asarray(m), np.asarray(res.x_star)
+
+    m, xs = margins(c, off)
+    expected = [float(spec.margin(models.apply_layers(view, jnp.asarray(x)))) for x in xs]
+    np.testing.assert_allclose(m, expected, atol=1e-5)
+    row_only = [float(jnp.dot(c[0], models.apply_layers(view, jnp.asarray(x))) + off[0]) for x in xs]
+    assert not np.allclose(row_only, expected, atol=1e-3)  # the bug's margins would differ
 
 
 def test_after_a_drop_the_box_attack_targets_the_query(monkeypatch):
@@ -457,7 +486,7 @@ def test_each_row_is_proven_and_a_dropped_row_is_caught(monkeypatch):
     open row proven. Keeping only the first row (the deliberate bug) calls non-robust boxes robust."""
     real = BB.row_groups
     monkeypatch.setattr(BB, "row_groups", lambda ctx, plan: real(ctx, plan)[:1])
-    view, results = run_boxes(0, 12, names=("argmax",))
+    view, results = run_boxes(0, 12, names=("argmax",), widths=(0.03, 0.5))
     with pytest.raises(AssertionError):
         check_against_exact(view, results)
 
