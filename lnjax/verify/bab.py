@@ -588,6 +588,11 @@ def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int]
             lower[g] = np.maximum(lower[g], ctx.safety)
     finally:
         ctx.stats.bab = facts
+    return _proved(ctx)
+
+
+def _proved(ctx: Any) -> Verdict:
+    """ROBUST by branch-and-bound: every domain closed above the safety margin."""
     ctx.proven.append(ctx.safety)
     ctx.stats.margin_lower["bab"] = ctx.safety
     return ctx.finish(Status.ROBUST, "bab")
@@ -612,9 +617,7 @@ def _joint_first(
     if out.verdict is not None:
         return out.verdict
     if out.proven:
-        ctx.proven.append(ctx.safety)
-        ctx.stats.margin_lower["bab"] = ctx.safety
-        return ctx.finish(Status.ROBUST, "bab")
+        return _proved(ctx)
     del ctx.stats.notes[notes:]  # its stop is not the query's
     if out.bound is not None:
         ctx.proven.append(out.bound)

@@ -203,12 +203,11 @@ def make_verifier(
             out.append(fns.alpha_spec(view, lo, hi, c, best))
         if "bab" in names:
             BB.warm_up(cfg, view, best, lo, hi, c, offset, k)
-            if cfg.bab.attack_every:  # bab's box PGD from a host-made point: one row at k = 1 (also
-                # after `row_plan` lowers k to 1), all rows at k > 1
+            if cfg.bab.attack_every:  # bab's box PGD from a host-made point: one row for k = 1, the
+                # query's rows for k > 1 (also after `row_plan`'s drop: it attacks the query itself)
+                rc, ro = (c[:1], offset[:1]) if k == 1 else (c, offset)
                 x_host = jnp.asarray(np.asarray(centre), jnp.float32)
-                out.append(fns.pgd(jax.random.key(0), view, lo, hi, c[:1], offset[:1], x_host, k=1).x)
-                if k > 1:
-                    out.append(fns.pgd(jax.random.key(0), view, lo, hi, c, offset, x_host, k=k).x)
+                out.append(fns.pgd(jax.random.key(0), view, lo, hi, rc, ro, x_host, k=k).x)
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
         if "milp" in names:
             milp_net.get()
