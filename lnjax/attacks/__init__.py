@@ -19,7 +19,9 @@ from lnjax.attacks.pgd import (
     best_of_starts,
     descend,
     make_pgd_box,
+    target_sets,
     view_box_pgd,
+    view_box_pgd_targeted,
     view_margin,
 )
 from lnjax.specs import argmax_margin, make_threshold_margin, make_topk_margin, targeted_margin
@@ -43,7 +45,9 @@ __all__ = [
     "random_directions",
     "rms",
     "summarize",
+    "target_sets",
     "targeted_margin",
     "view_box_pgd",
+    "view_box_pgd_targeted",
     "view_margin",
 ]

@@ -24,11 +24,14 @@ References:
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lnjax.models import layers as L
@@ -237,5 +240,63 @@ def view_box_pgd(steps: int, restarts: int, step_size: float) -> Callable[..., B
     @functools.partial(jax.jit, static_argnames="k")
     def pgd(key, view, lo, hi, c, offset, x0, *, k):
         return attack(key, lambda x: view_margin(view, x, c, offset, k), lo, hi, x0)
+
+    return pgd
+
+
+# ---------------------------------------------------------------------------- the multi-targeted PGD
+
+
+def target_sets(values: np.ndarray, k: int, limit: int = 64) -> np.ndarray:
+    """The k-subsets of spec rows a multi-targeted attack tries, most promising first: int [G, k].
+
+    A point where every row of one k-subset is ≤ 0 breaks the k-th-smallest margin. values: [M] the
+    rows (with offsets) at a reference point (e.g. the weakest point found); rows are ranked by value
+    (lowest first) and the subsets ordered by the sum of their ranks, then by their highest rank, so
+    for k = 1 it is every row, lowest first (Gowal et al.'s MultiTargeted order by logit). At most
+    `limit` subsets, drawn from the fewest lowest rows that hold that many.
+    """
+    values = np.asarray(values, np.float64).reshape(-1)
+    m = values.shape[0]
+    if not 1 <= k <= m:
+        raise ValueError(f"need 1 ≤ k ≤ {m} rows, got k = {k}")
+    ranked = np.argsort(values, kind="stable")
+    t = next((t for t in range(k, m + 1) if math.comb(t, k) >= limit), m)
+    combos = sorted(itertools.combinations(range(t), k), key=lambda s: (sum(s), s[-1], s))[:limit]
+    return ranked[np.asarray(combos, int)]
+
+
+@functools.lru_cache(maxsize=16)
+def view_box_pgd_targeted(steps: int, restarts: int, step_size: float) -> Callable[..., BoxAttackResult]:
+    """`pgd(key, view, lo, hi, c, offset, x0, targets, *, k) -> BoxAttackResult`: the multi-targeted
+    box PGD on the spec rows (c, offset, k) of a network, one jitted call.
+
+    For each target set (targets: int [G, k], e.g. `target_sets`) the box PGD (`make_pgd_box`,
+    `restarts` starts: x0, then uniform) minimises the largest of those k rows: where all k are ≤ 0,
+    the k-th smallest row is too, so the point breaks the spec. The untargeted margin (the k-th
+    smallest itself) follows whichever rows are lowest at the start and stalls where two rows must
+    be pushed down together; one target set at a time does not. Returns the point with the smallest
+    spec margin over all target sets (its margin: the spec's, not the targeted loss).
+
+    References:
+      Gowal, Uesato, Qin, Huang, Mann & Kohli, An Alternative Surrogate Loss for PGD-based
+        Adversarial Testing, arXiv:1910.09338, 2019 (MultiTargeted: one PGD per target class; here a
+        target is a set of k rows, for top-k specs).
+    """
+    attack = make_pgd_box(steps=steps, step_size=step_size, restarts=restarts)
+
+    @functools.partial(jax.jit, static_argnames="k")
+    def pgd(key, view, lo, hi, c, offset, x0, targets, *, k):
+        def one(key, rows):
+            def loss(x):
+                return jnp.max((c @ L.apply_layers(view, x) + offset)[rows])
+
+            x = attack(key, loss, lo, hi, x0).x
+            return x, view_margin(view, x, c, offset, k)
+
+        keys = jax.random.split(key, targets.shape[0])
+        xs, ms = jax.vmap(one)(keys, targets)
+        i = jnp.argmin(ms)
+        return BoxAttackResult(xs[i], ms[i])
 
     return pgd

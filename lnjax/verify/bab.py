@@ -16,8 +16,9 @@ spec's margin. The loop:
    parent's (a subset of the parent's domain); the rest are pushed back;
 4. counterexamples: the input that minimises each child's deciding linear bound is scored by the
    network on the query's own spec every batch (also when the run bounds fewer rows), and every
-   `bab.attack_every` batches the box PGD starts from the weakest of them (a counterexample
-   anywhere in the box ends the query); the model confirms every one;
+   `bab.attack_every` batches the box PGD starts from the weakest of them, then (if it found
+   nothing) the multi-targeted box PGD on the query's next `bab.attack_targets` sets of k rows
+   (a counterexample anywhere in the box ends the query); the model confirms every one;
 5. a domain with at most `bab.leaf_unstable` free unstable ReLUs left goes to the MILP (when the
    "milp" stage is on) with its clamped bounds, i.e. its phases fixed: a sound relaxation of the
    subdomain (a fixed neuron's own split row is not encoded, so the MILP may range over a superset:
@@ -44,7 +45,8 @@ binary per row.
 References:
   Wang et al., NeurIPS 2021 (β-CROWN; alpha-beta-CROWN's complete_verifier/batch_branch_and_bound.py
     for the batched best-first loop, read, not copied); Bunel et al., JMLR 2020 (BaBSR branching);
-  Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify: the MILP leaves).
+  Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify: the MILP leaves);
+  Gowal et al., arXiv:1910.09338, 2019 (MultiTargeted: the targeted attacks).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lnjax.attacks.pgd import view_margin
+from lnjax.attacks.pgd import target_sets, view_box_pgd_targeted, view_margin
 from lnjax.bounds import beta_crown as BC
 from lnjax.specs import SpecRows
 from lnjax.verify.verdict import Status, Verdict, milp_proof
@@ -446,6 +448,8 @@ class Bab:
         )
         res = ctx.fns.pgd(key, ctx.view, ctx.lo, ctx.hi, c, offset, x0, k=k)
         x, m = ctx.evaluate(res.x)
+        if m > 0 and ctx.cfg.bab.attack_targets:
+            x, m = min((x, m), self._targeted(jax.random.fold_in(key, 1), x0), key=lambda p: p[1])
         ctx.lap("bab_attack", t0)
         self.facts["attacks"] = self.facts.get("attacks", 0) + 1
         if m < self.weakest[1]:
@@ -453,6 +457,22 @@ class Bab:
         if m <= 0:
             return ctx.finish(Status.NOT_ROBUST, "bab", x)
         return None
+
+    def _targeted(self, key: jax.Array, x0: jax.Array) -> tuple[np.ndarray, float]:
+        """The multi-targeted box PGD from x0 on the query's next `bab.attack_targets` row sets (the
+        query's spec, whatever rows this run bounds; sets ranked once per query at the first x0, and
+        tried in turn over all its runs); the model's margin at its best point."""
+        ctx, g = self.ctx, self.ctx.cfg.bab.attack_targets
+        if ctx.targets is None:
+            values = np.asarray(ctx.c @ ctx.fns.logits(ctx.view, x0) + ctx.offset)
+            ctx.targets = target_sets(values, ctx.k)
+        pick = (ctx.targets_tried + np.arange(g)) % len(ctx.targets)
+        ctx.targets_tried += g
+        self.facts["targets_tried"] = ctx.targets_tried
+        res = targeted_for(ctx.cfg)(
+            key, ctx.view, ctx.lo, ctx.hi, ctx.c, ctx.offset, x0, jnp.asarray(ctx.targets[pick]), k=ctx.k
+        )
+        return ctx.evaluate(res.x)
 
     def _give_up(self, *, timed_out: bool) -> Outcome:
         """Undecided: the smallest open (or unresolved) bound is still a proven bound on these rows."""
@@ -539,7 +559,7 @@ def row_groups(ctx: Any, plan: RowPlan) -> list[np.ndarray]:
 
 def _merge(total: dict[str, Any], facts: dict[str, Any]) -> None:
     for key, v in facts.items():
-        if key in ("max_open", "max_depth"):
+        if key in ("max_open", "max_depth", "targets_tried"):  # targets_tried: the query's running count
             total[key] = max(total.get(key, 0), v)
         else:
             total[key] = total.get(key, 0) + v
@@ -624,10 +644,20 @@ def _joint_first(
     return None
 
 
+def targeted_for(cfg: Any) -> Callable[..., Any]:
+    """Branch-and-bound's multi-targeted box PGD for a `VerifierConfig` (compiled once per
+    hyperparameters, network architecture, spec size and k)."""
+    return view_box_pgd_targeted(cfg.bab.attack_steps, cfg.bab.attack_restarts, cfg.pgd.step_size)
+
+
 def warm_up(cfg: Any, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: Any, k: int) -> None:
     """Compiles the bound at every batch size for the rows a run takes (one row for k = 1, see
-    `row_groups`; for k > 1 all rows and, for `row_plan`'s drop to k = 1, one row; results
-    discarded)."""
+    `row_groups`; for k > 1 all rows and, for `row_plan`'s drop to k = 1, one row) and the
+    multi-targeted attack (results discarded)."""
+    if cfg.bab.attack_every and cfg.bab.attack_targets:
+        sets = jnp.zeros((cfg.bab.attack_targets, k), jnp.int32)
+        x0 = jnp.asarray(np.asarray(lo), jnp.float32)  # host-made, as `Bab._targeted`'s start
+        jax.block_until_ready(targeted_for(cfg)(jax.random.key(0), view, lo, hi, c, offset, x0, sets, k=k))
     layout = BC.split_layout(view, best)
     for kk, cc, oo in ((k, c, offset), (1, c[:1], offset[:1])) if k > 1 else ((1, c[:1], offset[:1]),):
         bound = bound_for(cfg, kk, k)

@@ -75,7 +75,8 @@ class QueryContext:
     Growing: `points` (every point scored, with its JAX margin), `proven` (every proven margin lower
     bound), `x_attack` (where the next PGD starts), `best` (the tightest bounds so far; set by the
     interval stage, which runs before any other bound stage), `row_lower` (lower bounds of c @ z),
-    `stats`.
+    `stats`, `targets` (the multi-targeted attack's row sets, ranked at the first weakest point) and
+    `targets_tried` (how many of them branch-and-bound's attacks have used, over all its runs).
     """
 
     def __init__(
@@ -104,6 +105,8 @@ class QueryContext:
         self.x_attack = (lo + hi) / 2
         self.best: Any = None
         self.row_lower: np.ndarray = np.full(len(rows.offset), -np.inf)
+        self.targets: np.ndarray | None = None
+        self.targets_tried = 0
 
     def lap(self, name: str, t0: float) -> float:
         """Adds the seconds since `t0` to stage `name`'s time; returns now."""

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lnjax import attacks, models, specs
 from lnjax.attacks import pgd as P
@@ -53,3 +54,48 @@ def test_view_box_pgd_is_the_box_pgd_on_the_spec_rows():
     assert float(got.margin) == float(want.margin)
     assert float(got.margin) <= float(attacks.view_margin(VIEW, x0, c, offset, 2))  # x0 is the first start
     assert attacks.view_box_pgd(10, 3, 0.5) is attacks.view_box_pgd(10, 3, 0.5)  # one jit per settings
+
+
+def test_target_sets_rank_rows_and_keep_the_most_promising_sets():
+    values = np.array([3.0, -1.0, 2.0, 0.0])  # ranks: row 1, row 3, row 2, row 0
+    np.testing.assert_array_equal(P.target_sets(values, 1), [[1], [3], [2], [0]])
+    np.testing.assert_array_equal(
+        P.target_sets(values, 2), [[1, 3], [1, 2], [3, 2], [1, 0], [3, 0], [2, 0]]
+    )  # by rank sum, then the highest rank
+    np.testing.assert_array_equal(P.target_sets(values, 2, limit=3), [[1, 3], [1, 2], [3, 2]])
+    for k in (0, 5):
+        with pytest.raises(ValueError, match="1 ≤ k ≤ 4"):
+            P.target_sets(values, k)
+
+
+def test_the_targeted_pgd_pushes_each_sets_rows_together_and_reports_the_spec_margin():
+    """For one set {i, j} it is the box PGD on max(row_i, row_j) (a bug taking the min pushes one row
+    only and ends elsewhere on this net); over several sets it keeps the smallest spec margin, and
+    the margin it reports is the spec's (k-th smallest of all rows) at its point, not its own loss."""
+    model = models.mlp((4,), (8,), 4)
+    view = models.layer_view(model, model.init_params(jax.random.key(2)))
+    rows = specs.TopK(0, 2).rows(4)
+    c, offset = jnp.asarray(rows.c), jnp.asarray(rows.offset)
+    x0 = jnp.array([0.3, 0.6, 0.2, 0.9])
+    lo, hi = jnp.clip(x0 - 0.3, 0, 1), jnp.clip(x0 + 0.3, 0, 1)
+    pgd = attacks.view_box_pgd_targeted(10, 3, 0.25)
+    key = jax.random.key(4)
+
+    def pgd_on(k, loss):
+        return attacks.make_pgd_box(steps=10, step_size=0.25, restarts=3)(k, loss, lo, hi, x0).x
+
+    def rows_at(x):
+        return c @ models.apply_layers(view, x) + offset
+
+    one = pgd(key, view, lo, hi, c, offset, x0, jnp.array([[0, 1]]), k=2)
+    want = jax.jit(pgd_on, static_argnums=1)(jax.random.split(key, 1)[0], lambda x: jnp.max(rows_at(x)[:2]))
+    np.testing.assert_array_equal(one.x, want)
+    assert float(one.margin) == float(attacks.view_margin(view, want, c, offset, 2))
+    sets = jnp.array([[0, 1], [2, 0], [1, 2]])
+    three = pgd(key, view, lo, hi, c, offset, x0, sets, k=2)
+    each = [
+        float(attacks.view_margin(view, pgd_on(k, lambda x, s=s: jnp.max(rows_at(x)[s])), c, offset, 2))
+        for k, s in zip(jax.random.split(key, 3), sets, strict=True)
+    ]
+    assert float(three.margin) == pytest.approx(min(each), abs=1e-6)
+    assert attacks.view_box_pgd_targeted(10, 3, 0.25) is pgd  # one jit per settings

@@ -308,13 +308,27 @@ def test_candidate_margins_are_the_querys_whatever_rows_the_run_bounds():
 
 
 def test_after_a_drop_the_box_attack_targets_the_query(monkeypatch):
-    """After `row_plan` drops a row, branch-and-bound's box PGD attacks the query's own spec (every
-    row, k = 2): a point where only the run's kept row is ≤ 0 is no counterexample. Attacking the
-    run's one row at k = 1 (the deliberate bug) shows up as (1, 1) calls."""
+    """After `row_plan` drops a row, branch-and-bound's box PGD and its multi-targeted PGD attack the
+    query's own spec (every row, k = 2): a point where only the run's kept row is ≤ 0 is no
+    counterexample. Attacking the run's one row at k = 1 (the deliberate bug) shows up as (1, 1)
+    calls. The targeted attack takes `bab.attack_targets` sets of k rows per call, in turn."""
     from lnjax.verify import verifier as VV
 
     calls = []
+    targeted = []
     real = VV.jitted
+    real_targeted = BB.targeted_for
+
+    def recording_targeted(cfg):
+        fn = real_targeted(cfg)
+
+        def pgd(key, view, lo, hi, c, offset, x0, sets, *, k):
+            targeted.append((int(c.shape[0]), k, tuple(np.asarray(sets).shape)))
+            return fn(key, view, lo, hi, c, offset, x0, sets, k=k)
+
+        return pgd
+
+    monkeypatch.setattr(BB, "targeted_for", recording_targeted)
 
     def recording(cfg):
         fns = real(cfg)
@@ -335,15 +349,57 @@ def test_after_a_drop_the_box_attack_targets_the_query(monkeypatch):
         bounds=BoundOptions(intermediate=False),
     )
     rng = np.random.default_rng(1)
-    attacked = 0
+    attacked, tried = 0, 0
     for i in range(16):
         lo, hi = random_box(rng, 3, 0.1, 0.3)
         t = int(np.argsort(-np.asarray(models.apply_layers(view, jnp.asarray((lo + hi) / 2))))[1])
         v = verify(jax.random.key(i), lo, hi, specs.TopK(t, 2))
         if v.stats.bab.get("rows_dropped") == 1:
             attacked += v.stats.bab.get("attacks", 0)
+            tried = max(tried, v.stats.bab.get("targets_tried", 0))
     assert attacked > 0
     assert set(calls) == {(3, 2)}
+    assert set(targeted) == {(3, 2, (2, 2))}  # two sets of two of the query's three rows per call
+    assert tried > 0
+
+
+def test_the_targeted_attack_takes_the_querys_row_sets_in_turn(monkeypatch):
+    """`Bab._targeted` ranks the query's k-subsets of rows once (`target_sets` at its first start)
+    and hands the attack the next `bab.attack_targets` of them on every call, wrapping around; its
+    point is scored by the model (`ctx.evaluate`)."""
+    from types import SimpleNamespace
+
+    seen = []
+
+    def fake_targeted_for(cfg):
+        def pgd(key, view, lo, hi, c, offset, x0, sets, *, k):
+            seen.append(np.asarray(sets).tolist())
+            return SimpleNamespace(x=x0)
+
+        return pgd
+
+    monkeypatch.setattr(BB, "targeted_for", fake_targeted_for)
+    rows = specs.TopK(0, 2).rows(4)
+    values = np.array([0.5, -0.2, 0.1])  # rows at x0 (the fake network's logits are these rows)
+    ctx = SimpleNamespace(
+        cfg=SimpleNamespace(bab=BabOptions(attack_targets=2)),
+        targets=None,
+        targets_tried=0,
+        view=None,
+        lo=None,
+        hi=None,
+        c=jnp.eye(3),
+        offset=jnp.zeros(3),
+        k=rows.k,
+        fns=SimpleNamespace(logits=lambda view, x: jnp.asarray(values)),
+        evaluate=lambda x: (np.asarray(x), 1.0),
+    )
+    run = SimpleNamespace(ctx=ctx, facts={})
+    for _ in range(3):
+        BB.Bab._targeted(run, jax.random.key(0), jnp.zeros(3))  # pyright: ignore[reportArgumentType]
+    np.testing.assert_array_equal(ctx.targets, [[1, 2], [1, 0], [2, 0]])
+    assert seen == [[[1, 2], [1, 0]], [[2, 0], [1, 2]], [[1, 0], [2, 0]]]
+    assert run.facts["targets_tried"] == ctx.targets_tried == 6
 
 
 def test_domain_budget_ends_the_same_tree_at_any_time_limit():

@@ -48,6 +48,9 @@ def test_defaults_are_valid_and_frozen():
         ("input_domain", (1.0, 0.0)),
         ("input_domain", (0.0, math.inf)),
         ("input_domain", [0.0, 1.0]),
+        ("bab.attack_targets", -1),
+        ("bab.attack_restarts", 0),
+        ("bab.attack_steps", 1.5),
     ],
 )
 def test_bad_value_is_one_line_naming_the_field(field, value):
