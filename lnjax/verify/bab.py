@@ -17,8 +17,9 @@ spec's margin. The loop:
 4. counterexamples: the input that minimises each child's deciding linear bound is scored by the
    network on the query's own spec every batch (also when the run bounds fewer rows), and every
    `bab.attack_every` batches the box PGD starts from the weakest of them, then (if it found
-   nothing) the multi-targeted box PGD on the query's next `bab.attack_targets` sets of k rows
-   (a counterexample anywhere in the box ends the query); the model confirms every one;
+   nothing, and while its time stays within `bab.attack_share` of the query's) the multi-targeted
+   box PGD on the query's next `bab.attack_targets` sets of k rows (a counterexample anywhere in
+   the box ends the query); the model confirms every one;
 5. a domain with at most `bab.leaf_unstable` free unstable ReLUs left goes to the MILP (when the
    "milp" stage is on) with its clamped bounds, i.e. its phases fixed: a sound relaxation of the
    subdomain (a fixed neuron's own split row is not encoded, so the MILP may range over a superset:
@@ -226,7 +227,8 @@ class Bab:
         self.max_domains = max(1, int(cfg.bab.memory_mb * 2**20 // per_domain))
         self.heap: list[tuple[float, int, Domain]] = []
         self.counter = itertools.count()
-        # Seconds of the last batch of each (rows, padded size), shared by the verifier's queries.
+        # Seconds of the last batch of each (rows, padded size), shared by the verifier's queries;
+        # (0, k): the last multi-targeted attack call at order k (`targeted_due`).
         self.seconds: dict[tuple[int, int], float] = {} if seconds is None else seconds
         self.facts: dict[str, Any] = {
             "domains": 0,
@@ -448,9 +450,16 @@ class Bab:
         )
         res = ctx.fns.pgd(key, ctx.view, ctx.lo, ctx.hi, c, offset, x0, k=k)
         x, m = ctx.evaluate(res.x)
-        if m > 0 and ctx.cfg.bab.attack_targets:
+        t1 = ctx.lap("bab_attack", t0)
+        spent = ctx.stats.time_s.get("bab_targeted", 0.0)
+        cost = self.seconds.get((0, ctx.k))  # the verifier's last targeted call at this k
+        if (
+            m > 0
+            and ctx.cfg.bab.attack_targets
+            and targeted_due(spent, cost, t1 - ctx.t_start, ctx.cfg.bab.attack_share)
+        ):
             x, m = min((x, m), self._targeted(jax.random.fold_in(key, 1), x0), key=lambda p: p[1])
-        ctx.lap("bab_attack", t0)
+            self.seconds[(0, ctx.k)] = ctx.lap("bab_targeted", t1) - t1
         self.facts["attacks"] = self.facts.get("attacks", 0) + 1
         if m < self.weakest[1]:
             self.weakest = (np.asarray(x), m)
@@ -642,6 +651,15 @@ def _joint_first(
     if out.bound is not None:
         ctx.proven.append(out.bound)
     return None
+
+
+def targeted_due(spent: float, cost: float | None, elapsed: float, share: float) -> bool:
+    """Does the multi-targeted attack run now? When its seconds in this query, with one more call
+    (`cost`: the verifier's last call; None: never timed, so it runs and is timed), stay within
+    `share` of the query's elapsed seconds. On a CNN one call (2 sets × 8 × 100 steps) costs as
+    much as several bound batches, so it waits for queries branch-and-bound does not close fast; on
+    an MLP it costs next to nothing and runs at every attack."""
+    return cost is None or spent + cost <= share * elapsed
 
 
 def targeted_for(cfg: Any) -> Callable[..., Any]:

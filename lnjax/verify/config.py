@@ -157,7 +157,10 @@ class BabOptions:
         (`bab.batch_sizes`): a call pads its domains up to the next size, so fewer sizes compile
         faster and waste more of each call on padding.
       steps, lr_alpha, lr_beta: Adam steps per batch and the learning rates of the slopes α and the
-        split multipliers β (warm-started from the parent domain).
+        split multipliers β (warm-started from the parent domain). 2 steps, not 4: on 32 close
+        UNKNOWN queries of the undefended and L0 neighborhood runs (10 s each, undecided at
+        c02584c) 22 against 21 ROBUST, ~15 % less time to those proofs (~15 % more domains per
+        second), and a higher open bound on 5 of the 7 left undecided (probes, 2026-12-05).
       memory_mb: cap on the open domains' host memory (each holds α and β per spec row and ReLU);
         beyond it branch-and-bound stops and the query goes on to the whole-box MILP.
       attack_every: a box PGD from the weakest candidate point every this many batches (0: never).
@@ -167,7 +170,10 @@ class BabOptions:
         bab_bench's 52 undecided MLP instances it found 2 counterexamples with 16 × 100 per set where
         the untargeted PGD with 144 × 100 found none; on verify_bench's quickstart image 10 at ε_0
         0.006 one pair of rows breaks (8 × 100: 1 seed in 4; 16 × 200: 3 in 4), the untargeted
-        PGD stops at +1.9.
+        PGD stops at +1.9. It runs only when its time in the query, with one more call (the
+        verifier's last), stays within `attack_share` of the query's elapsed time
+        (`bab.targeted_due`): run every 4 batches it took ~45 % of the time of 16 close
+        neighborhood queries on the undefended CNN (same trees, 6.1 s against 3.2 s to ROBUST).
       leaf_unstable: a domain with at most this many free unstable ReLUs goes to the MILP (if the
         "milp" stage is on), with at most `leaf_seconds` (and half the time left) per leaf.
       refine_chunk: each subdomain's later pre-activation bounds are re-computed by CROWN over its
@@ -186,7 +192,7 @@ class BabOptions:
 
     batch: int = 512
     batch_ladder: int = 5
-    steps: int = 4
+    steps: int = 2
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
     memory_mb: float = 2048.0
@@ -194,6 +200,7 @@ class BabOptions:
     attack_targets: int = 2
     attack_restarts: int = 8
     attack_steps: int = 100
+    attack_share: float = 0.1
     leaf_unstable: int = 8
     leaf_seconds: float = 5.0
     refine_chunk: int = 0
@@ -213,6 +220,7 @@ class BabOptions:
         check_int(w + "attack_targets", self.attack_targets, 0)
         check_int(w + "attack_restarts", self.attack_restarts, 1)
         check_int(w + "attack_steps", self.attack_steps, 1)
+        check_float(w + "attack_share", self.attack_share, low=0.0, high=1.0)
         check_int(w + "leaf_unstable", self.leaf_unstable, 0)
         check_float(w + "leaf_seconds", self.leaf_seconds, low=0.0, low_open=True)
         check_int(w + "refine_chunk", self.refine_chunk, 0)

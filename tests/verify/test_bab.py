@@ -363,6 +363,15 @@ def test_after_a_drop_the_box_attack_targets_the_query(monkeypatch):
     assert tried > 0
 
 
+def test_the_targeted_attack_keeps_to_its_share_of_the_query_time():
+    assert BB.targeted_due(0.0, None, 0.5, 0.1)  # never timed: it runs (and is timed)
+    assert not BB.targeted_due(0.0, 0.4, 2.0, 0.1)  # one call would be 20 % of 2 s
+    assert BB.targeted_due(0.0, 0.4, 4.0, 0.1)
+    assert not BB.targeted_due(0.4, 0.4, 6.0, 0.1)  # a second one: 0.8 s of 6 s
+    assert BB.targeted_due(0.4, 0.4, 8.0, 0.1)
+    assert BB.targeted_due(2.0, 0.5, 3.0, 1.0)  # share 1: as long as it fits in the time so far
+
+
 def test_the_targeted_attack_takes_the_querys_row_sets_in_turn(monkeypatch):
     """`Bab._targeted` ranks the query's k-subsets of rows once (`target_sets` at its first start)
     and hands the attack the next `bab.attack_targets` of them on every call, wrapping around; its

@@ -51,6 +51,7 @@ def test_defaults_are_valid_and_frozen():
         ("bab.attack_targets", -1),
         ("bab.attack_restarts", 0),
         ("bab.attack_steps", 1.5),
+        ("bab.attack_share", 1.5),
     ],
 )
 def test_bad_value_is_one_line_naming_the_field(field, value):
