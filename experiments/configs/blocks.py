@@ -49,6 +49,8 @@ def verifier_config(block: ConfigDict) -> VerifierConfig:
     values = block.to_dict()
     groups = {name: values.pop(name, {}) for name in GROUPS}
     values["stages"] = tuple(s.strip() for s in str(block.stages).split(",") if s.strip())
+    if isinstance(values.get("input_domain"), list):  # a run's config.json holds JSON lists, not tuples
+        values["input_domain"] = tuple(values["input_domain"])
     if "milp" in block:
         groups["milp"]["max_unstable"] = int(block.milp.max_unstable) or None  # 0: never skip the MILP
     for name, cls in GROUPS.items():

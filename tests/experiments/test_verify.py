@@ -214,3 +214,19 @@ def test_unknown_option_and_missing_training_run(trained, tmp_path):
             tiny_config(trained, train_workdir=str(tmp_path / "nothing")), str(tmp_path / "w"), progress=False
         )
     assert not (tmp_path / "w").exists()
+
+
+def test_a_verifier_block_read_back_from_config_json_is_the_same_config():
+    """config.json stores the (low, high) input domain as a JSON list; the block read back from it
+    gives the same `VerifierConfig` (the library itself asks for a tuple)."""
+    import json
+
+    from ml_collections import ConfigDict
+
+    from experiments.configs import neighborhood as NC
+    from experiments.configs.blocks import verifier_config
+
+    block = NC.get_config("none").verifier
+    back = ConfigDict(json.loads(json.dumps(block.to_dict())))
+    assert isinstance(back.input_domain, list)
+    assert verifier_config(back) == verifier_config(block)
