@@ -473,11 +473,9 @@ class Bab:
         tried in turn over all its runs); the model's margin at its best point."""
         ctx, g = self.ctx, self.ctx.cfg.bab.attack_targets
         if ctx.targets is None:
-            values = np.asarray(ctx.c @ ctx.fns.logits(ctx.view, x0) + ctx.offset)
-            ctx.targets = target_sets(values, ctx.k)
+            ctx.targets = target_sets(rows_at(ctx, x0), ctx.k)
         pick = (ctx.targets_tried + np.arange(g)) % len(ctx.targets)
         ctx.targets_tried += g
-        self.facts["targets_tried"] = ctx.targets_tried
         res = targeted_for(ctx.cfg)(
             key, ctx.view, ctx.lo, ctx.hi, ctx.c, ctx.offset, x0, jnp.asarray(ctx.targets[pick]), k=ctx.k
         )
@@ -521,11 +519,15 @@ class RowPlan(NamedTuple):
     k: int
 
 
-def row_values(ctx: Any) -> np.ndarray:
-    """[M] each spec row's value (c·z + offset) at the weakest point seen (the box centre if none)."""
-    x = min(ctx.points, key=lambda p: p[1])[0] if ctx.points else np.asarray((ctx.lo + ctx.hi) / 2)
+def rows_at(ctx: Any, x: Any) -> np.ndarray:
+    """[M] each spec row's value (c·z + offset) at the input x, in float64."""
     values = np.asarray(ctx.fns.logits(ctx.view, jnp.asarray(x))) @ np.asarray(ctx.rows.c, np.float64).T
     return values + np.asarray(ctx.rows.offset, np.float64)
+
+
+def row_values(ctx: Any) -> np.ndarray:
+    """[M] each spec row's value (c·z + offset) at the weakest point seen (the box centre if none)."""
+    return rows_at(ctx, min(ctx.points, key=lambda p: p[1])[0] if ctx.points else (ctx.lo + ctx.hi) / 2)
 
 
 def row_plan(ctx: Any) -> RowPlan:
@@ -568,7 +570,7 @@ def row_groups(ctx: Any, plan: RowPlan) -> list[np.ndarray]:
 
 def _merge(total: dict[str, Any], facts: dict[str, Any]) -> None:
     for key, v in facts.items():
-        if key in ("max_open", "max_depth", "targets_tried"):  # targets_tried: the query's running count
+        if key in ("max_open", "max_depth"):
             total[key] = max(total.get(key, 0), v)
         else:
             total[key] = total.get(key, 0) + v
@@ -616,6 +618,8 @@ def run(ctx: Any, leaf: Callable[..., Any] | None, seconds: dict[tuple[int, int]
             facts["rows_proven"] += 1
             lower[g] = np.maximum(lower[g], ctx.safety)
     finally:
+        if ctx.targets_tried:  # over all of the query's runs (`Bab._targeted`)
+            facts["targets_tried"] = ctx.targets_tried
         ctx.stats.bab = facts
     return _proved(ctx)
 
