@@ -80,7 +80,8 @@ UP_FACTOR = 2.0
 
 class Domain(NamedTuple):
     """An open subdomain on the host: phases [total] int8, α, β [M, total], row bounds [M], the
-    neuron to split next, free unstable neurons, depth."""
+    neuron to split next, free unstable neurons, depth, and how often it was bounded again
+    unsplit (a leaf: no free unstable neuron left)."""
 
     splits: np.ndarray
     alphas: Any
@@ -89,6 +90,7 @@ class Domain(NamedTuple):
     branch: int
     free: int
     depth: int
+    rebounds: int = 0
 
 
 def children(splits: np.ndarray, i: int) -> list[np.ndarray]:
@@ -131,7 +133,14 @@ def bound_for(cfg: Any, k: int, k_query: int) -> BoundFn:
     """The jitted domain bound for a `VerifierConfig`'s bab options, the run's order statistic k and
     the query's (they differ after `row_plan`'s drop)."""
     return jitted_bound(
-        cfg.bab.steps, cfg.bab.lr_alpha, cfg.bab.lr_beta, k, cfg.bab.refine_chunk, cfg.bab.fsb, k_query
+        cfg.bab.steps,
+        cfg.bab.lr_alpha,
+        cfg.bab.lr_beta,
+        k,
+        cfg.bab.refine_chunk,
+        cfg.bab.fsb,
+        k_query,
+        cfg.bab.last_pass,
     )
 
 
@@ -143,6 +152,7 @@ def jitted_bound(
     refine_chunk: int,
     fsb: int = 0,
     k_query: int | None = None,
+    last_pass: bool = True,
 ) -> BoundFn:
     """`bound(view, root, lo, hi, c, offset, splits[B], alphas[B], betas[B], c_query, offset_query) ->
     (DomainBound[B], margins [B])`: every domain's bound over the run's rows (c, offset, k) and the
@@ -168,6 +178,7 @@ def jitted_bound(
             lr_beta=lr_beta,
             refine_chunk=refine_chunk,
             fsb=fsb,
+            last_pass=last_pass,
         )
         return res, view_margin(view, res.x_star, c_query, offset_query, kq)
 
@@ -315,7 +326,8 @@ class Bab:
         root_splits = np.zeros((1, total), np.int8)
         alphas = np.asarray(BC.init_alphas(self.layout, ctx.best, jnp.zeros(total, jnp.int32), self.m))
         res, margins = self._bound(list(root_splits), [alphas], [np.zeros_like(alphas)])
-        verdict = self._absorb(root_splits, res, margins, self.root_rows[None], np.zeros(1, int))
+        zero = np.zeros(1, int)
+        verdict = self._absorb(root_splits, res, margins, self.root_rows[None], zero, zero)
         if verdict is not None:
             return Outcome(verdict, False, None, False)
         while self.heap:
@@ -343,17 +355,21 @@ class Bab:
                     return Outcome(verdict, False, None, False)
             if not splitting:
                 continue
-            kids_s, kids_a, kids_b, kids_rows, kids_depth = [], [], [], [], []
+            kids_s, kids_a, kids_b, kids_rows, kids_depth, kids_re = [], [], [], [], [], []
             for d in splitting:
-                for s in children(d.splits, d.branch):
+                # A leaf is bounded again as it is (its α, β one more step on), the rest are split.
+                for s in children(d.splits, d.branch) if d.free else [d.splits]:
                     kids_s.append(s)
                     kids_a.append(d.alphas)
                     kids_b.append(d.betas)
                     kids_rows.append(d.row_lower)
-                    kids_depth.append(d.depth + 1)
+                    kids_depth.append(d.depth + 1 if d.free else d.depth)
+                    kids_re.append(0 if d.free else d.rebounds + 1)
             splits = np.stack(kids_s)
             res, margins = self._bound(kids_s, kids_a, kids_b)
-            verdict = self._absorb(splits, res, margins, np.stack(kids_rows), np.asarray(kids_depth))
+            verdict = self._absorb(
+                splits, res, margins, np.stack(kids_rows), np.asarray(kids_depth), np.asarray(kids_re)
+            )
             if verdict is None and cfg.bab.attack_every and self.facts["batches"] % cfg.bab.attack_every == 0:
                 verdict = self._attack()
             if verdict is not None:
@@ -369,6 +385,7 @@ class Bab:
         margins: np.ndarray,
         parent_rows: np.ndarray,
         depth: np.ndarray,
+        rebounds: np.ndarray,
     ) -> Verdict | None:
         """Closes proven children, checks their candidate points, queues the rest."""
         ctx = self.ctx
@@ -392,6 +409,7 @@ class Bab:
                 branch=int(res.branch[j]),
                 free=int(res.free[j]),
                 depth=int(depth[j]),
+                rebounds=int(rebounds[j]),
             )
             heapq.heappush(self.heap, (float(lower[j]), next(self.counter), d))
             self.facts["max_depth"] = max(self.facts["max_depth"], d.depth)
@@ -399,8 +417,10 @@ class Bab:
         return None
 
     def _leaf_or_keep(self, d: Domain, splitting: list[Domain]) -> Verdict | None:
-        """A domain with few free ReLUs goes to the MILP (if on); one with none left and no MILP
-        cannot be split further (its bound is recorded as unresolved); the rest are split."""
+        """A domain with few free ReLUs goes to the MILP (if on); one with none left is bounded again
+        unsplit, at most `bab.leaf_rebounds` times (its α and β keep ascending: with one Adam step
+        per bound a leaf would otherwise keep its parent's optimisation), then recorded as
+        unresolved; the rest are split."""
         cfg = self.ctx.cfg
         if self.leaf is not None and d.free <= cfg.bab.leaf_unstable:
             outcome = self._solve_leaf(d)
@@ -408,6 +428,9 @@ class Bab:
                 return None
             if isinstance(outcome, Verdict):
                 return outcome
+        if d.free == 0 and d.rebounds < cfg.bab.leaf_rebounds:
+            splitting.append(d)
+            return None
         if d.free == 0:
             self.unresolved.append(domain_lower(d.row_lower[None], self.offset, self.spec.k)[0])
             self.facts["unresolved_leaves"] += 1

@@ -156,11 +156,16 @@ class BabOptions:
       batch_ladder: how many batch sizes are compiled, spaced geometrically from 2 to that largest
         (`bab.batch_sizes`): a call pads its domains up to the next size, so fewer sizes compile
         faster and waste more of each call on padding.
-      steps, lr_alpha, lr_beta: Adam steps per batch and the learning rates of the slopes α and the
-        split multipliers β (warm-started from the parent domain). 2 steps, not 4: on 32 close
-        UNKNOWN queries of the undefended and L0 neighborhood runs (10 s each, undecided at
-        c02584c) 22 against 21 ROBUST, ~15 % less time to those proofs (~15 % more domains per
-        second), and a higher open bound on 5 of the 7 left undecided (probes, 2026-12-05).
+      steps, lr_alpha, lr_beta: Adam steps per domain and the learning rates of the slopes α and the
+        split multipliers β (warm-started from the parent domain, so the steps add up along a
+        branch). last_pass: evaluate the bound once more after the last step; without it the bound
+        is the last step's own evaluation and its update goes to the children (one backward pass
+        less per domain: `beta_crown.bound_domain`). 1 step without the last pass, not 2 with it
+        (nor 4), measured on close UNKNOWN queries of the neighborhood runs (10 s each, variants
+        interleaved per query, 2026-12-05): undefended CNN, 16 queries: 6 against 3 ROBUST, 2.3x
+        the domains; L0, 16 queries: 14 against 12; L∞, 12 queries: 0 against 1, open bound
+        higher on 5, lower on 7; 784-256x2 MLP (6 undecided bab_bench instances, 30 s): none
+        decided either way, 1.5x the domains, open bounds −0.61 / −3.13 against −0.59 / −2.89.
       memory_mb: cap on the open domains' host memory (each holds α and β per spec row and ReLU);
         beyond it branch-and-bound stops and the query goes on to the whole-box MILP.
       attack_every: a box PGD from the weakest candidate point every this many batches (0: never).
@@ -176,6 +181,9 @@ class BabOptions:
         neighborhood queries on the undefended CNN (same trees, 6.1 s against 3.2 s to ROBUST).
       leaf_unstable: a domain with at most this many free unstable ReLUs goes to the MILP (if the
         "milp" stage is on), with at most `leaf_seconds` (and half the time left) per leaf.
+        leaf_rebounds: a domain with no free unstable ReLU left (the MILP off or undecided) is
+        bounded again unsplit up to this many times (`steps` more Adam steps each) before it counts
+        as unresolved.
       refine_chunk: each subdomain's later pre-activation bounds are re-computed by CROWN over its
         split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
       fsb: branching candidates (filtered smart branching: the top BaBSR scores, each child bounded
@@ -192,7 +200,7 @@ class BabOptions:
 
     batch: int = 512
     batch_ladder: int = 5
-    steps: int = 2
+    steps: int = 1
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
     memory_mb: float = 2048.0
@@ -203,8 +211,10 @@ class BabOptions:
     attack_share: float = 0.1
     leaf_unstable: int = 8
     leaf_seconds: float = 5.0
+    leaf_rebounds: int = 8
     refine_chunk: int = 0
     fsb: int = 0
+    last_pass: bool = False
     joint_domains: int = 16
     domain_budget: int = 0
 
@@ -223,8 +233,10 @@ class BabOptions:
         check_float(w + "attack_share", self.attack_share, low=0.0, high=1.0)
         check_int(w + "leaf_unstable", self.leaf_unstable, 0)
         check_float(w + "leaf_seconds", self.leaf_seconds, low=0.0, low_open=True)
+        check_int(w + "leaf_rebounds", self.leaf_rebounds, 0)
         check_int(w + "refine_chunk", self.refine_chunk, 0)
         check_int(w + "fsb", self.fsb, 0)
+        check_bool(w + "last_pass", self.last_pass)
         check_int(w + "joint_domains", self.joint_domains, 0)
         check_int(w + "domain_budget", self.domain_budget, 0)
 

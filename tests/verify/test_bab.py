@@ -60,7 +60,7 @@ def feasible_splits(view, rng, lo, hi):
 
 
 @functools.lru_cache(maxsize=8)
-def bound_fn(k, refine_chunk):
+def bound_fn(k, refine_chunk, steps=25, last_pass=True):
     return jax.jit(
         lambda view, root, lo, hi, c, off, s, a, b: BC.bound_domain(
             view,
@@ -73,15 +73,16 @@ def bound_fn(k, refine_chunk):
             a,
             b,
             k=k,
-            steps=25,
+            steps=steps,
             lr_alpha=0.1,
             lr_beta=0.1,
             refine_chunk=refine_chunk,
+            last_pass=last_pass,
         )
     )
 
 
-def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0):
+def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0, last_pass=True):
     """max over random (box, splits) of (β-CROWN domain bound − exact subdomain minimum); ≤ 0 is sound.
 
     Also returns the largest β seen (the check only bites if β is used)."""
@@ -97,7 +98,7 @@ def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0):
         layout = BC.split_layout(view, root)
         s = random_splits(rng, layout.total) if rng.uniform() < 0.5 else feasible_splits(view, rng, lo, hi)
         a0 = BC.init_alphas(layout, root, jnp.asarray(s), len(off))
-        res = bound_fn(rows.k, refine_chunk)(
+        res = bound_fn(rows.k, refine_chunk, last_pass=last_pass)(
             view, root, lo, hi, c, off, jnp.asarray(s), a0, jnp.zeros_like(a0)
         )
         lb = BB.domain_lower(np.asarray(res.row_lower)[None], np.asarray(rows.offset), rows.k)[0]
@@ -116,6 +117,35 @@ def test_subdomain_bound_is_below_the_subdomain_minimum(name):
     worst, beta_max = subdomain_gaps(tiny(), name, trials=8)
     assert worst <= 1e-5
     assert beta_max > 0.01  # the β multipliers are in play
+
+
+@pytest.mark.slow  # the default evaluates once more after the last step
+def test_subdomain_bound_without_a_last_pass_is_below_the_subdomain_minimum():
+    worst, beta_max = subdomain_gaps(tiny(), "argmax", trials=8, seed=2, last_pass=False)
+    assert worst <= 1e-5
+    assert beta_max > 0.01
+
+
+def test_without_a_last_pass_the_bound_is_the_warm_start_evaluation_and_the_update_is_kept():
+    """last_pass=False, one step: the row bounds are those at the warm start (what 0 steps gives),
+    the α and β returned are the stepped ones (what one step with the last pass returns)."""
+    view, rng = tiny(), np.random.default_rng(3)  # a box where one step raises the bound
+    lo, hi = random_box(rng, view.input_shape[0])
+    rows = SPECS["argmax"](0).rows(4)
+    c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
+    root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    layout = BC.split_layout(view, root)
+    s = jnp.asarray(feasible_splits(view, rng, lo, hi))
+    a0 = BC.init_alphas(layout, root, s, len(off))
+    args = (view, root, lo, hi, c, off, s, a0, jnp.zeros_like(a0))
+    lazy = bound_fn(rows.k, 0, 1, False)(*args)
+    before = bound_fn(rows.k, 0, 0, True)(*args)
+    after = bound_fn(rows.k, 0, 1, True)(*args)
+    np.testing.assert_allclose(lazy.row_lower, before.row_lower, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(lazy.alphas, after.alphas, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(lazy.betas, after.betas, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(lazy.x_star, before.x_star)
+    assert np.max(after.row_lower - before.row_lower) > 0.01  # the step matters here
 
 
 @pytest.mark.slow  # per-domain refinement is off by default (refine_chunk = 0)
@@ -209,6 +239,7 @@ def float64_margin(view, x, rows):
     return d[rows.k - 1]
 
 
+@functools.lru_cache(maxsize=4)  # results are only read; two tests share the (0, 20) run
 def run_boxes(seed, n_boxes, names=tuple(SPECS), rank=0, widths=(0.1, 0.3), joint_domains=16):
     """BaB alone (CROWN root, no PGD, no MILP) on random boxes vs the exact MILP minimum; the target
     is the label ranked `rank` (0: the top) at the box centre."""
@@ -439,6 +470,31 @@ def test_domain_budget_ends_the_same_tree_at_any_time_limit():
     assert short[0].stats.bab == short[1].stats.bab
     full = capped(needed, 20.0)
     assert full.status is v.status and full.stats.bab["domains"] == needed
+
+
+def test_a_leaf_is_bounded_again_before_it_counts_as_unresolved():
+    """The largest tree of `run_boxes(0, 20)` reaches leaves (no free unstable ReLU left, no MILP):
+    bounded again unsplit (`bab.leaf_rebounds`) they close and the query is decided; with no
+    re-bound (the deliberate bug: one Adam step per domain leaves a leaf its parent's optimisation)
+    they stay unresolved and it ends UNKNOWN."""
+    view, results = run_boxes(0, 20)
+    i = max(range(len(results)), key=lambda j: results[j][4].stats.bab.get("domains", 0))
+    lo, hi, spec, _, v, _ = results[i]
+    assert v.status is not Status.UNKNOWN
+
+    def with_rebounds(n):
+        verify = make_verifier(
+            view,
+            stages=("crown", "bab"),
+            time_limit=60.0,
+            bab=BabOptions(batch=16, attack_every=0, leaf_rebounds=n),
+            bounds=BoundOptions(intermediate=False),
+        )
+        return verify(jax.random.key(i), lo, hi, spec)
+
+    assert with_rebounds(BabOptions().leaf_rebounds).status is v.status
+    none = with_rebounds(0)
+    assert none.status is Status.UNKNOWN and none.stats.bab["unresolved_leaves"] > 0
 
 
 @pytest.mark.slow
