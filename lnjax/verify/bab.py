@@ -418,17 +418,19 @@ class Bab:
 
     def _leaf_or_keep(self, d: Domain, splitting: list[Domain]) -> Verdict | None:
         """A domain with few free ReLUs goes to the MILP (if on); one with none left is bounded again
-        unsplit, at most `bab.leaf_rebounds` times (its α and β keep ascending: with one Adam step
-        per bound a leaf would otherwise keep its parent's optimisation), then recorded as
-        unresolved; the rest are split."""
+        unsplit when the MILP is off, at most `bab.leaf_rebounds` times (its α and β keep
+        ascending: with one Adam step per bound a leaf would otherwise keep its parent's
+        optimisation), then recorded as unresolved, as is one the MILP left open; the rest are
+        split."""
         cfg = self.ctx.cfg
-        if self.leaf is not None and d.free <= cfg.bab.leaf_unstable:
+        to_milp = self.leaf is not None and d.free <= cfg.bab.leaf_unstable
+        if to_milp:
             outcome = self._solve_leaf(d)
             if outcome is True:
                 return None
             if isinstance(outcome, Verdict):
                 return outcome
-        if d.free == 0 and d.rebounds < cfg.bab.leaf_rebounds:
+        if d.free == 0 and not to_milp and d.rebounds < cfg.bab.leaf_rebounds:
             splitting.append(d)
             return None
         if d.free == 0:

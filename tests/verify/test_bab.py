@@ -497,6 +497,28 @@ def test_a_leaf_is_bounded_again_before_it_counts_as_unresolved():
     assert none.status is Status.UNKNOWN and none.stats.bab["unresolved_leaves"] > 0
 
 
+def test_a_leaf_the_milp_left_open_is_not_bounded_again():
+    """With the MILP on, a leaf it leaves open is unresolved at once (bounding it again would ask
+    the MILP again, up to `leaf_seconds` each time); with the MILP off it is bounded again."""
+    from types import SimpleNamespace
+
+    leaf = BB.Domain(np.zeros(3, np.int8), None, None, np.asarray([-0.5]), 0, 0, 4)
+    for milp, again in ((True, False), (False, True)):
+        run = SimpleNamespace(
+            ctx=SimpleNamespace(cfg=SimpleNamespace(bab=BabOptions())),
+            leaf=(lambda *a: None) if milp else None,
+            _solve_leaf=lambda d: None,  # undecided
+            unresolved=[],
+            facts={"unresolved_leaves": 0},
+            offset=np.zeros(1),
+            spec=SimpleNamespace(k=1),
+        )
+        splitting = []
+        assert BB.Bab._leaf_or_keep(run, leaf, splitting) is None  # pyright: ignore[reportArgumentType]
+        assert (splitting == [leaf]) is again
+        assert run.facts["unresolved_leaves"] == (0 if again else 1)
+
+
 @pytest.mark.slow
 def test_bab_agrees_with_the_exact_minimum_on_hundreds_of_boxes():
     for seed in (0, 1):
