@@ -29,9 +29,11 @@ spec's margin. The loop:
 ROBUST when every domain is closed; NOT_ROBUST on a confirmed counterexample; UNKNOWN at the
 deadline (each batch is the largest padded size predicted to end in time: from the last batch of
 that size, else the nearest timed size scaled linearly) or when the open
-domains would exceed `bab.memory_mb` (then the query goes on to the next stage, the whole-box MILP,
-with what is left of the budget). The proven lower bound of an undecided query is the smallest
-bound of the open domains: it is recorded, with the weakest points found, in the verdict.
+domains would exceed `bab.memory_mb` even without their warm starts (past the cap the domains with
+the highest bounds drop their α and β first: `Bab._fit_memory`; then the query goes on to the next
+stage, the whole-box MILP, with what is left of the budget). The proven lower bound of an
+undecided query is the smallest bound of the open domains: it is recorded, with the weakest points
+found, in the verdict.
 
 Top-k (and argmax, threshold): only ReLUs are branched. For k > 1, `row_plan` first drops the k − 1
 rows lowest at the weakest point seen when each is ≤ 0 there (for a top-2 query: the label of the
@@ -234,8 +236,12 @@ class Bab:
         self.m = len(rows)
         self.offset = np.asarray(self.spec.offset, np.float64)
         self.sizes = batch_sizes(cfg.bab.batch, self.m, cfg.bab.batch_ladder)
-        per_domain = self.layout.total * (1 + 2 * 4 * self.m) + 8 * self.m
-        self.max_domains = max(1, int(cfg.bab.memory_mb * 2**20 // per_domain))
+        # Host bytes of an open domain: phases (int8) and row bounds, plus its α and β (float16, per
+        # row and ReLU) while it keeps its warm start (`_fit_memory`).
+        self.bare_bytes = self.layout.total + 8 * self.m
+        self.warm_bytes = 2 * 2 * self.m * self.layout.total
+        self.memory = cfg.bab.memory_mb * 2**20
+        self.cold: tuple[np.ndarray, np.ndarray] | None = None  # a stripped domain's α, β
         self.heap: list[tuple[float, int, Domain]] = []
         self.counter = itertools.count()
         # Seconds of the last batch of each (rows, padded size), shared by the verifier's queries;
@@ -249,6 +255,7 @@ class Bab:
             "leaves_milp": 0,
             "leaves_closed_milp": 0,
             "unresolved_leaves": 0,
+            "cold_starts": 0,
         }
         self.unresolved: list[float] = []  # bounds of leaves nothing could close
         self.weakest: tuple[np.ndarray, float] | None = None
@@ -280,8 +287,8 @@ class Bab:
             self.c,
             self.offset_dev,
             jnp.asarray(padded(splits), jnp.int32),
-            jnp.asarray(padded(alphas)),
-            jnp.asarray(padded(betas)),
+            jnp.asarray(padded(alphas), jnp.float32),
+            jnp.asarray(padded(betas), jnp.float32),
             ctx.c,
             ctx.offset,
         )
@@ -325,16 +332,17 @@ class Bab:
             return Outcome(None, False, None, False)
         root_splits = np.zeros((1, total), np.int8)
         alphas = np.asarray(BC.init_alphas(self.layout, ctx.best, jnp.zeros(total, jnp.int32), self.m))
+        self.cold = (alphas.astype(np.float16), np.zeros(alphas.shape, np.float16))
         res, margins = self._bound(list(root_splits), [alphas], [np.zeros_like(alphas)])
         zero = np.zeros(1, int)
         verdict = self._absorb(root_splits, res, margins, self.root_rows[None], zero, zero)
         if verdict is not None:
             return Outcome(verdict, False, None, False)
         while self.heap:
-            if len(self.heap) > self.max_domains:
+            if not self._fit_memory():
                 ctx.stats.notes.append(
-                    f"bab stopped: {len(self.heap)} open domains > the verifier.bab.memory_mb cap "
-                    f"({self.max_domains})"
+                    f"bab stopped: {len(self.heap)} open domains exceed the verifier.bab.memory_mb cap "
+                    f"({cfg.bab.memory_mb:g} MB) even without their warm starts"
                 )
                 return self._give_up(timed_out=False)
             if self.budget is not None and self.facts["domains"] >= self.budget:
@@ -358,10 +366,12 @@ class Bab:
             kids_s, kids_a, kids_b, kids_rows, kids_depth, kids_re = [], [], [], [], [], []
             for d in splitting:
                 # A leaf is bounded again as it is (its α, β one more step on), the rest are split.
+                warm = (d.alphas, d.betas) if d.alphas is not None else self.cold
+                assert warm is not None
                 for s in children(d.splits, d.branch) if d.free else [d.splits]:
                     kids_s.append(s)
-                    kids_a.append(d.alphas)
-                    kids_b.append(d.betas)
+                    kids_a.append(warm[0])
+                    kids_b.append(warm[1])
                     kids_rows.append(d.row_lower)
                     kids_depth.append(d.depth + 1 if d.free else d.depth)
                     kids_re.append(0 if d.free else d.rebounds + 1)
@@ -377,6 +387,22 @@ class Bab:
         if self.unresolved:
             return self._give_up(timed_out=True)
         return Outcome(None, True, ctx.safety, False)
+
+    def _fit_memory(self) -> bool:
+        """Keeps the open domains within `bab.memory_mb`: past it, the domains with the highest
+        bounds (the last to be popped) drop their α and β until 3/4 of the cap is used; popped,
+        they start from the root's α and zero β (sound for any α ∈ [0, 1], β ≥ 0: only the warm
+        start is lost). False when even the bare domains exceed the cap."""
+        warm = [i for i, (_, _, d) in enumerate(self.heap) if d.alphas is not None]
+        used = len(self.heap) * self.bare_bytes + len(warm) * self.warm_bytes
+        if used <= self.memory:
+            return True
+        excess = math.ceil((used - 0.75 * self.memory) / self.warm_bytes)
+        for i in sorted(warm, key=lambda i: self.heap[i][0], reverse=True)[:excess]:
+            bound, n, d = self.heap[i]
+            self.heap[i] = (bound, n, d._replace(alphas=None, betas=None))  # same key: still a heap
+        self.facts["cold_starts"] += min(excess, len(warm))
+        return len(self.heap) * self.bare_bytes + max(0, len(warm) - excess) * self.warm_bytes <= self.memory
 
     def _absorb(
         self,
@@ -403,8 +429,10 @@ class Bab:
                 continue
             d = Domain(
                 splits=splits[j].astype(np.int8),
-                alphas=res.alphas[j],
-                betas=res.betas[j],
+                # Its own copy (a view would keep the whole batch alive), in float16: half the host
+                # memory, and any α ∈ [0, 1], β ≥ 0 stays so when rounded (the bound projects anyway).
+                alphas=res.alphas[j].astype(np.float16),
+                betas=res.betas[j].astype(np.float16),
                 row_lower=rows[j],
                 branch=int(res.branch[j]),
                 free=int(res.free[j]),

@@ -166,8 +166,11 @@ class BabOptions:
         the domains; L0, 16 queries: 14 against 12; L∞, 12 queries: 0 against 1, open bound
         higher on 5, lower on 7; 784-256x2 MLP (6 undecided bab_bench instances, 30 s): none
         decided either way, 1.5x the domains, open bounds −0.61 / −3.13 against −0.59 / −2.89.
-      memory_mb: cap on the open domains' host memory (each holds α and β per spec row and ReLU);
-        beyond it branch-and-bound stops and the query goes on to the whole-box MILP.
+      memory_mb: cap on the open domains' host memory (each holds its phases, and α and β per spec
+        row and ReLU as its children's warm start); past it the domains with the highest bounds
+        drop their α and β (they restart from the root's); when even the bare domains exceed it,
+        branch-and-bound stops and the query goes on to the whole-box MILP. On the 64×64 CNNs a
+        warm domain holds ~0.2 MB: at the old hard cap 60 s queries stopped at 19–32 s.
       attack_every: a box PGD from the weakest candidate point every this many batches (0: never).
       attack_targets: with it, the multi-targeted box PGD (`attacks.pgd.view_box_pgd_targeted`) on
         this many of the query's target row sets in turn (`attacks.pgd.target_sets`, ranked at the

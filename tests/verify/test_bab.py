@@ -497,6 +497,37 @@ def test_a_leaf_is_bounded_again_before_it_counts_as_unresolved():
     assert none.status is Status.UNKNOWN and none.stats.bab["unresolved_leaves"] > 0
 
 
+def test_past_the_memory_cap_domains_drop_their_warm_starts_and_the_query_is_still_decided():
+    """The largest tree of `run_boxes(0, 20)` under a cap that holds its open domains but not their
+    warm starts: the highest ones drop their α, β and restart from the root's, and the query goes
+    on; under a cap the bare domains exceed, branch-and-bound stops with a note."""
+    view, results = run_boxes(0, 20)
+    i = max(range(len(results)), key=lambda j: results[j][4].stats.bab.get("domains", 0))
+    lo, hi, spec, _, v, _ = results[i]
+    assert v.status is not Status.UNKNOWN
+
+    def capped(memory_mb):
+        verify = make_verifier(
+            view,
+            stages=("crown", "bab"),
+            time_limit=60.0,
+            bab=BabOptions(batch=16, attack_every=0, memory_mb=memory_mb),
+            bounds=BoundOptions(intermediate=False),
+        )
+        return verify(jax.random.key(i), lo, hi, spec)
+
+    total = BC.split_layout(view, B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))).total
+    # Room for the open domains' phases and bounds (total + 8 bytes per row), not for their α, β.
+    out = capped(v.stats.bab["max_open"] * 1.5 * (total + 32) / 2**20)
+    assert out.stats.bab["cold_starts"] > 0 and not any("memory_mb" in n for n in out.stats.notes)
+    # Sound either way; here the cold-started leaves may stay open (8 re-bounds from the root's α
+    # and zero β), so the verdict is the uncapped one or UNKNOWN, never the opposite.
+    assert out.status in (v.status, Status.UNKNOWN)
+    tiny_cap = capped(1e-5)
+    assert tiny_cap.status is Status.UNKNOWN
+    assert any("even without their warm starts" in n for n in tiny_cap.stats.notes)
+
+
 def test_a_leaf_the_milp_left_open_is_not_bounded_again():
     """With the MILP on, a leaf it leaves open is unresolved at once (bounding it again would ask
     the MILP again, up to `leaf_seconds` each time); with the MILP off it is bounded again."""
