@@ -443,25 +443,37 @@ def test_the_targeted_attack_takes_the_querys_row_sets_in_turn(monkeypatch):
     assert ctx.targets_tried == 6  # the query's count (`bab.run` reports it in the stats)
 
 
+def largest_tree():
+    """The query of `run_boxes(0, 20)` with the most subdomains: view, its index, box, spec, verdict."""
+    view, results = run_boxes(0, 20)
+    i = max(range(len(results)), key=lambda j: results[j][4].stats.bab.get("domains", 0))
+    lo, hi, spec, _, v, _ = results[i]
+    assert v.status is not Status.UNKNOWN
+    return view, i, lo, hi, spec, v
+
+
+def bab_again(view, i, lo, hi, spec, time_limit=60.0, **bab):
+    """That query again, CROWN then branch-and-bound alone (batch 16, no attack, these options)."""
+    verify = make_verifier(
+        view,
+        stages=("crown", "bab"),
+        time_limit=time_limit,
+        bab=BabOptions(batch=16, attack_every=0, **bab),
+        bounds=BoundOptions(intermediate=False),
+    )
+    return verify(jax.random.key(i), lo, hi, spec)
+
+
 def test_domain_budget_ends_the_same_tree_at_any_time_limit():
     """bab.domain_budget: a query needing more subdomains ends UNKNOWN with a note, at most one batch
     past the budget, with the same tree whatever its time limit; a budget it fits in changes nothing.
     (Without the check the capped queries are decided: the deliberate bug fails here.)"""
-    view, results = run_boxes(0, 20)
-    i = max(range(len(results)), key=lambda j: results[j][4].stats.bab.get("domains", 0))
-    lo, hi, spec, _, v, _ = results[i]
+    view, i, lo, hi, spec, v = largest_tree()
     needed = v.stats.bab["domains"]
-    assert needed > 8 and v.status is not Status.UNKNOWN
+    assert needed > 8
 
     def capped(budget, limit):
-        verify = make_verifier(
-            view,
-            stages=("crown", "bab"),
-            time_limit=limit,
-            bab=BabOptions(batch=16, attack_every=0, domain_budget=budget),
-            bounds=BoundOptions(intermediate=False),
-        )
-        return verify(jax.random.key(i), lo, hi, spec)
+        return bab_again(view, i, lo, hi, spec, time_limit=limit, domain_budget=budget)
 
     short = [capped(4, limit) for limit in (20.0, 60.0)]
     for s in short:
@@ -477,44 +489,20 @@ def test_a_leaf_is_bounded_again_before_it_counts_as_unresolved():
     bounded again unsplit (`bab.leaf_rebounds`) they close and the query is decided; with no
     re-bound (the deliberate bug: one Adam step per domain leaves a leaf its parent's optimisation)
     they stay unresolved and it ends UNKNOWN."""
-    view, results = run_boxes(0, 20)
-    i = max(range(len(results)), key=lambda j: results[j][4].stats.bab.get("domains", 0))
-    lo, hi, spec, _, v, _ = results[i]
-    assert v.status is not Status.UNKNOWN
-
-    def with_rebounds(n):
-        verify = make_verifier(
-            view,
-            stages=("crown", "bab"),
-            time_limit=60.0,
-            bab=BabOptions(batch=16, attack_every=0, leaf_rebounds=n),
-            bounds=BoundOptions(intermediate=False),
-        )
-        return verify(jax.random.key(i), lo, hi, spec)
-
-    assert with_rebounds(BabOptions().leaf_rebounds).status is v.status
-    none = with_rebounds(0)
+    view, i, lo, hi, spec, v = largest_tree()
+    assert bab_again(view, i, lo, hi, spec).status is v.status
+    none = bab_again(view, i, lo, hi, spec, leaf_rebounds=0)
     assert none.status is Status.UNKNOWN and none.stats.bab["unresolved_leaves"] > 0
 
 
-def test_past_the_memory_cap_domains_drop_their_warm_starts_and_the_query_is_still_decided():
+def test_past_the_memory_cap_domains_drop_their_warm_starts_and_the_query_goes_on():
     """The largest tree of `run_boxes(0, 20)` under a cap that holds its open domains but not their
     warm starts: the highest ones drop their α, β and restart from the root's, and the query goes
     on; under a cap the bare domains exceed, branch-and-bound stops with a note."""
-    view, results = run_boxes(0, 20)
-    i = max(range(len(results)), key=lambda j: results[j][4].stats.bab.get("domains", 0))
-    lo, hi, spec, _, v, _ = results[i]
-    assert v.status is not Status.UNKNOWN
+    view, i, lo, hi, spec, v = largest_tree()
 
     def capped(memory_mb):
-        verify = make_verifier(
-            view,
-            stages=("crown", "bab"),
-            time_limit=60.0,
-            bab=BabOptions(batch=16, attack_every=0, memory_mb=memory_mb),
-            bounds=BoundOptions(intermediate=False),
-        )
-        return verify(jax.random.key(i), lo, hi, spec)
+        return bab_again(view, i, lo, hi, spec, memory_mb=memory_mb)
 
     total = BC.split_layout(view, B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))).total
     # Room for the open domains' phases and bounds (total + 8 bytes per row), not for their α, β.
