@@ -365,9 +365,9 @@ class Bab:
                 continue
             kids_s, kids_a, kids_b, kids_rows, kids_depth, kids_re = [], [], [], [], [], []
             for d in splitting:
-                # A leaf is bounded again as it is (its α, β one more step on), the rest are split.
                 warm = (d.alphas, d.betas) if d.alphas is not None else self.cold
                 assert warm is not None
+                # A leaf is bounded again as it is (its α, β one more step on), the rest are split.
                 for s in children(d.splits, d.branch) if d.free else [d.splits]:
                     kids_s.append(s)
                     kids_a.append(warm[0])
@@ -393,6 +393,8 @@ class Bab:
         bounds (the last to be popped) drop their α and β until 3/4 of the cap is used; popped,
         they start from the root's α and zero β (sound for any α ∈ [0, 1], β ≥ 0: only the warm
         start is lost). False when even the bare domains exceed the cap."""
+        if len(self.heap) * (self.bare_bytes + self.warm_bytes) <= self.memory:
+            return True  # all of them fit with their warm starts: no scan of the heap
         warm = [i for i, (_, _, d) in enumerate(self.heap) if d.alphas is not None]
         used = len(self.heap) * self.bare_bytes + len(warm) * self.warm_bytes
         if used <= self.memory:

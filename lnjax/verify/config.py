@@ -184,7 +184,7 @@ class BabOptions:
         neighborhood queries on the undefended CNN (same trees, 6.1 s against 3.2 s to ROBUST).
       leaf_unstable: a domain with at most this many free unstable ReLUs goes to the MILP (if the
         "milp" stage is on), with at most `leaf_seconds` (and half the time left) per leaf.
-        leaf_rebounds: a domain with no free unstable ReLU left is bounded again unsplit (the MILP
+      leaf_rebounds: a domain with no free unstable ReLU left is bounded again unsplit (the MILP
         off) up to this many times (`steps` more Adam steps each) before it counts as unresolved.
       refine_chunk: each subdomain's later pre-activation bounds are re-computed by CROWN over its
         split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
