@@ -187,6 +187,25 @@ def jitted_bound(
     return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, None, 0, 0, 0, None, None)))
 
 
+def spec_rows_on_device(c: jax.Array, offset: jax.Array, rows: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """The spec rows a run works on, gathered on the host and sent over (an eager gather on the
+    device would compile once per row count, inside the first query that branches)."""
+    return jnp.asarray(np.asarray(c)[rows]), jnp.asarray(np.asarray(offset)[rows])
+
+
+def batch_on_device(splits: np.ndarray, alphas: np.ndarray, betas: np.ndarray) -> tuple[jax.Array, ...]:
+    """A padded host batch (splits int8, α and β float16 as the domains keep them) as the bound's
+    device arguments (int32, float32). Each (dtype, shape) pair compiles one conversion, which
+    `warm_up` runs at every batch size."""
+    return jnp.asarray(splits, jnp.int32), jnp.asarray(alphas, jnp.float32), jnp.asarray(betas, jnp.float32)
+
+
+def root_alphas(layout: BC.SplitLayout, best: Any, rows: int) -> np.ndarray:
+    """The root domain's α ([rows, total] float32 on the host): CROWN's adaptive slopes over the
+    root's bounds (`beta_crown.init_alphas`, eager ops that `warm_up` compiles)."""
+    return np.asarray(BC.init_alphas(layout, best, jnp.zeros(layout.total, jnp.int32), rows))
+
+
 def predicted_seconds(timed: dict[int, float], size: int) -> float:
     """Seconds of a batch of `size` given {size: seconds of its last batch}: its own last run, else
     the nearest timed size scaled linearly, × UP_FACTOR when scaling up (memory traffic grows faster
@@ -231,7 +250,7 @@ class Bab:
         # property of its own: the margin is their minimum; `row_plan` may have lowered k to 1).
         self.rows = rows
         self.spec = SpecRows(c=np.asarray(ctx.rows.c)[rows], offset=np.asarray(ctx.rows.offset)[rows], k=k)
-        self.c, self.offset_dev = ctx.c[rows], ctx.offset[rows]
+        self.c, self.offset_dev = spec_rows_on_device(ctx.c, ctx.offset, rows)
         self.root_rows = np.asarray(ctx.row_lower, np.float64)[rows]
         self.m = len(rows)
         self.offset = np.asarray(self.spec.offset, np.float64)
@@ -279,18 +298,9 @@ class Bab:
 
         ctx = self.ctx
         t0 = time.monotonic()
+        batch = batch_on_device(padded(splits), padded(alphas), padded(betas))
         res = self.bound(
-            ctx.view,
-            ctx.best,
-            ctx.lo,
-            ctx.hi,
-            self.c,
-            self.offset_dev,
-            jnp.asarray(padded(splits), jnp.int32),
-            jnp.asarray(padded(alphas), jnp.float32),
-            jnp.asarray(padded(betas), jnp.float32),
-            ctx.c,
-            ctx.offset,
+            ctx.view, ctx.best, ctx.lo, ctx.hi, self.c, self.offset_dev, *batch, ctx.c, ctx.offset
         )
         res, margins = jax.tree.map(lambda v: np.asarray(v)[:n], res)
         self.seconds[(self.m, size)] = time.monotonic() - t0
@@ -331,7 +341,7 @@ class Bab:
             )
             return Outcome(None, False, None, False)
         root_splits = np.zeros((1, total), np.int8)
-        alphas = np.asarray(BC.init_alphas(self.layout, ctx.best, jnp.zeros(total, jnp.int32), self.m))
+        alphas = root_alphas(self.layout, ctx.best, self.m)
         self.cold = (alphas.astype(np.float16), np.zeros(alphas.shape, np.float16))
         res, margins = self._bound(list(root_splits), [alphas], [np.zeros_like(alphas)])
         zero = np.zeros(1, int)
@@ -729,16 +739,21 @@ def targeted_for(cfg: Any) -> Callable[..., Any]:
 
 def warm_up(cfg: Any, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: Any, k: int) -> None:
     """Compiles the bound at every batch size for the rows a run takes (one row for k = 1, see
-    `row_groups`; for k > 1 all rows and, for `row_plan`'s drop to k = 1, one row) and the
-    multi-targeted attack (results discarded)."""
+    `row_groups`; for k > 1 all rows and, for `row_plan`'s drop to k = 1, one row), the eager steps
+    around it (`spec_rows_on_device`, `root_alphas`, `batch_on_device`: without them the first query
+    that branches compiled ~85 small ops, 2–5 s on the 64×64 CNN) and the multi-targeted attack
+    (results discarded)."""
     if cfg.bab.attack_every and cfg.bab.attack_targets:
-        sets = jnp.zeros((cfg.bab.attack_targets, k), jnp.int32)
+        sets = jnp.asarray(np.zeros((cfg.bab.attack_targets, k), int))  # host-made, as `target_sets`'
         x0 = jnp.asarray(np.asarray(lo), jnp.float32)  # host-made, as `Bab._targeted`'s start
         jax.block_until_ready(targeted_for(cfg)(jax.random.key(0), view, lo, hi, c, offset, x0, sets, k=k))
     layout = BC.split_layout(view, best)
-    for kk, cc, oo in ((k, c, offset), (1, c[:1], offset[:1])) if k > 1 else ((1, c[:1], offset[:1]),):
+    every = np.arange(c.shape[0])
+    for kk, rows in ((k, every), (1, every[:1])) if k > 1 else ((1, every[:1]),):
         bound = bound_for(cfg, kk, k)
-        for size in batch_sizes(cfg.bab.batch, cc.shape[0], cfg.bab.batch_ladder):
-            splits = jnp.zeros((size, layout.total), jnp.int32)
-            alphas = jnp.zeros((size, cc.shape[0], layout.total), jnp.float32)
-            jax.block_until_ready(bound(view, best, lo, hi, cc, oo, splits, alphas, alphas, c, offset))
+        cc, oo = spec_rows_on_device(c, offset, rows)
+        root_alphas(layout, best, len(rows))
+        for size in batch_sizes(cfg.bab.batch, len(rows), cfg.bab.batch_ladder):
+            alphas = np.zeros((size, len(rows), layout.total), np.float16)  # as `Bab._bound` sends them
+            batch = batch_on_device(np.zeros((size, layout.total), np.int8), alphas, alphas)
+            jax.block_until_ready(bound(view, best, lo, hi, cc, oo, *batch, c, offset))

@@ -208,6 +208,8 @@ def make_verifier(
                 rc, ro = (c[:1], offset[:1]) if k == 1 else (c, offset)
                 x_host = jnp.asarray(np.asarray(centre), jnp.float32)
                 out.append(fns.pgd(jax.random.key(0), view, lo, hi, rc, ro, x_host, k=k).x)
+            # its candidates come back as host arrays: `evaluate` clips and scores them as such
+            out.append(fns.margin(view, clip_point(np.asarray(centre), lo, hi), c, offset, k=k))
         jax.block_until_ready((out, best))  # (compile-time runs never feed the cost predictions)
         if "milp" in names:
             milp_net.get()
