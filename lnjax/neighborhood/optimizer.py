@@ -26,7 +26,10 @@ that raises the mean per-pixel ε by less than `plateau` relative to the committ
 λ < λ_min = 0.01 (converged, "lambda_min"). Also converged ("gain"): the best norm grew by less than
 `gain_tol` (relative, `relative_gain`) over the last `gain_window` robust expansions. `max_queries`
 verifier queries (default 100) and `time_budget` seconds are safety nets, not the stopping rule;
-`Result.converged` says which one stopped the search.
+`Result.converged` says which one stopped the search. A converged search ends with a line search
+along its best ε (`scale_up`): ε × (1 + δ), δ doubling after each ROBUST answer, until one is not;
+the expansions follow the RL gradient and back off after every failure, so a search could stop with
+the whole of ε still provable at a larger scale.
 
 Start: the largest ε = eps_max · 2^−j (uniform over layers, j = 0..) in which a box PGD finds no
 counterexample, times `init_fraction` (PGD calls are not verifier queries), or a given `eps0`.
@@ -374,6 +377,40 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
             state = update(state, robust, rl, sizes, weights)
             if progress is not None:
                 progress(state)
+        if reason in ("lambda_min", "gain") and cfg.scale_up > 0 and best_norm > -math.inf:
+            best_eps, facts["scale_up"] = scale_up(
+                jax.random.fold_in(key_start, 1), oracle, best_eps, t_start, state, progress
+            )
         return finish(oracle, best_eps, best_norm > -math.inf, t_start, reason, setup=facts)
+
+    def scale_up(
+        key: jax.Array,
+        oracle: CountingOracle,
+        eps: np.ndarray,
+        t_start: float,
+        state: OptimizerState,
+        progress: Callable[[OptimizerState], None] | None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The converged search's last phase (`OptimizerConfig.scale_up`): ε × (1 + δ), δ doubling
+        after each robust answer, until one is not (or the query cap or the time budget). Returns
+        the largest ε proved and {factor, queries}. Every committed ε is a ROBUST answer."""
+        delta, factor, asked = cfg.scale_up, 1.0, 0
+        while oracle.log.queries < cfg.max_queries and (
+            cfg.time_budget is None or time.perf_counter() - t_start < cfg.time_budget
+        ):
+            trial = np.minimum(eps * (1.0 + delta), cfg.eps_max)
+            if np.all(trial <= eps):  # every layer at eps_max: nothing larger to ask
+                break
+            verdict, _, _ = oracle(
+                jax.random.fold_in(key, asked), trial, lam=state.lam, step=0.0, scale_up=1.0 + delta
+            )
+            asked += 1
+            if progress is not None:
+                progress(state)
+            if verdict.status is not Status.ROBUST:
+                break
+            factor *= 1.0 + delta
+            eps, delta = trial, 2.0 * delta
+        return eps, {"factor": factor, "queries": asked}
 
     return Optimizer(init=init, update=update, run=run)

@@ -279,3 +279,31 @@ def test_final_eps_reverifies_robust_independently(tiny):
         assert fresh(jax.random.key(7), lo, hi, problem.spec).status is Status.ROBUST
         rec = r.to_json()
         assert rec["queries"] == sum(rec["by_status"].values()) == len(rec["trail"])
+
+
+def test_converged_search_ends_with_a_scale_up_line_search(tiny):
+    """λ_min reached after the first failure (lam_min 0.9): the search then asks ε × (1 + δ), δ
+    doubling after each ROBUST answer; it keeps the last ROBUST one, and the answer after it is not
+    robust. Off (scale_up 0), the same search ends at its main loop's best."""
+    view, problem = tiny
+    problem = problem._replace(x=np.full_like(problem.x, 0.5))
+    a = np.array([2.0, 4.0, 8.0, 4.0, 2.0, 1.0])
+    kw = dict(pgd_steps=2, pgd_restarts=1, eps_max=0.5, lam_min=0.9, lr=2.0)
+    oracle = FakeOracle(a=a, band=0.0, problem=problem)
+    res = make_optimizer(**kw, scale_up=0.1).run(jax.random.key(1), oracle, view, problem, eps0=0.005)
+    off = make_optimizer(**kw, scale_up=0.0).run(
+        jax.random.key(1), FakeOracle(a=a, band=0.0, problem=problem), view, problem, eps0=0.005
+    )
+    trail = res.to_json()["trail"]
+    main = [t for t in trail if "scale_up" not in t]
+    assert res.stop_reason == off.stop_reason == "lambda_min"
+    assert len(main) == off.queries  # the main loop is the same search
+    best_main = np.asarray(off.eps)
+    ups = [t for t in trail if "scale_up" in t]
+    facts = res.to_json()["setup"]["scale_up"]
+    assert facts["queries"] == len(ups) >= 2 and facts["factor"] > 1.0  # it gained, then stopped
+    assert [t["scale_up"] for t in ups] == pytest.approx([1.1, 1.2, 1.4, 1.8, 2.6, 4.2][: len(ups)])
+    assert [t["status"] for t in ups] == ["robust"] * (len(ups) - 1) + ["not_robust"]
+    np.testing.assert_allclose(res.eps, best_main * facts["factor"], rtol=1e-5)
+    np.testing.assert_allclose(res.eps, ups[-2]["eps"], rtol=1e-5)  # the last ROBUST one is kept
+    assert float(a @ res.eps) < 1.0  # robust by the oracle
