@@ -137,6 +137,13 @@ def run_method(
     return optimizers[method].run(key, verify, view, problem, progress=tick)
 
 
+def median_scale_up(searches: list[dict[str, Any]]) -> float | None:
+    """The median factor of the optimizer's scale-up phase (`OptimizerConfig.scale_up`) over the
+    searches that ran it (converged ones); None when none did (the baselines, capped searches)."""
+    factors = [s["setup"]["scale_up"]["factor"] for s in searches if "scale_up" in s.get("setup", {})]
+    return float(np.median(factors)) if factors else None
+
+
 def summarize(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[str, Any]:
     """Medians per method over the images that were searched (a median over the finite values: an
     unverified search's log-volume is −inf, null in the JSON; None when there is none)."""
@@ -160,6 +167,7 @@ def summarize(records: list[dict[str, Any]], methods: tuple[str, ...]) -> dict[s
             **certificate_medians(rs),
             "certified": sum(r.get("certificate", {}).get("gap") is not None for r in rs),
             "median_queries": med("queries"),
+            "median_scale_up": median_scale_up(rs),
             "median_time_s": med("time_s"),
             "median_log_volume": med("log_volume"),
             "median_linear_norm": med("linear_norm"),

@@ -81,8 +81,8 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
         got = summary_file[method]
         assert {"converged_share", "unknown_share", "median_gap", "certified"} <= set(got)
         layers = got["log10_eps_per_layer"]  # per layer over the verified searches, with intervals
-        verified = [read_json(f)["methods"][method] for f in files]
-        verified = [m for m in verified if m["verified"]]
+        searched = [read_json(f)["methods"][method] for f in files]
+        verified = [m for m in searched if m["verified"]]
         if verified:
             assert layers["searches"] == len(verified) and len(layers["mean"]) == 4
             for d, (mean, (lo, hi)) in enumerate(zip(layers["mean"], layers["ci"], strict=True)):
@@ -95,6 +95,8 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
         else:
             assert layers is None
         assert got["certified"] <= got["verified"] <= got["searched"] == 2
+        factors = [m["setup"]["scale_up"]["factor"] for m in searched if "scale_up" in m.get("setup", {})]
+        assert got["median_scale_up"] == (pytest.approx(np.median(factors)) if factors else None)
 
     # Half-finished run: drop one record; the restart redoes only that image.
     done = files[0].read_text()
