@@ -139,8 +139,10 @@ def run_method(
 
 def median_scale_up(searches: list[dict[str, Any]]) -> float | None:
     """The median factor of the optimizer's scale-up phase (`OptimizerConfig.scale_up`) over the
-    searches that ran it (converged ones); None when none did (the baselines, capped searches)."""
-    factors = [s["setup"]["scale_up"]["factor"] for s in searches if "scale_up" in s.get("setup", {})]
+    searches that asked at least one scale-up query (converged ones); None when none did (the
+    baselines, capped searches)."""
+    ups = [s["setup"]["scale_up"] for s in searches if "scale_up" in s.get("setup", {})]
+    factors = [u["factor"] for u in ups if u["queries"] > 0]
     return float(np.median(factors)) if factors else None
 
 

@@ -140,6 +140,9 @@ def step_gradient(n: ArrayLike, r: ArrayLike, lam: float) -> np.ndarray:
     return n + lam * (float(np.linalg.norm(n)) / rn) * r
 
 
+SCALE_UP_KEY = 0x5CA1E  # fold_in(search key, ·): the scale-up's keys, apart from the start's and the loop's
+
+
 def relative_gain(before: ArrayLike, after: ArrayLike, sizes: ArrayLike, norm: str = "logvol") -> float:
     """The relative gain of the norm from ε `before` to ε `after` (both > 0 where sizes > 0).
 
@@ -379,7 +382,7 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
                 progress(state)
         if reason in ("lambda_min", "gain") and cfg.scale_up > 0 and best_norm > -math.inf:
             best_eps, facts["scale_up"] = scale_up(
-                jax.random.fold_in(key_start, 1), oracle, best_eps, t_start, state, progress
+                jax.random.fold_in(key, SCALE_UP_KEY), oracle, best_eps, sizes, t_start, state, progress
             )
         return finish(oracle, best_eps, best_norm > -math.inf, t_start, reason, setup=facts)
 
@@ -387,19 +390,28 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
         key: jax.Array,
         oracle: CountingOracle,
         eps: np.ndarray,
+        sizes: np.ndarray,
         t_start: float,
         state: OptimizerState,
         progress: Callable[[OptimizerState], None] | None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """The converged search's last phase (`OptimizerConfig.scale_up`): ε × (1 + δ), δ doubling
-        after each robust answer, until one is not (or the query cap or the time budget). Returns
-        the largest ε proved and {factor, queries}. Every committed ε is a ROBUST answer."""
-        delta, factor, asked = cfg.scale_up, 1.0, 0
-        while oracle.log.queries < cfg.max_queries and (
-            cfg.time_budget is None or time.perf_counter() - t_start < cfg.time_budget
-        ):
+        """The converged search's last phase (`OptimizerConfig.scale_up`): ε × (1 + δ) (each layer
+        capped at eps_max), δ doubling after each robust answer, until one is not, the query cap,
+        the time budget, or every layer at eps_max. Returns the largest ε proved and {factor: the
+        growth of the geometric-mean per-pixel ε (1 + δ's product unless a layer was capped),
+        queries, stopped: why it ended}. Every committed ε is a ROBUST answer."""
+        start, delta, asked = eps, cfg.scale_up, 0
+        stopped = "not_proved"  # UNKNOWN or NOT_ROBUST
+        while True:
+            if oracle.log.queries >= cfg.max_queries:
+                stopped = "max_queries"
+                break
+            if cfg.time_budget is not None and time.perf_counter() - t_start >= cfg.time_budget:
+                stopped = "time_budget"
+                break
             trial = np.minimum(eps * (1.0 + delta), cfg.eps_max)
-            if np.all(trial <= eps):  # every layer at eps_max: nothing larger to ask
+            if np.all(trial <= eps):
+                stopped = "eps_max"
                 break
             verdict, _, _ = oracle(
                 jax.random.fold_in(key, asked), trial, lam=state.lam, step=0.0, scale_up=1.0 + delta
@@ -409,8 +421,8 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
                 progress(state)
             if verdict.status is not Status.ROBUST:
                 break
-            factor *= 1.0 + delta
             eps, delta = trial, 2.0 * delta
-        return eps, {"factor": factor, "queries": asked}
+        factor = 1.0 + relative_gain(start, eps, sizes, "logvol")
+        return eps, {"factor": factor, "queries": asked, "stopped": stopped}
 
     return Optimizer(init=init, update=update, run=run)

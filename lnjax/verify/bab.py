@@ -195,7 +195,8 @@ def spec_rows_on_device(c: jax.Array, offset: jax.Array, rows: np.ndarray) -> tu
 
 
 def batch_on_device(splits: np.ndarray, alphas: np.ndarray, betas: np.ndarray) -> tuple[jax.Array, ...]:
-    """A padded host batch (splits int8, α and β float16, as the domains keep them) sent as it is:
+    """A padded host batch (splits int8, α and β float16, as open domains keep them; the root's α,
+    CROWN's 0 / 1 slopes, is exact in float16 too) sent as it is:
     the jitted bound widens it (`jitted_bound`). Converting on the way (`jnp.asarray(a, float32)`
     of a float16 array converts on the host) cost 13–23 ms a batch on the 64×64 CNN, the transfer
     of the compact arrays 4–8 ms. `warm_up` sends its batches through here too (the same argument

@@ -154,9 +154,10 @@ def test_stops_when_the_gain_is_small(tiny):
     problem = problem._replace(x=np.full_like(problem.x, 0.5))
     oracle = FakeOracle(a=np.array([2.0, 4.0, 8.0, 4.0, 2.0, 1.0]), band=0.0, problem=problem)
     tol, window = 0.05, 2
-    res = make_optimizer(pgd_steps=2, pgd_restarts=1, eps_max=0.5, gain_tol=tol, gain_window=window).run(
-        jax.random.key(1), oracle, view, problem, eps0=0.05
+    opt = make_optimizer(
+        pgd_steps=2, pgd_restarts=1, eps_max=0.5, gain_tol=tol, gain_window=window, scale_up=0
     )
+    res = opt.run(jax.random.key(1), oracle, view, problem, eps0=0.05)
     assert res.stop_reason == "gain" and res.converged and "gain" in CONVERGED
     # Replay: the best ε after each robust answer; the search stopped at the first window whose
     # gain fell below tol, and not before.
@@ -302,6 +303,7 @@ def test_converged_search_ends_with_a_scale_up_line_search(tiny):
     ups = [t for t in trail if "scale_up" in t]
     facts = res.to_json()["setup"]["scale_up"]
     assert facts["queries"] == len(ups) >= 2 and facts["factor"] > 1.0  # it gained, then stopped
+    assert facts["stopped"] == "not_proved"
     assert [t["scale_up"] for t in ups] == pytest.approx([1.1, 1.2, 1.4, 1.8, 2.6, 4.2][: len(ups)])
     assert [t["status"] for t in ups] == ["robust"] * (len(ups) - 1) + ["not_robust"]
     np.testing.assert_allclose(res.eps, best_main * facts["factor"], rtol=1e-5)

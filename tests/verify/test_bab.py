@@ -674,22 +674,31 @@ def test_batches_are_sized_in_row_domains_and_untimed_larger_sizes_are_predicted
     assert BB.UP_FACTOR > 1.0
 
 
-def test_warm_up_compiles_what_branching_runs(caplog):
+@pytest.mark.parametrize(
+    ("hidden", "classes", "top", "eps"),
+    [((11, 9), 5, 2, 0.3), ((13, 8), 4, 1, 0.2)],
+    ids=["top2_joint_and_one_row", "argmax_one_row"],
+)
+def test_warm_up_compiles_what_branching_runs(caplog, hidden, classes, top, eps):
     """After `warm_up` on a box the bounds decide, a query that branches compiles nothing: the root's
     α, the batch's dtype conversions, the row gather and the attack's host-made inputs used to be
     compiled inside the first such query (~85 small ops, 2–5 s of a 10 s query on the 64×64 CNN).
-    Shapes of its own (6 → 11 → 9 → 5), so no other test compiled them first."""
-    model = models.mlp((6,), (11, 9), 5)
+    For k = 2 (the joint run and `row_plan`'s one-row runs) and k = 1; each case on shapes of its
+    own, so no other test compiled them first."""
+    model = models.mlp((6,), hidden, classes)
     params = model.init_params(jax.random.key(21))
     params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(28), p.shape), params)
     view = models.layer_view(model, params)
     x0 = jax.random.uniform(jax.random.key(5), (6,))
-    spec = specs.TopK(int(jnp.argmax(models.apply_layers(view, x0))), 2)
+    t = int(jnp.argmax(models.apply_layers(view, x0)))
+    spec = specs.TopK(t, 2) if top == 2 else specs.Argmax(t)
     verify = make_verifier(view, stages=("crown", "bab"), time_limit=30, bab=BabOptions(domain_budget=200))
     verify.warm_up(x0 - 0.01, x0 + 0.01, spec)
+    warm_box = verify(jax.random.key(0), x0 - 0.01, x0 + 0.01, spec)
+    assert warm_box.stats.decided_by != "bab"  # the warm-up's own query did not branch
     caplog.set_level("WARNING")
     with jax.log_compiles(True):
-        v = verify(jax.random.key(0), x0 - 0.3, x0 + 0.3, spec)
+        v = verify(jax.random.key(0), x0 - eps, x0 + eps, spec)
     assert v.stats.decided_by == "bab" and v.stats.bab["domains"] > 1, v.stats
     compiled = [r.getMessage()[:120] for r in caplog.records if "Compiling" in r.getMessage()]
     assert compiled == []
