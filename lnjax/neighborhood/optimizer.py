@@ -329,11 +329,9 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
             ):
                 reason = "gain"
                 break
-            if oracle.log.queries >= cfg.max_queries:
-                reason = "max_queries"
-                break
-            if cfg.time_budget is not None and time.perf_counter() - t_start >= cfg.time_budget:
-                reason = "time_budget"
+            capped = safety_net(oracle, t_start)
+            if capped is not None:
+                reason = capped
                 break
             eps = np.exp(state.theta)
             qkey = jax.random.fold_in(key_loop, state.iteration)
@@ -386,6 +384,14 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
             )
         return finish(oracle, best_eps, best_norm > -math.inf, t_start, reason, setup=facts)
 
+    def safety_net(oracle: CountingOracle, t_start: float) -> str | None:
+        """ "max_queries" or "time_budget" when that cap stops the search before its next query."""
+        if oracle.log.queries >= cfg.max_queries:
+            return "max_queries"
+        if cfg.time_budget is not None and time.perf_counter() - t_start >= cfg.time_budget:
+            return "time_budget"
+        return None
+
     def scale_up(
         key: jax.Array,
         oracle: CountingOracle,
@@ -403,11 +409,9 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
         start, delta, asked = eps, cfg.scale_up, 0
         stopped = "not_proved"  # UNKNOWN or NOT_ROBUST
         while True:
-            if oracle.log.queries >= cfg.max_queries:
-                stopped = "max_queries"
-                break
-            if cfg.time_budget is not None and time.perf_counter() - t_start >= cfg.time_budget:
-                stopped = "time_budget"
+            capped = safety_net(oracle, t_start)
+            if capped is not None:
+                stopped = capped
                 break
             trial = np.minimum(eps * (1.0 + delta), cfg.eps_max)
             if np.all(trial <= eps):
