@@ -198,8 +198,8 @@ def batch_on_device(splits: np.ndarray, alphas: np.ndarray, betas: np.ndarray) -
     """A padded host batch (splits int8, α and β float16, as open domains keep them; the root's α,
     CROWN's 0 / 1 slopes, is exact in float16 too) sent as it is:
     the jitted bound widens it (`jitted_bound`). Converting on the way (`jnp.asarray(a, float32)`
-    of a float16 array converts on the host) cost 13–23 ms a batch on the 64×64 CNN, the transfer
-    of the compact arrays 4–8 ms. `warm_up` sends its batches through here too (the same argument
+    of a float16 array converts on the host) cost 12–43 ms a batch on the 64×64 CNN, the transfer
+    of the compact arrays ~4 ms. `warm_up` sends its batches through here too (the same argument
     kinds, so the same compiled bound)."""
     return jax.device_put(splits), jax.device_put(alphas), jax.device_put(betas)
 
@@ -348,7 +348,7 @@ class Bab:
         root_splits = np.zeros((1, total), np.int8)
         alphas = root_alphas(self.layout, ctx.best, self.m)
         self.cold = (alphas.astype(np.float16), np.zeros(alphas.shape, np.float16))
-        res, margins = self._bound(list(root_splits), [alphas], [np.zeros_like(alphas)])
+        res, margins = self._bound(list(root_splits), [self.cold[0]], [self.cold[1]])
         zero = np.zeros(1, int)
         verdict = self._absorb(root_splits, res, margins, self.root_rows[None], zero, zero)
         if verdict is not None:
