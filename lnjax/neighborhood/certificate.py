@@ -128,12 +128,14 @@ def boundary(
     rel_tol: float,
     floor: float | None = None,
     known: float | None = None,
+    fails: float | None = None,
 ) -> Bracket:
     """Brackets the value where a monotone predicate turns false, on a log scale.
 
-    Asks `start`; while it holds, doubles (capped at `ceiling`); if it fails, the lower end is
-    `known` (a value known to hold, not asked), else halves down to `floor` (None: not at all).
-    Then `baseline.bisect` in log space until fails / holds ≤ 1 + rel_tol.
+    Asks `start`; while it holds, doubles (capped at `ceiling`, and stopping at `fails`, a value
+    known to fail, not asked); if it fails, the lower end is `known` (a value known to hold, not
+    asked), else halves down to `floor` (None: not at all). Then `baseline.bisect` in log space
+    until fails / holds ≤ 1 + rel_tol.
 
     Args:
       holds: value -> True / False, or None when out of budget.
@@ -142,6 +144,8 @@ def boundary(
       rel_tol: the relative width of the final bracket (> 0).
       floor: the smallest value asked when halving (None: no halving).
       known: a value below `start` known to hold (e.g. proved), used instead of halving.
+      fails: a value above `start` known to fail (e.g. a proof the caller tried and did not get),
+        used instead of doubling past it.
 
     Returns:
       `Bracket`.
@@ -153,6 +157,9 @@ def boundary(
         lo = start
         while lo < ceiling:
             s = min(2.0 * lo, ceiling)
+            if fails is not None and s >= fails:
+                hi = fails
+                break
             ok = holds(s)
             if ok is None:
                 return Bracket(lo, None, False)
@@ -377,6 +384,7 @@ def certify_maximality(
     zero_start: float = 1e-3,
     time_budget: float | None = None,
     proved: bool = False,
+    unproved_scale: float | None = None,
 ) -> Certificate:
     """Proof and attack scales around a verified ε (module docstring).
 
@@ -395,6 +403,11 @@ def certify_maximality(
         scale 1 counts as proved without asking again. A verifier that stops on the clock (branch-
         and-bound, CBC) need not decide the same box twice, so without this a certificate could
         report "eps itself was not proved" for an ε its search proved.
+      unproved_scale: a scale s > 1 at which the caller asked the verifier for s · ε and did not get
+        a proof (the optimizer's scale-up ends with one: `Result.setup["scale_up"]["unproved_scale"]`).
+        The proofs along the direction then bisect [1, s] instead of doubling from 1: on a verifier
+        that runs to its clock on every unprovable box, each skipped ask is a full time limit. The
+        attack bracket starts there too. Needs `proved`.
 
     Returns:
       `Certificate`.
@@ -404,6 +417,13 @@ def certify_maximality(
     check_float("zero_start", zero_start, low=0.0, high=eps_cap, low_open=True)
     if time_budget is not None:
         check_float("time_budget", time_budget, low=0.0, low_open=True)
+    if unproved_scale is not None:
+        check_float("unproved_scale", unproved_scale, low=1.0, low_open=True)
+        if not proved:
+            raise ValueError(
+                f"unproved_scale = {unproved_scale} without proved; expected the search's proof of "
+                "eps with it (the bracket it gives is [1, unproved_scale])"
+            )
     eps = np.asarray(eps, np.float64)
     R = problem.num_layers
     if eps.shape != (R,) or not np.all(np.isfinite(eps)) or np.any(eps < 0):
@@ -427,7 +447,11 @@ def certify_maximality(
             return np.minimum(s * eps, eps_cap)
 
         proof = boundary(
-            lambda s: probe.proves(along(s), scale=s), start=1.0, ceiling=max(s_ceiling, 1.0), rel_tol=rel_tol
+            lambda s: probe.proves(along(s), scale=s),
+            start=1.0,
+            ceiling=max(s_ceiling, 1.0),
+            rel_tol=rel_tol,
+            fails=unproved_scale,
         )
         complete &= proof.complete
         s_proved = proof.holds

@@ -405,8 +405,10 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
         capped at eps_max), δ doubling after each robust answer, until one is not, the query cap,
         the time budget, or every layer at eps_max. Returns the largest ε proved and {factor: the
         growth of the geometric-mean per-pixel ε (1 + δ's product unless a layer was capped),
-        queries, stopped: why it ended}. Every committed ε is a ROBUST answer."""
-        start, delta, asked = eps, cfg.scale_up, 0
+        queries, stopped: why it ended, unproved_scale: s with s · ε (the returned ε) asked and not
+        proved, None if the last ask was capped or none failed — `certify_maximality` starts there}.
+        Every committed ε is a ROBUST answer."""
+        start, delta, asked, unproved = eps, cfg.scale_up, 0, None
         stopped = "not_proved"  # UNKNOWN or NOT_ROBUST
         while True:
             capped = safety_net(oracle, t_start)
@@ -424,9 +426,11 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
             if progress is not None:
                 progress(state)
             if verdict.status is not Status.ROBUST:
+                if np.all(eps * (1.0 + delta) <= cfg.eps_max):  # the box of (1 + δ) · ε exactly
+                    unproved = 1.0 + delta
                 break
             eps, delta = trial, 2.0 * delta
         factor = 1.0 + relative_gain(start, eps, sizes, "logvol")
-        return eps, {"factor": factor, "queries": asked, "stopped": stopped}
+        return eps, {"factor": factor, "queries": asked, "stopped": stopped, "unproved_scale": unproved}
 
     return Optimizer(init=init, update=update, run=run)

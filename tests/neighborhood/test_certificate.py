@@ -129,6 +129,23 @@ def test_a_proof_from_the_search_is_not_asked_again():
     check_brackets(certify(FakeVerifier(p.layers), proved=True))
 
 
+def test_the_search_s_unproved_scale_replaces_the_doubling():
+    # The search proved eps and asked 1.015 · eps without a proof (its scale-up's last query): the
+    # bracket [1, 1.015] is already within the tolerance, so the direction costs no query (the
+    # doubling it replaces asks 2, then bisects). A `fails` that boundary ignored would ask again.
+    eps = EPS0 * (0.69 / 0.3)  # A · eps = 0.69: proved; 1.015 · eps: 0.7004, UNKNOWN
+    verifier = FakeVerifier(problem().layers)
+    cert = certify(verifier, eps=eps, proved=True, unproved_scale=1.015, per_layer=False)
+    assert cert.queries == len(verifier.keys) == 0 and cert.s_proved == 1.0
+    assert A @ (cert.s_attack * eps) >= 1 and cert.s_attack <= (1 + TOL) / 0.69  # attacks from 1.015
+    assert min(t["scale"] for t in cert.trail if t["kind"] == "attack" and "check" not in t) >= 1.015
+    wide = certify(FakeVerifier(problem().layers), proved=True, unproved_scale=2.4, per_layer=False)
+    asked = [t["scale"] for t in wide.trail if t["kind"] == "verify"]
+    assert asked and max(asked) < 2.4 and 4.0 not in asked  # doubles up to it, bisects below it
+    assert wide.s_proved == pytest.approx(certify(per_layer=False).s_proved, rel=2 * TOL)
+    assert A @ (wide.s_proved * EPS0) < 1 - BAND
+
+
 def test_an_attack_point_outside_the_box_is_no_counterexample():
     p = problem()
     cert = certify(falsifier=fake_falsifier(p.layers, offset=0.01), per_layer=False)
@@ -163,6 +180,8 @@ def test_time_budget_cuts_the_search_and_keeps_it_sound():
         ({"time_budget": 0.0}, "time_budget"),
         ({"eps": np.array([0.1, -0.1, 0.0, 0.0])}, "eps"),
         ({"eps": np.array([0.1, 0.1])}, "eps"),
+        ({"unproved_scale": 1.0, "proved": True}, "unproved_scale"),
+        ({"unproved_scale": 1.5}, "unproved_scale"),  # without the search's proof of eps
     ],
 )
 def test_bad_arguments_are_one_line(kwargs, name):
@@ -191,6 +210,9 @@ def test_boundary_doubles_halves_and_bisects():
     asked.clear()
     b = C.boundary(below(0.5), start=1.0, ceiling=100.0, rel_tol=0.01, known=0.3)
     assert 0.3 not in asked and b.holds < 0.5 <= b.fails  # the known end is not asked
+    asked.clear()
+    b = C.boundary(below(5.0), start=1.0, ceiling=100.0, rel_tol=0.01, fails=3.0)
+    assert asked[:2] == [1.0, 2.0] and max(asked) < 3.0 and b.fails == 3.0 and b.holds < 3.0
 
 
 def test_make_falsifier_on_a_tiny_network():

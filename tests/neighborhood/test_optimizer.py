@@ -309,3 +309,7 @@ def test_converged_search_ends_with_a_scale_up_line_search(tiny):
     np.testing.assert_allclose(res.eps, best_main * facts["factor"], rtol=1e-5)
     np.testing.assert_allclose(res.eps, ups[-2]["eps"], rtol=1e-5)  # the last ROBUST one is kept
     assert float(a @ res.eps) < 1.0  # robust by the oracle
+    # The last ask, relative to the ε kept, for the certificate: exactly the box that failed.
+    assert facts["unproved_scale"] == pytest.approx(ups[-1]["scale_up"])
+    np.testing.assert_allclose(res.eps * facts["unproved_scale"], ups[-1]["eps"], rtol=1e-5)
+    assert float(a @ (res.eps * facts["unproved_scale"])) >= 1.0
