@@ -148,6 +148,8 @@ class CountingOracle:
                 "seconds": seconds,
                 "best_objective": verdict.best_objective,
                 "proven_bound": verdict.proven_bound,
+                "stage_bounds": {k: float(v) for k, v in verdict.stats.margin_lower.items()},
+                "bab_domains": int(verdict.stats.bab.get("domains", 0)),
                 **extra,
             }
         )
