@@ -64,7 +64,7 @@ def bisect(
     Returns:
       (lo, hi, complete): the final bracket and whether it reached `width` (False: `holds` said None).
     """
-    while hi - lo > width:
+    while hi - lo > width * (1 + 1e-9):  # a bracket `width` wide up to rounding (log(1.1) > log1p(0.1))
         mid = (lo + hi) / 2
         ok = holds(mid)
         if ok is None:

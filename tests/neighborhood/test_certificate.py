@@ -130,15 +130,16 @@ def test_a_proof_from_the_search_is_not_asked_again():
 
 
 def test_the_search_s_unproved_scale_replaces_the_doubling():
-    # The search proved eps and asked 1.015 · eps without a proof (its scale-up's last query): the
-    # bracket [1, 1.015] is already within the tolerance, so the direction costs no query (the
+    # The search proved eps and asked 1.02 · eps without a proof (its scale-up's last query): the
+    # bracket [1, 1.02] is already within the tolerance TOL = 0.02 (log 1.02 is 1 ulp above
+    # log1p(0.02): a bisection that compared exactly asked once more), so no query (the
     # doubling it replaces asks 2, then bisects). A `fails` that boundary ignored would ask again.
-    eps = EPS0 * (0.69 / 0.3)  # A · eps = 0.69: proved; 1.015 · eps: 0.7004, UNKNOWN
+    eps = EPS0 * (0.69 / 0.3)  # A · eps = 0.69: proved; 1.02 · eps: 0.704, UNKNOWN
     verifier = FakeVerifier(problem().layers)
-    cert = certify(verifier, eps=eps, proved=True, unproved_scale=1.015, per_layer=False)
+    cert = certify(verifier, eps=eps, proved=True, unproved_scale=1.02, per_layer=False)
     assert cert.queries == len(verifier.keys) == 0 and cert.s_proved == 1.0
-    assert A @ (cert.s_attack * eps) >= 1 and cert.s_attack <= (1 + TOL) / 0.69  # attacks from 1.015
-    assert min(t["scale"] for t in cert.trail if t["kind"] == "attack" and "check" not in t) >= 1.015
+    assert A @ (cert.s_attack * eps) >= 1 and cert.s_attack <= (1 + TOL) / 0.69  # attacks from 1.02
+    assert min(t["scale"] for t in cert.trail if t["kind"] == "attack" and "check" not in t) >= 1.02
     wide = certify(FakeVerifier(problem().layers), proved=True, unproved_scale=2.4, per_layer=False)
     asked = [t["scale"] for t in wide.trail if t["kind"] == "verify"]
     assert asked and max(asked) < 2.4 and 4.0 not in asked  # doubles up to it, bisects below it
