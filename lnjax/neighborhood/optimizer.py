@@ -27,9 +27,9 @@ that raises the mean per-pixel ε by less than `plateau` relative to the committ
 `gain_tol` (relative, `relative_gain`) over the last `gain_window` robust expansions. `max_queries`
 verifier queries (default 100) and `time_budget` seconds are safety nets, not the stopping rule;
 `Result.converged` says which one stopped the search. A converged search ends with a line search
-along its best ε (`scale_up`): ε × (1 + δ), δ doubling after each ROBUST answer, until one is not;
-the expansions follow the RL gradient and back off after every failure, so a search could stop with
-the whole of ε still provable at a larger scale.
+along its best ε (`scale_up`): ε × (1 + δ), δ doubling after each ROBUST answer, until one is not,
+then a bisection of that last step; the expansions follow the RL gradient and back off after every
+failure, so a search could stop with the whole of ε still provable at a larger scale.
 
 Start: the largest ε = eps_max · 2^−j (uniform over layers, j = 0..) in which a box PGD finds no
 counterexample, times `init_fraction` (PGD calls are not verifier queries), or a given `eps0`.
@@ -59,6 +59,7 @@ from jax.typing import ArrayLike
 
 from lnjax.models import layers as L
 from lnjax.neighborhood import gradients as G
+from lnjax.neighborhood.baseline import bisect
 from lnjax.neighborhood.config import NORMS, OptimizerConfig
 from lnjax.neighborhood.problem import (
     CountingOracle,
@@ -403,33 +404,51 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The converged search's last phase (`OptimizerConfig.scale_up`): ε × (1 + δ) (each layer
         capped at eps_max), δ doubling after each robust answer, until one is not, the query cap,
-        the time budget, or every layer at eps_max. Returns the largest ε proved and {factor: the
-        growth of the geometric-mean per-pixel ε (1 + δ's product unless a layer was capped),
-        queries, stopped: why it ended, unproved_scale: s with s · ε (the returned ε) asked and not
-        proved, None if the last ask was capped or none failed — `certify_maximality` starts there}.
-        Every committed ε is a ROBUST answer."""
+        the time budget, or every layer at eps_max; after a failed ask s · ε (uncapped), the
+        bracket [1, s] is bisected in log space (`baseline.bisect`) down to 1 + scale_up, so a
+        doubling that overshot (1.4 proved, 1.8 not) does not leave 1.55 unasked. Returns the
+        largest ε proved and {factor: the growth of the geometric-mean per-pixel ε, queries,
+        stopped: why it ended, unproved_scale: s with s · ε (the returned ε) asked and not proved,
+        None if the last ask was capped or none failed — `certify_maximality` starts there}.
+        Every committed ε is a ROBUST answer. Trail: `scale_up` is the ask's scale relative to the
+        ε kept before it (the doubling) or to the ε at the failure (`bisect`)."""
         start, delta, asked, unproved = eps, cfg.scale_up, 0, None
         stopped = "not_proved"  # UNKNOWN or NOT_ROBUST
-        while True:
+
+        def ask(trial: np.ndarray, **where: Any) -> bool | None:
+            nonlocal asked, stopped
             capped = safety_net(oracle, t_start)
             if capped is not None:
                 stopped = capped
-                break
+                return None
+            verdict, _, _ = oracle(jax.random.fold_in(key, asked), trial, lam=state.lam, step=0.0, **where)
+            asked += 1
+            if progress is not None:
+                progress(state)
+            return verdict.status is Status.ROBUST
+
+        while True:
             trial = np.minimum(eps * (1.0 + delta), cfg.eps_max)
             if np.all(trial <= eps):
                 stopped = "eps_max"
                 break
-            verdict, _, _ = oracle(
-                jax.random.fold_in(key, asked), trial, lam=state.lam, step=0.0, scale_up=1.0 + delta
-            )
-            asked += 1
-            if progress is not None:
-                progress(state)
-            if verdict.status is not Status.ROBUST:
+            ok = ask(trial, scale_up=1.0 + delta)
+            if ok is None:
+                break
+            if not ok:
                 if np.all(eps * (1.0 + delta) <= cfg.eps_max):  # the box of (1 + δ) · ε exactly
                     unproved = 1.0 + delta
                 break
             eps, delta = trial, 2.0 * delta
+        if unproved is not None:
+            base = eps
+            lo, hi, _ = bisect(
+                lambda t: ask(base * math.exp(t), scale_up=math.exp(t), bisect=True),
+                0.0,
+                math.log(unproved),
+                math.log1p(cfg.scale_up),
+            )
+            eps, unproved = (base * math.exp(lo) if lo > 0 else base), math.exp(hi - lo)
         factor = 1.0 + relative_gain(start, eps, sizes, "logvol")
         return eps, {"factor": factor, "queries": asked, "stopped": stopped, "unproved_scale": unproved}
 

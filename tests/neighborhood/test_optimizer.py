@@ -284,8 +284,9 @@ def test_final_eps_reverifies_robust_independently(tiny):
 
 def test_converged_search_ends_with_a_scale_up_line_search(tiny):
     """λ_min reached after the first failure (lam_min 0.9): the search then asks ε × (1 + δ), δ
-    doubling after each ROBUST answer; it keeps the last ROBUST one, and the answer after it is not
-    robust. Off (scale_up 0), the same search ends at its main loop's best."""
+    doubling after each ROBUST answer, then bisects the step that failed down to a factor 1.1; it
+    keeps the last ROBUST one, and (1.1 at most) × that is not robust. Off (scale_up 0), the same
+    search ends at its main loop's best."""
     view, problem = tiny
     problem = problem._replace(x=np.full_like(problem.x, 0.5))
     a = np.array([2.0, 4.0, 8.0, 4.0, 2.0, 1.0])
@@ -301,15 +302,22 @@ def test_converged_search_ends_with_a_scale_up_line_search(tiny):
     assert len(main) == off.queries  # the main loop is the same search
     best_main = np.asarray(off.eps)
     ups = [t for t in trail if "scale_up" in t]
+    doubling = [t for t in ups if not t.get("bisect")]
     facts = res.to_json()["setup"]["scale_up"]
     assert facts["queries"] == len(ups) >= 2 and facts["factor"] > 1.0  # it gained, then stopped
     assert facts["stopped"] == "not_proved"
-    assert [t["scale_up"] for t in ups] == pytest.approx([1.1, 1.2, 1.4, 1.8, 2.6, 4.2][: len(ups)])
-    assert [t["status"] for t in ups] == ["robust"] * (len(ups) - 1) + ["not_robust"]
+    assert [t["scale_up"] for t in doubling] == pytest.approx([1.1, 1.2, 1.4, 1.8, 2.6, 4.2][: len(doubling)])
+    assert [t["status"] for t in doubling] == ["robust"] * (len(doubling) - 1) + ["not_robust"]
     np.testing.assert_allclose(res.eps, best_main * facts["factor"], rtol=1e-5)
-    np.testing.assert_allclose(res.eps, ups[-2]["eps"], rtol=1e-5)  # the last ROBUST one is kept
+    kept = [t for t in ups if t["status"] == "robust"][-1]
+    np.testing.assert_allclose(res.eps, kept["eps"], rtol=1e-5)  # the last ROBUST one is kept
     assert float(a @ res.eps) < 1.0  # robust by the oracle
-    # The last ask, relative to the ε kept, for the certificate: exactly the box that failed.
-    assert facts["unproved_scale"] == pytest.approx(ups[-1]["scale_up"])
-    np.testing.assert_allclose(res.eps * facts["unproved_scale"], ups[-1]["eps"], rtol=1e-5)
+    # Maximal along ε up to the bisection's factor: (1 + 0.1) · ε is no longer robust, and the
+    # last ask is exactly that box, for the certificate.
+    assert 1.0 < facts["unproved_scale"] <= 1.1 * (1 + 1e-9)
     assert float(a @ (res.eps * facts["unproved_scale"])) >= 1.0
+    failed = [t for t in ups if t["status"] != "robust"]
+    assert any(np.allclose(res.eps * facts["unproved_scale"], t["eps"], rtol=1e-5) for t in failed)
+    # The doubling's last step (×1.4 after 1.1, 1.2, or longer) is wider than 1.1: it was bisected.
+    bisected = ups[len(doubling) :]
+    assert bisected and all(t["bisect"] and t["scale_up"] < doubling[-1]["scale_up"] for t in bisected)
