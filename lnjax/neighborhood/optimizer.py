@@ -448,7 +448,7 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
                 math.log(unproved),
                 math.log1p(cfg.scale_up),
             )
-            eps, unproved = (base * math.exp(lo) if lo > 0 else base), math.exp(hi - lo)
+            eps, unproved = base * math.exp(lo), math.exp(hi - lo)  # exp(0) = 1: base itself
         factor = 1.0 + relative_gain(start, eps, sizes, "logvol")
         return eps, {"factor": factor, "queries": asked, "stopped": stopped, "unproved_scale": unproved}
 
