@@ -195,3 +195,29 @@ def require(condition: bool, message: str) -> None:
     """Raises UsageError(message) unless `condition`."""
     if not condition:
         raise UsageError(message)
+
+
+def use_compile_cache(path: str) -> str | None:
+    """Turns on JAX's persistent compilation cache in folder `path` ("" leaves it off); returns the
+    absolute folder (or None).
+
+    XLA compiles of ≥ 1 s (JAX's `jax_persistent_cache_min_compile_time_secs`) are stored there, keyed
+    by the program, the XLA flags and the JAX version, and loaded by every later process that compiles
+    the same program: a rerun, a resumed run, and each Ray actor (the folder reaches them through
+    `experiments.parallel.connect`). Measured on the undefended 64×64 DOUBLE-MNIST CNN, one CPU core:
+    the neighborhood actor's set-up (load, build, warm up the verifier) 68 s with an empty cache,
+    10 s with a filled one. Must run before the first compilation of the process."""
+    if not path:
+        return None
+    import jax
+
+    folder = Path(path).expanduser().resolve()
+    fix = "pass a writable folder, or --compile_cache='' for none"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--compile_cache={path!r}: cannot create the folder ({e.strerror}); {fix}") from e
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--compile_cache={path!r}: the folder is not writable; {fix}")
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    return str(folder)

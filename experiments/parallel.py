@@ -385,19 +385,30 @@ def source_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def connect(settings: ClusterSettings) -> bool:
-    """Initialises Ray for the run (unless it already is); True if this call did (then shut it down).
+def actor_env() -> dict[str, str]:
+    """The environment variables the actors get: the driver's source folder first on their PYTHONPATH,
+    single-threaded XLA CPU ops (`SINGLE_THREADED_XLA`: one actor per CPU; accelerators are
+    unaffected) and the driver's persistent compilation cache (`experiments.common.use_compile_cache`),
+    if any: the actors on a node compile each program once between them (on a cluster, a folder on a
+    shared file system serves every node)."""
+    import jax
 
-    The actors get the driver's source folder first on their PYTHONPATH and single-threaded XLA
-    CPU ops (`SINGLE_THREADED_XLA`: one actor per CPU; accelerators are unaffected).
-    """
+    path = os.pathsep.join(p for p in (str(source_root()), os.environ.get("PYTHONPATH", "")) if p)
+    xla = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), SINGLE_THREADED_XLA) if f)
+    env = {"PYTHONPATH": path, "XLA_FLAGS": xla}
+    if jax.config.jax_compilation_cache_dir:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(jax.config.jax_compilation_cache_dir)
+    return env
+
+
+def connect(settings: ClusterSettings) -> bool:
+    """Initialises Ray for the run (unless it already is), the actors' environment from `actor_env`;
+    True if this call did (then shut it down)."""
     import ray
 
     if ray.is_initialized():
         return False
-    path = os.pathsep.join(p for p in (str(source_root()), os.environ.get("PYTHONPATH", "")) if p)
-    xla = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), SINGLE_THREADED_XLA) if f)
-    runtime_env = {"env_vars": {"PYTHONPATH": path, "XLA_FLAGS": xla}}
+    runtime_env = {"env_vars": actor_env()}
     kwargs: dict[str, Any] = {"runtime_env": runtime_env, "logging_level": "warning"}
     with warnings.catch_warnings():
         # Ray starts its processes with fork + exec; JAX (already running in the driver) warns about

@@ -21,7 +21,7 @@ import sys
 import ml_collections.config_flags as config_flags
 from absl import app, flags, logging
 
-from experiments.common import Interrupted, UsageError
+from experiments.common import Interrupted, UsageError, use_compile_cache
 from lnjax.io import to_json
 
 EXPERIMENTS = {
@@ -62,6 +62,11 @@ except flags.Error as e:
     fail(f"{_one_line(e)} {_HINT}")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (default: runs/<config.name>).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars (on stderr).")
+_COMPILE_CACHE = flags.DEFINE_string(
+    "compile_cache",
+    ".cache/jax",
+    "JAX's persistent compilation cache: a folder shared by reruns and Ray actors ('' = none).",
+)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -96,6 +101,7 @@ def main(argv: list[str]) -> None:
     module = importlib.import_module(EXPERIMENTS[kind])
     workdir = _WORKDIR.value or f"runs/{config.name}"
     try:
+        use_compile_cache(_COMPILE_CACHE.value)
         summary = module.run(config, workdir, progress=_PROGRESS.value)
     except UsageError as e:
         fail(str(e))

@@ -108,7 +108,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
     monkeypatch.chdir(Path(__file__).resolve().parents[1])
 
     def call(*args: str) -> CliResult:
-        argv = ["experiments.run", *args]
+        # No persistent compilation cache unless a test asks for one (the runner's default would turn
+        # it on for the rest of this pytest process).
+        argv = ["experiments.run", "--compile_cache=", *args]
         flags.FLAGS.unparse_flags()
         for name in [n for n in flags.FLAGS if n.startswith("config.")]:
             delattr(flags.FLAGS, name)

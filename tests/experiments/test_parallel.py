@@ -6,13 +6,15 @@ from __future__ import annotations
 import collections
 import importlib.util
 import itertools
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ml_collections import ConfigDict
 
 from experiments import parallel
-from experiments.common import UsageError
+from experiments.common import UsageError, use_compile_cache
 from experiments.configs import (
     boundary as boundary_configs,
     neighborhood as neighborhood_configs,
@@ -81,6 +83,22 @@ def test_cli_workers_without_ray_is_one_line_exit_2(no_ray, cli, tmp_path):
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert len(lines) == 1 and "pip install 'lnjax[cluster]'" in lines[0], result.err
     assert not workdir.exists()
+
+
+def test_actors_get_the_drivers_compile_cache(tmp_path):
+    import jax
+
+    env = parallel.actor_env()
+    assert "JAX_COMPILATION_CACHE_DIR" not in env  # none set in the driver: none for the actors
+    assert parallel.SINGLE_THREADED_XLA in env["XLA_FLAGS"]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(parallel.source_root())
+    try:
+        folder = use_compile_cache(str(tmp_path / "new" / "jax"))
+        assert folder is not None and Path(folder).is_dir() and Path(folder).is_absolute()
+        assert parallel.actor_env()["JAX_COMPILATION_CACHE_DIR"] == folder
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)  # (nothing compiled in between)
+    assert use_compile_cache("") is None and jax.config.jax_compilation_cache_dir is None
 
 
 def test_comparable_drops_timing_fields_only():

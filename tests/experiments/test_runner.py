@@ -40,24 +40,30 @@ def tiny_config(data_dir, preset="quickstart") -> ConfigDict:
     return c
 
 
-def run_cli(*args, cwd=ROOT):
+def run_cli(*args, cwd=ROOT, env=None):
     return subprocess.run(
         [sys.executable, "-m", "experiments.run", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        env={**os.environ, "JAX_PLATFORMS": "cpu", **(env or {})},
     )
 
 
 def test_quickstart_cli_end_to_end(data_dir, tmp_path, cli):
-    """The one subprocess test: `python -m experiments.run` trains, writes its files, prints JSON."""
+    """The one subprocess test: `python -m experiments.run` trains, writes its files, prints JSON, and
+    stores its compiled programs in the persistent compilation cache (every one: min time 0 here)."""
     workdir = tmp_path / "qs"
     out = run_cli(
-        "--flagfile=experiments/flagfiles/quickstart.flags", f"--workdir={workdir}", *tiny_overrides(data_dir)
+        "--flagfile=experiments/flagfiles/quickstart.flags",
+        f"--workdir={workdir}",
+        f"--compile_cache={tmp_path / 'jax'}",
+        *tiny_overrides(data_dir),
+        env={"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"},
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    assert any((tmp_path / "jax").glob("jit_*")), "nothing in the compilation cache"
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(summary) >= {"top2_exact", "per_label", "workdir"}
     assert 0 <= summary["top2_exact"] <= 1 and 0 <= summary["per_label"] <= 1
@@ -103,6 +109,7 @@ BAD_CASES = {
     "unknown field": (["--config.train.stepz=3"], "quickstart", "stepz"),
     "missing config file": (["--config=experiments/configs/nofile.py:x"], "quickstart", "No such file"),
     "stray argument": (["extra"], "quickstart", "unexpected arguments"),
+    "cache under a file": (["--compile_cache=README.md/x"], "quickstart", "--compile_cache='README.md/x'"),
 }
 
 
