@@ -28,6 +28,10 @@ benchmarks/cache/scale_bench_prepared.json), so that both timed sides load their
 separate entries). `--compile_cache ''` times the compilation too (every actor compiles its own:
 the runs before this option).
 
+Ceiling: what two processes can gain on this machine at all, measured first (`parallel_ceiling`):
+fixed single-threaded XLA matmul loops (in cache and memory-bound), each alone and two at once;
+`ceiling` holds their speedups (2 on two free cores).
+
 Driver overhead: the same driver (`experiments.parallel.drive` with Ray actors and a RecordStore)
 on `--overhead_items` trivial items (the compute returns a record of `--payload` bytes at once; also
 100 B, 64 KB and 512 KB in `driver_by_payload`), two actors, as the marginal cost between a run of
@@ -189,6 +193,44 @@ def driver_overhead(items: int, payload: int, workdir: Path) -> dict[str, float]
     return {"busy_s_per_item": busy, "cpu_s_per_item": cpu, "wall_s_per_item": wall}
 
 
+# Fixed single-threaded XLA workloads (float32 matmuls, the kind of work the verifier's bounds do),
+# each timed in one process alone and in two at once: what two actors can gain on this machine. n =
+# 128 stays in a core's own caches (64 KB a matrix); n = 512 (1 MB a matrix, the L2's size here) goes
+# to the shared L3 and memory, as the searches' large CROWN / α-CROWN intermediates do.
+KERNEL = """
+import os, sys, time
+os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+import jax, jax.numpy as jnp
+n, reps = int(sys.argv[1]), int(sys.argv[2])
+f = jax.jit(lambda a: (a @ a).sum())
+a = jnp.ones((n, n))
+f(a).block_until_ready()
+t = time.perf_counter()
+for _ in range(reps):
+    f(a).block_until_ready()
+print(time.perf_counter() - t)
+"""
+KERNELS = {"in_cache": (128, 12000), "memory": (512, 800)}  # (n, repetitions): ~1.5 s alone each
+
+
+def parallel_ceiling(repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Per kernel, the speedup two processes reach here: 2 × (seconds alone) / (seconds of the slower
+    of two run at once), the round with the median alone time of `repeats`. 2 on two free cores; less
+    where the two CPUs share what the work needs (memory bandwidth, a physical core's units)."""
+
+    def timed(n: int, reps: int, procs: int) -> float:
+        cmd = [sys.executable, "-c", KERNEL, str(n), str(reps)]
+        ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+        return max(float(p.communicate()[0].strip().splitlines()[-1]) for p in ps)
+
+    out = {}
+    for name, (n, reps) in KERNELS.items():
+        rounds = sorted((timed(n, reps, 1), timed(n, reps, 2)) for _ in range(repeats))
+        alone, pair = rounds[len(rounds) // 2]
+        out[name] = {"n": n, "s_alone": alone, "s_two_at_once": pair, "speedup": 2 * alone / pair}
+    return out
+
+
 def main(argv=None) -> None:
     a = parse_args(argv)
     if os.environ.get("SCALE_BENCH_VERBOSE"):
@@ -208,6 +250,8 @@ def main(argv=None) -> None:
     prepared_s = prepare_cache(a, argv) if a.compile_cache else 0.0
     load_before = os.getloadavg()
     common.log(f"load before: {load_before}")
+    ceiling = parallel_ceiling()
+    common.log(f"two processes at once on fixed XLA kernels: {ceiling}")
     seconds, summaries = {}, {}
     for workers in (1, a.workers):
         common.log(f"neighborhood, {a.images} images, workers = {workers}")
@@ -230,6 +274,7 @@ def main(argv=None) -> None:
         "seconds_1": seconds[1],
         "seconds_2": seconds[a.workers],
         "speedup": seconds[1] / seconds[a.workers],
+        "ceiling": ceiling,  # what two processes can gain here on fixed kernels (`parallel_ceiling`)
         "identical": identical,
         "images_compared": len(one),
         "errors": summaries[a.workers]["errors"],
