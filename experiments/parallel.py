@@ -396,8 +396,9 @@ def actor_env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(source_root()), os.environ.get("PYTHONPATH", "")) if p)
     xla = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), SINGLE_THREADED_XLA) if f)
     env = {"PYTHONPATH": path, "XLA_FLAGS": xla}
-    if jax.config.jax_compilation_cache_dir:
-        env["JAX_COMPILATION_CACHE_DIR"] = str(jax.config.jax_compilation_cache_dir)
+    cache = jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue] (not in the stubs)
+    if cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
     return env
 
 
