@@ -204,7 +204,7 @@ def use_compile_cache(path: str) -> str | None:
     XLA compiles of ≥ 1 s (JAX's `jax_persistent_cache_min_compile_time_secs`) are stored there, keyed
     by the program, the XLA flags and the JAX version, and loaded by every later process that compiles
     the same program: a rerun, a resumed run, and each Ray actor (the folder reaches them through
-    `experiments.parallel.connect`). Measured on the undefended 64×64 DOUBLE-MNIST CNN, one CPU core:
+    `experiments.parallel.actor_env`). Measured on the undefended 64×64 DOUBLE-MNIST CNN, one CPU core:
     the neighborhood actor's set-up (load, build, warm up the verifier) 68 s with an empty cache,
     10 s with a filled one. Must run before the first compilation of the process."""
     if not path:
