@@ -198,8 +198,7 @@ def driver_overhead(items: int, payload: int, workdir: Path) -> dict[str, float]
 # 128 stays in a core's own caches (64 KB a matrix); n = 512 (1 MB a matrix, the L2's size here) goes
 # to the shared L3 and memory, as the searches' large CROWN / α-CROWN intermediates do.
 KERNEL = """
-import os, sys, time
-os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+import sys, time
 import jax, jax.numpy as jnp
 n, reps = int(sys.argv[1]), int(sys.argv[2])
 f = jax.jit(lambda a: (a @ a).sum())
@@ -220,7 +219,8 @@ def parallel_ceiling(repeats: int = 3) -> dict[str, dict[str, float]]:
 
     def timed(n: int, reps: int, procs: int) -> float:
         cmd = [sys.executable, "-c", KERNEL, str(n), str(reps)]
-        ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+        env = {**os.environ, "XLA_FLAGS": parallel.SINGLE_THREADED_XLA}  # as each actor runs XLA
+        ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(procs)]
         return max(float(p.communicate()[0].strip().splitlines()[-1]) for p in ps)
 
     out = {}
