@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -182,11 +181,7 @@ def settings_of(method: str, args, fp: str) -> dict[str, Any]:
 
 
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["net"], row["image"], row["eps"], row["method"], settings_key(row["settings"]))
-
-
-def settings_key(settings: dict[str, Any]) -> str:
-    return json.dumps(finite_or_none(settings), sort_keys=True)
+    return (row["net"], row["image"], row["eps"], row["method"], common.settings_key(row["settings"]))
 
 
 def json_safe(obj: Any) -> Any:
@@ -238,17 +233,10 @@ def run_net(net: str, args, test, worker: V.MilpWorker | None, done: dict, out: 
     images = select_images(view, test, args.images)
     common.log(f"{net}: test accuracy {metrics['test']['accuracy']:.4f}; images {images}")
     instances = [(i, eps) for i in images for eps in args.eps]
-    todo = {
-        m: [
-            (i, e) for i, e in instances if (net, i, e, m, settings_key(settings_of(m, args, fp))) not in done
-        ]
-        for m in args.methods
-    }
+    keys = {m: common.settings_key(settings_of(m, args, fp)) for m in args.methods}
+    todo = {m: [(i, e) for i, e in instances if (net, i, e, m, keys[m]) not in done] for m in args.methods}
     rows = [
-        done[(net, i, e, m, settings_key(settings_of(m, args, fp)))]
-        for m in args.methods
-        for i, e in instances
-        if (i, e) not in todo[m]
+        done[(net, i, e, m, keys[m])] for m in args.methods for i, e in instances if (i, e) not in todo[m]
     ]
     if rows:
         common.log(f"{net}: {len(rows)} rows reused from {out}")

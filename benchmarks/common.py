@@ -204,6 +204,30 @@ def write_json(path: Path, obj: Any) -> None:
     write_json_atomic(path, obj)
 
 
+def code_version() -> str:
+    """The commit of the library the benchmark runs (`<sha>+dirty` with uncommitted changes in lnjax/,
+    "unknown" outside a git checkout): a resumable benchmark keys its rows on it, so rows measured
+    on other code are not reused."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+    try:
+        sha = git("rev-parse", "HEAD").strip()
+        dirty = git("status", "--porcelain", "--", "lnjax").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """A resumable benchmark's settings as a comparable string (a cached row is reused only when equal)."""
+    from lnjax.io import finite_or_none
+
+    return json.dumps(finite_or_none(settings), sort_keys=True)
+
+
 def last_line(summary: dict[str, Any]) -> None:
     """The benchmark's last stdout line: one JSON object."""
     print(json.dumps(summary), flush=True)

@@ -30,6 +30,14 @@ Per image: queries, wall time, log-volume Σ|l_d| log ε_d over the pixels with 
 ε = 0 counted apart) and Σ|l_d| ε_d. Ratios are bisection / optimizer per image; reported are
 medians over images. The last stdout line is one JSON object with the keys of issue 18.
 
+Defaults = the experiment's configuration (the `neighborhood_*` presets): 16 rings (rings 0–14 and
+the far background) plus the target digit, 3 s per query. An image takes ~10 min on 2 idle cores
+(the bisection's 170 queries ~8), so 20 images are hours: the run is resumable. Each finished image
+is appended to `--out` (JSON lines) with its settings (the params' fingerprint and the library's
+commit among them); a rerun with the same settings reuses it and runs only the missing images
+(`bench_s` sums the images' own times). `--report` only summarises what `--out` holds for the
+selected images.
+
 References:
   Kabaha & Drachsler-Cohen, VMCAI 2023 (MaRVeL); Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify).
 """
@@ -55,6 +63,7 @@ import numpy as np  # noqa: E402
 from experiments.configs.train import get_config  # noqa: E402
 from experiments.runs import load_trained  # noqa: E402
 from lnjax import data, models, verify as V  # noqa: E402
+from lnjax.io import append_jsonl, read_jsonl  # noqa: E402
 from lnjax.neighborhood import layers as NL  # noqa: E402
 from lnjax.neighborhood.baseline import binary_search, queries_per_layer, uniform_search  # noqa: E402
 from lnjax.neighborhood.certificate import certify_maximality, make_falsifier  # noqa: E402
@@ -69,9 +78,9 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=int(os.environ.get("NEIGHBORHOOD_BENCH_IMAGES", 20)))
     p.add_argument("--start", type=int, default=0, help="the first test image considered")
     p.add_argument("--model", default="quickstart", help="train preset, cached in benchmarks/cache/")
-    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--layers", type=int, default=16, help="distance rings (the last: the far background)")
     p.add_argument("--stages", default=",".join(V.STAGES))
-    p.add_argument("--time_limit", type=float, default=10.0)
+    p.add_argument("--time_limit", type=float, default=3.0, help="seconds per query")
     p.add_argument("--opt_queries", type=int, default=0, help="the optimizer's query cap (0: the library's)")
     p.add_argument("--scale", default="linear", choices=("linear", "log"))
     p.add_argument("--eps_min", type=float, default=1e-4, help="baseline, log scale only")
@@ -79,6 +88,8 @@ def parse_args(argv=None):
     p.add_argument("--tol", type=float, default=0.25 / 1024, help="linear: absolute; log: ratio − 1")
     p.add_argument("--cert_budget", type=float, default=600.0, help="seconds per certificate")
     p.add_argument("--data_dir", default="data")
+    p.add_argument("--out", default=str(common.OUT / "neighborhood_bench.jsonl"), help="per-image rows")
+    p.add_argument("--report", action="store_true", help="only summarise the rows in --out")
     return p.parse_args(argv)
 
 
@@ -111,8 +122,13 @@ def main(argv=None) -> None:
         "baseline": bisect,
         "bisection_max_queries_per_image": (a.layers + 1) * per_layer,
         "certificate": {"restarts": 32, "rel_tol": 0.05, "per_layer": False, "time_budget": a.cert_budget},
+        "params": common.params_fingerprint(params),
+        "code": common.code_version(),
     }
     common.log(f"settings {settings}")
+    out = Path(a.out)
+    key_now = common.settings_key(settings)
+    done = {r["image"]: r for r in read_jsonl(out) if common.settings_key(r["settings"]) == key_now}
 
     indices = []
     for i in range(a.start, test.num_examples):
@@ -121,15 +137,17 @@ def main(argv=None) -> None:
             indices.append(i)
         if len(indices) == a.images:
             break
-    x0 = test.x[indices[0]]
-    spec0 = V.TopK(int(test.meta["digits"][indices[0]][0]), k)
-    warm = verify.warm_up(np.clip(x0 - 0.01, 0, 1), np.clip(x0 + 0.01, 0, 1), spec0)
-    warm += fresh.warm_up(np.clip(x0 - 0.01, 0, 1), np.clip(x0 + 0.01, 0, 1), spec0)
-    common.log(f"warm-up (compilation, excluded) {warm:.1f} s; images {indices}")
-
-    rows = []
-    t_bench = time.perf_counter()
-    for i in indices:
+    rows = [done[i] for i in indices if i in done]
+    todo = [i for i in indices if i not in done]
+    common.log(f"images {indices}: {len(rows)} in {out}, {len(todo)} missing")
+    if todo and not a.report:
+        x0 = test.x[todo[0]]
+        spec0 = V.TopK(int(test.meta["digits"][todo[0]][0]), k)
+        warm = verify.warm_up(np.clip(x0 - 0.01, 0, 1), np.clip(x0 + 0.01, 0, 1), spec0)
+        warm += fresh.warm_up(np.clip(x0 - 0.01, 0, 1), np.clip(x0 + 0.01, 0, 1), spec0)
+        common.log(f"warm-up (compilation, excluded) {warm:.1f} s")
+    for i in [] if a.report else todo:
+        t_image = time.perf_counter()
         digits = [int(d) for d in test.meta["digits"][i]]
         other = data.ink_mask(test.meta["masks"][i], test.meta["offsets"][i], 1)
         target = data.ink_mask(test.meta["masks"][i], test.meta["offsets"][i], 0)
@@ -169,6 +187,9 @@ def main(argv=None) -> None:
         }
         row["query_ratio"] = results["bisection"].queries / max(opt.queries, 1)
         row["time_ratio"] = results["bisection"].time_s / max(opt.time_s, 1e-9)
+        row["image_s"] = time.perf_counter() - t_image
+        row["settings"] = settings
+        append_jsonl(out, row)
         rows.append(row)
         common.log(
             f"image {i}: "
@@ -178,8 +199,10 @@ def main(argv=None) -> None:
             + f" | ratios q {row['query_ratio']:.1f} t {row['time_ratio']:.1f} | converged {opt.converged}"
             + f" | gap {row['gap']} | re-verified {robust}"
         )
-        common.write_json(common.OUT / "neighborhood_bench.json", {"settings": settings, "rows": rows})
-    total = time.perf_counter() - t_bench
+    rows.sort(key=lambda r: indices.index(r["image"]))
+    if not rows:
+        common.log(f"no rows for these images and settings in {out}")
+        return
 
     def med(key):
         values = [r[key] for r in rows if r[key] is not None and np.isfinite(r[key])]
@@ -215,7 +238,8 @@ def main(argv=None) -> None:
         "time_s_bisection": med("bisection_time_s"),
         "logvol_wins": int(sum(r["optimizer_log_volume"] >= r["bisection_log_volume"] for r in rows)),
         "all_final_robust": bool(all(r[f"{n}_reverified"] for r in rows for n in METHODS)),
-        "bench_s": total,
+        "bench_s": sum(r["image_s"] for r in rows),
+        "images_reused": len(rows) - (0 if a.report else len(todo)),
         "settings": settings,
     }
     common.write_json(common.OUT / "neighborhood_bench.json", {"summary": summary, "rows": rows})

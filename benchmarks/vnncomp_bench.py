@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -141,12 +140,8 @@ def settings_of(args, fp: str) -> dict[str, Any]:
     return {"timeout": args.timeout, "seed": args.seed, "params": fp, "verifier": finite_or_none(options)}
 
 
-def settings_key(settings: dict[str, Any]) -> str:
-    return json.dumps(finite_or_none(settings), sort_keys=True)
-
-
 def row_key(row: dict[str, Any]) -> tuple:
-    return (row["net"], row["image"], row["eps"], settings_key(row["settings"]))
+    return (row["net"], row["image"], row["eps"], common.settings_key(row["settings"]))
 
 
 class Checker:
@@ -189,7 +184,7 @@ def run_net(net: str, info: dict, args, csv: Path, done: dict, out: Path, run: d
     """The net's rows: reused from `done` (same settings), the others run now (`run` None: only the
     reused ones, for `--report`). `run` holds the cache and the checker."""
     settings = settings_of(args, info["fingerprint"])
-    skey = settings_key(settings)
+    skey = common.settings_key(settings)
     rows, todo = [], []
     for image, label, eps in info["instances"]:
         key = (net, image, eps, skey)
