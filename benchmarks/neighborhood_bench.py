@@ -174,7 +174,7 @@ def main(argv=None) -> None:
             cert = certify_maximality(
                 jax.random.fold_in(key, 1), verify, problem, opt.eps, falsifier,
                 rel_tol=0.05, per_layer=False, time_budget=a.cert_budget, proved=True,
-                unproved_scale=opt.setup.get("scale_up", {}).get("unproved_scale"),
+                unproved_scale=opt.unproved_scale,
             )  # fmt: skip
         row = {
             "image": i,

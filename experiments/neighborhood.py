@@ -197,7 +197,7 @@ def certify(
         per_layer=bool(cert.per_layer),
         time_budget=float(cert.time_budget) or None,
         proved=res.verified,  # the search's ROBUST verdict on res.eps (always, past the check above)
-        unproved_scale=res.setup.get("scale_up", {}).get("unproved_scale"),  # its scale-up's last ask
+        unproved_scale=res.unproved_scale,  # its scale-up's last ask
     )
     return out.to_json()
 

@@ -16,7 +16,6 @@ from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
-import scipy.stats  # a dependency of jax
 
 __all__ = ["Interval", "mean_interval", "wilson_interval"]
 
@@ -72,5 +71,7 @@ def mean_interval(values: np.ndarray | list[float], *, confidence: float = 0.95)
     mean = float(v.mean())
     if n < 2:
         return Interval(mean, math.nan, math.nan, 1)
+    import scipy.stats  # a dependency of jax; imported here: ~0.8 s that every run and Ray actor would pay
+
     half = float(scipy.stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(v.std(ddof=1)) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)

@@ -404,7 +404,7 @@ def certify_maximality(
         and-bound, CBC) need not decide the same box twice, so without this a certificate could
         report "eps itself was not proved" for an ε its search proved.
       unproved_scale: a scale s > 1 at which the caller asked the verifier for s · ε and did not get
-        a proof (the optimizer's scale-up ends with one: `Result.setup["scale_up"]["unproved_scale"]`).
+        a proof (the optimizer's scale-up ends with one: `Result.unproved_scale`).
         The proofs along the direction then bisect [1, s] instead of doubling from 1: on a verifier
         that runs to its clock on every unprovable box, each skipped ask is a full time limit. The
         attack bracket starts there too. Needs `proved`.

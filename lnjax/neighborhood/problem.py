@@ -204,6 +204,12 @@ class Result:
     def linear_norm(self) -> float:
         return linear_norm(self.eps, self.sizes)
 
+    @property
+    def unproved_scale(self) -> float | None:
+        """The scale s > 1 the optimizer's scale-up asked for s · `eps` and did not get proved (None:
+        no scale-up, or it ended on its factor cap): `certify_maximality`'s upper end of the proof."""
+        return self.setup.get("scale_up", {}).get("unproved_scale")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "eps": [float(e) for e in self.eps],

@@ -315,6 +315,7 @@ def test_converged_search_ends_with_a_scale_up_line_search(tiny):
     # Maximal along ε up to the bisection's factor: (1 + 0.1) · ε is no longer robust, and the
     # last ask is exactly that box, for the certificate.
     assert 1.0 < facts["unproved_scale"] <= 1.1 * (1 + 1e-9)
+    assert res.unproved_scale == facts["unproved_scale"] and off.unproved_scale is None
     assert float(a @ (res.eps * facts["unproved_scale"])) >= 1.0
     failed = [t for t in ups if t["status"] != "robust"]
     assert any(np.allclose(res.eps * facts["unproved_scale"], t["eps"], rtol=1e-5) for t in failed)
