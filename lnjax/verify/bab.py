@@ -5,8 +5,9 @@ is the box plus fixed phases of some ReLUs (`lnjax.bounds.beta_crown`); its boun
 smallest of its spec rows' α,β-CROWN lower bounds (+ offsets), the same order statistic as the
 spec's margin. The loop:
 
-1. pop size / 2 open domains with the lowest bounds (a heap: best-first on the bound), where size is
-   the largest ladder size (`batch_sizes`, at most `bab.batch` / rows) predicted to end in time;
+1. pop size / 2 open domains with the lowest bounds (`domains.OpenDomains`: best-first on the
+   bound), where size is the largest ladder size (`batch_sizes`, at most `bab.batch` / rows)
+   predicted to end in time;
 2. split each on the free unstable ReLU chosen when it was bounded (the BaBSR argmax, or filtered
    smart branching over the top `bab.fsb` BaBSR scores when > 0: `beta_crown.choose_branch`) into
    an active and an inactive child;
@@ -55,8 +56,6 @@ References:
 from __future__ import annotations
 
 import functools
-import heapq
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -69,40 +68,11 @@ import numpy as np
 from lnjax.attacks.pgd import target_sets, view_box_pgd_targeted, view_margin
 from lnjax.bounds import beta_crown as BC
 from lnjax.specs import SpecRows
+from lnjax.verify.domains import Domain, OpenDomains, split_children
 from lnjax.verify.verdict import Status, Verdict, milp_proof
-
-PHASES = (1, -1)
-"""The children of a split: the ReLU active (pre-activation ≥ 0), then inactive (≤ 0); together they
-cover the parent (a test replaces this with a deliberately incomplete pair and sees BaB go wrong)."""
-
 
 UP_FACTOR = 2.0
 """A batch size not yet timed is predicted from a smaller timed one × size ratio × this."""
-
-
-class Domain(NamedTuple):
-    """An open subdomain on the host: phases [total] int8, α, β [M, total], row bounds [M], the
-    neuron to split next, free unstable neurons, depth, and how often it was bounded again
-    unsplit (a leaf: no free unstable neuron left)."""
-
-    splits: np.ndarray
-    alphas: Any
-    betas: Any
-    row_lower: np.ndarray
-    branch: int
-    free: int
-    depth: int
-    rebounds: int = 0
-
-
-def children(splits: np.ndarray, i: int) -> list[np.ndarray]:
-    """The children of a domain split on neuron i: its phases with neuron i fixed to each of PHASES."""
-    out = []
-    for phase in PHASES:
-        s = splits.copy()
-        s[i] = phase
-        out.append(s)
-    return out
 
 
 def batch_sizes(batch: int, rows: int = 1, count: int = 5) -> tuple[int, ...]:
@@ -133,7 +103,9 @@ BoundFn = Callable[..., tuple[BC.DomainBound, jax.Array]]
 @functools.lru_cache(maxsize=8)
 def bound_for(cfg: Any, k: int, k_query: int) -> BoundFn:
     """The jitted domain bound for a `VerifierConfig`'s bab options, the run's order statistic k and
-    the query's (they differ after `row_plan`'s drop)."""
+    the query's (they differ after `row_plan`'s drop). Cached by the bound's own options
+    (`jitted_bound`), so verifiers that differ elsewhere (a time limit, the stages) share one
+    compiled bound per network: a benchmark's warm-up verifier compiles for its timed one."""
     return jitted_bound(
         cfg.bab.steps,
         cfg.bab.lr_alpha,
@@ -146,6 +118,7 @@ def bound_for(cfg: Any, k: int, k_query: int) -> BoundFn:
     )
 
 
+@functools.lru_cache(maxsize=16)
 def jitted_bound(
     steps: int,
     lr_alpha: float,
@@ -161,7 +134,8 @@ def jitted_bound(
     network's margin on the query's rows (c_query, offset_query, k_query; default k) at its candidate
     point, one call. The margin is the query's, so a candidate at margin ≤ 0 is a counterexample
     to the query whatever rows the run bounds. splits may come in any integer dtype and α, β in any
-    float dtype (branch-and-bound sends int8 and float16); they are bounded as int32 and float32."""
+    float dtype (branch-and-bound sends int8 and float16); they are bounded as int32 and float32, and
+    the optimised α, β come back in float16."""
     kq = k if k_query is None else k_query
 
     def one(view, root, lo, hi, c, offset, splits, alphas, betas, c_query, offset_query):
@@ -183,6 +157,8 @@ def jitted_bound(
             fsb=fsb,
             last_pass=last_pass,
         )
+        # α, β back in float16, as the host keeps them (`OpenDomains`): half the transfer, no host cast.
+        res = res._replace(alphas=res.alphas.astype(jnp.float16), betas=res.betas.astype(jnp.float16))
         return res, view_margin(view, res.x_star, c_query, offset_query, kq)
 
     return jax.jit(jax.vmap(one, in_axes=(None, None, None, None, None, None, 0, 0, 0, None, None)))
@@ -264,9 +240,7 @@ class Bab:
         self.bare_bytes = self.layout.total + 8 * self.m
         self.warm_bytes = 2 * 2 * self.m * self.layout.total
         self.memory = cfg.bab.memory_mb * 2**20
-        self.cold: tuple[np.ndarray, np.ndarray] | None = None  # a stripped domain's α, β
-        self.heap: list[tuple[float, int, Domain]] = []
-        self.counter = itertools.count()
+        self.open: OpenDomains | None = None  # made by the loop, from the root's α
         # Seconds of the last batch of each (rows, padded size), shared by the verifier's queries;
         # (0, k): the last multi-targeted attack call at order k (`targeted_due`).
         self.seconds: dict[tuple[int, int], float] = {} if seconds is None else seconds
@@ -286,24 +260,18 @@ class Bab:
     # ------------------------------------------------------------------ bounding
 
     def _bound(
-        self, splits: list[np.ndarray], alphas: list[np.ndarray], betas: list[np.ndarray]
+        self, splits: np.ndarray, pool: np.ndarray, store: OpenDomains
     ) -> tuple[BC.DomainBound, np.ndarray]:
-        """Bounds a batch (per-domain arrays, padded to a fixed size by repeating the first domain);
-        numpy results."""
+        """Bounds a batch: phases [n, total] warm-started from `store`'s pool entries [n] (−1: the cold
+        start), padded to a fixed size by repeating the first domain; numpy results."""
         n = len(splits)
         size = next((s for s in self.sizes if s >= n), self.sizes[-1])
-
-        def padded(parts, dtype):  # one copy into the padded batch (α and β: the bulk of the host time)
-            out = np.empty((size, *parts[0].shape), dtype)  # the dtype the warm-up compiled for
-            for i, part in enumerate(parts):
-                out[i] = part
-            out[n:] = parts[0]
-            return out
-
+        pad = np.zeros(size - n, np.int64)
         ctx = self.ctx
         t0 = time.monotonic()
-        half = np.float16
-        batch = batch_on_device(padded(splits, np.int8), padded(alphas, half), padded(betas, half))
+        # One gather per array into the padded batch, in the dtypes the warm-up compiled for.
+        alphas, betas = store.warm_starts(np.concatenate([pool, pool[pad]]))
+        batch = batch_on_device(np.concatenate([splits, splits[pad]]).astype(np.int8), alphas, betas)
         res = self.bound(
             ctx.view, ctx.best, ctx.lo, ctx.hi, self.c, self.offset_dev, *batch, ctx.c, ctx.offset
         )
@@ -335,7 +303,7 @@ class Bab:
             return self._loop()
         finally:
             ctx.lap("bab", t0)
-            self.facts["open_at_end"] = len(self.heap)
+            self.facts["open_at_end"] = 0 if self.open is None else len(self.open)
 
     def _loop(self) -> Outcome:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -347,16 +315,17 @@ class Bab:
             return Outcome(None, False, None, False)
         root_splits = np.zeros((1, total), np.int8)
         alphas = root_alphas(self.layout, ctx.best, self.m)
-        self.cold = (alphas.astype(np.float16), np.zeros(alphas.shape, np.float16))
-        res, margins = self._bound(list(root_splits), [self.cold[0]], [self.cold[1]])
+        cold = (alphas.astype(np.float16), np.zeros(alphas.shape, np.float16))
+        self.open = store = OpenDomains(total, self.m, cold, warm_limit=int(self.memory // self.warm_bytes))
+        res, margins = self._bound(root_splits, np.asarray([-1]), store)
         zero = np.zeros(1, int)
         verdict = self._absorb(root_splits, res, margins, self.root_rows[None], zero, zero)
         if verdict is not None:
             return Outcome(verdict, False, None, False)
-        while self.heap:
+        while len(store):
             if not self._fit_memory():
                 ctx.stats.notes.append(
-                    f"bab stopped: {len(self.heap)} open domains exceed the verifier.bab.memory_mb cap "
+                    f"bab stopped: {len(store)} open domains exceed the verifier.bab.memory_mb cap "
                     f"({cfg.bab.memory_mb:g} MB) even without their warm starts"
                 )
                 return self._give_up(timed_out=False)
@@ -369,32 +338,31 @@ class Bab:
                 if not any("time limit" in n for n in ctx.stats.notes):
                     ctx.stats.notes.append("time limit reached in bab")
                 return self._give_up(timed_out=True)
-            n_pop = min(max(1, size // 2), len(self.heap))
-            popped = [heapq.heappop(self.heap)[2] for _ in range(n_pop)]
-            splitting: list[Domain] = []
-            for d in popped:
-                verdict = self._leaf_or_keep(d, splitting)
-                if verdict is not None:
-                    return Outcome(verdict, False, None, False)
-            if not splitting:
+            popped = store.pop(max(1, size // 2))
+            branch, free, depth, rebounds = store.meta_of(popped)
+            # Leaves (few or no free ReLUs) one by one (`_leaf`); the rest are split.
+            bounded = np.ones(len(popped), bool)
+            few = free <= (cfg.bab.leaf_unstable if self.leaf is not None else 0)
+            for j in np.flatnonzero(few):
+                outcome = self._leaf(store.domain(int(popped[j])))
+                if isinstance(outcome, Verdict):
+                    store.release(popped)
+                    return Outcome(outcome, False, None, False)
+                bounded[j] = outcome
+            parents = popped[bounded]
+            if len(parents) == 0:
+                store.release(popped)
                 continue
-            kids_s, kids_a, kids_b, kids_rows, kids_depth, kids_re = [], [], [], [], [], []
-            for d in splitting:
-                warm = (d.alphas, d.betas) if d.alphas is not None else self.cold
-                assert warm is not None
-                # A leaf is bounded again as it is (its α, β one more step on), the rest are split.
-                for s in children(d.splits, d.branch) if d.free else [d.splits]:
-                    kids_s.append(s)
-                    kids_a.append(warm[0])
-                    kids_b.append(warm[1])
-                    kids_rows.append(d.row_lower)
-                    kids_depth.append(d.depth + 1 if d.free else d.depth)
-                    kids_re.append(0 if d.free else d.rebounds + 1)
-            splits = np.stack(kids_s)
-            res, margins = self._bound(kids_s, kids_a, kids_b)
-            verdict = self._absorb(
-                splits, res, margins, np.stack(kids_rows), np.asarray(kids_depth), np.asarray(kids_re)
-            )
+            # A leaf is bounded again as it is (its α, β one more step on), the rest are split.
+            split = free[bounded] > 0
+            kids, of = split_children(store.splits[parents], branch[bounded], split)
+            pool = store.pool_of(parents)[of]
+            parent_rows = store.row_lower[parents][of]
+            kid_depth = np.where(split, depth[bounded] + 1, depth[bounded])[of]
+            kid_re = np.where(split, 0, rebounds[bounded] + 1)[of]
+            res, margins = self._bound(kids, pool, store)  # reads the parents' warm starts
+            store.release(popped)
+            verdict = self._absorb(kids, res, margins, parent_rows, kid_depth, kid_re)
             if verdict is None and cfg.bab.attack_every and self.facts["batches"] % cfg.bab.attack_every == 0:
                 verdict = self._attack()
             if verdict is not None:
@@ -408,18 +376,14 @@ class Bab:
         bounds (the last to be popped) drop their α and β until 3/4 of the cap is used; popped,
         they start from the root's α and zero β (sound for any α ∈ [0, 1], β ≥ 0: only the warm
         start is lost). False when even the bare domains exceed the cap."""
-        if len(self.heap) * (self.bare_bytes + self.warm_bytes) <= self.memory:
-            return True  # all of them fit with their warm starts: no scan of the heap
-        warm = [i for i, (_, _, d) in enumerate(self.heap) if d.alphas is not None]
-        used = len(self.heap) * self.bare_bytes + len(warm) * self.warm_bytes
+        store = self.open
+        assert store is not None
+        used = len(store) * self.bare_bytes + store.warm * self.warm_bytes
         if used <= self.memory:
             return True
         excess = math.ceil((used - 0.75 * self.memory) / self.warm_bytes)
-        for i in sorted(warm, key=lambda i: self.heap[i][0], reverse=True)[:excess]:
-            bound, n, d = self.heap[i]
-            self.heap[i] = (bound, n, d._replace(alphas=None, betas=None))  # same key: still a heap
-        self.facts["cold_starts"] += min(excess, len(warm))
-        return len(self.heap) * self.bare_bytes + max(0, len(warm) - excess) * self.warm_bytes <= self.memory
+        self.facts["cold_starts"] += store.drop_warm(excess)
+        return len(store) * self.bare_bytes + store.warm * self.warm_bytes <= self.memory
 
     def _absorb(
         self,
@@ -441,49 +405,47 @@ class Bab:
             x, m = ctx.evaluate(res.x_star[i])
             if m <= 0:
                 return ctx.finish(Status.NOT_ROBUST, "bab", x)
-        for j in range(len(splits)):
-            if lower[j] > ctx.safety:
-                continue
-            d = Domain(
-                splits=splits[j].astype(np.int8),
-                # Its own copy (a view would keep the whole batch alive), in float16: half the host
-                # memory, and any α ∈ [0, 1], β ≥ 0 stays so when rounded (the bound projects anyway).
-                alphas=res.alphas[j].astype(np.float16),
-                betas=res.betas[j].astype(np.float16),
-                row_lower=rows[j],
-                branch=int(res.branch[j]),
-                free=int(res.free[j]),
-                depth=int(depth[j]),
-                rebounds=int(rebounds[j]),
-            )
-            heapq.heappush(self.heap, (float(lower[j]), next(self.counter), d))
-            self.facts["max_depth"] = max(self.facts["max_depth"], d.depth)
-        self.facts["max_open"] = max(self.facts["max_open"], len(self.heap))
+        keep = lower <= ctx.safety  # the rest are closed
+        store = self.open
+        assert store is not None
+        store.push(
+            lower[keep],
+            splits[keep],
+            rows[keep],
+            np.asarray(res.branch)[keep],
+            np.asarray(res.free)[keep],
+            depth[keep],
+            rebounds[keep],
+            np.asarray(res.alphas)[keep],
+            np.asarray(res.betas)[keep],
+        )
+        if keep.any():
+            self.facts["max_depth"] = max(self.facts["max_depth"], int(depth[keep].max()))
+        self.facts["max_open"] = max(self.facts["max_open"], len(store))
         return None
 
-    def _leaf_or_keep(self, d: Domain, splitting: list[Domain]) -> Verdict | None:
-        """A domain with few free ReLUs goes to the MILP (if on); one with none left is bounded again
-        unsplit when the MILP is off, at most `bab.leaf_rebounds` times (its α and β keep
-        ascending: with one Adam step per bound a leaf would otherwise keep its parent's
-        optimisation), then recorded as unresolved, as is one the MILP left open; the rest are
-        split."""
+    def _leaf(self, d: Domain) -> Verdict | bool:
+        """A domain with few free ReLUs: True if it is to be bounded (split, or bounded again unsplit),
+        False if it is done (closed by the MILP, or recorded unresolved), or a NOT_ROBUST verdict.
+        It goes to the MILP (if on); one with none left is bounded again unsplit when the MILP is
+        off, at most `bab.leaf_rebounds` times (its α and β keep ascending: with one Adam step per
+        bound a leaf would otherwise keep its parent's optimisation), then recorded as unresolved,
+        as is one the MILP left open."""
         cfg = self.ctx.cfg
         to_milp = self.leaf is not None and d.free <= cfg.bab.leaf_unstable
         if to_milp:
             outcome = self._solve_leaf(d)
             if outcome is True:
-                return None
+                return False
             if isinstance(outcome, Verdict):
                 return outcome
         if d.free == 0 and not to_milp and d.rebounds < cfg.bab.leaf_rebounds:
-            splitting.append(d)
-            return None
+            return True
         if d.free == 0:
             self.unresolved.append(domain_lower(d.row_lower[None], self.offset, self.spec.k)[0])
             self.facts["unresolved_leaves"] += 1
-            return None
-        splitting.append(d)
-        return None
+            return False
+        return True
 
     def _solve_leaf(self, d: Domain) -> bool | Verdict | None:
         """The leaf's MILP (sign question) with its clamped bounds: True if it closes the domain,
@@ -553,7 +515,7 @@ class Bab:
 
     def _give_up(self, *, timed_out: bool) -> Outcome:
         """Undecided: the smallest open (or unresolved) bound is still a proven bound on these rows."""
-        opened = [b for b, _, _ in self.heap] + self.unresolved
+        opened = ([] if self.open is None else self.open.bounds()) + self.unresolved
         if self.weakest is not None:
             self.ctx.evaluate(self.weakest[0])
         return Outcome(None, False, float(min(opened)) if opened else None, timed_out)

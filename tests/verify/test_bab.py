@@ -2,7 +2,7 @@
 
 Every check here also fails on a deliberate bug, shown in the same file: a sign error in the β term
 (`split_terms`), the clamp on the wrong side of a split (`domain_bounds`), and children that do not
-cover their parent (`bab.PHASES`).
+cover their parent (`domains.PHASES`).
 """
 
 import functools
@@ -14,7 +14,7 @@ import pytest
 
 from lnjax import bounds as B, models, specs
 from lnjax.bounds import beta_crown as BC
-from lnjax.verify import BabOptions, BoundOptions, bab as BB, make_verifier, milp as M
+from lnjax.verify import BabOptions, BoundOptions, bab as BB, domains as D, make_verifier, milp as M
 from lnjax.verify.reference import brute_force_min
 from lnjax.verify.verdict import Status
 
@@ -521,7 +521,7 @@ def test_a_leaf_the_milp_left_open_is_not_bounded_again():
     the MILP again, up to `leaf_seconds` each time); with the MILP off it is bounded again."""
     from types import SimpleNamespace
 
-    leaf = BB.Domain(np.zeros(3, np.int8), None, None, np.asarray([-0.5]), 0, 0, 4)
+    leaf = D.Domain(np.zeros(3, np.int8), None, None, np.asarray([-0.5]), 0, 0, 4)
     for milp, again in ((True, False), (False, True)):
         run = SimpleNamespace(
             ctx=SimpleNamespace(cfg=SimpleNamespace(bab=BabOptions())),
@@ -532,9 +532,7 @@ def test_a_leaf_the_milp_left_open_is_not_bounded_again():
             offset=np.zeros(1),
             spec=SimpleNamespace(k=1),
         )
-        splitting = []
-        assert BB.Bab._leaf_or_keep(run, leaf, splitting) is None  # pyright: ignore[reportArgumentType]
-        assert (splitting == [leaf]) is again
+        assert BB.Bab._leaf(run, leaf) is again  # pyright: ignore[reportArgumentType]
         assert run.facts["unresolved_leaves"] == (0 if again else 1)
 
 
@@ -555,7 +553,7 @@ def uncovered_points(seed=0):
     assert len(z) > 0
     missed = 0
     for i in np.flatnonzero(parent == 0):
-        inside = [np.all((s == 0) | (np.sign(z) == s) | (z == 0), axis=1) for s in BB.children(parent, i)]
+        inside = [np.all((s == 0) | (np.sign(z) == s) | (z == 0), axis=1) for s in D.children(parent, i)]
         missed += int(np.sum(~np.any(inside, axis=0)))
     return missed
 
@@ -564,7 +562,7 @@ def test_children_cover_their_parent_and_a_missing_half_is_caught(monkeypatch):
     """Every point of a domain lies in one of its children; with both children active (the
     deliberate bug) the inactive half is lost, and BaB could call a box robust without bounding it."""
     assert uncovered_points() == 0
-    monkeypatch.setattr(BB, "PHASES", (1, 1))
+    monkeypatch.setattr(D, "PHASES", (1, 1))
     assert uncovered_points() > 0
 
 
@@ -586,7 +584,7 @@ def worse_child(bound, parent, total, offset, n):
     bounded by `bound` with the parent's α, β; its rows never below the parent's, as in `Bab`)."""
     kids = [
         bound(jnp.asarray(s, jnp.int32), parent.alphas, parent.betas)
-        for s in BB.children(np.zeros(total, np.int32), n)
+        for s in D.children(np.zeros(total, np.int32), n)
     ]
     rows = [np.maximum(np.asarray(r.row_lower), np.asarray(parent.row_lower)) for r in kids]
     return min(BB.domain_lower(r[None], offset, 1)[0] for r in rows)

@@ -1,0 +1,207 @@
+"""Branch-and-bound's open subdomains on the host: one slot per domain in growing arrays, best-first.
+
+A domain is the input box plus fixed phases of some ReLUs: its phases [total] int8 (0 free, 1 active,
+−1 inactive), its row bounds [M], the neuron to split next, its free unstable neurons, depth, and
+how often it was bounded again unsplit; while it keeps its warm start, also its α and β [M, total]
+(float16) in a separate pool, so that dropping a warm start frees its memory for another domain.
+
+Why arrays and not one Python object per domain: on an MLP a batch of 512 domains is bounded in a few
+milliseconds, and the per-domain host work around it (a float16 copy of each child's α and β, its
+phases, a heap entry; `Bab._absorb`) was 42 % of the loop's time on the 784-256x2 MNIST net (py-spy,
+2026-12-05). Here a batch's children are stored with one gather-scatter per array and only the heap
+entries (bound, counter, slot) are per domain. Slots are reused, so a long run does not grow the
+arrays past its largest open set (plus the doubling's slack).
+
+References:
+  Wang et al., NeurIPS 2021 (β-CROWN); alpha-beta-CROWN's complete_verifier/batch_branch_and_bound.py
+  keeps its domains in sorted lists of objects, read, not copied.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+
+PHASES = (1, -1)
+"""The children of a split: the ReLU active (pre-activation ≥ 0), then inactive (≤ 0); together they
+cover the parent (a test replaces this with a deliberately incomplete pair and sees BaB go wrong)."""
+
+
+class Domain(NamedTuple):
+    """One open subdomain read out of the store (`OpenDomains.domain`): phases [total] int8, α, β
+    [M, total] (None: cold, no warm start), row bounds [M], the neuron to split next, free unstable
+    neurons, depth, and how often it was bounded again unsplit (a leaf: no free unstable neuron left)."""
+
+    splits: np.ndarray
+    alphas: np.ndarray | None
+    betas: np.ndarray | None
+    row_lower: np.ndarray
+    branch: int
+    free: int
+    depth: int
+    rebounds: int = 0
+
+
+def split_children(
+    splits: np.ndarray, branch: np.ndarray, split: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The children of a batch of domains: each domain with `split` set gives one child per phase of
+    PHASES on its `branch` neuron (in that order), the others themselves (a leaf bounded again).
+    [n, total], [n], [n] bool -> (children [c, total], parent index [c])."""
+    counts = np.where(split, len(PHASES), 1)
+    parent = np.repeat(np.arange(len(splits)), counts)
+    kids = splits[parent].copy()
+    starts = np.cumsum(counts) - counts
+    for p, phase in enumerate(PHASES):
+        rows = starts[split] + p
+        kids[rows, branch[split]] = phase
+    return kids, parent
+
+
+def children(splits: np.ndarray, i: int) -> list[np.ndarray]:
+    """The children of one domain split on neuron i: its phases with neuron i fixed to each of PHASES."""
+    kids, _ = split_children(np.asarray(splits)[None], np.asarray([i]), np.asarray([True]))
+    return list(kids)
+
+
+def _grow(a: np.ndarray, size: int) -> np.ndarray:
+    out = np.empty((size, *a.shape[1:]), a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class OpenDomains:
+    """The open domains of one branch-and-bound run (see the module docstring).
+
+    `push` stores a batch, `pop(n)` takes the n with the lowest bounds (ties: first pushed first) and
+    returns their slots; read them with `gather` / `domain`, then `release` them. `drop_warm` strips
+    the warm starts of the domains with the highest bounds (for the memory cap)."""
+
+    def __init__(
+        self, total: int, rows: int, cold: tuple[np.ndarray, np.ndarray], warm_limit: int | None = None
+    ):
+        self.total, self.rows = total, rows
+        self.warm_limit = warm_limit  # the warm-start pool doubles up to this many slots (None: always)
+        self.cold = cold  # the root's α and zero β (float16, [M, total]): a cold domain's warm start
+        self.splits = np.zeros((0, total), np.int8)
+        self.row_lower = np.zeros((0, rows), np.float64)
+        self.lower = np.zeros(0, np.float64)
+        self.meta = np.zeros((0, 5), np.int64)  # branch, free, depth, rebounds, warm-pool slot (−1: cold)
+        self.alphas = np.zeros((0, rows, total), np.float16)
+        self.betas = np.zeros((0, rows, total), np.float16)
+        self.free_slots: list[int] = []
+        self.free_warm: list[int] = []
+        self.heap: list[tuple[float, int, int]] = []
+        self.counter = itertools.count()
+        self.warm = 0  # open domains that keep a warm start
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    def bounds(self) -> list[float]:
+        return [b for b, _, _ in self.heap]
+
+    def _take(self, free: list[int], n: int, arrays: tuple[str, ...], limit: int | None = None) -> np.ndarray:
+        """n slots from the `free` stack, growing the named arrays when there are too few (doubling,
+        but not past `limit` slots when that is still enough; None: no limit)."""
+        if len(free) < n:
+            old = len(getattr(self, arrays[0]))
+            need = old + n - len(free)
+            double = max(2 * old, 16)
+            new = max(need, double if limit is None else min(double, limit))
+            for name in arrays:
+                setattr(self, name, _grow(getattr(self, name), new))
+            free.extend(range(new - 1, old - 1, -1))
+        out = np.asarray(free[-n:], np.int64)
+        del free[-n:]
+        return out
+
+    def push(
+        self,
+        lower: np.ndarray,
+        splits: np.ndarray,
+        row_lower: np.ndarray,
+        branch: np.ndarray,
+        free: np.ndarray,
+        depth: np.ndarray,
+        rebounds: np.ndarray,
+        alphas: np.ndarray,
+        betas: np.ndarray,
+    ) -> None:
+        """Stores n domains (every argument has a leading axis n; α and β converted to float16)."""
+        n = len(lower)
+        if n == 0:
+            return
+        slots = self._take(self.free_slots, n, ("splits", "row_lower", "lower", "meta"))
+        warm = self._take(self.free_warm, n, ("alphas", "betas"), self.warm_limit)
+        self.splits[slots] = splits
+        self.row_lower[slots] = row_lower
+        self.lower[slots] = lower
+        self.meta[slots] = np.stack([branch, free, depth, rebounds, warm], axis=1)
+        self.alphas[warm] = alphas
+        self.betas[warm] = betas
+        self.warm += n
+        for b, s in zip(lower.tolist(), slots.tolist(), strict=True):
+            heapq.heappush(self.heap, (b, next(self.counter), s))
+
+    def pop(self, n: int) -> np.ndarray:
+        """The slots of the (up to) n domains with the lowest bounds, taken off the heap."""
+        n = min(n, len(self.heap))
+        return np.asarray([heapq.heappop(self.heap)[2] for _ in range(n)], np.int64)
+
+    def pool_of(self, slots: np.ndarray) -> np.ndarray:
+        """The warm-start pool index of each slot (−1: cold)."""
+        return self.meta[slots, 4]
+
+    def warm_starts(self, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[n, M, total] α and β for pool indices (repeats allowed; −1: the cold start), one gather."""
+        cold = pool < 0
+        if len(self.alphas) == 0:  # nothing pushed yet (the root): all cold
+            shape = (len(pool), *self.cold[0].shape)
+            return np.broadcast_to(self.cold[0], shape).copy(), np.broadcast_to(self.cold[1], shape).copy()
+        alphas, betas = self.alphas[np.maximum(pool, 0)], self.betas[np.maximum(pool, 0)]
+        if cold.any():
+            alphas[cold], betas[cold] = self.cold
+        return alphas, betas
+
+    def meta_of(self, slots: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(branch, free, depth, rebounds) of each slot."""
+        m = self.meta[slots]
+        return m[:, 0], m[:, 1], m[:, 2], m[:, 3]
+
+    def domain(self, slot: int) -> Domain:
+        branch, free, depth, rebounds, pool = (int(v) for v in self.meta[slot])
+        return Domain(
+            splits=self.splits[slot].copy(),
+            alphas=None if pool < 0 else self.alphas[pool].copy(),
+            betas=None if pool < 0 else self.betas[pool].copy(),
+            row_lower=self.row_lower[slot].copy(),
+            branch=branch,
+            free=free,
+            depth=depth,
+            rebounds=rebounds,
+        )
+
+    def release(self, slots: np.ndarray) -> None:
+        """Frees popped slots (and their warm starts) for the next pushes."""
+        pool = self.meta[slots, 4]
+        warm = pool[pool >= 0]
+        self.warm -= len(warm)
+        self.meta[slots, 4] = -1
+        self.free_slots.extend(slots.tolist())
+        self.free_warm.extend(warm.tolist())
+
+    def drop_warm(self, count: int) -> int:
+        """Strips the warm starts of the `count` open domains with the highest bounds that have one
+        (popped, they start from `cold`); returns how many were stripped."""
+        warm = [(b, s) for b, _, s in self.heap if self.meta[s, 4] >= 0]
+        warm.sort(reverse=True)
+        slots = np.asarray([s for _, s in warm[:count]], np.int64)
+        if len(slots):
+            self.free_warm.extend(self.meta[slots, 4].tolist())
+            self.meta[slots, 4] = -1
+            self.warm -= len(slots)
+        return len(slots)

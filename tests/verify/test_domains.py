@@ -1,0 +1,137 @@
+"""Branch-and-bound's host store of open domains (`lnjax.verify.domains`): best-first order, slots and
+warm starts kept apart per domain through pushes, pops, releases and dropped warm starts, checked
+against a plain list of per-domain records; the batched children against a per-domain loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lnjax.verify import domains as D
+
+TOTAL, ROWS = 7, 2
+
+
+def cold():
+    return np.full((ROWS, TOTAL), 0.5, np.float16), np.zeros((ROWS, TOTAL), np.float16)
+
+
+def batch(rng, n, tag):
+    """n domains whose every field encodes (tag, i), so a mix-up between slots shows."""
+    ids = tag * 1000 + np.arange(n)
+    return dict(
+        lower=rng.normal(size=n).round(1),  # rounded: ties, which must pop first-pushed first
+        splits=rng.integers(-1, 2, size=(n, TOTAL)).astype(np.int8),
+        row_lower=np.stack([ids, -ids], axis=1).astype(np.float64),
+        branch=rng.integers(0, TOTAL, size=n),
+        free=rng.integers(0, 5, size=n),
+        depth=ids,
+        rebounds=rng.integers(0, 3, size=n),
+        alphas=(ids[:, None, None] % 97 / 97 + np.zeros((n, ROWS, TOTAL))).astype(np.float16),
+        betas=(ids[:, None, None] % 89 + np.zeros((n, ROWS, TOTAL))).astype(np.float16),
+    )
+
+
+def test_the_store_matches_a_list_of_records_through_pushes_pops_and_dropped_warm_starts():
+    rng = np.random.default_rng(0)
+    store = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=8)
+    ref = []  # (lower, order pushed, record dict, warm)
+    order = 0
+    for step in range(40):
+        b = batch(rng, int(rng.integers(0, 12)), step)
+        store.push(**b)
+        for i in range(len(b["lower"])):
+            ref.append([b["lower"][i], order, {k: v[i] for k, v in b.items()}, True])
+            order += 1
+        if step % 7 == 3 and ref:  # the memory cap: the highest bounds lose their warm starts
+            dropped = store.drop_warm(3)
+            warm = sorted((r for r in ref if r[3]), key=lambda r: r[0], reverse=True)
+            assert dropped == min(3, len(warm))
+            for r in warm[:dropped]:
+                r[3] = False
+        assert len(store) == len(ref) and store.warm == sum(r[3] for r in ref)
+        n = int(rng.integers(0, 10))
+        slots = store.pop(n)
+        ref.sort(key=lambda r: (r[0], r[1]))
+        expect, ref = ref[:n], ref[n:]
+        assert len(slots) == len(expect)
+        alphas, betas = store.warm_starts(store.pool_of(slots))
+        branch, free, depth, rebounds = store.meta_of(slots)
+        for j, (lower, _, rec, warm) in enumerate(expect):
+            d = store.domain(int(slots[j]))
+            assert store.lower[slots[j]] == lower
+            np.testing.assert_array_equal(d.splits, rec["splits"])
+            np.testing.assert_array_equal(d.row_lower, rec["row_lower"])
+            assert (d.branch, d.free, d.depth, d.rebounds) == (
+                rec["branch"],
+                rec["free"],
+                rec["depth"],
+                rec["rebounds"],
+            )
+            assert (branch[j], free[j], depth[j], rebounds[j]) == (d.branch, d.free, d.depth, d.rebounds)
+            want = (rec["alphas"], rec["betas"]) if warm else cold()
+            np.testing.assert_array_equal(alphas[j], want[0])
+            np.testing.assert_array_equal(betas[j], want[1])
+            assert (d.alphas is None) is (not warm)
+        store.release(slots)
+    # Slots and warm-start slots are reused: the arrays stay near the largest open set.
+    assert len(store.splits) <= 2 * max(16, order)
+    assert sorted(store.bounds()) == sorted(r[0] for r in ref)
+
+
+def test_the_root_is_cold_before_anything_is_pushed():
+    store = D.OpenDomains(TOTAL, ROWS, cold())
+    alphas, betas = store.warm_starts(np.asarray([-1, -1, -1]))
+    assert alphas.shape == (3, ROWS, TOTAL) and np.all(alphas == 0.5) and np.all(betas == 0)
+
+
+def test_the_warm_pool_grows_past_its_limit_only_as_far_as_a_push_needs():
+    rng = np.random.default_rng(1)
+    store = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=20)
+    store.push(**batch(rng, 12, 0))
+    store.push(**batch(rng, 12, 1))  # 24 > 20: exactly what it needs, not the doubling's 32
+    assert len(store.alphas) == 24 and store.warm == 24
+    store.release(store.pop(5))
+    store.push(**batch(rng, 5, 2))  # reuses the released warm slots
+    assert len(store.alphas) == 24
+
+
+def test_the_records_grow_geometrically():
+    """One domain at a time, 100 times: the record arrays double (16, 32, 64, 128), they are not
+    copied at every push (the first version grew them by exactly what a push needed: 42 % of an MLP
+    query's time went into those copies)."""
+    rng = np.random.default_rng(2)
+    store = D.OpenDomains(TOTAL, ROWS, cold())
+    sizes = set()
+    for i in range(100):
+        store.push(**batch(rng, 1, i))
+        sizes.add(len(store.splits))
+    assert sizes == {16, 32, 64, 128} and len(store.alphas) == 128
+
+
+def loop_children(splits, branch, split):
+    out, parent = [], []
+    for j in range(len(splits)):
+        kids = D.children(splits[j], int(branch[j])) if split[j] else [splits[j]]
+        out += kids
+        parent += [j] * len(kids)
+    return np.asarray(out), np.asarray(parent)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batched_children_equal_the_per_domain_ones(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    splits = rng.integers(-1, 2, size=(9, TOTAL)).astype(np.int8)
+    branch = rng.integers(0, TOTAL, size=9)
+    split = rng.random(9) < 0.7
+    kids, parent = D.split_children(splits, branch, split)
+    expect_kids, expect_parent = loop_children(splits, branch, split)
+    np.testing.assert_array_equal(kids, expect_kids)
+    np.testing.assert_array_equal(parent, expect_parent)
+    assert len(kids) == 9 + split.sum()
+    # Each split parent's children fix its branch neuron to 1 and then −1, the rest as the parent.
+    for j in np.flatnonzero(split):
+        rows = np.flatnonzero(parent == j)
+        assert [kids[r][branch[j]] for r in rows] == list(D.PHASES)
+        for r in rows:
+            np.testing.assert_array_equal(np.delete(kids[r], branch[j]), np.delete(splits[j], branch[j]))
