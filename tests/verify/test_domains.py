@@ -109,6 +109,23 @@ def test_the_records_grow_geometrically():
     assert sizes == {16, 32, 64, 128} and len(store.alphas) == 128
 
 
+def test_growing_in_place_never_leaves_a_view_dangling():
+    """The arrays grow in place (realloc) when nothing else holds them; a view held elsewhere makes
+    numpy refuse, and the store copies instead: the view keeps reading the old, intact data."""
+    rng = np.random.default_rng(3)
+    store = D.OpenDomains(TOTAL, ROWS, cold())
+    store.push(**batch(rng, 16, 0))
+    before = id(store.splits)
+    store.push(**batch(rng, 1, 1))  # 17 > 16: grows, in place
+    assert id(store.splits) == before and len(store.splits) == 32
+    view = store.splits[:17]
+    kept = view.copy()
+    store.push(**batch(rng, 16, 2))  # 33 > 32: the view forbids the in-place path
+    assert id(store.splits) != before and len(store.splits) == 64
+    np.testing.assert_array_equal(view, kept)
+    np.testing.assert_array_equal(store.splits[:17], kept)
+
+
 def loop_children(splits, branch, split):
     out, parent = [], []
     for j in range(len(splits)):
