@@ -45,7 +45,8 @@ def test_the_store_matches_a_list_of_records_through_pushes_pops_and_dropped_war
             order += 1
         if step % 7 == 3 and ref:  # the memory cap: the highest bounds lose their warm starts
             dropped = store.drop_warm(3)
-            warm = sorted((r for r in ref if r[3]), key=lambda r: r[0], reverse=True)
+            # The last to be popped lose theirs first: highest bound, then the later pushed.
+            warm = sorted((r for r in ref if r[3]), key=lambda r: (r[0], r[1]), reverse=True)
             assert dropped == min(3, len(warm))
             for r in warm[:dropped]:
                 r[3] = False
