@@ -68,7 +68,7 @@ import numpy as np
 from lnjax.attacks.pgd import target_sets, view_box_pgd_targeted, view_margin
 from lnjax.bounds import beta_crown as BC
 from lnjax.specs import SpecRows
-from lnjax.verify.domains import Domain, OpenDomains, split_children
+from lnjax.verify.domains import Domain, OpenDomains, record_bytes, split_children, warm_bytes
 from lnjax.verify.verdict import Status, Verdict, milp_proof
 
 UP_FACTOR = 2.0
@@ -235,10 +235,9 @@ class Bab:
         self.m = len(rows)
         self.offset = np.asarray(self.spec.offset, np.float64)
         self.sizes = batch_sizes(cfg.bab.batch, self.m, cfg.bab.batch_ladder)
-        # Host bytes of an open domain: phases (int8) and row bounds, plus its α and β (float16, per
-        # row and ReLU) while it keeps its warm start (`_fit_memory`).
-        self.bare_bytes = self.layout.total + 8 * self.m
-        self.warm_bytes = 2 * 2 * self.m * self.layout.total
+        # Host bytes of an open domain, plus its α and β while it keeps its warm start (`_fit_memory`).
+        self.bare_bytes = record_bytes(self.layout.total, self.m)
+        self.warm_bytes = warm_bytes(self.layout.total, self.m)
         self.memory = cfg.bab.memory_mb * 2**20
         self.open: OpenDomains | None = None  # made by the loop, from the root's α
         # Seconds of the last batch of each (rows, padded size), shared by the verifier's queries;

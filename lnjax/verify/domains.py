@@ -67,6 +67,18 @@ def children(splits: np.ndarray, i: int) -> list[np.ndarray]:
     return list(kids)
 
 
+def record_bytes(total: int, rows: int) -> int:
+    """Host bytes an open domain takes in `OpenDomains` without its warm start: phases (int8), row
+    bounds and its bound (float64), branch / free / depth / re-bounds / pool index (int64) and its
+    place in the order (bound and slot)."""
+    return total + 8 * rows + 8 + 5 * 8 + 16
+
+
+def warm_bytes(total: int, rows: int) -> int:
+    """Host bytes of a warm start: α and β, float16, per row and ReLU."""
+    return 2 * 2 * rows * total
+
+
 def _grow(obj: object, name: str, size: int) -> None:
     """Gives the array attribute `name` of `obj` `size` rows (the first ones kept): in place where
     numpy can (realloc moves large blocks by remapping their pages: 3x faster than a copy when a

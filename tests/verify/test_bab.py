@@ -505,8 +505,8 @@ def test_past_the_memory_cap_domains_drop_their_warm_starts_and_the_query_goes_o
         return bab_again(view, i, lo, hi, spec, memory_mb=memory_mb)
 
     total = BC.split_layout(view, B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))).total
-    # Room for the open domains' phases and bounds (total + 8 bytes per row), not for their α, β.
-    out = capped(v.stats.bab["max_open"] * 1.5 * (total + 32) / 2**20)
+    # Room for the open domains' records (phases, bounds, counts), not for their α, β.
+    out = capped(v.stats.bab["max_open"] * 1.5 * D.record_bytes(total, 1) / 2**20)
     assert out.stats.bab["cold_starts"] > 0 and not any("memory_mb" in n for n in out.stats.notes)
     # Sound either way; here the cold-started leaves may stay open (8 re-bounds from the root's α
     # and zero β), so the verdict is the uncapped one or UNKNOWN, never the opposite.
