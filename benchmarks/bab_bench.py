@@ -22,7 +22,8 @@ MILP worker serves all; it is idle before every timed query (a wait after a quer
 A disagreement is an instance on which one method says ROBUST and another NOT_ROBUST.
 
 Resumable: each finished (net, image, ε, method) is appended to `--out` (JSON lines) with its
-settings (time limit, stages, seed, the params' fingerprint); a rerun with the same settings skips it.
+settings (time limit, stages, seed, the params' fingerprint, the library's version:
+`common.code_version`); a rerun with the same settings skips it.
 `--report` only re-prints the tables from that file. The last stdout line is one JSON object:
 instances, decided_<method> (share of instances with ROBUST or NOT_ROBUST), median_s_<method>
 (over all instances, time-outs at their wall time), disagreements.
@@ -170,6 +171,7 @@ def settings_of(method: str, args, fp: str) -> dict[str, Any]:
         "stages": list(method_stages(method, args)),
         "seed": args.seed,
         "params": fp,
+        "code": common.code_version(),
     }
     # Every verifier option the methods share (defaults change with measurements: e.g. the MILP's own
     # time limit went from 60 % to all of the remaining budget), so a changed default reruns the rows.

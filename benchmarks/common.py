@@ -7,6 +7,7 @@ Benchmarks are scripts (`python benchmarks/NAME_bench.py`); they chdir to the re
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -204,21 +205,24 @@ def write_json(path: Path, obj: Any) -> None:
     write_json_atomic(path, obj)
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """The commit of the library the benchmark runs (`<sha>+dirty` with uncommitted changes in lnjax/,
-    "unknown" outside a git checkout): a resumable benchmark keys its rows on it, so rows measured
-    on other code are not reused."""
+    """The version of the library a benchmark runs: the git tree of lnjax/ at HEAD (`<tree>+dirty`
+    with uncommitted changes there; "unknown" outside a git checkout). Resumable benchmarks key
+    their rows on it, so rows measured on other library code are never reused, while commits that
+    change only docs or other rooms keep them. Read once per process (at its first call, after the
+    library was imported: what the process runs)."""
     import subprocess
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
     try:
-        sha = git("rev-parse", "HEAD").strip()
+        tree = git("rev-parse", "HEAD:lnjax").strip()
         dirty = git("status", "--porcelain", "--", "lnjax").strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return sha + ("+dirty" if dirty else "")
+    return tree + ("+dirty" if dirty else "")
 
 
 def settings_key(settings: dict[str, Any]) -> str:

@@ -34,9 +34,9 @@ Defaults = the experiment's configuration (the `neighborhood_*` presets): 16 rin
 the far background) plus the target digit, 3 s per query. An image takes ~10 min on 2 idle cores
 (the bisection's 170 queries ~8), so 20 images are hours: the run is resumable. Each finished image
 is appended to `--out` (JSON lines) with its settings (the params' fingerprint and the library's
-commit among them); a rerun with the same settings reuses it and runs only the missing images
-(`bench_s` sums the images' own times). `--report` only summarises what `--out` holds for the
-selected images.
+version, `common.code_version`, among them); a rerun with the same settings reuses it and runs only
+the missing images (`bench_s` sums the images' own times). `--report` only summarises what `--out`
+holds for the selected images.
 
 References:
   Kabaha & Drachsler-Cohen, VMCAI 2023 (MaRVeL); Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify).

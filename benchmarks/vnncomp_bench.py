@@ -27,7 +27,8 @@ same time limit, the decided share there is printed next to ours, with any disag
 robust / unsat, the other not robust / sat).
 
 Resumable: each finished instance is appended to `--out` (JSON lines) with its settings (timeout,
-seed, the verifier's options, the params' fingerprint); a rerun with the same settings skips it.
+seed, the verifier's options, the params' fingerprint, the library's version); a rerun with the
+same settings skips it.
 `--report` only re-prints the tables. The last stdout line is one JSON object: instances, unsat,
 sat, timeout, unknown, errors, median_s (run time over all instances), invalid_counterexamples,
 rejected_counterexamples, prepare_s (per network: its largest, the instance that loaded and warmed
@@ -137,7 +138,13 @@ def build_suite(args, test) -> tuple[Path, dict[str, dict[str, Any]]]:
 def settings_of(args, fp: str) -> dict[str, Any]:
     """What a row's answer depends on besides the instance; rows with other settings are not reused."""
     options = dataclasses.asdict(dataclasses.replace(V.VerifierConfig(), input_domain=None, time_limit=None))
-    return {"timeout": args.timeout, "seed": args.seed, "params": fp, "verifier": finite_or_none(options)}
+    return {
+        "timeout": args.timeout,
+        "seed": args.seed,
+        "params": fp,
+        "code": common.code_version(),
+        "verifier": finite_or_none(options),
+    }
 
 
 def row_key(row: dict[str, Any]) -> tuple:
