@@ -127,6 +127,7 @@ def main(argv=None) -> None:
     }
     common.log(f"settings {settings}")
     out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # benchmarks/out/ is not in a fresh clone
     key_now = common.settings_key(settings)
     done = {r["image"]: r for r in read_jsonl(out) if common.settings_key(r["settings"]) == key_now}
 

@@ -200,8 +200,11 @@ def predicted_seconds(timed: dict[int, float], size: int) -> float:
 
 
 def domain_lower(row_lower: np.ndarray, offset: np.ndarray, k: int) -> np.ndarray:
-    """The margin lower bound of each domain: k-th smallest of row bounds + offsets. [B, M] -> [B]."""
-    return np.sort(np.asarray(row_lower, np.float64) + offset.astype(np.float64), axis=-1)[..., k - 1]
+    """The margin lower bound of each domain: k-th smallest of row bounds + offsets. [B, M] -> [B].
+    A NaN row bound (no bound at all) counts as −inf: `np.sort` puts NaN last, where it would let
+    the finite rows decide, and a NaN compared with the safety margin is neither above nor below."""
+    rows = np.asarray(row_lower, np.float64) + offset.astype(np.float64)
+    return np.sort(np.where(np.isnan(rows), -np.inf, rows), axis=-1)[..., k - 1]
 
 
 class Bab:
@@ -371,18 +374,27 @@ class Bab:
         return Outcome(None, True, ctx.safety, False)
 
     def _fit_memory(self) -> bool:
-        """Keeps the open domains within `bab.memory_mb`: past it, the domains with the highest
-        bounds (the last to be popped) drop their α and β until 3/4 of the cap is used; popped,
-        they start from the root's α and zero β (sound for any α ∈ [0, 1], β ≥ 0: only the warm
-        start is lost). False when even the bare domains exceed the cap."""
+        """Keeps the open domains within `bab.memory_mb`: the live records plus the warm-start pool
+        as allocated (it grows by doubling and never shrinks by itself). Past the cap, the domains
+        with the highest bounds (the last to be popped) drop their α and β until they take 3/4 of
+        what the records leave, and the pool is compacted to that room (`OpenDomains.compact_warm`);
+        popped, they start from the root's α and zero β (sound for any α ∈ [0, 1], β ≥ 0: only the
+        warm start is lost). False when even the bare domains exceed the cap."""
         store = self.open
         assert store is not None
-        used = len(store) * self.bare_bytes + store.warm * self.warm_bytes
-        if used <= self.memory:
+        records = len(store) * self.bare_bytes
+        room = max(0, int((self.memory - records) // self.warm_bytes))  # warm starts that fit
+        store.warm_limit = room  # the pool's doubling stops there
+        if records + len(store.alphas) * self.warm_bytes <= self.memory:
             return True
-        excess = math.ceil((used - 0.75 * self.memory) / self.warm_bytes)
-        self.facts["cold_starts"] += store.drop_warm(excess)
-        return len(store) * self.bare_bytes + store.warm * self.warm_bytes <= self.memory
+        if records > self.memory:
+            return False
+        excess = store.warm - int(0.75 * room)
+        if excess > 0:
+            self.facts["cold_starts"] += store.drop_warm(excess)
+        store.compact_warm(room)
+        store.warm_limit = room
+        return True
 
     def _absorb(
         self,
@@ -404,7 +416,7 @@ class Bab:
             x, m = ctx.evaluate(res.x_star[i])
             if m <= 0:
                 return ctx.finish(Status.NOT_ROBUST, "bab", x)
-        keep = lower <= ctx.safety  # the rest are closed
+        keep = ~(lower > ctx.safety)  # the rest are closed (a NaN bound, should one come, stays open)
         store = self.open
         assert store is not None
         store.push(

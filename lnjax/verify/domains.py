@@ -222,6 +222,22 @@ class OpenDomains:
         self.free_slots.extend(slots.tolist())
         self.free_warm.extend(warm.tolist())
 
+    def compact_warm(self, capacity: int) -> None:
+        """Moves the open domains' warm starts to the front of the pool and gives it `capacity` slots
+        (at least as many as are live): the pool never shrinks otherwise, so after `drop_warm` this
+        is what returns its memory. One copy of the live warm starts."""
+        open_slots = self.order_slot[self.head :]
+        pool = self.meta[open_slots, 4]
+        live = pool >= 0
+        n = int(live.sum())
+        capacity = max(capacity, n)
+        alphas = np.zeros((capacity, *self.alphas.shape[1:]), np.float16)
+        betas = np.zeros((capacity, *self.betas.shape[1:]), np.float16)
+        alphas[:n], betas[:n] = self.alphas[pool[live]], self.betas[pool[live]]
+        self.alphas, self.betas = alphas, betas
+        self.meta[open_slots[live], 4] = np.arange(n)
+        self.free_warm = list(range(capacity - 1, n - 1, -1))
+
     def drop_warm(self, count: int) -> int:
         """Strips the warm starts of the last `count` open domains to be popped that have one (the
         highest bounds; popped, they start from `cold`); returns how many were stripped."""

@@ -536,6 +536,36 @@ def test_a_leaf_the_milp_left_open_is_not_bounded_again():
         assert run.facts["unresolved_leaves"] == (0 if again else 1)
 
 
+def test_a_nan_bound_keeps_its_domain_open():
+    """A child whose row bound is NaN (no bound at all) stays open with bound −inf: it is neither
+    closed by the comparison with the safety margin nor outvoted by its finite rows (the k-th
+    smallest of [NaN, 5] was 5 when NaN sorted last). Children above the margin are closed."""
+    from types import SimpleNamespace
+
+    store = D.OpenDomains(3, 2, (np.zeros((2, 3), np.float16), np.zeros((2, 3), np.float16)))
+    run = SimpleNamespace(
+        ctx=SimpleNamespace(safety=1e-5),
+        weakest=None,
+        offset=np.zeros(2),
+        spec=SimpleNamespace(k=1),
+        open=store,
+        facts={"max_depth": 0, "max_open": 0},
+    )
+    n = 3
+    res = BC.DomainBound(
+        row_lower=np.asarray([[np.nan, 5.0], [5.0, 6.0], [-1.0, 3.0]]),
+        alphas=np.zeros((n, 2, 3), np.float16),
+        betas=np.zeros((n, 2, 3), np.float16),
+        free=np.ones(n, int),
+        x_star=np.zeros((n, 4)),
+        branch=np.arange(n),
+    )
+    splits, zero = np.zeros((n, 3), np.int8), np.zeros(n, int)
+    out = BB.Bab._absorb(run, splits, res, np.ones(n), np.full((n, 2), -np.inf), zero, zero)  # pyright: ignore[reportArgumentType]
+    assert out is None
+    assert store.bounds() == [-np.inf, -1.0]  # the NaN child first, the closed one gone
+
+
 @pytest.mark.slow
 def test_bab_agrees_with_the_exact_minimum_on_hundreds_of_boxes():
     for seed in (0, 1):
