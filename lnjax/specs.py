@@ -64,10 +64,16 @@ def margin_from_rows(rows: SpecRows, logits: jax.Array) -> jax.Array:
     return kth_smallest(d, rows.k)
 
 
+def kth_lower(values: np.ndarray | jax.Array, k: int) -> np.ndarray:
+    """The k-th smallest of lower bounds along the last axis, a NaN counted as −inf (a missing bound
+    proves nothing: `np.sort` puts NaN last, where it would let the finite rows decide)."""
+    v = np.asarray(values, np.float64)
+    return np.sort(np.where(np.isnan(v), -np.inf, v), axis=-1)[..., k - 1]
+
+
 def margin_lower_bound(rows: SpecRows, row_lower: np.ndarray | jax.Array) -> float:
     """A lower bound on the margin from lower bounds of `c @ z` (without the offset). row_lower: [M]."""
-    v = np.sort(np.asarray(row_lower, np.float64) + rows.offset.astype(np.float64))
-    return float(v[rows.k - 1])
+    return float(kth_lower(np.asarray(row_lower, np.float64) + rows.offset.astype(np.float64), rows.k))
 
 
 def _check_target(target: int, num_classes: int) -> None:

@@ -67,7 +67,7 @@ import numpy as np
 
 from lnjax.attacks.pgd import target_sets, view_box_pgd_targeted, view_margin
 from lnjax.bounds import beta_crown as BC
-from lnjax.specs import SpecRows
+from lnjax.specs import SpecRows, kth_lower
 from lnjax.verify.domains import Domain, OpenDomains, record_bytes, split_children, warm_bytes
 from lnjax.verify.verdict import Status, Verdict, milp_proof
 
@@ -200,11 +200,9 @@ def predicted_seconds(timed: dict[int, float], size: int) -> float:
 
 
 def domain_lower(row_lower: np.ndarray, offset: np.ndarray, k: int) -> np.ndarray:
-    """The margin lower bound of each domain: k-th smallest of row bounds + offsets. [B, M] -> [B].
-    A NaN row bound (no bound at all) counts as −inf: `np.sort` puts NaN last, where it would let
-    the finite rows decide, and a NaN compared with the safety margin is neither above nor below."""
-    rows = np.asarray(row_lower, np.float64) + offset.astype(np.float64)
-    return np.sort(np.where(np.isnan(rows), -np.inf, rows), axis=-1)[..., k - 1]
+    """The margin lower bound of each domain: k-th smallest of row bounds + offsets, a NaN row bound
+    counted as −inf (`specs.kth_lower`). [B, M] -> [B]."""
+    return kth_lower(np.asarray(row_lower, np.float64) + offset.astype(np.float64), k)
 
 
 class Bab:
@@ -606,7 +604,7 @@ def row_groups(ctx: Any, plan: RowPlan) -> list[np.ndarray]:
     if plan.k != 1:
         return [plan.kept]
     lower = np.asarray(ctx.row_lower, np.float64) + np.asarray(rows.offset, np.float64)
-    open_rows = plan.kept[lower[plan.kept] <= ctx.safety]
+    open_rows = plan.kept[~(lower[plan.kept] > ctx.safety)]  # a NaN bound is not a proof
     values = row_values(ctx)
     return [np.array([r]) for r in open_rows[np.argsort(values[open_rows], kind="stable")]]
 

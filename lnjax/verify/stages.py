@@ -135,7 +135,7 @@ class QueryContext:
         """New tightest bounds and spec-row lower bounds from bound stage `name`; True if the margin
         lower bound now exceeds the safety margin (ROBUST)."""
         self.best = bounds
-        self.row_lower = np.maximum(self.row_lower, spec_lower)
+        self.row_lower = np.fmax(self.row_lower, spec_lower)  # a NaN from one stage keeps the earlier bound
         self.stats.unstable[name] = B.unstable_counts(self.view, bounds)
         m_lb = margin_lower_bound(self.rows, self.row_lower)
         self.stats.margin_lower[name] = m_lb

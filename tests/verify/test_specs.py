@@ -51,6 +51,32 @@ def test_rows_reproduce_margin_and_bound_it():
             assert specs.margin_lower_bound(rows, di - np.abs(di) * 0.1 - 0.01) <= m + 1e-6
 
 
+def test_a_nan_row_bound_proves_nothing(monkeypatch):
+    """A NaN lower bound (a stage that produced no bound) counts as −inf in the margin's bound, and
+    the query context keeps an earlier stage's bound of that row (`np.fmax`). With NaN sorted last
+    the finite rows decided: argmax rows [NaN, 5] had margin bound 5, and a NaN from a later stage
+    wiped out the earlier bound (`np.maximum`)."""
+    from types import SimpleNamespace
+
+    from lnjax.verify import stages
+
+    assert specs.margin_lower_bound(specs.Argmax(0).rows(3), np.asarray([np.nan, 5.0])) == -np.inf
+    top2 = specs.TopK(0, 2).rows(4)  # three rows: the 2nd smallest decides; NaN is the smallest
+    assert specs.margin_lower_bound(top2, np.asarray([np.nan, 5.0, 7.0])) == 5.0
+    assert specs.margin_lower_bound(top2, np.asarray([np.nan, np.nan, 7.0])) == -np.inf
+    monkeypatch.setattr(stages.B, "unstable_counts", lambda view, bounds: ())
+    ctx = SimpleNamespace(
+        view=None,
+        rows=specs.Argmax(0).rows(3),
+        row_lower=np.asarray([0.5, 2.0]),
+        stats=SimpleNamespace(unstable={}, margin_lower={}),
+        proven=[],
+        safety=1e-5,
+    )
+    assert stages.QueryContext.prove(ctx, "later", None, np.asarray([np.nan, 3.0]))  # pyright: ignore[reportArgumentType]
+    assert list(ctx.row_lower) == [0.5, 3.0] and ctx.stats.margin_lower["later"] == 0.5
+
+
 def test_validation_errors():
     with pytest.raises(ValueError, match="smaller than the number of classes"):
         specs.TopK(0, 10).rows(10)
