@@ -103,10 +103,28 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
-    """Appends `record` as one strict-JSON line to `path` (created if missing) and fsyncs it."""
+    """Appends `record` as one strict-JSON line to `path` (created if missing) and fsyncs it.
+
+    A torn last line (a process killed mid-append; `read_jsonl` ignores it) is cut off first: the new
+    line would otherwise be glued to it, and the file would no longer read."""
     line = to_json(record, sort_keys=True)
+    _drop_torn_tail(Path(path))
     with open(path, "a") as f:
         f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Truncates `path` after its last newline if it does not end with one (no-op otherwise)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
         f.flush()
         os.fsync(f.fileno())
 

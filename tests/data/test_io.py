@@ -53,6 +53,13 @@ def test_jsonl_appends_and_ignores_a_torn_last_line(tmp_path):
     with open(path, "a") as f:
         f.write('{"step": 3, "lo')  # killed mid-append
     assert io.read_jsonl(path) == [{"loss": 0.5, "step": 1}, {"loss": None, "step": 2}]
+    # The resumed run appends: the torn fragment is cut off, not glued to the new line.
+    io.append_jsonl(path, {"step": 3})
+    assert [r["step"] for r in io.read_jsonl(path)] == [1, 2, 3]
+    only_torn = tmp_path / "t.jsonl"
+    only_torn.write_text('{"st')
+    io.append_jsonl(only_torn, {"step": 1})
+    assert io.read_jsonl(only_torn) == [{"step": 1}]
     path.write_text('{"step": 1}\nnot json\n')
     with pytest.raises(ValueError, match="h.jsonl:2 is not a JSON line"):
         io.read_jsonl(path)
