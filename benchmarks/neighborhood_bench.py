@@ -36,7 +36,7 @@ the far background) plus the target digit, 3 s per query. An image takes ~10 min
 is appended to `--out` (JSON lines) with its settings (the params' fingerprint and the library's
 version, `common.code_version`, among them); a rerun with the same settings reuses it and runs only
 the missing images (`bench_s` sums the images' own times). `--report` only summarises what `--out`
-holds for the selected images.
+holds for the selected images (`--code` picks another library version's rows).
 
 References:
   Kabaha & Drachsler-Cohen, VMCAI 2023 (MaRVeL); Tjeng, Xiao & Tedrake, ICLR 2019 (MIPVerify).
@@ -90,7 +90,15 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", default="data")
     p.add_argument("--out", default=str(common.OUT / "neighborhood_bench.jsonl"), help="per-image rows")
     p.add_argument("--report", action="store_true", help="only summarise the rows in --out")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--code",
+        default="",
+        help="with --report: the library version whose rows to summarise (default: this checkout's)",
+    )
+    a = p.parse_args(argv)
+    if a.code and not a.report:
+        p.error("--code picks stored rows for --report; a run measures this checkout's library")
+    return a
 
 
 METHODS = ("optimizer", "bisection", "uniform")
@@ -98,6 +106,10 @@ METHODS = ("optimizer", "bisection", "uniform")
 
 def main(argv=None) -> None:
     a = parse_args(argv)
+    if a.code and not a.report:
+        sys.exit(
+            "neighborhood_bench: --code selects stored rows for --report; a run always uses this checkout's"
+        )
     common.ensure_double_mnist(a.data_dir)
     workdir = common.ensure_trained(a.model, get_config(a.model))
     model, params, tc = load_trained(workdir)
@@ -123,7 +135,7 @@ def main(argv=None) -> None:
         "bisection_max_queries_per_image": (a.layers + 1) * per_layer,
         "certificate": {"restarts": 32, "rel_tol": 0.05, "per_layer": False, "time_budget": a.cert_budget},
         "params": common.params_fingerprint(params),
-        "code": common.code_version(),
+        "code": a.code or common.code_version(),
     }
     common.log(f"settings {settings}")
     out = Path(a.out)
@@ -202,7 +214,8 @@ def main(argv=None) -> None:
         )
     rows.sort(key=lambda r: indices.index(r["image"]))
     if not rows:
-        common.log(f"no rows for these images and settings in {out}")
+        stored = sorted({r["settings"].get("code", "?") for r in read_jsonl(out)})
+        common.log(f"no rows for these images and settings in {out} (library versions stored: {stored})")
         return
 
     def med(key):
