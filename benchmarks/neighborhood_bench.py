@@ -106,10 +106,6 @@ METHODS = ("optimizer", "bisection", "uniform")
 
 def main(argv=None) -> None:
     a = parse_args(argv)
-    if a.code and not a.report:
-        sys.exit(
-            "neighborhood_bench: --code selects stored rows for --report; a run always uses this checkout's"
-        )
     common.ensure_double_mnist(a.data_dir)
     workdir = common.ensure_trained(a.model, get_config(a.model))
     model, params, tc = load_trained(workdir)

@@ -391,7 +391,6 @@ class Bab:
         if excess > 0:
             self.facts["cold_starts"] += store.drop_warm(excess)
         store.compact_warm(room)
-        store.warm_limit = room
         return True
 
     def _absorb(

@@ -69,9 +69,9 @@ def children(splits: np.ndarray, i: int) -> list[np.ndarray]:
 
 def record_bytes(total: int, rows: int) -> int:
     """Host bytes an open domain takes in `OpenDomains` without its warm start: phases (int8), row
-    bounds and its bound (float64), branch / free / depth / re-bounds / pool index (int64) and its
-    place in the order (bound and slot)."""
-    return total + 8 * rows + 8 + 5 * 8 + 16
+    bounds (float64), branch / free / depth / re-bounds / pool index (int64) and its place in the
+    order (bound and slot)."""
+    return total + 8 * rows + 5 * 8 + 16
 
 
 def warm_bytes(total: int, rows: int) -> int:
@@ -98,18 +98,17 @@ class OpenDomains:
     """The open domains of one branch-and-bound run (see the module docstring).
 
     `push` stores a batch, `pop(n)` takes the n with the lowest bounds (ties: first pushed first) and
-    returns their slots; read them with `gather` / `domain`, then `release` them. `drop_warm` strips
+    returns their slots; read them (`meta_of`, `pool_of` and `warm_starts`, or `domain`), then
+    `release` them. `drop_warm` strips
     the warm starts of the domains with the highest bounds (for the memory cap)."""
 
     def __init__(
         self, total: int, rows: int, cold: tuple[np.ndarray, np.ndarray], warm_limit: int | None = None
     ):
-        self.total, self.rows = total, rows
         self.warm_limit = warm_limit  # the warm-start pool doubles up to this many slots (None: always)
         self.cold = cold  # the root's α and zero β (float16, [M, total]): a cold domain's warm start
         self.splits = np.zeros((0, total), np.int8)
         self.row_lower = np.zeros((0, rows), np.float64)
-        self.lower = np.zeros(0, np.float64)
         self.meta = np.zeros((0, 5), np.int64)  # branch, free, depth, rebounds, warm-pool slot (−1: cold)
         self.alphas = np.zeros((0, rows, total), np.float16)
         self.betas = np.zeros((0, rows, total), np.float16)
@@ -158,11 +157,10 @@ class OpenDomains:
         n = len(lower)
         if n == 0:
             return
-        slots = self._take(self.free_slots, n, ("splits", "row_lower", "lower", "meta"))
+        slots = self._take(self.free_slots, n, ("splits", "row_lower", "meta"))
         warm = self._take(self.free_warm, n, ("alphas", "betas"), self.warm_limit)
         self.splits[slots] = splits
         self.row_lower[slots] = row_lower
-        self.lower[slots] = lower
         self.meta[slots] = np.stack([branch, free, depth, rebounds, warm], axis=1)
         self.alphas[warm] = alphas
         self.betas[warm] = betas
