@@ -67,10 +67,12 @@ from lnjax.io import append_jsonl, read_jsonl  # noqa: E402
 from lnjax.neighborhood import layers as NL  # noqa: E402
 from lnjax.neighborhood.baseline import binary_search, queries_per_layer, uniform_search  # noqa: E402
 from lnjax.neighborhood.certificate import certify_maximality, make_falsifier  # noqa: E402
-from lnjax.neighborhood.config import OptimizerConfig  # noqa: E402
+from lnjax.neighborhood.config import STARTS, OptimizerConfig  # noqa: E402
 from lnjax.neighborhood.optimizer import make_optimizer  # noqa: E402
 from lnjax.neighborhood.problem import make_problem  # noqa: E402
 from lnjax.verify.verdict import Status  # noqa: E402
+
+METHODS = ("optimizer", "bisection", "uniform")
 
 
 def parse_args(argv=None):
@@ -82,6 +84,12 @@ def parse_args(argv=None):
     p.add_argument("--stages", default=",".join(V.STAGES))
     p.add_argument("--time_limit", type=float, default=3.0, help="seconds per query")
     p.add_argument("--opt_queries", type=int, default=0, help="the optimizer's query cap (0: the library's)")
+    p.add_argument(
+        "--start", default=OptimizerConfig().start, choices=STARTS, help="the optimizer's start (its config)"
+    )
+    p.add_argument(
+        "--methods", default=",".join(METHODS), help="the searches run (comma list; the optimizer always)"
+    )
     p.add_argument("--scale", default="linear", choices=("linear", "log"))
     p.add_argument("--eps_min", type=float, default=1e-4, help="baseline, log scale only")
     p.add_argument("--eps_max", type=float, default=0.25)
@@ -96,12 +104,13 @@ def parse_args(argv=None):
         help="with --report: the library version whose rows to summarise (default: this checkout's)",
     )
     a = p.parse_args(argv)
+    a.methods = tuple(m.strip() for m in a.methods.split(",") if m.strip())
+    if "optimizer" not in a.methods or not set(a.methods) <= set(METHODS):
+        p.error(f"--methods {','.join(a.methods)!r}: expected the optimizer and any of {METHODS}")
+    a.methods = tuple(m for m in METHODS if m in a.methods)
     if a.code and not a.report:
         p.error("--code picks stored rows for --report; a run measures this checkout's library")
     return a
-
-
-METHODS = ("optimizer", "bisection", "uniform")
 
 
 def main(argv=None) -> None:
@@ -117,7 +126,7 @@ def main(argv=None) -> None:
     no_pgd = tuple(s for s in stages if s != "pgd")
     fresh = V.make_verifier(view, V.VerifierConfig(stages=no_pgd, time_limit=120.0))
     caps = {"max_queries": a.opt_queries} if a.opt_queries else {}
-    optimizer = make_optimizer(OptimizerConfig(shrink="fixed", **caps))
+    optimizer = make_optimizer(OptimizerConfig(shrink="fixed", start=a.start, **caps))
     per_layer = queries_per_layer(scale=a.scale, eps_max=a.eps_max, tol=a.tol, eps_min=a.eps_min)
     bisect = dict(scale=a.scale, eps_min=a.eps_min, eps_max=a.eps_max, tol=a.tol)
     settings = {
@@ -133,6 +142,12 @@ def main(argv=None) -> None:
         "params": common.params_fingerprint(params),
         "code": a.code or common.code_version(),
     }
+    # Set only when not the default, so the rows of runs made before these flags keep their key.
+    if a.start != "pgd":
+        settings["opt_start"] = a.start
+    if a.methods != METHODS:
+        settings["methods"] = a.methods
+    methods = a.methods
     common.log(f"settings {settings}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)  # benchmarks/out/ is not in a fresh clone
@@ -163,11 +178,12 @@ def main(argv=None) -> None:
         layers = NL.layer_map(other, max_layers=a.layers, target_mask=target)
         problem = make_problem(test.x[i], layers, V.TopK(digits[0], k))
         key = jax.random.key(i)
-        results = {
-            "optimizer": optimizer.run(key, verify, view, problem),
-            "bisection": binary_search(key, verify, problem, **bisect),
-            "uniform": uniform_search(key, verify, problem, **bisect),
+        searches = {
+            "optimizer": lambda key, problem: optimizer.run(key, verify, view, problem),
+            "bisection": lambda key, problem: binary_search(key, verify, problem, **bisect),
+            "uniform": lambda key, problem: uniform_search(key, verify, problem, **bisect),
         }
+        results = {n: searches[n](key, problem) for n in methods}
         robust = {}
         for name, r in results.items():
             lo, hi = NL.neighborhood_box(problem.x, problem.layers, r.eps)
@@ -190,12 +206,13 @@ def main(argv=None) -> None:
             "digits": digits,
             "layer_sizes": problem.sizes.tolist(),
             **{f"{n}_{f}": v for n, r in results.items() for f, v in _facts(r).items()},
-            **{f"{n}_reverified": robust[n] for n in METHODS},
+            **{f"{n}_reverified": robust[n] for n in methods},
             "certificate": None if cert is None else cert.to_json(),
             "gap": None if cert is None else cert.gap,
         }
-        row["query_ratio"] = results["bisection"].queries / max(opt.queries, 1)
-        row["time_ratio"] = results["bisection"].time_s / max(opt.time_s, 1e-9)
+        bis = results.get("bisection")
+        row["query_ratio"] = None if bis is None else bis.queries / max(opt.queries, 1)
+        row["time_ratio"] = None if bis is None else bis.time_s / max(opt.time_s, 1e-9)
         row["image_s"] = time.perf_counter() - t_image
         row["settings"] = settings
         append_jsonl(out, row)
@@ -205,7 +222,7 @@ def main(argv=None) -> None:
             + " | ".join(
                 f"{n} {r.queries} q {r.time_s:.0f} s logvol {r.log_volume:.0f}" for n, r in results.items()
             )
-            + f" | ratios q {row['query_ratio']:.1f} t {row['time_ratio']:.1f} | converged {opt.converged}"
+            + f" | ratios q {row['query_ratio']} t {row['time_ratio']} | converged {opt.converged}"
             + f" | gap {row['gap']} | re-verified {robust}"
         )
     rows.sort(key=lambda r: indices.index(r["image"]))
@@ -215,7 +232,7 @@ def main(argv=None) -> None:
         return
 
     def med(key):
-        values = [r[key] for r in rows if r[key] is not None and np.isfinite(r[key])]
+        values = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
         return float(np.median(values)) if values else None
 
     head = ("image", "opt q", "opt s", "opt logvol", "bis q", "bis logvol", "uni logvol", "gap")
@@ -224,14 +241,14 @@ def main(argv=None) -> None:
         keys = ("optimizer_queries", "optimizer_time_s", "optimizer_log_volume", "bisection_queries")
         cells = (
             r["image"],
-            *(r[k] for k in keys),
-            r["bisection_log_volume"],
-            r["uniform_log_volume"],
+            *(r.get(k) for k in keys),
+            r.get("bisection_log_volume"),
+            r.get("uniform_log_volume"),
             r["gap"],
         )
         print(" ".join(f"{v:>11.4g}" if isinstance(v, float) else f"{v!s:>11}" for v in cells))
-    queries = sum(r[f"{n}_queries"] for r in rows for n in METHODS)
-    unknown = sum(r[f"{n}_by_status"].get("unknown", 0) for r in rows for n in METHODS)
+    queries = sum(r[f"{n}_queries"] for r in rows for n in methods)
+    unknown = sum(r[f"{n}_by_status"].get("unknown", 0) for r in rows for n in methods)
     summary = {
         "images": len(rows),
         "median_gap": med("gap"),
@@ -246,8 +263,15 @@ def main(argv=None) -> None:
         "queries_bisection": med("bisection_queries"),
         "time_s_optimizer": med("optimizer_time_s"),
         "time_s_bisection": med("bisection_time_s"),
-        "logvol_wins": int(sum(r["optimizer_log_volume"] >= r["bisection_log_volume"] for r in rows)),
-        "all_final_robust": bool(all(r[f"{n}_reverified"] for r in rows for n in METHODS)),
+        **{
+            f"logvol_wins_{n}": int(sum(r["optimizer_log_volume"] >= r[f"{n}_log_volume"] for r in rows))
+            for n in methods[1:]
+        },
+        **{
+            f"linear_wins_{n}": int(sum(r["optimizer_linear_norm"] >= r[f"{n}_linear_norm"] for r in rows))
+            for n in methods[1:]
+        },
+        "all_final_robust": bool(all(r[f"{n}_reverified"] for r in rows for n in methods)),
         "bench_s": sum(r["image_s"] for r in rows),
         "images_reused": len(rows) - (0 if a.report else len(todo)),
         "settings": settings,

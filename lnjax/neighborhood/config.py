@@ -14,6 +14,7 @@ from lnjax.checks import check_bool, check_choice, check_float, check_int
 from lnjax.neighborhood.sensitivity import ORIENTATIONS, REDUCTIONS, SHRINKS
 
 NORMS = ("logvol", "linear")
+STARTS = ("pgd", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,12 @@ class OptimizerConfig:
       first_shrink: without a committed ε, a failure multiplies ε_d by (1 − first_shrink · w_d).
       eps_max, eps_min: ε is kept in [eps_min, eps_max] (eps_max also starts the PGD bracket).
       init_fraction: the start is this fraction of the largest PGD-clean uniform ε.
+      start: "pgd": the expansions start at that ε; "uniform": from the largest uniform ε the
+        verifier proves (asked from there down by × min(init_fraction, 0.5), then bisected in log ε
+        to a factor 1 + start_tol, ~6–8 queries), committed before the first expansion, so the
+        result's norm is at least that of the uniform ε found (`optimizer.uniform_start`). Only
+        without a given eps0.
+      start_tol: the uniform start's bisection tolerance (ratio − 1).
       max_queries: verifier queries per search (≥ 1): a safety net; the search normally stops by
         convergence (λ schedule or gain) well before the default 100.
       time_budget: wall-clock seconds per search (None: unlimited); checked before each query.
@@ -79,6 +86,8 @@ class OptimizerConfig:
     eps_max: float = 1.0
     eps_min: float = 1e-6
     init_fraction: float = 0.25
+    start: str = "pgd"
+    start_tol: float = 0.05
     max_queries: int = 100
     time_budget: float | None = None
     pgd_steps: int = 20
@@ -111,6 +120,8 @@ class OptimizerConfig:
         check_float(w + "eps_max", self.eps_max, low=0.0, low_open=True)
         check_float(w + "eps_min", self.eps_min, low=0.0, high=self.eps_max, low_open=True, high_open=True)
         check_float(w + "init_fraction", self.init_fraction, low=0.0, high=1.0, low_open=True)
+        check_choice(w + "start", self.start, STARTS)
+        check_float(w + "start_tol", self.start_tol, low=0.0, low_open=True)
         check_int(w + "max_queries", self.max_queries, 1)
         if self.time_budget is not None:
             check_float(w + "time_budget", self.time_budget, low=0.0, low_open=True)

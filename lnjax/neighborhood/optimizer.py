@@ -32,7 +32,11 @@ then a bisection of that last step; the expansions follow the RL gradient and ba
 failure, so a search could stop with the whole of ε still provable at a larger scale.
 
 Start: the largest ε = eps_max · 2^−j (uniform over layers, j = 0..) in which a box PGD finds no
-counterexample, times `init_fraction` (PGD calls are not verifier queries), or a given `eps0`.
+counterexample, times `init_fraction` (PGD calls are not verifier queries), or a given `eps0`. With
+`start="uniform"` the search first finds, from there, the largest uniform ε the verifier proves
+(a log bisection to a factor 1 + start_tol, `uniform_start`) and expands from it, so it ends at
+least as large as that uniform ε on its norm (the expansions alone can end below it: they leave the
+uniform direction after the first ROBUST answer and every later failure shrinks toward the anchor).
 
 The result is always a verified one: the committed ε with the largest norm; zeros with
 `verified=False` if no query was ever ROBUST.
@@ -76,7 +80,7 @@ from lnjax.neighborhood.sensitivity import (
     sensitivity_weights,
 )
 from lnjax.types import VerifyFn
-from lnjax.verify.verdict import Status
+from lnjax.verify.verdict import Status, Verdict
 
 
 class OptimizerState(NamedTuple):
@@ -142,6 +146,7 @@ def step_gradient(n: ArrayLike, r: ArrayLike, lam: float) -> np.ndarray:
 
 
 SCALE_UP_KEY = 0x5CA1E  # fold_in(search key, ·): the scale-up's keys, apart from the start's and the loop's
+UNIFORM_START_KEY = 0x0A1F0  # fold_in(search key, ·): the uniform start's keys
 
 
 def relative_gain(before: ArrayLike, after: ArrayLike, sizes: ArrayLike, norm: str = "logvol") -> float:
@@ -299,10 +304,14 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
         oracle = CountingOracle(verify, problem)
         key_start, key_loop = jax.random.split(key)
         facts: dict = {}
+        start_key, ceiling = None, cfg.eps_max  # the uniform start's key and bracket top (never asked)
         if eps0 is None:
             e0, calls = start_eps(key_start, view, problem, c, offset, k)
             facts["pgd_bracket"] = {"eps": e0, "pgd_calls": calls}
             eps0 = np.full(R, cfg.init_fraction * e0)
+            if cfg.start == "uniform":
+                start_key = jax.random.fold_in(key, UNIFORM_START_KEY)
+                ceiling = min(2.0 * e0, cfg.eps_max)  # PGD broke the box at 2 e0 (e0 < eps_max)
         else:
             eps0 = np.broadcast_to(np.asarray(eps0, np.float64), (R,))
         if cfg.shrink == "fixed":
@@ -314,10 +323,61 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
             facts["layer_sensitivity"] = sens.tolist()
         facts["shrink_weights"] = weights.tolist()
 
+        def weakest_gradient(
+            qkey: jax.Array, verdict: Verdict, lo: np.ndarray, hi: np.ndarray, eps: np.ndarray, entry: dict
+        ) -> np.ndarray:
+            """∂ (worst-case margin) / ∂θ at a ROBUST box from its weakest points (the verifier's, plus a
+            box PGD started from the weakest of them); noted in the query's trail `entry`."""
+            points = list(verdict.weakest_points)
+            x0 = points[0][0] if points else np.asarray(x)
+            res = G.pgd_in_box(
+                jax.random.fold_in(qkey, 1),
+                view,
+                jnp.asarray(lo),
+                jnp.asarray(hi),
+                c,
+                offset,
+                jnp.asarray(x0, jnp.float32).reshape(x.shape),
+                k=k,
+                steps=cfg.pgd_steps,
+                restarts=cfg.pgd_restarts,
+                step_size=cfg.pgd_step_size,
+            )
+            points.append((np.asarray(res.x), float(res.margin)))
+            pts, ms = G.pad_points(points, x.shape)
+            g_eps, _ = G.rl_gradient(
+                view,
+                x,
+                layers,
+                jnp.asarray(eps, jnp.float32),
+                jnp.asarray(pts),
+                jnp.asarray(ms),
+                c,
+                offset,
+                jnp.float32(cfg.temperature),
+                k=k,
+            )
+            rl = np.asarray(g_eps, np.float64) * eps  # chain rule: ∂/∂θ = ε ∂/∂ε
+            entry["weakest_margin"] = float(np.min(ms))
+            entry["rl_grad"] = [float(v) for v in rl]
+            return rl
+
         state = init(eps0)
         best_eps, best_norm = np.zeros(R), -math.inf
         norm_of = log_volume if cfg.norm == "logvol" else linear_norm
         history: list[np.ndarray] = []  # the best ε after each robust expansion
+        if start_key is not None:
+            first = float(np.max(eps0))
+            found, facts["uniform_start"] = uniform_start(start_key, oracle, first, ceiling, t_start)
+            if found is not None:
+                u, (qkey, verdict, lo, hi, entry) = found
+                eps = np.full(R, u)
+                best_eps, best_norm = eps.copy(), norm_of(eps, sizes)
+                rl = weakest_gradient(qkey, verdict, lo, hi, eps, entry)
+                history.append(best_eps.copy())
+                state = update(init(eps), True, rl, sizes, weights)
+                if progress is not None:
+                    progress(state)
         reason = "max_queries"
         while True:
             if state.done:
@@ -343,38 +403,7 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
                 value = norm_of(eps, sizes)
                 if value > best_norm:
                     best_eps, best_norm = eps.copy(), value
-                points = list(verdict.weakest_points)
-                x0 = points[0][0] if points else np.asarray(x)
-                res = G.pgd_in_box(
-                    jax.random.fold_in(qkey, 1),
-                    view,
-                    jnp.asarray(lo),
-                    jnp.asarray(hi),
-                    c,
-                    offset,
-                    jnp.asarray(x0, jnp.float32).reshape(x.shape),
-                    k=k,
-                    steps=cfg.pgd_steps,
-                    restarts=cfg.pgd_restarts,
-                    step_size=cfg.pgd_step_size,
-                )
-                points.append((np.asarray(res.x), float(res.margin)))
-                pts, ms = G.pad_points(points, x.shape)
-                g_eps, _ = G.rl_gradient(
-                    view,
-                    x,
-                    layers,
-                    jnp.asarray(eps, jnp.float32),
-                    jnp.asarray(pts),
-                    jnp.asarray(ms),
-                    c,
-                    offset,
-                    jnp.float32(cfg.temperature),
-                    k=k,
-                )
-                rl = np.asarray(g_eps, np.float64) * eps  # chain rule: ∂/∂θ = ε ∂/∂ε
-                oracle.log.trail[-1]["weakest_margin"] = float(np.min(ms))
-                oracle.log.trail[-1]["rl_grad"] = [float(v) for v in rl]
+                rl = weakest_gradient(qkey, verdict, lo, hi, eps, oracle.log.trail[-1])
                 history.append(best_eps.copy())
             state = update(state, robust, rl, sizes, weights)
             if progress is not None:
@@ -384,6 +413,43 @@ def make_optimizer(config: OptimizerConfig | None = None, **overrides: Any) -> O
                 jax.random.fold_in(key, SCALE_UP_KEY), oracle, best_eps, sizes, t_start, state, progress
             )
         return finish(oracle, best_eps, best_norm > -math.inf, t_start, reason, setup=facts)
+
+    def uniform_start(
+        key: jax.Array, oracle: CountingOracle, first: float, ceiling: float, t_start: float
+    ) -> tuple[tuple[float, tuple] | None, dict[str, Any]]:
+        """The search's start with `start="uniform"`: the largest uniform ε the verifier proves, to a
+        factor 1 + start_tol. Asks `first` (init_fraction × the PGD bracket), then × min(init_fraction,
+        0.5) until ROBUST (not below eps_min), and bisects log ε between the last ROBUST and the first
+        refused ε (`ceiling`, where PGD broke the box, if none was refused; never asked). Returns
+        ((ε, (key, verdict, lo, hi, trail entry) of its ROBUST query), facts), or (None, facts)
+        when nothing was proved down to eps_min or a cap stopped it. Trail: `start` = "uniform"."""
+        R = oracle.problem.num_layers
+        asked, proved = 0, None
+
+        def ask(value: float) -> bool | None:
+            nonlocal asked, proved
+            if safety_net(oracle, t_start) is not None:
+                return None
+            qkey = jax.random.fold_in(key, asked)
+            asked += 1
+            verdict, lo, hi = oracle(qkey, np.full(R, value), start="uniform")
+            if verdict.status is not Status.ROBUST:
+                return False
+            proved = (qkey, verdict, lo, hi, oracle.log.trail[-1])
+            return True
+
+        u, top, down = first, ceiling, min(cfg.init_fraction, 0.5)
+        while True:
+            ok = ask(u)
+            if ok is None or (not ok and u * down < cfg.eps_min):
+                return None, {"eps": None, "queries": asked}
+            if ok:
+                break
+            u, top = u * down, u
+        lo_t, _, _ = bisect(lambda t: ask(math.exp(t)), math.log(u), math.log(top), math.log1p(cfg.start_tol))
+        assert proved is not None  # u was proved; every later ROBUST answer raised lo_t with it
+        u = math.exp(lo_t)
+        return (u, proved), {"eps": u, "queries": asked}
 
     def safety_net(oracle: CountingOracle, t_start: float) -> str | None:
         """ "max_queries" or "time_budget" when that cap stops the search before its next query."""

@@ -35,6 +35,8 @@ def test_defaults():
         ("gain_tol", math.inf),
         ("gain_window", 0),
         ("gain_window", 2.0),
+        ("start", "random"),
+        ("start_tol", 0.0),
     ],
 )
 def test_bad_value_is_one_line_naming_the_field(field, value):

@@ -322,3 +322,52 @@ def test_converged_search_ends_with_a_scale_up_line_search(tiny):
     # The doubling's last step (×1.4 after 1.1, 1.2, or longer) is wider than 1.1: it was bisected.
     bisected = ups[len(doubling) :]
     assert bisected and all(t["bisect"] and t["scale_up"] < doubling[-1]["scale_up"] for t in bisected)
+
+
+def test_uniform_start_bisects_the_uniform_eps_and_commits_it(tiny):
+    """start="uniform": from init_fraction × the PGD bracket e0 the search asks uniform ε down by
+    ×0.25 until ROBUST, bisects log ε up to the last refused one to a factor 1 + start_tol, commits
+    that ε (its norm bounds the result's from below) and expands from it with its weakest points."""
+    view, problem = tiny
+    x = np.full_like(problem.x, 0.5)
+    z = np.asarray(models.apply_layers(view, jnp.asarray(x)))
+    problem = problem._replace(x=x, spec=V.TopK(int(np.argmax(z)), 2))  # holds at x: a PGD bracket
+    kw = dict(pgd_steps=2, pgd_restarts=1, eps_max=0.5, start="uniform", start_tol=0.05)
+    probe = make_optimizer(**kw, max_queries=1).run(
+        jax.random.key(3), FakeOracle(a=np.ones(6), band=0.0, problem=problem), view, problem
+    )
+    e0 = probe.setup["pgd_bracket"]["eps"]
+    assert e0 > 1e-4  # the start's asks stay above eps_min
+    base = np.array([2.0, 4.0, 8.0, 4.0, 2.0, 1.0])
+    a = base / (0.1 * e0 * base.sum())  # robust iff a·ε < 1: the uniform threshold is 0.1 e0
+    oracle = FakeOracle(a=a, band=0.0, problem=problem)
+    res = make_optimizer(**kw).run(jax.random.key(3), oracle, view, problem)
+    trail = res.to_json()["trail"]
+    start = [t for t in trail if t.get("start") == "uniform"]
+    assert trail[: len(start)] == start  # the start comes first
+    asked = [t["eps"][0] for t in start]
+    assert all(np.allclose(t["eps"], t["eps"][0]) for t in start)  # uniform boxes
+    assert asked[:2] == pytest.approx([0.25 * e0, 0.0625 * e0])
+    assert [t["status"] for t in start[:2]] == ["not_robust", "robust"]
+    facts = res.setup["uniform_start"]
+    u = facts["eps"]
+    assert facts["queries"] == len(start) == 2 + 5  # ⌈log2(ln 4 / ln 1.05)⌉ = 5 bisections of [e0/16, e0/4]
+    assert 0.1 * e0 / 1.05 <= u < 0.1 * e0  # within the tolerance below the threshold
+    proved = [t for t in start if t["status"] == "robust"]
+    assert max(t["eps"][0] for t in proved) == pytest.approx(u, rel=1e-6)
+    # the RL gradient came from the committed ε's own query, and only robust queries carry one
+    assert "rl_grad" in next(t for t in proved if t["eps"][0] == pytest.approx(u, rel=1e-6))
+    assert all(t["status"] == "robust" for t in trail if "rl_grad" in t)
+    assert res.verified and float(a @ res.eps) < 1.0
+    assert res.log_volume >= log_volume(np.full(6, u), problem.sizes) - 1e-3
+    # Capped right after the start: the result is the uniform ε itself, verified.
+    capped = make_optimizer(**kw, max_queries=len(start)).run(
+        jax.random.key(3), FakeOracle(a=a, band=0.0, problem=problem), view, problem
+    )
+    assert capped.verified and capped.stop_reason == "max_queries"
+    np.testing.assert_allclose(capped.eps, np.full(6, u), rtol=1e-5)
+    # The default start (pgd) asks no uniform start.
+    plain = make_optimizer(**{**kw, "start": "pgd"}).run(
+        jax.random.key(3), FakeOracle(a=a, band=0.0, problem=problem), view, problem
+    )
+    assert "uniform_start" not in plain.setup and not any("start" in t for t in plain.to_json()["trail"])
