@@ -85,7 +85,7 @@ def parse_args(argv=None):
     p.add_argument("--time_limit", type=float, default=3.0, help="seconds per query")
     p.add_argument("--opt_queries", type=int, default=0, help="the optimizer's query cap (0: the library's)")
     p.add_argument(
-        "--start", default=OptimizerConfig().start, choices=STARTS, help="the optimizer's start (its config)"
+        "--opt_start", default=OptimizerConfig().start, choices=STARTS, help="the optimizer's start"
     )
     p.add_argument(
         "--methods", default=",".join(METHODS), help="the searches run (comma list; the optimizer always)"
@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     no_pgd = tuple(s for s in stages if s != "pgd")
     fresh = V.make_verifier(view, V.VerifierConfig(stages=no_pgd, time_limit=120.0))
     caps = {"max_queries": a.opt_queries} if a.opt_queries else {}
-    optimizer = make_optimizer(OptimizerConfig(shrink="fixed", start=a.start, **caps))
+    optimizer = make_optimizer(OptimizerConfig(shrink="fixed", start=a.opt_start, **caps))
     per_layer = queries_per_layer(scale=a.scale, eps_max=a.eps_max, tol=a.tol, eps_min=a.eps_min)
     bisect = dict(scale=a.scale, eps_min=a.eps_min, eps_max=a.eps_max, tol=a.tol)
     settings = {
@@ -143,8 +143,8 @@ def main(argv=None) -> None:
         "code": a.code or common.code_version(),
     }
     # Set only when not the default, so the rows of runs made before these flags keep their key.
-    if a.start != "pgd":
-        settings["opt_start"] = a.start
+    if a.opt_start != "pgd":
+        settings["opt_start"] = a.opt_start
     if a.methods != METHODS:
         settings["methods"] = a.methods
     methods = a.methods
