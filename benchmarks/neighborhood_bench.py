@@ -142,7 +142,8 @@ def main(argv=None) -> None:
         "params": common.params_fingerprint(params),
         "code": a.code or common.code_version(),
     }
-    # Set only when not the default, so the rows of runs made before these flags keep their key.
+    # Set only when not what runs before these flags did (the PGD start, every method), so their rows
+    # keep their key.
     if a.opt_start != "pgd":
         settings["opt_start"] = a.opt_start
     if a.methods != METHODS:

@@ -49,12 +49,13 @@ class OptimizerConfig:
       first_shrink: without a committed ε, a failure multiplies ε_d by (1 − first_shrink · w_d).
       eps_max, eps_min: ε is kept in [eps_min, eps_max] (eps_max also starts the PGD bracket).
       init_fraction: the start is this fraction of the largest PGD-clean uniform ε.
-      start: "pgd": the expansions start at that ε; "uniform": from the largest uniform ε the
-        verifier proves (asked from there down by × min(init_fraction, 0.5), then bisected in log ε
-        to a factor 1 + start_tol, ~6–8 queries), committed before the first expansion, so the
+      start: "pgd": the expansions start at that ε; "uniform" (default): from the largest uniform ε
+        the verifier proves (asked from there down by × min(init_fraction, 0.5), then bisected in
+        log ε to a factor 1 + start_tol, ~10 queries), committed before the first expansion, so the
         result's norm is at least that of the uniform ε found (`optimizer.uniform_start`). Only
         without a given eps0.
-      start_tol: the uniform start's bisection tolerance (ratio − 1).
+      start_tol: the uniform start's bisection tolerance (ratio − 1; 0.01: 8 bisections of a
+        4× bracket, ~1 % below the verifier's uniform limit at most).
       max_queries: verifier queries per search (≥ 1): a safety net; the search normally stops by
         convergence (λ schedule or gain) well before the default 100.
       time_budget: wall-clock seconds per search (None: unlimited); checked before each query.
@@ -86,8 +87,8 @@ class OptimizerConfig:
     eps_max: float = 1.0
     eps_min: float = 1e-6
     init_fraction: float = 0.25
-    start: str = "pgd"
-    start_tol: float = 0.05
+    start: str = "uniform"
+    start_tol: float = 0.01
     max_queries: int = 100
     time_budget: float | None = None
     pgd_steps: int = 20
