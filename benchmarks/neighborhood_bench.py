@@ -15,12 +15,14 @@ digit's own pixels as a layer of their own.
 Methods, one after the other on each image with one verifier (`lnjax.verify.make_verifier`, stages
 `--stages`, default the complete verifier: PGD, CROWN, α-CROWN, branch-and-bound, CBC; `--time_limit`
 s per query; a time-out is not robust):
-  optimizer  `lnjax.neighborhood.make_optimizer` (log-volume, fixed shrink weights) run to
+  optimizer  `lnjax.neighborhood.make_optimizer` (log-volume, fixed shrink weights, the library's
+             start — the largest uniform ε proved, since b9a47a1 — or `--opt_start pgd`) run to
              convergence (MaRVeL's λ schedule or the gain criterion; `--opt_queries` is a cap,
              0: the library's 100);
   bisection  `lnjax.neighborhood.baseline.binary_search`, the seed's bisection of each ε_d in
              [0, `--eps_max`] to `--tol`, layer by layer from the object outwards;
   uniform    `lnjax.neighborhood.baseline.uniform_search`, one ε for every pixel, bisected alike.
+`--methods` runs a subset (the optimizer always; without the bisection the ratios are null).
 Every final ε is re-verified by an independent verifier (a fresh `make_verifier` without PGD, 120 s
 per query; excluded from the timing), and the optimizer's gets a maximality certificate
 (`lnjax.neighborhood.certify_maximality`: the largest proved and smallest attacked scale of ε, a
