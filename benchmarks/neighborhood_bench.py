@@ -150,7 +150,11 @@ def main(argv=None) -> None:
         settings["opt_start"] = a.opt_start
     if a.methods != METHODS:
         settings["methods"] = a.methods
-    methods = a.methods
+    searches = {  # (key, problem) -> Result, for each of METHODS
+        "optimizer": lambda key, problem: optimizer.run(key, verify, view, problem),
+        "bisection": lambda key, problem: binary_search(key, verify, problem, **bisect),
+        "uniform": lambda key, problem: uniform_search(key, verify, problem, **bisect),
+    }
     common.log(f"settings {settings}")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)  # benchmarks/out/ is not in a fresh clone
@@ -181,12 +185,7 @@ def main(argv=None) -> None:
         layers = NL.layer_map(other, max_layers=a.layers, target_mask=target)
         problem = make_problem(test.x[i], layers, V.TopK(digits[0], k))
         key = jax.random.key(i)
-        searches = {
-            "optimizer": lambda key, problem: optimizer.run(key, verify, view, problem),
-            "bisection": lambda key, problem: binary_search(key, verify, problem, **bisect),
-            "uniform": lambda key, problem: uniform_search(key, verify, problem, **bisect),
-        }
-        results = {n: searches[n](key, problem) for n in methods}
+        results = {n: searches[n](key, problem) for n in a.methods}
         robust = {}
         for name, r in results.items():
             lo, hi = NL.neighborhood_box(problem.x, problem.layers, r.eps)
@@ -209,7 +208,7 @@ def main(argv=None) -> None:
             "digits": digits,
             "layer_sizes": problem.sizes.tolist(),
             **{f"{n}_{f}": v for n, r in results.items() for f, v in _facts(r).items()},
-            **{f"{n}_reverified": robust[n] for n in methods},
+            **{f"{n}_reverified": robust[n] for n in a.methods},
             "certificate": None if cert is None else cert.to_json(),
             "gap": None if cert is None else cert.gap,
         }
@@ -250,8 +249,8 @@ def main(argv=None) -> None:
             r["gap"],
         )
         print(" ".join(f"{v:>11.4g}" if isinstance(v, float) else f"{v!s:>11}" for v in cells))
-    queries = sum(r[f"{n}_queries"] for r in rows for n in methods)
-    unknown = sum(r[f"{n}_by_status"].get("unknown", 0) for r in rows for n in methods)
+    queries = sum(r[f"{n}_queries"] for r in rows for n in a.methods)
+    unknown = sum(r[f"{n}_by_status"].get("unknown", 0) for r in rows for n in a.methods)
     summary = {
         "images": len(rows),
         "median_gap": med("gap"),
@@ -268,13 +267,13 @@ def main(argv=None) -> None:
         "time_s_bisection": med("bisection_time_s"),
         **{
             f"logvol_wins_{n}": int(sum(r["optimizer_log_volume"] >= r[f"{n}_log_volume"] for r in rows))
-            for n in methods[1:]
+            for n in a.methods[1:]
         },
         **{
             f"linear_wins_{n}": int(sum(r["optimizer_linear_norm"] >= r[f"{n}_linear_norm"] for r in rows))
-            for n in methods[1:]
+            for n in a.methods[1:]
         },
-        "all_final_robust": bool(all(r[f"{n}_reverified"] for r in rows for n in methods)),
+        "all_final_robust": bool(all(r[f"{n}_reverified"] for r in rows for n in a.methods)),
         "bench_s": sum(r["image_s"] for r in rows),
         "images_reused": len(rows) - (0 if a.report else len(todo)),
         "settings": settings,

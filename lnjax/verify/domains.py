@@ -99,8 +99,8 @@ class OpenDomains:
 
     `push` stores a batch, `pop(n)` takes the n with the lowest bounds (ties: first pushed first) and
     returns their slots; read them (`meta_of`, `pool_of` and `warm_starts`, or `domain`), then
-    `release` them. `drop_warm` strips
-    the warm starts of the domains with the highest bounds (for the memory cap)."""
+    `release` them. `drop_warm` strips the warm starts of the domains with the highest bounds (for
+    the memory cap)."""
 
     def __init__(
         self, total: int, rows: int, cold: tuple[np.ndarray, np.ndarray], warm_limit: int | None = None
