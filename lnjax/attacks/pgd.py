@@ -8,7 +8,7 @@ Every PGD of lnjax is this loop with its own step, feasible set and starts:
                or L2 ball, then [0, 1]   step_size · g / ‖g‖₂              (or x), restarts iterate
   box PGD      any box [lo, hi] ⊆ [0, 1] cosine-decayed step · width ·     centre (or x0) + best over
   (verifier,                             sign(g)                           uniform in box   iterates
-  neighborhood)
+  neighborhood)                                                            (optionally ODI)
   training     L∞ ball ∩ [0, 1] (a box)  step_size · sign(g) (ascent on    uniform in ball  last
   (`pgd_linf`)                           the loss = descent on −loss)      (or x), one      iterate
 
@@ -19,6 +19,8 @@ is minimised (positive = the model is still right); to maximise a loss, pass its
 References:
   Madry, Makelov, Schmidt, Tsipras & Vladu, Towards Deep Learning Models Resistant to Adversarial
   Attacks, ICLR 2018 (PGD).
+  Tashiro, Song & Ermon, Diversity can be Transferred: Output Diversification for White- and
+  Black-box Attacks, NeurIPS 2020 (ODI, `odi_starts`).
 """
 
 from __future__ import annotations
@@ -111,6 +113,49 @@ def box_starts(key: jax.Array, first: jax.Array, lo: jax.Array, hi: jax.Array, n
     return jnp.concatenate([first[None], lo + u * (hi - lo)], axis=0)
 
 
+def odi_starts(
+    key: jax.Array,
+    output_fn: Callable[[jax.Array], jax.Array],
+    starts: jax.Array,
+    lo: jax.Array,
+    hi: jax.Array,
+    steps: int,
+) -> jax.Array:
+    """Output-diversified starts (ODI): each start takes `steps` signed steps of half the box width
+    that increase w · output_fn(x), for a direction w ~ U[−1, 1]^outputs of its own, projected into
+    the box after every step; [n, *shape] in, [n, *shape] out (steps 0: `starts` unchanged).
+
+    Uniform starts in the input box land close together in the output space; pushing each towards
+    its own random output direction first spreads them over the network's behaviour, so the PGD
+    that follows reaches more of the box's local minima. Measured here on bab_bench's 90 MLP
+    instances (8 starts × 100 steps, 2 ODI steps): 34 broken against 30 without (BUILD.md).
+
+    References:
+      Tashiro, Song & Ermon, NeurIPS 2020 (ODI: 2 steps of size ε); alpha-beta-CROWN's
+      `OSI_init` (complete_verifier/attack/attack_pgd.py: w uniform in [−1, 1] per output, signed
+      ascent on w · output, clamped to the box), its `diversed_PGD` attack mode.
+    """
+    if steps == 0:
+        return starts
+    out_shape = jax.eval_shape(output_fn, starts[0]).shape
+    w = jax.random.uniform(key, (starts.shape[0], *out_shape), minval=-1.0, maxval=1.0)
+    half = (hi - lo) / 2
+
+    def one(start: jax.Array, direction: jax.Array) -> jax.Array:
+        def loss(x):  # minimised by `descend`: the negated projection on the output direction
+            return -jnp.vdot(direction, output_fn(x))
+
+        return descend(
+            loss,
+            start,
+            steps=steps,
+            step=lambda i, x, g: x - half * jnp.sign(g),
+            project=box_projection(lo, hi),
+        ).x
+
+    return jax.vmap(one)(starts, w)
+
+
 # ---------------------------------------------------------------------------------------- the loop
 
 
@@ -181,7 +226,7 @@ def best_of_starts(
 
 
 def make_pgd_box(
-    *, steps: int = 40, step_size: float = 0.25, restarts: int = 4
+    *, steps: int = 40, step_size: float = 0.25, restarts: int = 4, odi_steps: int = 0
 ) -> Callable[..., BoxAttackResult]:
     """A PGD that minimises `margin_fn(x)` over an arbitrary box [lower, upper] ⊆ [0, 1].
 
@@ -193,14 +238,20 @@ def make_pgd_box(
       steps: iterations per restart.
       step_size: initial step as a fraction of the box width per pixel (cosine-decayed to 0).
       restarts: number of starts: the box centre (or x0), then uniform random points.
+      odi_steps: output-diversification steps for the random starts (`odi_starts`; the first start
+        is kept as it is) when the attack is given an `output_fn`; 0: none.
 
     Returns:
-      `attack(key, margin_fn, lower, upper, x0=None) -> BoxAttackResult`, with margin_fn: x -> scalar
-      (traceable; positive = the property holds), lower, upper: [*input_shape], and x0 an optional
-      first start (default: the box centre; e.g. a solver's candidate to refine). Jit the caller.
+      `attack(key, margin_fn, lower, upper, x0=None, output_fn=None) -> BoxAttackResult`, with
+      margin_fn: x -> scalar (traceable; positive = the property holds), lower, upper:
+      [*input_shape], x0 an optional first start (default: the box centre; e.g. a solver's candidate
+      to refine) and output_fn: x -> the network's output (for ODI). Jit the caller.
     """
-    if steps < 0 or restarts < 1:
-        raise ValueError(f"need steps ≥ 0 and restarts ≥ 1, got steps={steps}, restarts={restarts}")
+    if steps < 0 or restarts < 1 or odi_steps < 0:
+        raise ValueError(
+            f"need steps ≥ 0, restarts ≥ 1 and odi_steps ≥ 0, got steps={steps}, restarts={restarts}, "
+            f"odi_steps={odi_steps}"
+        )
 
     def attack(
         key: jax.Array,
@@ -208,11 +259,17 @@ def make_pgd_box(
         lower: jax.Array,
         upper: jax.Array,
         x0: jax.Array | None = None,
+        output_fn: Callable[[jax.Array], jax.Array] | None = None,
     ) -> BoxAttackResult:
         first = (lower + upper) / 2 if x0 is None else jnp.clip(x0, lower, upper)
+        starts = box_starts(key, first, lower, upper, restarts)
+        if odi_steps and output_fn is not None and restarts > 1:
+            odi_key = jax.random.fold_in(key, 1)
+            rest = odi_starts(odi_key, output_fn, starts[1:], lower, upper, odi_steps)
+            starts = jnp.concatenate([starts[:1], rest], axis=0)
         return best_of_starts(
             margin_fn,
-            box_starts(key, first, lower, upper, restarts),
+            starts,
             steps=steps,
             step=cosine_box_step(step_size, steps, upper - lower),
             project=box_projection(lower, upper),
@@ -228,18 +285,24 @@ def view_margin(view: L.LayerView, x: jax.Array, c: jax.Array, offset: jax.Array
 
 
 @functools.lru_cache(maxsize=16)
-def view_box_pgd(steps: int, restarts: int, step_size: float) -> Callable[..., BoxAttackResult]:
+def view_box_pgd(
+    steps: int, restarts: int, step_size: float, odi_steps: int = 0
+) -> Callable[..., BoxAttackResult]:
     """`pgd(key, view, lo, hi, c, offset, x0, *, k) -> BoxAttackResult`: the box PGD on the spec
-    rows (c, offset, k) of a network, jitted once per hyperparameters.
+    rows (c, offset, k) of a network, jitted once per hyperparameters (odi_steps: ODI on the
+    network's logits for the random starts, `odi_starts`).
 
     The view is an argument (not a closure constant), so networks of the same architecture share
     one compilation; k is static. Used by the verifier's PGD stage and the neighborhood optimizer.
     """
-    attack = make_pgd_box(steps=steps, step_size=step_size, restarts=restarts)
+    attack = make_pgd_box(steps=steps, step_size=step_size, restarts=restarts, odi_steps=odi_steps)
 
     @functools.partial(jax.jit, static_argnames="k")
     def pgd(key, view, lo, hi, c, offset, x0, *, k):
-        return attack(key, lambda x: view_margin(view, x, c, offset, k), lo, hi, x0)
+        def logits(x):
+            return L.apply_layers(view, x)
+
+        return attack(key, lambda x: view_margin(view, x, c, offset, k), lo, hi, x0, logits)
 
     return pgd
 
@@ -267,7 +330,9 @@ def target_sets(values: np.ndarray, k: int, limit: int = 64) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def view_box_pgd_targeted(steps: int, restarts: int, step_size: float) -> Callable[..., BoxAttackResult]:
+def view_box_pgd_targeted(
+    steps: int, restarts: int, step_size: float, odi_steps: int = 0
+) -> Callable[..., BoxAttackResult]:
     """`pgd(key, view, lo, hi, c, offset, x0, targets, *, k) -> BoxAttackResult`: the multi-targeted
     box PGD on the spec rows (c, offset, k) of a network, one jitted call.
 
@@ -276,22 +341,26 @@ def view_box_pgd_targeted(steps: int, restarts: int, step_size: float) -> Callab
     the k-th smallest row is too, so the point breaks the spec. The untargeted margin (the k-th
     smallest itself) follows whichever rows are lowest at the start and stalls where two rows must
     be pushed down together; one target set at a time does not. Returns the point with the smallest
-    spec margin over all target sets (its margin: the spec's, not the targeted loss).
+    spec margin over all target sets (its margin: the spec's, not the targeted loss). odi_steps: ODI
+    on the logits for the random starts (`odi_starts`).
 
     References:
       Gowal, Uesato, Qin, Huang, Mann & Kohli, An Alternative Surrogate Loss for PGD-based
         Adversarial Testing, arXiv:1910.09338, 2019 (MultiTargeted: one PGD per target class; here a
         target is a set of k rows, for top-k specs).
     """
-    attack = make_pgd_box(steps=steps, step_size=step_size, restarts=restarts)
+    attack = make_pgd_box(steps=steps, step_size=step_size, restarts=restarts, odi_steps=odi_steps)
 
     @functools.partial(jax.jit, static_argnames="k")
     def pgd(key, view, lo, hi, c, offset, x0, targets, *, k):
+        def logits(x):
+            return L.apply_layers(view, x)
+
         def one(key, rows):
             def loss(x):
-                return jnp.max((c @ L.apply_layers(view, x) + offset)[rows])
+                return jnp.max((c @ logits(x) + offset)[rows])
 
-            x = attack(key, loss, lo, hi, x0).x
+            x = attack(key, loss, lo, hi, x0, logits).x
             return x, view_margin(view, x, c, offset, k)
 
         keys = jax.random.split(key, targets.shape[0])

@@ -709,7 +709,9 @@ def targeted_due(spent: float, cost: float | None, elapsed: float, share: float)
 def targeted_for(cfg: Any) -> Callable[..., Any]:
     """Branch-and-bound's multi-targeted box PGD for a `VerifierConfig` (compiled once per
     hyperparameters, network architecture, spec size and k)."""
-    return view_box_pgd_targeted(cfg.bab.attack_steps, cfg.bab.attack_restarts, cfg.pgd.step_size)
+    return view_box_pgd_targeted(
+        cfg.bab.attack_steps, cfg.bab.attack_restarts, cfg.pgd.step_size, cfg.pgd.odi_steps
+    )
 
 
 def warm_up(cfg: Any, view: Any, best: Any, lo: Any, hi: Any, c: Any, offset: Any, k: int) -> None:

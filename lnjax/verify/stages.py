@@ -437,6 +437,7 @@ def jitted(cfg: VerifierConfig) -> Jitted:
         cfg.bounds.chunk,
         cfg.bounds.intermediate_steps,
         cfg.bounds.intermediate_lr,
+        cfg.pgd.odi_steps,
     )
 
 
@@ -452,6 +453,7 @@ def _jitted(
     chunk: int,
     intermediate_steps: int,
     intermediate_lr: float,
+    odi_steps: int,
 ) -> Jitted:
     """Jitted stage functions, shared by every verifier with the same hyperparameters.
 
@@ -476,7 +478,7 @@ def _jitted(
 
     return Jitted(
         margin=jax.jit(view_margin, static_argnames="k"),
-        pgd=view_box_pgd(pgd_steps, pgd_restarts, pgd_step_size),
+        pgd=view_box_pgd(pgd_steps, pgd_restarts, pgd_step_size, odi_steps),
         pgd_quick=view_box_pgd(quick_steps, quick_restarts, pgd_step_size),
         logits=jax.jit(L.apply_layers),
         interval=jax.jit(B.interval_bounds),

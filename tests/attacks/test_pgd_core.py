@@ -56,6 +56,49 @@ def test_view_box_pgd_is_the_box_pgd_on_the_spec_rows():
     assert attacks.view_box_pgd(10, 3, 0.5) is attacks.view_box_pgd(10, 3, 0.5)  # one jit per settings
 
 
+def test_odi_starts_on_a_linear_output_reach_the_vertex_of_their_own_direction():
+    """Two half-width steps of a constant gradient cross the whole box: each start ends at the box
+    vertex maximising w · A x for its own w, whatever it started from."""
+    a = jax.random.normal(jax.random.key(3), (3, 5))
+    lo = jnp.array([0.1, 0.0, 0.4, 0.2, 0.3])
+    hi = jnp.array([0.5, 0.2, 0.9, 0.2, 0.8])  # one pixel fixed (lo = hi)
+    starts = lo + jax.random.uniform(jax.random.key(4), (6, 5)) * (hi - lo)
+    key = jax.random.key(5)
+    got = P.odi_starts(key, lambda x: a @ x, starts, lo, hi, 2)
+    w = jax.random.uniform(key, (6, 3), minval=-1.0, maxval=1.0)  # the directions it drew
+    want = jnp.where((w @ a) > 0, hi, lo)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert len({tuple(np.asarray(v).round(6)) for v in got}) > 1  # spread out, not one point
+    np.testing.assert_array_equal(P.odi_starts(key, lambda x: a @ x, starts, lo, hi, 0), starts)
+
+
+def test_odi_keeps_the_first_start_and_changes_only_the_random_ones():
+    spec = specs.Argmax(0)
+    lo, hi = jnp.array([0.1, 0.2, 0.0, 0.5]), jnp.array([0.4, 0.9, 0.3, 0.5])
+    x0 = jnp.array([0.2, 0.3, 0.1, 0.5])
+
+    def margin(x):
+        return spec.margin(models.apply_layers(VIEW, x))
+
+    def logits(x):
+        return models.apply_layers(VIEW, x)
+
+    plain = attacks.make_pgd_box(steps=0, restarts=5)
+    odi = attacks.make_pgd_box(steps=0, restarts=5, odi_steps=2)
+    key = jax.random.key(6)
+    one = attacks.make_pgd_box(steps=0, restarts=1, odi_steps=2)(key, margin, lo, hi, x0, logits)
+    np.testing.assert_array_equal(one.x, x0)  # a single start is the first: never diversified
+    r = odi(key, margin, lo, hi, x0, logits)
+    assert bool(jnp.all((r.x >= lo) & (r.x <= hi)))
+    near = odi(key, lambda x: jnp.sum((x - x0) ** 2), lo, hi, x0, logits)  # 0 only at x0 itself
+    assert float(near.margin) == 0.0  # the first start is x0, undiversified
+    np.testing.assert_array_equal(
+        odi(key, margin, lo, hi, x0).x, plain(key, margin, lo, hi, x0).x
+    )  # no output_fn
+    with pytest.raises(ValueError, match="odi_steps"):
+        attacks.make_pgd_box(odi_steps=-1)
+
+
 def test_target_sets_rank_rows_and_keep_the_most_promising_sets():
     values = np.array([3.0, -1.0, 2.0, 0.0])  # ranks: row 1, row 3, row 2, row 0
     np.testing.assert_array_equal(P.target_sets(values, 1), [[1], [3], [2], [0]])

@@ -32,6 +32,7 @@ def test_defaults_are_valid_and_frozen():
         ("stages", ("pgd", "magic")),
         ("stages", "pgd,crown"),
         ("pgd.quick_restarts", 0),
+        ("pgd.odi_steps", -1),
         ("bounds.chunk", 0),
         ("bounds.alpha_lr", math.nan),
         ("milp.max_unstable", -1),
