@@ -97,6 +97,9 @@ def parse_args(argv=None):
     p.add_argument("--eps_max", type=float, default=0.25)
     p.add_argument("--tol", type=float, default=0.25 / 1024, help="linear: absolute; log: ratio − 1")
     p.add_argument("--cert_budget", type=float, default=600.0, help="seconds per certificate")
+    p.add_argument(
+        "--cert_odi_steps", type=int, default=2, help="the certificate attack's ODI steps (0: uniform starts)"
+    )
     p.add_argument("--data_dir", default="data")
     p.add_argument("--out", default=str(common.OUT / "neighborhood_bench.jsonl"), help="per-image rows")
     p.add_argument("--report", action="store_true", help="only summarise the rows in --out")
@@ -150,6 +153,8 @@ def main(argv=None) -> None:
         settings["opt_start"] = a.opt_start
     if a.methods != METHODS:
         settings["methods"] = a.methods
+    if a.cert_odi_steps:
+        settings["certificate"]["odi_steps"] = a.cert_odi_steps
     searches = {  # (key, problem) -> Result, for each of METHODS
         "optimizer": lambda key, problem: optimizer.run(key, verify, view, problem),
         "bisection": lambda key, problem: binary_search(key, verify, problem, **bisect),
@@ -195,7 +200,7 @@ def main(argv=None) -> None:
         opt = results["optimizer"]
         cert = None
         if opt.verified:
-            falsifier = make_falsifier(view, problem.spec, restarts=32)
+            falsifier = make_falsifier(view, problem.spec, restarts=32, odi_steps=a.cert_odi_steps)
             # proved: the search's own ROBUST verdict on this ε counts, as in the experiment (a second
             # 10 s query of the same box can end UNKNOWN on the clock).
             cert = certify_maximality(

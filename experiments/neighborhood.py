@@ -89,6 +89,7 @@ def validate(c: ConfigDict) -> Settings:
     require(lay.max_layers >= 1, f"layers.max_layers = {lay.max_layers} must be ≥ 1")
     cert = c.certificate
     require(cert.restarts >= 1 and cert.steps >= 1, "certificate.restarts and steps must be ≥ 1")
+    require(cert.odi_steps >= 0, f"certificate.odi_steps = {cert.odi_steps} must be ≥ 0 (0: uniform starts)")
     require(cert.rel_tol > 0, f"certificate.rel_tol = {cert.rel_tol} must be > 0")
     require(cert.time_budget >= 0, f"certificate.time_budget = {cert.time_budget} must be ≥ 0 (0: unlimited)")
     b = c.baseline
@@ -243,8 +244,14 @@ def search_item(
     search = res.to_json()
     if c.certificate.enabled:
         # the strong box PGD (`gradients.pgd_in_box`: jitted once per input shape, spec rows as arrays)
-        steps, restarts = int(c.certificate.steps), int(c.certificate.restarts)
-        falsifier = make_falsifier(view, problem.spec, steps=steps, restarts=restarts)
+        cert = c.certificate
+        falsifier = make_falsifier(
+            view,
+            problem.spec,
+            steps=int(cert.steps),
+            restarts=int(cert.restarts),
+            odi_steps=int(cert.odi_steps),
+        )
         cert_key = jax.random.fold_in(jax.random.fold_in(root, index), len(METHODS) + methods.index(method))
         search["certificate"] = certify(c, cert_key, verify, problem, res, falsifier)
     logging.info(

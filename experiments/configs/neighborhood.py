@@ -73,6 +73,7 @@ def base() -> ConfigDict:
             "per_layer": False,  # also each layer's ε_d with the others fixed (R more brackets)
             "restarts": 32,  # the strong box PGD's starts
             "steps": 40,
+            "odi_steps": 2,  # output-diversified random starts (0: uniform ones)
             "rel_tol": 0.1,  # relative width of the final brackets
             "time_budget": 600.0,  # seconds per search's certificate (0: unlimited)
         }
@@ -99,9 +100,12 @@ def quickstart() -> ConfigDict:
 def _published(c: ConfigDict) -> ConfigDict:
     """README's at-scale numbers (docs/results/neighborhood_defenses.json) were made with the
     optimizer's PGD start, before the uniform start became the library's default (`OptimizerConfig.
-    start`): the three defenses' presets keep it, so they reproduce those numbers and the 500-image
-    presets extend those runs. `--config.optimizer.start=uniform` (a new workdir) for the default."""
+    start`), and with the certificate's attack from uniform random starts (before its ODI starts):
+    the three defenses' presets keep both, so they reproduce those numbers.
+    `--config.optimizer.start=uniform --config.certificate.odi_steps=2` (a new workdir) for the
+    defaults."""
     c.optimizer.start = "pgd"
+    c.certificate.odi_steps = 0
     return c
 
 

@@ -64,7 +64,13 @@ class Falsifier(NamedTuple):
 
 
 def make_falsifier(
-    view: L.LayerView, spec: Spec, *, steps: int = 40, restarts: int = 32, step_size: float = 0.25
+    view: L.LayerView,
+    spec: Spec,
+    *,
+    steps: int = 40,
+    restarts: int = 32,
+    step_size: float = 0.25,
+    odi_steps: int = 2,
 ) -> Falsifier:
     """The strong box PGD on a network (`attacks.pgd.make_pgd_box` via the optimizer's `pgd_in_box`,
     the spec margin as the optimizer computes it, `gradients.spec_arrays`).
@@ -72,7 +78,9 @@ def make_falsifier(
     Args:
       view: the network.
       spec: the property (e.g. `TopK(target, 2)`).
-      steps, restarts, step_size: the PGD (restarts: the box centre, then uniform random starts).
+      steps, restarts, step_size: the PGD (restarts: the box centre, then random starts).
+      odi_steps: output-diversification steps of the random starts (`attacks.odi_starts`; Tashiro et
+        al. 2020, as the verifier's PGD stage, `PgdOptions.odi_steps`); 0: uniform random starts.
 
     Returns:
       A `Falsifier` whose margin is the jitted model margin (`gradients.margin`), independent of
@@ -81,6 +89,7 @@ def make_falsifier(
     check_int("steps", steps, 1)
     check_int("restarts", restarts, 1)
     check_float("step_size", step_size, low=0.0, low_open=True)
+    check_int("odi_steps", odi_steps, 0)
     c, offset, k = G.spec_arrays(spec, view)
 
     def attack(key: jax.Array, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -97,6 +106,7 @@ def make_falsifier(
             steps=steps,
             restarts=restarts,
             step_size=step_size,
+            odi_steps=odi_steps,
         )
         return np.asarray(res.x)
 

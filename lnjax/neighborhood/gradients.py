@@ -67,9 +67,12 @@ def pgd_in_box(
     steps: int = 20,
     restarts: int = 2,
     step_size: float = 0.25,
+    odi_steps: int = 0,
 ) -> BoxAttackResult:
-    """The jitted box PGD (`attacks.view_box_pgd`) minimising the spec margin inside [lo, hi], from x0."""
-    return view_box_pgd(int(steps), int(restarts), float(step_size))(key, view, lo, hi, c, offset, x0, k=k)
+    """The jitted box PGD (`attacks.view_box_pgd`) minimising the spec margin inside [lo, hi], from x0
+    (odi_steps: output-diversified random starts, `attacks.odi_starts`; 0: uniform ones)."""
+    pgd = view_box_pgd(int(steps), int(restarts), float(step_size), int(odi_steps))
+    return pgd(key, view, lo, hi, c, offset, x0, k=k)
 
 
 @functools.partial(jax.jit, static_argnames="k")

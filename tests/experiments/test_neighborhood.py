@@ -130,6 +130,7 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
         ({"optimizer.max_queries": 0}, "max_queries"),
         ({"baseline.scale": "cubic"}, "baseline.scale"),
         ({"certificate.rel_tol": 0.0}, "certificate.rel_tol"),
+        ({"certificate.odi_steps": -1}, "certificate.odi_steps"),
         ({"target": "middle"}, "target"),
     ],
 )

@@ -239,6 +239,37 @@ def test_make_falsifier_on_a_tiny_network():
     assert f.margin(x_adv) <= f.margin(np.asarray(x))  # the attack does not end above its start
     with pytest.raises(ValueError, match="restarts = 0"):
         C.make_falsifier(view, spec, restarts=0)
+    with pytest.raises(ValueError, match="odi_steps = -1"):
+        C.make_falsifier(view, spec, odi_steps=-1)
+
+
+def test_make_falsifier_passes_its_odi_steps():
+    """The falsifier's random starts are output-diversified (default 2 steps) or uniform (0): its
+    point is the box PGD's with the same key and ODI setting, and the two settings differ."""
+    import jax.numpy as jnp
+
+    from lnjax import models
+    from lnjax.attacks import view_box_pgd
+    from lnjax.neighborhood import gradients as G
+
+    model = models.Sequential(
+        specs=(models.FlattenSpec(), models.DenseSpec(8), models.ReLUSpec(), models.DenseSpec(3)),
+        input_shape=(4, 4, 1),
+    )
+    view = models.layer_view(model, model.init_params(jax.random.key(0)))
+    spec = V.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.full((4, 4, 1), 0.5)))))
+    c, offset, k = G.spec_arrays(spec, view)
+    lo, hi = jnp.zeros((4, 4, 1)), jnp.ones((4, 4, 1))
+    key = jax.random.key(2)
+    points = {}
+    for odi in (0, 2):
+        f = C.make_falsifier(view, spec, steps=1, restarts=4, step_size=1e-3, odi_steps=odi)
+        ref = view_box_pgd(1, 4, 1e-3, odi)(key, view, lo, hi, c, offset, (lo + hi) / 2, k=k)
+        points[odi] = f.attack(key, np.asarray(lo), np.asarray(hi))
+        np.testing.assert_array_equal(points[odi], np.asarray(ref.x))
+    assert not np.array_equal(points[0], points[2])
+    default = C.make_falsifier(view, spec, steps=1, restarts=4, step_size=1e-3)
+    np.testing.assert_array_equal(default.attack(key, np.asarray(lo), np.asarray(hi)), points[2])
 
 
 @pytest.mark.slow
