@@ -42,6 +42,7 @@ def tiny(runs, attacks="fgsm,optmargin", stage_images=3):
     return c
 
 
+@pytest.mark.slow  # ~12 s: end to end; the fast suite keeps the bad-input checks
 def test_boundary_experiment_end_to_end_and_resume(trained, tmp_path, monkeypatch):
     runs = f"normal={trained},again={trained}"  # two runs, one architecture: compiled once
     workdir = tmp_path / "b"

@@ -61,6 +61,7 @@ def tiny_config(root, **overrides):
 # ----------------------------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow  # ~20 s: end to end; the fast suite keeps the MILP / uniform-box / bad-input runs
 def test_end_to_end_then_resume(trained, monkeypatch):
     c = tiny_config(trained, target="both")
     workdir = trained / "v1"

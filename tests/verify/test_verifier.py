@@ -266,6 +266,7 @@ def test_warm_up_query_is_capped(monkeypatch, limit):
     assert budgets[1] == (math.inf if limit is None else limit)
 
 
+@pytest.mark.slow  # ~13 s: two verifiers per worker kind
 def test_quick_pgd_chunks_and_warm_up(worker):
     """Quick PGD on or off, any CROWN chunk size: the same verdicts; warm_up compiles without deciding."""
     view = small_cnn(3)
