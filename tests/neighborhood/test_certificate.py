@@ -216,17 +216,24 @@ def test_boundary_doubles_halves_and_bisects():
     assert asked[:2] == [1.0, 2.0] and max(asked) < 3.0 and b.fails == 3.0 and b.holds < 3.0
 
 
-def test_make_falsifier_on_a_tiny_network():
-    """The default falsifier (box PGD, 32 restarts): points in the box, margins from the model."""
-    import jax.numpy as jnp
-
+def tiny_view():
+    """A 16-8-3 ReLU network on 4×4 inputs."""
     from lnjax import models
 
     model = models.Sequential(
         specs=(models.FlattenSpec(), models.DenseSpec(8), models.ReLUSpec(), models.DenseSpec(3)),
         input_shape=(4, 4, 1),
     )
-    view = models.layer_view(model, model.init_params(jax.random.key(0)))
+    return models.layer_view(model, model.init_params(jax.random.key(0)))
+
+
+def test_make_falsifier_on_a_tiny_network():
+    """The default falsifier (box PGD, 32 restarts): points in the box, margins from the model."""
+    import jax.numpy as jnp
+
+    from lnjax import models
+
+    view = tiny_view()
     x = jnp.full((4, 4, 1), 0.5)
     target = int(jnp.argmax(models.apply_layers(view, x)))
     spec = V.Argmax(target)
@@ -252,11 +259,7 @@ def test_make_falsifier_passes_its_odi_steps():
     from lnjax.attacks import view_box_pgd
     from lnjax.neighborhood import gradients as G
 
-    model = models.Sequential(
-        specs=(models.FlattenSpec(), models.DenseSpec(8), models.ReLUSpec(), models.DenseSpec(3)),
-        input_shape=(4, 4, 1),
-    )
-    view = models.layer_view(model, model.init_params(jax.random.key(0)))
+    view = tiny_view()
     spec = V.Argmax(int(jnp.argmax(models.apply_layers(view, jnp.full((4, 4, 1), 0.5)))))
     c, offset, k = G.spec_arrays(spec, view)
     lo, hi = jnp.zeros((4, 4, 1)), jnp.ones((4, 4, 1))
