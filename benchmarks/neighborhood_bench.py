@@ -100,6 +100,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--cert_odi_steps", type=int, default=2, help="the certificate attack's ODI steps (0: uniform starts)"
     )
+    p.add_argument(
+        "--cert_targets", type=int, default=0, help="the certificate's multi-targeted PGD sets (0: none)"
+    )
     p.add_argument("--data_dir", default="data")
     p.add_argument("--out", default=str(common.OUT / "neighborhood_bench.jsonl"), help="per-image rows")
     p.add_argument("--report", action="store_true", help="only summarise the rows in --out")
@@ -113,6 +116,8 @@ def parse_args(argv=None):
     if "optimizer" not in a.methods or not set(a.methods) <= set(METHODS):
         p.error(f"--methods {','.join(a.methods)!r}: expected the optimizer and any of {METHODS}")
     a.methods = tuple(m for m in METHODS if m in a.methods)
+    if a.cert_odi_steps < 0 or a.cert_targets < 0:
+        p.error(f"--cert_odi_steps {a.cert_odi_steps}, --cert_targets {a.cert_targets}: expected both ≥ 0")
     if a.code and not a.report:
         p.error("--code picks stored rows for --report; a run measures this checkout's library")
     return a
@@ -155,6 +160,8 @@ def main(argv=None) -> None:
         settings["methods"] = a.methods
     if a.cert_odi_steps:
         settings["certificate"]["odi_steps"] = a.cert_odi_steps
+    if a.cert_targets:
+        settings["certificate"]["targets"] = a.cert_targets
     searches = {  # (key, problem) -> Result, for each of METHODS
         "optimizer": lambda key, problem: optimizer.run(key, verify, view, problem),
         "bisection": lambda key, problem: binary_search(key, verify, problem, **bisect),
@@ -200,7 +207,9 @@ def main(argv=None) -> None:
         opt = results["optimizer"]
         cert = None
         if opt.verified:
-            falsifier = make_falsifier(view, problem.spec, restarts=32, odi_steps=a.cert_odi_steps)
+            falsifier = make_falsifier(
+                view, problem.spec, restarts=32, odi_steps=a.cert_odi_steps, targets=a.cert_targets
+            )
             # proved: the search's own ROBUST verdict on this ε counts, as in the experiment (a second
             # 10 s query of the same box can end UNKNOWN on the clock).
             cert = certify_maximality(

@@ -90,6 +90,7 @@ def validate(c: ConfigDict) -> Settings:
     cert = c.certificate
     require(cert.restarts >= 1 and cert.steps >= 1, "certificate.restarts and steps must be ≥ 1")
     require(cert.odi_steps >= 0, f"certificate.odi_steps = {cert.odi_steps} must be ≥ 0 (0: uniform starts)")
+    require(cert.targets >= 0, f"certificate.targets = {cert.targets} must be ≥ 0 (0: untargeted PGD only)")
     require(cert.rel_tol > 0, f"certificate.rel_tol = {cert.rel_tol} must be > 0")
     require(cert.time_budget >= 0, f"certificate.time_budget = {cert.time_budget} must be ≥ 0 (0: unlimited)")
     b = c.baseline
@@ -251,6 +252,7 @@ def search_item(
             steps=int(cert.steps),
             restarts=int(cert.restarts),
             odi_steps=int(cert.odi_steps),
+            targets=int(cert.targets),
         )
         cert_key = jax.random.fold_in(jax.random.fold_in(root, index), len(METHODS) + methods.index(method))
         search["certificate"] = certify(c, cert_key, verify, problem, res, falsifier)

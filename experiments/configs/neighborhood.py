@@ -74,6 +74,7 @@ def base() -> ConfigDict:
             "restarts": 32,  # the strong box PGD's starts
             "steps": 40,
             "odi_steps": 2,  # output-diversified random starts (0: uniform ones)
+            "targets": 0,  # also the multi-targeted PGD on this many target row sets (0: untargeted only)
             "rel_tol": 0.1,  # relative width of the final brackets
             "time_budget": 600.0,  # seconds per search's certificate (0: unlimited)
         }

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from lnjax.attacks.pgd import target_sets, view_box_pgd_targeted
 from lnjax.checks import check_float, check_int
 from lnjax.models import layers as L
 from lnjax.neighborhood import gradients as G
@@ -71,9 +72,11 @@ def make_falsifier(
     restarts: int = 32,
     step_size: float = 0.25,
     odi_steps: int = 2,
+    targets: int = 0,
 ) -> Falsifier:
     """The strong box PGD on a network (`attacks.pgd.make_pgd_box` via the optimizer's `pgd_in_box`,
-    the spec margin as the optimizer computes it, `gradients.spec_arrays`).
+    the spec margin as the optimizer computes it, `gradients.spec_arrays`), and optionally the
+    multi-targeted one beside it.
 
     Args:
       view: the network.
@@ -81,6 +84,12 @@ def make_falsifier(
       steps, restarts, step_size: the PGD (restarts: the box centre, then random starts).
       odi_steps: output-diversification steps of the random starts (`attacks.odi_starts`; Tashiro et
         al. 2020, as the verifier's PGD stage, `PgdOptions.odi_steps`); 0: uniform random starts.
+      targets: also the multi-targeted box PGD (`attacks.pgd.view_box_pgd_targeted`, Gowal et al.
+        2019) on this many target row sets, ranked at the box centre (`attacks.pgd.target_sets`), each
+        with the same steps, restarts and starts; the attack returns whichever of the two points has
+        the lower model margin (0: the untargeted PGD alone, with the key as given). For a top-k
+        spec the untargeted margin (the k-th smallest row) stalls where k rows must fall together;
+        a target set pushes them down as one.
 
     Returns:
       A `Falsifier` whose margin is the jitted model margin (`gradients.margin`), independent of
@@ -90,10 +99,17 @@ def make_falsifier(
     check_int("restarts", restarts, 1)
     check_float("step_size", step_size, low=0.0, low_open=True)
     check_int("odi_steps", odi_steps, 0)
+    check_int("targets", targets, 0)
     c, offset, k = G.spec_arrays(spec, view)
+    c64, offset64 = np.asarray(c, np.float64), np.asarray(offset, np.float64)
+    targeted = view_box_pgd_targeted(steps, restarts, step_size, odi_steps) if targets else None
+
+    def margin(x: np.ndarray) -> float:
+        return float(G.margin(view, jnp.asarray(x, jnp.float32), c, offset, k=k))
 
     def attack(key: jax.Array, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         lo_, hi_ = jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
+        x0 = (lo_ + hi_) / 2
         res = G.pgd_in_box(
             key,
             view,
@@ -101,17 +117,20 @@ def make_falsifier(
             hi_,
             c,
             offset,
-            (lo_ + hi_) / 2,
+            x0,
             k=k,
             steps=steps,
             restarts=restarts,
             step_size=step_size,
             odi_steps=odi_steps,
         )
-        return np.asarray(res.x)
-
-    def margin(x: np.ndarray) -> float:
-        return float(G.margin(view, jnp.asarray(x, jnp.float32), c, offset, k=k))
+        x = np.asarray(res.x)
+        if targeted is None:
+            return x
+        rows = np.asarray(L.apply_layers(view, x0), np.float64).reshape(-1) @ c64.T + offset64
+        sets = jnp.asarray(target_sets(rows, k, targets))
+        other = np.asarray(targeted(jax.random.fold_in(key, 1), view, lo_, hi_, c, offset, x0, sets, k=k).x)
+        return other if margin(other) < margin(x) else x
 
     return Falsifier(attack=attack, margin=margin)
 

@@ -131,6 +131,7 @@ def test_runs_writes_records_and_resumes(trained, tmp_path, monkeypatch):
         ({"baseline.scale": "cubic"}, "baseline.scale"),
         ({"certificate.rel_tol": 0.0}, "certificate.rel_tol"),
         ({"certificate.odi_steps": -1}, "certificate.odi_steps"),
+        ({"certificate.targets": -1}, "certificate.targets"),
         ({"target": "middle"}, "target"),
     ],
 )

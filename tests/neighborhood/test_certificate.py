@@ -216,12 +216,12 @@ def test_boundary_doubles_halves_and_bisects():
     assert asked[:2] == [1.0, 2.0] and max(asked) < 3.0 and b.fails == 3.0 and b.holds < 3.0
 
 
-def tiny_view():
-    """A 16-8-3 ReLU network on 4×4 inputs."""
+def tiny_view(classes: int = 3):
+    """A 16-8-`classes` ReLU network on 4×4 inputs."""
     from lnjax import models
 
     model = models.Sequential(
-        specs=(models.FlattenSpec(), models.DenseSpec(8), models.ReLUSpec(), models.DenseSpec(3)),
+        specs=(models.FlattenSpec(), models.DenseSpec(8), models.ReLUSpec(), models.DenseSpec(classes)),
         input_shape=(4, 4, 1),
     )
     return models.layer_view(model, model.init_params(jax.random.key(0)))
@@ -273,6 +273,42 @@ def test_make_falsifier_passes_its_odi_steps():
     assert not np.array_equal(points[0], points[2])
     default = C.make_falsifier(view, spec, steps=1, restarts=4, step_size=1e-3)
     np.testing.assert_array_equal(default.attack(key, np.asarray(lo), np.asarray(hi)), points[2])
+
+
+def test_make_falsifier_adds_the_multi_targeted_attack():
+    """With `targets`, the falsifier runs the untargeted box PGD (the key as given) and the
+    multi-targeted one (fold_in(key, 1), target sets ranked at the box centre) and returns the point
+    with the lower model margin; `targets=-1` is an error."""
+    import jax.numpy as jnp
+
+    from lnjax import models
+    from lnjax.attacks import view_box_pgd
+    from lnjax.attacks.pgd import target_sets, view_box_pgd_targeted
+    from lnjax.neighborhood import gradients as G
+
+    view = tiny_view(6)  # 5 rows, 2 of them must fall together to break the top-2 spec
+    centre = jnp.full((4, 4, 1), 0.5)
+    spec = V.TopK(int(jnp.argmax(models.apply_layers(view, centre))), 2)
+    c, offset, k = G.spec_arrays(spec, view)
+    lo, hi = jnp.full((4, 4, 1), 0.3), jnp.full((4, 4, 1), 0.7)
+    rows = np.asarray(c) @ np.asarray(models.apply_layers(view, centre)) + np.asarray(offset)
+    sets = jnp.asarray(target_sets(rows, k, 2))
+    f = C.make_falsifier(view, spec, steps=2, restarts=3, step_size=0.05, odi_steps=0, targets=2)
+    picked_targeted = 0
+    for seed in range(6):
+        key = jax.random.key(seed)
+        plain = view_box_pgd(2, 3, 0.05, 0)(key, view, lo, hi, c, offset, centre, k=k).x
+        other = view_box_pgd_targeted(2, 3, 0.05, 0)(
+            jax.random.fold_in(key, 1), view, lo, hi, c, offset, centre, sets, k=k
+        ).x
+        x = f.attack(key, np.asarray(lo), np.asarray(hi))
+        best = min((plain, other), key=lambda p: f.margin(np.asarray(p)))
+        np.testing.assert_allclose(x, np.asarray(best), atol=1e-6)
+        assert f.margin(x) <= f.margin(np.asarray(plain))
+        picked_targeted += f.margin(np.asarray(other)) < f.margin(np.asarray(plain))
+    assert picked_targeted > 0  # on this network the targeted point wins for some keys
+    with pytest.raises(ValueError, match="targets = -1"):
+        C.make_falsifier(view, spec, targets=-1)
 
 
 @pytest.mark.slow
