@@ -27,6 +27,8 @@ References:
   Kabaha & Drachsler-Cohen, Maximal Robust Neural Network Specifications via Oracle-Guided
     Numerical Optimization, VMCAI 2023 (MaRVeL: maximal robust specifications).
   Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018 (PGD).
+  Gowal et al., An Alternative Surrogate Loss for PGD-based Adversarial Testing, arXiv:1910.09338,
+    2019 (MultiTargeted: `make_falsifier(..., targets=)`).
 """
 
 from __future__ import annotations
