@@ -77,6 +77,16 @@ def dmnist_stable() -> ConfigDict:
     return c
 
 
+def dmnist_linf_stable() -> ConfigDict:
+    """Xiao et al. 2019's recipe: PGD adversarial training at ε 0.1 (as `dmnist_linf`) plus the
+    ReLU-stability regulariser at the same ε (weight 0.1, as `dmnist_stable`)."""
+    c = dmnist_linf()
+    c.name = "dmnist_linf_stable"
+    c.defense.rs_weight = 0.1
+    c.defense.rs_eps = 0.1
+    return c
+
+
 def _mnist(model: str, defense: str) -> ConfigDict:
     c = base()
     c.data.dataset = "mnist"
@@ -172,6 +182,7 @@ PRESETS = {
         dmnist_l0,
         dmnist_linf,
         dmnist_stable,
+        dmnist_linf_stable,
         mnist_normal,
         mnist_pgd,
         mnist_madry_normal,
