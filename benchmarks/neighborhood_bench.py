@@ -224,15 +224,20 @@ def main(argv=None) -> None:
         opt = results["optimizer"]
         cert = None
         if opt.verified:
+            cs = settings["certificate"]  # run as recorded: the rows' settings key cannot drift from it
             falsifier = make_falsifier(
-                view, problem.spec, restarts=32, odi_steps=a.cert_odi_steps, targets=a.cert_targets
+                view,
+                problem.spec,
+                restarts=cs["restarts"],
+                odi_steps=a.cert_odi_steps,
+                targets=a.cert_targets,
             )
             # proved: the search's own ROBUST verdict on this ε counts, as in the experiment (a second
             # 10 s query of the same box can end UNKNOWN on the clock).
             cert = certify_maximality(
                 jax.random.fold_in(key, 1), verify, problem, opt.eps, falsifier,
-                rel_tol=a.cert_rel_tol, per_layer=False, time_budget=a.cert_budget, proved=True,
-                unproved_scale=opt.unproved_scale,
+                rel_tol=cs["rel_tol"], per_layer=cs["per_layer"], time_budget=cs["time_budget"],
+                proved=True, unproved_scale=opt.unproved_scale,
             )  # fmt: skip
         row = {
             "image": i,
