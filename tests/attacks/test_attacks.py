@@ -119,12 +119,12 @@ def test_chunked_batch_gives_the_same_attack():
         attacks.make_optmargin(eps=0.05, n=4, lr=0.1, steps=10, binary_steps=2, c0=1.0, chunk=c)(
             jax.random.key(4), apply_fn, PARAMS, x, y
         )
-        for c in (3, 4, 100)  # 3 + 3 + 1, 4 + 3, one vmap
+        for c in (3, 100)  # 3 + 3 + 1 (full chunks and a remainder), one vmap
     ]
-    for r in results[:2]:
-        np.testing.assert_allclose(r.x_adv, results[2].x_adv, atol=1e-5)
-        np.testing.assert_array_equal(r.success, results[2].success)
-    assert results[2].success.any()
+    for r in results[:1]:
+        np.testing.assert_allclose(r.x_adv, results[1].x_adv, atol=1e-5)
+        np.testing.assert_array_equal(r.success, results[1].success)
+    assert results[1].success.any()
     with pytest.raises(ValueError, match="chunk"):
         attacks.make_cw_l2(chunk=0)
 

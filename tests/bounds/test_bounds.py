@@ -140,8 +140,10 @@ def test_clip_box():
     np.testing.assert_array_equal(hi, np.float32([0.1, 0.3, 1.0, 1.0]))
 
 
-@pytest.mark.parametrize(  # conv_avg (13 s) slow for the time budget: conv_pool covers the conv path fast
-    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "conv_avg" else n for n in sorted(NETS)]
+@pytest.mark.parametrize(  # the conv nets (13-16 s each) slow for the time budget; fast: every op's rule
+    # checks (tests/models/test_ops.py) and the conv net of the patch-mode test, sampled for containment
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n.startswith("conv") else n for n in sorted(NETS)],
 )
 def test_bounds_sound_nested_and_ordered(name):
     model, eps = NETS[name]
@@ -346,6 +348,13 @@ def test_patch_mode_equals_the_full_backward_pass():
         np.testing.assert_allclose(pl, fl, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(ph, fh, rtol=1e-5, atol=1e-5)
     _assert_contains(patch, _all_outputs(view, _samples(jax.random.key(14), lo, hi, 256)), "patch")
+
+
+@pytest.mark.slow  # 9 s; the conv verifier tests run α-CROWN in patch mode (checked for soundness there)
+def test_alpha_patch_mode_equals_the_full_backward_pass():
+    view = _view(CONV_PATCH, jax.random.key(12))
+    lo, hi = _box(jax.random.key(13), view.input_shape, 0.15)
+    full = jax.jit(functools.partial(B.crown_bounds, patches=False, chunk=64))(view, lo, hi)
     alpha = functools.partial(B.alpha_crown_bounds, steps=STEPS, chunk=64, base=full)
     alpha_patch = jax.jit(functools.partial(alpha, patches=True))(view, lo, hi)
     alpha_full = jax.jit(functools.partial(alpha, patches=False))(view, lo, hi)

@@ -55,6 +55,7 @@ def test_plateau_compares_the_best_with_the_second_largest_steps():
     assert attack_curve.best_index(records) == 2 and attack_curve.plateau_of(plan, records, 2) == (True, 2)
 
 
+@pytest.mark.slow  # 10 s; the curve's planning and plateau logic stay fast above, bad input in test_bad_input
 def test_attack_curve_end_to_end_and_resume(mnist_run, tmp_path, monkeypatch):
     workdir = tmp_path / "curve"
     calls = []  # (desc, key data) of every attack_images call
