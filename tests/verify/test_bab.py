@@ -709,7 +709,7 @@ def test_batches_are_sized_in_row_domains_and_untimed_larger_sizes_are_predicted
         pytest.param((13, 8), 4, 1, 0.2, id="argmax_one_row"),
     ],
 )
-@pytest.mark.slow  # 23 s each, a speed property (no compile inside a query), not a verdict: `make test-slow`
+@pytest.mark.slow  # ~23 s (top-2); a speed property (no compile inside a query), not a verdict
 def test_warm_up_compiles_what_branching_runs(caplog, hidden, classes, top, eps):
     """After `warm_up` on a box the bounds decide, a query that branches compiles nothing: the root's
     α, the batch's dtype conversions, the row gather and the attack's host-made inputs used to be
