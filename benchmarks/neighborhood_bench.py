@@ -229,8 +229,8 @@ def main(argv=None) -> None:
                 view,
                 problem.spec,
                 restarts=cs["restarts"],
-                odi_steps=a.cert_odi_steps,
-                targets=a.cert_targets,
+                odi_steps=cs.get("odi_steps", 0),  # recorded only when set (older rows keep their key)
+                targets=cs.get("targets", 0),
             )
             # proved: the search's own ROBUST verdict on this ε counts, as in the experiment (a second
             # 10 s query of the same box can end UNKNOWN on the clock).

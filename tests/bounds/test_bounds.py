@@ -336,13 +336,19 @@ CONV_PATCH = models.Sequential(  # conv-only prefix: CROWN bounds its conv neuro
 )
 
 
-def test_patch_mode_equals_the_full_backward_pass():
+def _conv_patch_case():
+    """CONV_PATCH's view, a box on it, and its CROWN bounds without patch mode (the reference)."""
     view = _view(CONV_PATCH, jax.random.key(12))
+    lo, hi = _box(jax.random.key(13), view.input_shape, 0.15)
+    full = jax.jit(functools.partial(B.crown_bounds, patches=False, chunk=64))(view, lo, hi)
+    return view, lo, hi, full
+
+
+def test_patch_mode_equals_the_full_backward_pass():
+    view, lo, hi, full = _conv_patch_case()
     assert P.patch_frames(view, 2) is not None and P.patch_frames(view, 4) is not None
     assert P.patch_frames(view, 7) is None  # the logits: a dense op on the path
-    lo, hi = _box(jax.random.key(13), view.input_shape, 0.15)
     patch = jax.jit(functools.partial(B.crown_bounds, patches=True, chunk=8))(view, lo, hi)
-    full = jax.jit(functools.partial(B.crown_bounds, patches=False, chunk=64))(view, lo, hi)
     assert sum(C.unstable_counts(view, full)[1:]) > 0  # patch mode had neurons to bound
     for (pl, ph), (fl, fh) in zip(patch, full, strict=True):
         np.testing.assert_allclose(pl, fl, rtol=1e-5, atol=1e-5)
@@ -352,9 +358,7 @@ def test_patch_mode_equals_the_full_backward_pass():
 
 @pytest.mark.slow  # 9 s; the conv verifier tests run α-CROWN in patch mode (checked for soundness there)
 def test_alpha_patch_mode_equals_the_full_backward_pass():
-    view = _view(CONV_PATCH, jax.random.key(12))
-    lo, hi = _box(jax.random.key(13), view.input_shape, 0.15)
-    full = jax.jit(functools.partial(B.crown_bounds, patches=False, chunk=64))(view, lo, hi)
+    view, lo, hi, full = _conv_patch_case()
     alpha = functools.partial(B.alpha_crown_bounds, steps=STEPS, chunk=64, base=full)
     alpha_patch = jax.jit(functools.partial(alpha, patches=True))(view, lo, hi)
     alpha_full = jax.jit(functools.partial(alpha, patches=False))(view, lo, hi)
