@@ -1,12 +1,13 @@
 """Interval, CROWN and alpha-CROWN bounds over the layer view (pure JAX, per example)."""
 
-from lnjax.bounds.alpha_crown import alpha_crown_bounds, alpha_crown_spec_lower
+from lnjax.bounds.alpha_crown import alpha_crown_bounds, alpha_crown_spec, alpha_crown_spec_lower
 from lnjax.bounds.crown import crown_bounds, crown_spec_lower, unstable_counts
 from lnjax.bounds.interval import LayerBounds, clip_box, interval_bounds
 
 __all__ = [
     "LayerBounds",
     "alpha_crown_bounds",
+    "alpha_crown_spec",
     "alpha_crown_spec_lower",
     "clip_box",
     "crown_bounds",

@@ -54,6 +54,23 @@ def optimized_lower(
     Returns:
       [R] lower bounds, each >= the CROWN bound of its row with the same `bounds`.
     """
+    return optimized_lower_with_slopes(view, bounds, k, a, lower, upper, steps=steps, lr=lr, track=False)[0]
+
+
+def optimized_lower_with_slopes(
+    view: L.LayerView,
+    bounds: LayerBounds,
+    k: int,
+    a: jax.Array,
+    lower: jax.Array,
+    upper: jax.Array,
+    *,
+    steps: int,
+    lr: float,
+    track: bool = True,
+) -> tuple[jax.Array, dict | None]:
+    """`optimized_lower` and (track) each row's best slopes ({op: [R, *its input shape]},
+    `ascend_with_slopes`)."""
     rows = a.shape[0]
     init = {}
     for j in range(k + 1):
@@ -65,29 +82,45 @@ def optimized_lower(
     def bound(alphas):
         return backward_lower(view, bounds, k, a, lower, upper, alphas)
 
-    return ascend(bound, init, steps=steps, lr=lr)
+    return ascend_with_slopes(bound, init, steps=steps, lr=lr, track=track)
 
 
 def ascend(bound: Callable[[dict], jax.Array], init: dict, *, steps: int, lr: float) -> jax.Array:
     """The best of `bound(alphas)` ([R], per row) over `steps` Adam steps from `init`, slopes in [0, 1]."""
+    return ascend_with_slopes(bound, init, steps=steps, lr=lr, track=False)[0]
+
+
+def ascend_with_slopes(
+    bound: Callable[[dict], jax.Array], init: dict, *, steps: int, lr: float, track: bool = True
+) -> tuple[jax.Array, dict | None]:
+    """`ascend`, and (track) the slopes at which each row reached its best bound ({key: [R, ...]},
+    the rows on the leading axis): branch-and-bound's root starts from them (`bab.root_alphas`).
+    Without `track` the loop carries no copy of the slopes (None is returned)."""
     if not init or steps == 0:
-        return bound(init)
+        return bound(init), (init if track else None)
     rows = jax.eval_shape(bound, init).shape[0]
     opt = optax.adam(lr)
 
+    def keep(better, new, old):
+        return jnp.where(better.reshape(-1, *([1] * (new.ndim - 1))), new, old)
+
     def step(_, carry):
-        alphas, opt_state, best = carry
+        alphas, opt_state, best, best_alphas = carry
         vals, pull = jax.vjp(bound, alphas)
         (grads,) = pull(-jnp.ones_like(vals))  # ascend every row's bound
+        if track:
+            better = vals > best
+            best_alphas = jax.tree.map(lambda n, o: keep(better, n, o), alphas, best_alphas)
         best = jnp.maximum(best, vals)
         updates, opt_state = opt.update(grads, opt_state, alphas)
         alphas = jax.tree.map(lambda x: jnp.clip(x, 0.0, 1.0), optax.apply_updates(alphas, updates))
-        return alphas, opt_state, best
+        return alphas, opt_state, best, best_alphas
 
     # steps + 1 evaluations (the CROWN slopes, then after each of `steps` updates); the last update is
     # never evaluated, which keeps one copy of the backward pass in the compiled loop.
-    carry = (init, opt.init(init), jnp.full((rows,), -jnp.inf))
-    return lax.fori_loop(0, steps + 1, step, carry)[2]
+    carry = (init, opt.init(init), jnp.full((rows,), -jnp.inf), init if track else None)
+    _, _, best, best_alphas = lax.fori_loop(0, steps + 1, step, carry)
+    return best, best_alphas
 
 
 def alpha_crown_bounds(
@@ -183,7 +216,25 @@ def alpha_crown_spec_lower(
     References:
       Xu et al. 2021 (alpha-CROWN).
     """
+    return alpha_crown_spec(view, lower, upper, c, bounds=bounds, steps=steps, lr=lr)[0]
+
+
+def alpha_crown_spec(
+    view: L.LayerView,
+    lower: jax.Array,
+    upper: jax.Array,
+    c: jax.Array,
+    *,
+    bounds: LayerBounds,
+    steps: int = 20,
+    lr: float = 0.1,
+) -> tuple[jax.Array, dict[int, jax.Array]]:
+    """`alpha_crown_spec_lower` and the slopes of each row's best bound ({ReLU op: [M, *its input
+    shape]}): the warm start of branch-and-bound's root domain, which would otherwise start from
+    CROWN's slopes far below this bound (measured on a DOUBLE-MNIST CNN: −1.38 against α-CROWN's
+    −0.54, and 4,000 subdomains in 10 s none of which got above −0.54)."""
     k = len(view.ops) - 1
     a = c.reshape(c.shape[0], *bounds[k][0].shape)
-    opt = optimized_lower(view, bounds, k, a, lower, upper, steps=steps, lr=lr)
-    return jnp.maximum(opt, interval_spec_lower(c, bounds[k]))
+    opt, slopes = optimized_lower_with_slopes(view, bounds, k, a, lower, upper, steps=steps, lr=lr)
+    assert slopes is not None
+    return jnp.maximum(opt, interval_spec_lower(c, bounds[k])), slopes

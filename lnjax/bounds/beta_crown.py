@@ -119,6 +119,56 @@ def domain_bounds(layout: SplitLayout, bounds: LayerBounds, splits: jax.Array | 
     return tuple(out)
 
 
+def clip_domain(
+    view: L.LayerView,
+    layout: SplitLayout,
+    dom: LayerBounds,
+    splits: jax.Array,
+    lower: jax.Array,
+    upper: jax.Array,
+    rounds: int,
+) -> tuple[jax.Array, jax.Array, LayerBounds]:
+    """Domain clipping: the input box shrunk by the split constraints of the first ReLU layer, and
+    that layer's bounds recomputed over it.
+
+    A split neuron n of the first ReLU layer (fed by an affine op with a `clip` rule, of the input
+    or of a reshape of it) restricts the subdomain to the half-space s_n·(W x + b)_n ≥ 0 of the
+    input, exactly. The box is shrunk to the coordinate bounds these half-spaces imply (`rounds`
+    passes, each over the box of the last; `OpRules.clip`), and the layer's pre-activation bounds
+    are the interval bounds over the shrunk box (exact for one affine map), intersected with
+    `dom`'s and clamped by the splits again. On a CNN a first-layer neuron sees a few pixels (3×3
+    here), so one split clips those pixels for every channel and neighbour that reads them and
+    tightens their relaxations, which the split's β alone cannot do. The later layers keep `dom`'s
+    bounds (sound: the subdomain is inside the shrunk box). Returns (lower, upper, bounds);
+    unchanged when the network does not start that way or rounds = 0. Off by default
+    (`BabOptions.clip_rounds`: measured no gain on the DOUBLE-MNIST CNN queries).
+
+    References:
+      Zhou et al., Clip-and-Verify, NeurIPS 2025 (alpha-beta-CROWN's complete_verifier/domain_clipper.py,
+        read, not copied; it clips with every split neuron's root linear bounds, this only with the
+        first layer's exact ones).
+    """
+    if rounds <= 0 or not layout.ops:
+        return lower, upper, dom
+    j = layout.ops[0]  # the first ReLU; op j − 1 feeds it, after reshapes of the input (Flatten) only
+    op = view.ops[j - 1]
+    clip = rules_of(op).clip
+    if clip is None or not all(rules_of(o).reshape for o in view.ops[: j - 1]):
+        return lower, upper, dom
+    in_shape = dom[j - 2][0].shape if j >= 2 else lower.shape
+    sign = unflatten(layout, splits)[j].astype(lower.dtype)
+    lo, hi = lower.reshape(in_shape), upper.reshape(in_shape)
+    for _ in range(rounds):
+        lo, hi = clip(op, lo, hi, sign)
+        lo = jnp.minimum(lo, hi)  # an empty intersection (the domain has no point): any box is sound
+    pre_lo, pre_hi = rules_of(op).interval(op, lo, hi)
+    pre_lo, pre_hi = jnp.maximum(pre_lo, dom[j - 1][0]), jnp.minimum(pre_hi, dom[j - 1][1])
+    pre = (jnp.minimum(pre_lo, pre_hi), jnp.maximum(pre_lo, pre_hi))
+    out = list(dom)
+    out[j - 1], out[j] = _clamp_to_phase(jnp, pre, dom[j], sign)
+    return lo.reshape(lower.shape), hi.reshape(upper.shape), tuple(out)
+
+
 def refined_bounds(
     view: L.LayerView,
     layout: SplitLayout,
@@ -127,6 +177,7 @@ def refined_bounds(
     lower: jax.Array,
     upper: jax.Array,
     chunk: int,
+    start: LayerBounds | None = None,
 ) -> LayerBounds:
     """A subdomain's intermediate bounds: `domain_bounds`, then CROWN again for every later ReLU's
     pre-activation over the earlier layers' clamped bounds (the neurons unstable at the root only,
@@ -134,9 +185,10 @@ def refined_bounds(
 
     Splitting a neuron makes its ReLU exact in this domain, so the bounds of every later neuron
     tighten; without this step only the spec rows see it. Sound: each pass bounds the neuron over a
-    superset of the subdomain (the box, with relaxations valid on the subdomain's bounds).
+    superset of the subdomain (the box, with relaxations valid on the subdomain's bounds). `start`:
+    the domain's bounds to refine (default `domain_bounds`; `clip_domain`'s when clipping).
     """
-    out = list(domain_bounds(layout, root, splits))
+    out = list(domain_bounds(layout, root, splits) if start is None else start)
     for j, sp in unflatten(layout, splits).items():
         k = j - 1
         if _exact_by_interval(view, k):
@@ -283,6 +335,7 @@ def bound_domain(
     refine_chunk: int = 0,
     fsb: int = 0,
     last_pass: bool = True,
+    clip_rounds: int = 0,
 ) -> DomainBound:
     """α,β-CROWN lower bounds of the spec rows over one subdomain (the module docstring).
 
@@ -301,6 +354,9 @@ def bound_domain(
         the bound, the candidate point and the branching scores are those of the last step's own
         evaluation, before its update; the updated α and β go to the children only (one backward
         pass per domain less: ~1/4 of a one-step call).
+      clip_rounds: > 0: the box is clipped by the first ReLU layer's split constraints first
+        (`clip_domain`, this many passes); the bound, the candidate point and the refinement use the
+        clipped box.
 
     Returns:
       DomainBound. Every row bound is sound for any α ∈ [0, 1], β ≥ 0 (up to float32 rounding).
@@ -309,10 +365,10 @@ def bound_domain(
       Wang et al. 2021 (β-CROWN); Bunel et al. 2020 (BaBSR).
     """
     layout = split_layout(view, bounds)
+    dom = domain_bounds(layout, bounds, splits)
+    lower, upper, dom = clip_domain(view, layout, dom, splits, lower, upper, clip_rounds)
     if refine_chunk > 0:
-        dom = refined_bounds(view, layout, bounds, splits, lower, upper, refine_chunk)
-    else:
-        dom = domain_bounds(layout, bounds, splits)
+        dom = refined_bounds(view, layout, bounds, splits, lower, upper, refine_chunk, start=dom)
     last = len(view.ops) - 1
     a_spec = c.reshape(c.shape[0], *bounds[last][0].shape)
     active = unflatten(layout, (splits != 0).astype(jnp.float32))
@@ -395,6 +451,7 @@ __all__ = [
     "babsr_scores",
     "bound_domain",
     "choose_branch",
+    "clip_domain",
     "domain_bounds",
     "flatten",
     "free_unstable",

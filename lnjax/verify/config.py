@@ -172,6 +172,12 @@ class BabOptions:
         the domains; L0, 16 queries: 14 against 12; L∞, 12 queries: 0 against 1, open bound
         higher on 5, lower on 7; 784-256x2 MLP (6 undecided bab_bench instances, 30 s): none
         decided either way, 1.5x the domains, open bounds −0.61 / −3.13 against −0.59 / −2.89.
+        lr_alpha 0.01 since the root starts from α-CROWN's slopes (`bab.root_alphas`, 2026-12-06):
+        near their optimum a sign step of 0.1 on every slope made most children worse than their
+        parent; on four close `dmnist_linf_stable` queries (1.02 × a searched ε, 10 s) the open
+        bounds after 10 s were −0.537 / −0.937 / −2.016 / −0.349 at 0.1, −0.456 / −0.662 / −1.689 /
+        −0.261 at 0.02, −0.446 / −0.624 / −1.714 / −0.260 at 0.005, −0.436 / −0.626 / −1.705 /
+        −0.254 at 0.01; lr_beta 0.01 instead of 0.05 no better (−0.436 / −0.656 / −1.758 / −0.253).
       memory_mb: cap on the open domains' host memory (each holds its phases, and α and β per spec
         row and ReLU as its children's warm start); past it the domains with the highest bounds
         drop their α and β (they restart from the root's); when even the bare domains exceed it,
@@ -194,6 +200,11 @@ class BabOptions:
         off) up to this many times (`steps` more Adam steps each) before it counts as unresolved.
       refine_chunk: each subdomain's later pre-activation bounds are re-computed by CROWN over its
         split layers (neurons per pass); 0: the root's bounds, clamped by the splits.
+      clip_rounds: domain clipping (`beta_crown.clip_domain`): each subdomain's input box is shrunk
+        by the half-spaces its first-layer splits cut out of the input (this many passes), and the
+        first layer's bounds recomputed over it; 0: off (the default: on the same four queries as
+        lr_alpha's, one pass left the open bounds at −0.449 / −0.656 / −1.701 / −0.260 against
+        −0.436 / −0.626 / −1.705 / −0.254 without, with 0.6–0.97× the domains).
       fsb: branching candidates (filtered smart branching: the top BaBSR scores, each child bounded
         once, the best worse child wins); 0: the BaBSR argmax.
       joint_domains: when `bab.row_plan` drops rows (k > 1), a first run over every row (the query's
@@ -209,7 +220,7 @@ class BabOptions:
     batch: int = 512
     batch_ladder: int = 5
     steps: int = 1
-    lr_alpha: float = 0.1
+    lr_alpha: float = 0.01
     lr_beta: float = 0.05
     memory_mb: float = 2048.0
     attack_every: int = 4
@@ -221,6 +232,7 @@ class BabOptions:
     leaf_seconds: float = 5.0
     leaf_rebounds: int = 8
     refine_chunk: int = 0
+    clip_rounds: int = 0
     fsb: int = 0
     last_pass: bool = False
     joint_domains: int = 16
@@ -243,6 +255,7 @@ class BabOptions:
         check_float(w + "leaf_seconds", self.leaf_seconds, low=0.0, low_open=True)
         check_int(w + "leaf_rebounds", self.leaf_rebounds, 0)
         check_int(w + "refine_chunk", self.refine_chunk, 0)
+        check_int(w + "clip_rounds", self.clip_rounds, 0)
         check_int(w + "fsb", self.fsb, 0)
         check_bool(w + "last_pass", self.last_pass)
         check_int(w + "joint_domains", self.joint_domains, 0)

@@ -105,6 +105,8 @@ class QueryContext:
         self.x_attack = (lo + hi) / 2
         self.best: Any = None
         self.row_lower: np.ndarray = np.full(len(rows.offset), -np.inf)
+        # α-CROWN's slopes of each spec row's best bound ({ReLU op: [M, ...]}): the BaB root's start.
+        self.spec_alphas: dict[int, Any] | None = None
         self.targets: np.ndarray | None = None
         self.targets_tried = 0
 
@@ -237,7 +239,10 @@ def bound_stage(
         work = units(ctx)
         t0 = time.monotonic()
         best = bounds_fn(ctx.view, ctx.lo, ctx.hi, ctx.best)
-        spec_lower = np.asarray(spec_fn(ctx.view, ctx.lo, ctx.hi, ctx.c, best), np.float64)
+        spec = spec_fn(ctx.view, ctx.lo, ctx.hi, ctx.c, best)
+        if isinstance(spec, tuple):  # α-CROWN: the rows' bounds and their slopes (the BaB root's)
+            spec, ctx.spec_alphas = spec
+        spec_lower = np.asarray(spec, np.float64)
         proven = ctx.prove(name, best, spec_lower)
         costs.record(name, time.monotonic() - t0, work)
         ctx.lap(name, t0)
@@ -473,8 +478,8 @@ def _jitted(
             logits=False,  # the spec rows get their own α-CROWN pass (alpha_spec)
         )
 
-    def alpha_spec(view, lo, hi, c, b):
-        return B.alpha_crown_spec_lower(view, lo, hi, c, bounds=b, steps=alpha_steps, lr=alpha_lr)
+    def alpha_spec(view, lo, hi, c, b):  # the rows' bounds and their best slopes
+        return B.alpha_crown_spec(view, lo, hi, c, bounds=b, steps=alpha_steps, lr=alpha_lr)
 
     return Jitted(
         margin=jax.jit(view_margin, static_argnames="k"),

@@ -223,6 +223,29 @@ def test_tightness_order_against_exact_minimum_on_a_grid():
     assert bool(jnp.any(lo_c > lo_i + 1e-3)) and bool(jnp.any(lo_a > lo_c + 1e-4))
 
 
+def test_alpha_spec_slopes_reproduce_each_rows_best_bound():
+    """`alpha_crown_spec`'s slopes are those of each row's best bound: one backward pass with them gives
+    that bound (branch-and-bound's root starts there)."""
+    model = models.mlp((2,), (12, 12), 3)
+    view = _view(model, jax.random.key(5), bias_scale=0.3)
+    lower, upper = jnp.array([0.2, 0.3]), jnp.array([0.6, 0.8])
+    c = jnp.array([[1.0, -1.0, 0.0], [1.0, 0.0, -1.0], [0.0, 1.0, -1.0]])
+    cb = crown_jit(view, lower, upper)
+    k = len(view.ops) - 1
+    rows, slopes = jax.jit(functools.partial(B.alpha_crown_spec, steps=30, lr=0.5))(
+        view, lower, upper, c, bounds=cb
+    )
+    again = C.backward_lower(view, cb, k, c, lower, upper, slopes)
+    np.testing.assert_allclose(
+        np.asarray(jnp.maximum(again, C.interval_spec_lower(c, cb[k]))), rows, atol=1e-5
+    )
+    assert set(slopes) == {j for j, op in enumerate(view.ops) if isinstance(op, models.layers.ReLU)}
+
+    # The slopes moved off CROWN's (returning the starting slopes, the deliberate bug, gives CROWN's
+    # bound, which is lower here).
+    assert bool(jnp.any(rows > crown_spec_jit(view, lower, upper, c, bounds=cb) + 1e-3))
+
+
 def test_crown_is_exact_without_unstable_relus():
     model = NETS["mlp5"][0]  # shapes already compiled by the soundness test
     params = model.init_params(jax.random.key(7))

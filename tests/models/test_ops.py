@@ -269,3 +269,84 @@ def test_specs_build_their_flax_layer_and_op():
     np.testing.assert_allclose(
         models.apply_layers_batch(view, x), model.apply({"params": params}, x), rtol=1e-5, atol=1e-5
     )
+
+
+# ----------------------------------------------------------------------------- domain clipping
+
+
+def _exact_halfspace_box(op, lower, upper, sign):
+    """Per coordinate, min and max over box ∩ {s_n·y_n ≥ 0} for each signed neuron n alone (scipy's
+    LP), intersected over the neurons: what `OpRules.clip` must give (one half-space and a box: the
+    coordinate bounds are exact)."""
+    from scipy.optimize import linprog
+
+    rules = ops.rules_of(op)
+    shape, n_in = lower.shape, lower.size
+    w = np.asarray(jax.jacobian(lambda x: rules.linear(op, x))(jnp.zeros(shape))).reshape(-1, n_in)
+    b = np.asarray(rules.apply(op, jnp.zeros(shape))).reshape(-1)
+    box = list(
+        zip(np.asarray(lower, np.float64).reshape(-1), np.asarray(upper, np.float64).reshape(-1), strict=True)
+    )
+    lo, hi = (
+        np.asarray(lower, np.float64).reshape(-1).copy(),
+        np.asarray(upper, np.float64).reshape(-1).copy(),
+    )
+    for n in np.flatnonzero(np.asarray(sign).reshape(-1)):
+        s = float(np.asarray(sign).reshape(-1)[n])
+        a_ub, b_ub = -s * w[n][None], np.asarray([s * b[n]])  # s (w x + b) ≥ 0
+        for i in range(n_in):
+            e = np.zeros(n_in)
+            e[i] = 1.0
+            low = linprog(e, A_ub=a_ub, b_ub=b_ub, bounds=box)
+            high = linprog(-e, A_ub=a_ub, b_ub=b_ub, bounds=box)
+            assert low.status == 0 and high.status == 0  # each half-space meets the box (chosen so)
+            lo[i], hi[i] = max(lo[i], low.fun), min(hi[i], -high.fun)
+    return lo.reshape(shape), hi.reshape(shape)
+
+
+def check_clip(rules, op, in_shape, seed=0):
+    """`clip` with a few signed neurons, each on the side of its range the box centre is not on (so
+    the half-space cuts the box): equal to the exact box of each half-space, intersected."""
+    lower, upper = _box(in_shape, seed)
+    lower, upper = lower - 2 * (upper - lower), upper + 2 * (upper - lower)  # wide: unstable neurons
+    z_lo, z_hi = (np.asarray(v) for v in rules.interval(op, lower, upper))
+    centre = np.asarray(rules.apply(op, (lower + upper) / 2))
+    unstable = (z_lo < 0) & (z_hi > 0)
+    minority = np.where(centre >= 0, -z_lo, z_hi) / (z_hi - z_lo)  # the share of the range cut to
+    picked = np.flatnonzero(unstable.reshape(-1))
+    picked = picked[np.argsort(minority.reshape(-1)[picked])][:3]
+    sign = np.zeros(centre.size, np.float32)
+    sign[picked] = -np.sign(centre.reshape(-1)[picked])
+    sign = sign.reshape(centre.shape)
+    got_lo, got_hi = (np.asarray(v) for v in rules.clip(op, lower, upper, jnp.asarray(sign)))
+    want_lo, want_hi = _exact_halfspace_box(op, lower, upper, sign)
+    assert len(picked) > 0 and np.any(want_hi - want_lo < np.asarray(upper - lower) - 1e-3), (
+        "clip: case cuts nothing"
+    )
+    tol = 1e-4 * (1 + np.abs(want_lo) + np.abs(want_hi))
+    assert np.all(got_lo <= want_lo + tol) and np.all(got_hi >= want_hi - tol), (
+        "clip: a point of the half-spaces cut off"
+    )
+    np.testing.assert_allclose(got_lo, want_lo, atol=5e-3, err_msg="clip: looser than the exact box")
+    np.testing.assert_allclose(got_hi, want_hi, atol=5e-3, err_msg="clip: looser than the exact box")
+
+
+@pytest.mark.parametrize("name", ["conv", "dense"])
+def test_clip_is_the_exact_box_of_each_half_space(name):
+    op, in_shape = CASES[name]
+    check_clip(ops.rules_of(op), op, in_shape)
+
+
+def test_clip_check_catches_a_deliberately_wrong_clip():
+    """A clip that forgets the bias (the half-space moved) or the sign (the other side) fails."""
+    for name in ("conv", "dense"):
+        op, in_shape = CASES[name]
+        rules = ops.rules_of(op)
+        no_bias = rules._replace(
+            clip=lambda op, lo, hi, s, r=rules: r.clip(op.replace(bias=0 * op.bias), lo, hi, s)
+        )
+        with pytest.raises(AssertionError, match="clip"):
+            check_clip(no_bias, op, in_shape)
+        flipped = rules._replace(clip=lambda op, lo, hi, s, r=rules: r.clip(op, lo, hi, -s))
+        with pytest.raises(AssertionError, match="clip"):
+            check_clip(flipped, op, in_shape)

@@ -14,6 +14,7 @@ import pytest
 
 from lnjax import bounds as B, models, specs
 from lnjax.bounds import beta_crown as BC
+from lnjax.models import ops
 from lnjax.verify import BabOptions, BoundOptions, bab as BB, domains as D, make_verifier, milp as M
 from lnjax.verify.reference import brute_force_min
 from lnjax.verify.verdict import Status
@@ -60,7 +61,7 @@ def feasible_splits(view, rng, lo, hi):
 
 
 @functools.lru_cache(maxsize=8)
-def bound_fn(k, refine_chunk, steps=25, last_pass=True):
+def bound_fn(k, refine_chunk, steps=25, last_pass=True, clip_rounds=0):
     return jax.jit(
         lambda view, root, lo, hi, c, off, s, a, b: BC.bound_domain(
             view,
@@ -78,11 +79,12 @@ def bound_fn(k, refine_chunk, steps=25, last_pass=True):
             lr_beta=0.1,
             refine_chunk=refine_chunk,
             last_pass=last_pass,
+            clip_rounds=clip_rounds,
         )
     )
 
 
-def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0, last_pass=True):
+def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0, last_pass=True, clip_rounds=0):
     """max over random (box, splits) of (β-CROWN domain bound − exact subdomain minimum); ≤ 0 is sound.
 
     Also returns the largest β seen (the check only bites if β is used)."""
@@ -98,7 +100,7 @@ def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0, last_pass=True):
         layout = BC.split_layout(view, root)
         s = random_splits(rng, layout.total) if rng.uniform() < 0.5 else feasible_splits(view, rng, lo, hi)
         a0 = BC.init_alphas(layout, root, jnp.asarray(s), len(off))
-        res = bound_fn(rows.k, refine_chunk, last_pass=last_pass)(
+        res = bound_fn(rows.k, refine_chunk, last_pass=last_pass, clip_rounds=clip_rounds)(
             view, root, lo, hi, c, off, jnp.asarray(s), a0, jnp.zeros_like(a0)
         )
         lb = BB.domain_lower(np.asarray(res.row_lower)[None], np.asarray(rows.offset), rows.k)[0]
@@ -117,6 +119,79 @@ def test_subdomain_bound_is_below_the_subdomain_minimum(name):
     worst, beta_max = subdomain_gaps(tiny(), name, trials=8)
     assert worst <= 1e-5
     assert beta_max > 0.01  # the β multipliers are in play
+
+
+def test_clipped_subdomain_bound_is_below_the_subdomain_minimum():
+    """Domain clipping (the first layer's splits as half-spaces of the input box) keeps every domain
+    bound ≤ the exact subdomain minimum."""
+    worst, _ = subdomain_gaps(tiny(), "argmax", trials=12, seed=3, clip_rounds=2)
+    assert worst <= 1e-5
+
+
+def test_the_root_domain_starts_at_the_alpha_crown_bound():
+    """`root_alphas` with α-CROWN's slopes: the root domain's bound (no Adam step) is α-CROWN's on every
+    row; from CROWN's slopes (without them: the deliberate bug) it is lower on some row here."""
+    view = tiny(1, hidden=(6, 5))
+    rng = np.random.default_rng(5)
+    lo, hi = random_box(rng, 3, 0.3, 0.5)
+    x = (lo + hi) / 2
+    rows = specs.Argmax(int(np.argmax(models.apply_layers(view, jnp.asarray(x))))).rows(4)
+    c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
+    root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    layout = BC.split_layout(view, root)
+    alpha_rows, slopes = B.alpha_crown_spec(
+        view, jnp.asarray(lo), jnp.asarray(hi), c, bounds=root, steps=20, lr=0.5
+    )
+    every = np.arange(len(rows.offset))
+    s0 = jnp.zeros(layout.total, jnp.int32)
+    fn = bound_fn(rows.k, 0, steps=0)
+    for start, want_equal in (
+        (BB.root_alphas(layout, root, every, slopes), True),
+        (BB.root_alphas(layout, root, every), False),
+    ):
+        a0 = jnp.asarray(start)
+        got = np.asarray(fn(view, root, lo, hi, c, off, s0, a0, jnp.zeros_like(a0)).row_lower)
+        if want_equal:
+            np.testing.assert_allclose(got, np.asarray(alpha_rows), atol=1e-5)
+        else:
+            assert np.any(got < np.asarray(alpha_rows) - 1e-3)
+
+
+def clip_violations(seed, rounds=2):
+    """(points of the subdomain outside the clipped box or outside its first layer's bounds, how much
+    the box shrank) over a few random boxes and feasible splits (`BC.clip_domain`)."""
+    view = tiny(2, hidden=(5, 4))
+    rng = np.random.default_rng(seed)
+    fn = jax.jit(lambda *args: BC.clip_domain(*args), static_argnums=(1, 6))  # a fresh trace per call
+    bad, shrunk = 0, 0.0
+    for _ in range(6):
+        lo, hi = random_box(rng, 3, 0.2, 0.4)
+        root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+        layout = BC.split_layout(view, root)
+        s = jnp.asarray(feasible_splits(view, rng, lo, hi))
+        c_lo, c_hi, dom = fn(
+            view, layout, BC.domain_bounds(layout, root, s), s, jnp.asarray(lo), jnp.asarray(hi), rounds
+        )
+        xs = rng.uniform(lo, hi, (4000, len(lo))).astype(np.float32)
+        z = pre_activations(view, xs)
+        ok = np.all((np.asarray(s) == 0) | (np.sign(z) == np.asarray(s)) | (z == 0), axis=1)
+        assert ok.sum() > 0
+        xs, z1 = xs[ok], z[ok][:, : layout.starts[1]]
+        bad += int(np.sum((xs < np.asarray(c_lo) - 1e-6) | (xs > np.asarray(c_hi) + 1e-6)))
+        pre = dom[layout.ops[0] - 1]
+        bad += int(np.sum((z1 < np.asarray(pre[0]) - 1e-5) | (z1 > np.asarray(pre[1]) + 1e-5)))
+        shrunk += float(np.sum(hi - lo) - np.sum(np.asarray(c_hi - c_lo)))
+    return bad, shrunk
+
+
+def test_clipped_box_contains_the_subdomain_and_a_wrong_side_is_caught(monkeypatch):
+    bad, shrunk = clip_violations(seed=4)
+    assert bad == 0 and shrunk > 0.01  # sound, and it clips
+    dense = tiny().ops[1]  # the affine op after Flatten, feeding the first ReLU
+    rules = ops.rules_of(dense)
+    wrong = rules._replace(clip=lambda op, lo, hi, s: rules.clip(op, lo, hi, -s))  # the deliberate bug
+    monkeypatch.setitem(ops.RULES, type(dense), wrong)
+    assert clip_violations(seed=4)[0] > 0
 
 
 @pytest.mark.slow  # the default evaluates once more after the last step
@@ -212,6 +287,14 @@ def test_refined_bounds_contain_the_subdomain_and_a_wrong_clamp_is_caught(monkey
 # ----------------------------------------------------------------------------- the whole stage
 
 
+TINY_LR_ALPHA = 0.1
+"""The tiny-net trees below run from CROWN's root (no α-CROWN stage, so no α-CROWN slopes to start
+from: `bab.root_alphas`) with the slope step of that regime; the default 0.01 is for roots at
+α-CROWN's optimum (`BabOptions.lr_alpha`). At 0.01 the largest tree of `run_boxes(0, 20)` keeps 3
+leaves open at −0.0054 (re-bounds move their β too little), which the leaf, memory and budget tests
+need decided."""
+
+
 @functools.lru_cache(maxsize=4)
 def bab_verifier(seed, joint_domains=16):
     view = tiny(seed, hidden=(10, 8))
@@ -219,7 +302,7 @@ def bab_verifier(seed, joint_domains=16):
         view,
         stages=("crown", "bab"),
         time_limit=20.0,
-        bab=BabOptions(batch=16, attack_every=0, joint_domains=joint_domains),
+        bab=BabOptions(batch=16, attack_every=0, joint_domains=joint_domains, lr_alpha=TINY_LR_ALPHA),
         bounds=BoundOptions(intermediate=False),
     )
 
@@ -458,7 +541,7 @@ def bab_again(view, i, lo, hi, spec, time_limit=60.0, **bab):
         view,
         stages=("crown", "bab"),
         time_limit=time_limit,
-        bab=BabOptions(batch=16, attack_every=0, **bab),
+        bab=BabOptions(**{"batch": 16, "attack_every": 0, "lr_alpha": TINY_LR_ALPHA, **bab}),
         bounds=BoundOptions(intermediate=False),
     )
     return verify(jax.random.key(i), lo, hi, spec)
@@ -723,7 +806,8 @@ def test_warm_up_compiles_what_branching_runs(caplog, hidden, classes, top, eps)
     x0 = jax.random.uniform(jax.random.key(5), (6,))
     t = int(jnp.argmax(models.apply_layers(view, x0)))
     spec = specs.TopK(t, 2) if top == 2 else specs.Argmax(t)
-    verify = make_verifier(view, stages=("crown", "bab"), time_limit=30, bab=BabOptions(domain_budget=200))
+    bab = BabOptions(domain_budget=200, lr_alpha=TINY_LR_ALPHA)
+    verify = make_verifier(view, stages=("crown", "bab"), time_limit=30, bab=bab)
     verify.warm_up(x0 - 0.01, x0 + 0.01, spec)
     warm_box = verify(jax.random.key(0), x0 - 0.01, x0 + 0.01, spec)
     assert warm_box.stats.decided_by != "bab"  # the warm-up's own query did not branch

@@ -819,9 +819,10 @@ def test_a_milp_proof_the_model_contradicts_is_never_robust(view0, stages):
     spec = Argmax(int(np.bincount(labels).argmax()))
     x_bad = xs[labels != spec.target][0]  # another class wins here: a counterexample in the box
     fake = ClaimsProof(x_bad)
-    # Every domain is a leaf at once; with 4 Adam steps the root's candidate point is no
-    # counterexample on this net (with 2 it is, and BaB ends before any leaf is solved).
-    bab = BabOptions(leaf_unstable=1000, steps=4)
+    # Every domain is a leaf at once; with 4 Adam steps at lr_alpha 0.1 the root's candidate point
+    # is no counterexample on this net (with 2 steps, or at 0.01, it is, and BaB ends before any leaf
+    # is solved).
+    bab = BabOptions(leaf_unstable=1000, steps=4, lr_alpha=0.1)
     verify = make_verifier(view0, stages=stages, bab=bab, time_limit=30, worker=fake)
     v = verify(jax.random.key(0), lo, hi, spec)
     assert fake.calls >= 1

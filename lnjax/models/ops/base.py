@@ -17,12 +17,17 @@ Contract (shapes per example; `a` are rows [R, *shape]):
   folded into sparse matrices by the MILP and propagated exactly by CROWN.
 - `box_exact` — the op maps a box onto a box exactly (reindexing: Flatten), so interval arithmetic
   after one affine op stays exact through it.
+- `reshape` — the op is a row-major reshape of its input (Flatten): a box maps through it and back
+  by reshaping.
 - `refine(op, l_in, u_in) -> mask | None` — which of its input neurons are worth a CROWN pass (their
   bounds shape this op's relaxation); None: none.
 - `unstable(l_in, u_in) -> mask` — ReLU-like ops: neurons whose phase is undecided (counted by
   `unstable_counts`, penalised by the RS loss); None otherwise.
 - `alpha_init(l_in, u_in) -> alpha` — α-CROWN's starting slopes; None: nothing to optimise.
 - `patch` — `PatchRules` if CROWN's patch mode can cross the op, else None.
+- `clip(op, lower, upper, sign) -> (lower, upper)` — affine ops: the input box shrunk to (a box
+  around) the points where every output neuron n with sign s_n ≠ 0 has s_n·y_n ≥ 0 (ReLU split
+  phases as half-spaces of the input: branch-and-bound's domain clipping); None: not available.
 - `milp` — `MilpRules`: linear ops give a sparse matrix, nonlinear ops a host layer and its encoding
   into the MILP encoder passed in (so op modules never import `lnjax.verify`).
 """
@@ -108,10 +113,12 @@ class OpRules(NamedTuple):
     milp: MilpRules
     linear: Callable[[Any, Array], Array] | None = None
     box_exact: bool = False
+    reshape: bool = False
     refine: Callable[[Any, Array, Array], Array | None] = lambda op, lower, upper: None
     unstable: Callable[[Any, Any], Any] | None = None  # on jax or numpy arrays
     alpha_init: Callable[[Array, Array], Array] | None = None
     patch: PatchRules | None = None
+    clip: Callable[[Any, Array, Array, Array], Bounds] | None = None
 
 
 RULES: dict[type, OpRules] = {}
@@ -156,6 +163,44 @@ def affine_interval(op: Any, lower: Array, upper: Array) -> Bounds:
     out_mid = rules.apply(op, mid)
     out_rad = rules.linear(op.replace(kernel=jnp.abs(op.kernel)), rad)
     return out_mid - out_rad, out_mid + out_rad
+
+
+CLIP_SLACK = 1e-5
+"""Relative widening of each half-space's reach in `clip_by_halfspaces` (float32 rounding of the
+reach and of the division: the clipped box stays a superset of the exact one)."""
+
+
+def halfspace_reach(op: Any, lower: Array, upper: Array, sign: Array) -> Array:
+    """max over the box of s_n·y_n for each output neuron of an affine op (exact: interval bounds of
+    one affine map), widened by `CLIP_SLACK` × the magnitude of its terms (Σ |w| |x| + |b|)."""
+    rules = rules_of(op)
+    assert rules.linear is not None
+    lo, hi = affine_interval(op, lower, upper)
+    size = rules.linear(op.replace(kernel=jnp.abs(op.kernel)), jnp.maximum(jnp.abs(lower), jnp.abs(upper)))
+    return jnp.where(sign > 0, hi, -lo) + CLIP_SLACK * (size + jnp.abs(op.bias) + jnp.abs(lo) + jnp.abs(hi))
+
+
+def clip_by_halfspaces(a: Array, reach: Array, lower: Array, upper: Array) -> Bounds:
+    """Coordinate bounds implied by half-spaces Σ_i a_i x_i + b ≥ 0 over a box (domain clipping).
+
+    With R = max over the box of Σ_i a_i x_i + b (`reach`), the half-space holds only where, for each
+    coordinate i, a_i x_i ≥ a_i x_i* − R (x_i* the maximising corner): x_i ≥ u_i − R / a_i for a_i > 0,
+    x_i ≤ l_i − R / a_i for a_i < 0. The last axis of `a` / `reach` runs over half-spaces and is
+    reduced (max of the lower, min of the upper candidates); the others broadcast with `lower`,
+    `upper` [..., 1]. Returns (lower, upper) candidates [...]: −inf / +inf where no half-space binds.
+    R < 0 (an empty intersection) gives lower > upper.
+
+    References:
+      Zhou et al., Clip-and-Verify: Linear Constraint-Driven Domain Clipping for Accelerating Neural
+        Network Verification, NeurIPS 2025 (alpha-beta-CROWN's complete_verifier/domain_clipper.py,
+        read, not copied): the same per-coordinate bound from one constraint and a box.
+    """
+    tiny = 1e-12
+    pos, neg = a > tiny, a < -tiny
+    t = reach / jnp.where(pos | neg, a, 1.0)
+    lo = jnp.max(jnp.where(pos, upper - t, -jnp.inf), axis=-1)
+    hi = jnp.min(jnp.where(neg, lower - t, jnp.inf), axis=-1)
+    return lo, hi
 
 
 def row_sum(x: Array) -> Array:

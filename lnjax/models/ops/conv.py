@@ -27,6 +27,8 @@ from lnjax.models.ops.base import (
     OpRules,
     PatchRules,
     affine_interval,
+    clip_by_halfspaces,
+    halfspace_reach,
     register,
     row_sum,
 )
@@ -125,6 +127,29 @@ def conv_transpose(op: Conv, in_shape: tuple[int, ...], a: jax.Array) -> jax.Arr
     )[:, :qh, :qw]
     out = out.reshape(rows, qh, qw, sh, sw, c_in).transpose(0, 1, 3, 2, 4, 5)
     return out.reshape(rows, qh * sh, qw * sw, c_in)[:, pt : pt + h, pl : pl + w]
+
+
+def clip(op: Conv, lower: jax.Array, upper: jax.Array, sign: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`OpRules.clip`: every output neuron with s_n ≠ 0 as the half-space s_n·y_n ≥ 0 over its
+    receptive field; one pass per kernel tap, each taking the candidates of the pixels at that tap
+    of every output position (a strided view of the padded box) and scatter-reducing them back."""
+    reach = halfspace_reach(op, lower, upper, sign)[:, :, None, :]  # [H', W', 1, C_out]
+    kh, kw = op.kernel.shape[:2]
+    (sh, sw), ((pt, pb), (pl, pr)) = op.strides, op.padding
+    oh, ow = reach.shape[:2]
+    pad = ((pt, pb), (pl, pr), (0, 0))
+    lo_p, hi_p = jnp.pad(lower, pad), jnp.pad(upper, pad)  # padding is the constant 0
+    new_lo, new_hi = jnp.full(lo_p.shape, -jnp.inf, lower.dtype), jnp.full(hi_p.shape, jnp.inf, upper.dtype)
+    for dy in range(kh):
+        for dx in range(kw):
+            at = (slice(dy, dy + sh * (oh - 1) + 1, sh), slice(dx, dx + sw * (ow - 1) + 1, sw))
+            a = op.kernel[dy, dx][None, None] * sign[:, :, None, :]  # [H', W', C_in, C_out]
+            lo, hi = clip_by_halfspaces(a, reach, lo_p[at][..., None], hi_p[at][..., None])
+            new_lo, new_hi = new_lo.at[at].max(lo), new_hi.at[at].min(hi)
+    h, w = lower.shape[:2]
+    return jnp.maximum(lower, new_lo[pt : pt + h, pl : pl + w]), jnp.minimum(
+        upper, new_hi[pt : pt + h, pl : pl + w]
+    )
 
 
 def backward(
@@ -262,6 +287,7 @@ register(
         backward=backward,
         linear=linear,
         milp=MilpRules(matrix=milp_matrix),
+        clip=clip,
         patch=PatchRules(
             grow=patch_grow, context=patch_context, backward=patch_backward, matrix=conv_patch_matrix
         ),

@@ -12,7 +12,15 @@ import numpy as np
 import scipy.sparse as sp
 from flax import struct
 
-from lnjax.models.ops.base import MilpRules, OpRules, affine_interval, register, row_sum
+from lnjax.models.ops.base import (
+    MilpRules,
+    OpRules,
+    affine_interval,
+    clip_by_halfspaces,
+    halfspace_reach,
+    register,
+    row_sum,
+)
 
 
 @struct.dataclass
@@ -53,6 +61,13 @@ def backward(
     return jnp.dot(a, op.kernel.T, precision=jax.lax.Precision.HIGHEST), row_sum(a * op.bias)
 
 
+def clip(op: Dense, lower: jax.Array, upper: jax.Array, sign: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`OpRules.clip`: every output neuron with s_n ≠ 0 as the half-space s_n·(x W + b)_n ≥ 0."""
+    reach = halfspace_reach(op, lower, upper, sign)
+    lo, hi = clip_by_halfspaces(op.kernel * sign, reach, lower[..., None], upper[..., None])
+    return jnp.maximum(lower, lo), jnp.minimum(upper, hi)
+
+
 def milp_matrix(op: Dense, in_shape: tuple[int, ...]) -> tuple[sp.csr_matrix, np.ndarray, tuple[int]]:
     del in_shape
     m = sp.csr_matrix(np.asarray(op.kernel, np.float64).T)
@@ -67,5 +82,6 @@ register(
         backward=backward,
         linear=linear,
         milp=MilpRules(matrix=milp_matrix),
+        clip=clip,
     ),
 )

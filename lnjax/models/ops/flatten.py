@@ -56,6 +56,7 @@ register(
         backward=backward,
         linear=apply,
         box_exact=True,
+        reshape=True,
         milp=MilpRules(matrix=milp_matrix),
     ),
 )
