@@ -43,34 +43,20 @@ def optimized_lower(
     *,
     steps: int,
     lr: float,
-) -> jax.Array:
+    track: bool = False,
+) -> tuple[jax.Array, dict | None]:
     """Best lower bounds of a · z_k over the box found by optimising per-row ReLU slopes.
 
     Args:
       view, bounds, k, a, lower, upper: as in `crown.backward_lower`; a: [R, *shape of z_k].
       steps: Adam steps (static).
       lr: Adam learning rate.
+      track: also return each row's best slopes (`ascend_with_slopes`; static).
 
     Returns:
-      [R] lower bounds, each >= the CROWN bound of its row with the same `bounds`.
+      ([R] lower bounds, each >= the CROWN bound of its row with the same `bounds`; the slopes of
+      each row's best bound, {op: [R, *its input shape]}, or None without `track`).
     """
-    return optimized_lower_with_slopes(view, bounds, k, a, lower, upper, steps=steps, lr=lr, track=False)[0]
-
-
-def optimized_lower_with_slopes(
-    view: L.LayerView,
-    bounds: LayerBounds,
-    k: int,
-    a: jax.Array,
-    lower: jax.Array,
-    upper: jax.Array,
-    *,
-    steps: int,
-    lr: float,
-    track: bool = True,
-) -> tuple[jax.Array, dict | None]:
-    """`optimized_lower` and (track) each row's best slopes ({op: [R, *its input shape]},
-    `ascend_with_slopes`)."""
     rows = a.shape[0]
     init = {}
     for j in range(k + 1):
@@ -161,7 +147,7 @@ def alpha_crown_bounds(
         base = crown_bounds(view, lower, upper, chunk=chunk, patches=patches)
 
     def row_lower(bounds, k, a):
-        return optimized_lower(view, bounds, k, a, lower, upper, steps=steps, lr=lr)
+        return optimized_lower(view, bounds, k, a, lower, upper, steps=steps, lr=lr)[0]
 
     last = len(view.ops) - 1
 
@@ -235,6 +221,6 @@ def alpha_crown_spec(
     −0.54, and 4,000 subdomains in 10 s none of which got above −0.54)."""
     k = len(view.ops) - 1
     a = c.reshape(c.shape[0], *bounds[k][0].shape)
-    opt, slopes = optimized_lower_with_slopes(view, bounds, k, a, lower, upper, steps=steps, lr=lr)
+    opt, slopes = optimized_lower(view, bounds, k, a, lower, upper, steps=steps, lr=lr, track=True)
     assert slopes is not None
     return jnp.maximum(opt, interval_spec_lower(c, bounds[k])), slopes
