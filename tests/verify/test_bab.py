@@ -121,6 +121,7 @@ def test_subdomain_bound_is_below_the_subdomain_minimum(name):
     assert beta_max > 0.01  # the β multipliers are in play
 
 
+@pytest.mark.slow  # domain clipping is off by default (bab.clip_rounds = 0); test_ops checks the rule fast
 def test_clipped_subdomain_bound_is_below_the_subdomain_minimum():
     """Domain clipping (the first layer's splits as half-spaces of the input box) keeps every domain
     bound ≤ the exact subdomain minimum."""
@@ -184,6 +185,7 @@ def clip_violations(seed, rounds=2):
     return bad, shrunk
 
 
+@pytest.mark.slow  # domain clipping is off by default (bab.clip_rounds = 0)
 def test_clipped_box_contains_the_subdomain_and_a_wrong_side_is_caught(monkeypatch):
     bad, shrunk = clip_violations(seed=4)
     assert bad == 0 and shrunk > 0.01  # sound, and it clips
