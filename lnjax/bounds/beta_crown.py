@@ -96,9 +96,11 @@ def unflatten(layout: SplitLayout, flat: Any) -> dict[int, Any]:
     }
 
 
-def flatten(layout: SplitLayout, per_op: dict[int, jax.Array], lead: tuple[int, ...] = ()) -> jax.Array:
-    """The inverse of `unflatten`: [..., total]."""
-    return jnp.concatenate([per_op[j].reshape(*lead, -1) for j in layout.ops], axis=-1)
+def flatten(layout: SplitLayout, per_op: dict[int, Any], lead: tuple[int, ...] = ()) -> Any:
+    """The inverse of `unflatten`: [..., total] (numpy if every part is a numpy array, else jax)."""
+    parts = [per_op[j].reshape(*lead, -1) for j in layout.ops]
+    xp: Any = np if all(isinstance(p, np.ndarray) for p in parts) else jnp
+    return xp.concatenate(parts, axis=-1)
 
 
 def _clamp_to_phase(xp: Any, pre: Any, post: Any, sp: Any) -> tuple[Any, Any]:

@@ -196,11 +196,10 @@ def root_alphas(
     children need many levels to catch up: on a DOUBLE-MNIST CNN query 4,000 subdomains in 10 s
     bounded −0.63 to −0.54 against the α-CROWN floor −0.537, and not one domain rose above it.
     alpha-beta-CROWN's branch-and-bound also starts from the root's optimised slopes."""
-    init = np.asarray(BC.init_alphas(layout, best, jnp.zeros(layout.total, jnp.int32), len(rows)))
     if spec_alphas is None or any(j not in spec_alphas for j in layout.ops):
-        return init
-    per_op = {j: np.asarray(spec_alphas[j])[rows] for j in layout.ops}
-    return np.concatenate([per_op[j].reshape(len(rows), -1) for j in layout.ops], axis=1).astype(np.float32)
+        return np.asarray(BC.init_alphas(layout, best, jnp.zeros(layout.total, jnp.int32), len(rows)))
+    per_op = {j: np.asarray(spec_alphas[j], np.float32)[rows] for j in layout.ops}  # host: no eager op
+    return BC.flatten(layout, per_op, (len(rows),))
 
 
 def predicted_seconds(timed: dict[int, float], size: int) -> float:
