@@ -135,7 +135,7 @@ def train(
         a run with an existing checkpoint resumes from it (the newest intact one) and reaches the
         same result as an uninterrupted one (batches and keys depend only on the step).
       stop_after: stop (after checkpointing) once this step is reached, as if killed (tests).
-      on_log: called with each logged metric dict (step, loss, rs_loss, examples_per_s) as it is
+      on_log: called with each logged metric dict (step, loss, rs_loss, ibp_loss, examples_per_s) as it is
         logged, e.g. to append it to a file that survives a kill.
 
     Returns:

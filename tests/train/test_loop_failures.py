@@ -44,6 +44,15 @@ def test_train_config_rejects_bad_values(fields, match):
         ({"name": "l0", "l0_min": 5, "l0_max": 4}, "l0_min = 5, l0_max = 4"),
         ({"rs_weight": -0.1}, "rs_weight"),
         ({"rs_eps": math.inf}, "rs_eps = inf must be a finite number"),
+        ({"ibp_weight": -1.0}, "ibp_weight = -1.0 must be ≥ 0"),
+        ({"ibp_eps": 1.5}, r"ibp_eps = 1.5 must be in \[0, 1\]"),
+        ({"eps_warmup": -1}, "eps_warmup = -1 must be ≥ 0"),
+        ({"ibp_at": "middle"}, "ibp_at = 'middle' is unknown"),
+        ({"ibp_weight": 1.0, "ibp_at": "attack"}, "ibp_at = 'attack' needs the linf defense"),
+        (
+            {"name": "linf", "ibp_weight": 1.0, "ibp_at": "attack", "ibp_eps": 0.2},
+            "ibp_eps = 0.2 must be ≤ eps",
+        ),
     ],
 )
 def test_defense_config_rejects_bad_values(fields, match):

@@ -125,6 +125,89 @@ def test_train_step_compiles_once_and_learns():
 
 
 @pytest.mark.parametrize("task", ["multilabel", "single"])
+def test_ibp_worst_case_loss_bounds_the_loss_in_the_box(task):
+    """IBP's worst-case loss (Gowal et al. 2018) is ≥ the loss at every sampled point of each box and
+    equals the clean loss at ε 0; with the bounds swapped (the deliberate bug: true labels at their
+    upper bound) it falls below the sampled losses."""
+    from lnjax.train.stability import ibp_logit_bounds, worst_case_logits
+
+    model, (x, y) = tiny_model(), tiny_data(8, multilabel=task == "multilabel", seed=3)
+    params = model.init_params(jax.random.key(5))
+    view = models.layer_view(model, params)
+    loss_fn = losses.LOSSES[task]
+    eps = 0.1
+    lo, hi = jax.vmap(lambda xi: ibp_logit_bounds(view, xi, eps))(jnp.asarray(x))
+    worst = np.asarray(loss_fn(worst_case_logits(lo, hi, jnp.asarray(y), task), jnp.asarray(y)))
+    swapped = np.asarray(loss_fn(worst_case_logits(hi, lo, jnp.asarray(y), task), jnp.asarray(y)))
+    u = jax.random.uniform(jax.random.key(6), (256, *x.shape), minval=-eps, maxval=eps)
+    points = jnp.clip(jnp.asarray(x)[None] + u, 0.0, 1.0)
+    sampled = np.stack(
+        [np.asarray(loss_fn(model.apply({"params": params}, p), jnp.asarray(y))) for p in points]
+    )
+    assert np.all(sampled <= worst[None] + 1e-5)
+    assert np.all(swapped < sampled.max(axis=0))
+    lo0, hi0 = jax.vmap(lambda xi: ibp_logit_bounds(view, xi, 0.0))(jnp.asarray(x))
+    clean = loss_fn(model.apply({"params": params}, jnp.asarray(x)), jnp.asarray(y))
+    np.testing.assert_allclose(
+        loss_fn(worst_case_logits(lo0, hi0, jnp.asarray(y), task), jnp.asarray(y)), clean, rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="task = 'multi' is unknown"):
+        worst_case_logits(lo, hi, jnp.asarray(y), "multi")
+
+
+def test_sabr_box_lies_in_the_ball_around_the_attack_point():
+    """SABR's small box (Müller et al. 2023) stays inside the ε-ball, centred on the attack's point
+    where it fits; without the shift (the deliberate bug) boxes around points near the ball's edge
+    poke out of it."""
+    from lnjax.train.stability import sabr_centre
+
+    eps, radius = 0.1, 0.04
+    x = jax.random.uniform(jax.random.key(7), (64, 8, 8, 1))
+    x_adv = x + jax.random.uniform(jax.random.key(8), x.shape, minval=-eps, maxval=eps)
+    centre = np.asarray(sabr_centre(x_adv, x, eps, radius))
+    assert np.all(centre - radius >= np.asarray(x) - eps - 1e-6)
+    assert np.all(centre + radius <= np.asarray(x) + eps + 1e-6)
+    inside = np.abs(np.asarray(x_adv - x)) <= eps - radius
+    np.testing.assert_array_equal(centre[inside], np.asarray(x_adv)[inside])
+    assert np.any(np.abs(np.asarray(x_adv - x)) + radius > eps + 1e-3)  # the unshifted box would leave
+
+
+def test_ibp_training_tightens_the_interval_bounds():
+    """A few steps with the IBP term (ε ramped over them) shrink the worst-case loss at full ε far more
+    than natural training does from the same start: the term reaches the parameters."""
+    from lnjax.train.stability import ibp_logit_bounds, worst_case_logits
+
+    model = tiny_model()
+    x, y = tiny_data(32)
+    mesh = make_mesh()
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    xd, yd = jax.device_put(x, data), jax.device_put(y, data)
+
+    def worst_loss(params):
+        view = models.layer_view(model, params)
+        lo, hi = jax.vmap(lambda xi: ibp_logit_bounds(view, xi, 0.1))(jnp.asarray(x))
+        return float(
+            losses.sigmoid_bce(worst_case_logits(lo, hi, jnp.asarray(y), "multilabel"), jnp.asarray(y)).mean()
+        )
+
+    def run(defense):
+        step = make_train_step(model=model, task="multilabel", defense=defense, mesh=mesh)
+        state = jax.device_put(
+            TrainState.create(params=model.init_params(jax.random.key(0)), tx=optax.adam(1e-2)), repl
+        )
+        key = jax.device_put(jax.random.key(1), repl)
+        for _ in range(40):
+            state, m = step(state, key, xd, yd)
+        return worst_loss(state.params), float(m["ibp_loss"])
+
+    natural, ibp_metric_off = run(DefenseConfig())
+    ibp, ibp_metric = run(DefenseConfig(ibp_weight=1.0, ibp_eps=0.1, eps_warmup=20))
+    assert ibp_metric_off == 0.0
+    assert ibp_metric == pytest.approx(ibp, rel=0.2)  # the logged term is the worst-case loss at full ε
+    assert ibp < 0.8 * natural
+
+
+@pytest.mark.parametrize("task", ["multilabel", "single"])
 def test_resumed_run_equals_uninterrupted(tmp_path, task):
     model = tiny_model()
     x, y = tiny_data(64, multilabel=task == "multilabel")
