@@ -109,6 +109,21 @@ def mnist_normal() -> ConfigDict:
     return c
 
 
+def mnist_ibp() -> ConfigDict:
+    """The small MNIST CNN, certified training: IBP's worst-case loss at ε 0.1 beside the natural
+    loss, weight 1 (Gowal et al. 2018's final κ = 0.5), ε ramped over the first 1,500 of 3,000 steps
+    (~1.6 min; 97.7 % accurate, 93.6 % of 500 test images verified at ε 0.1, 448 by interval bounds
+    alone; `mnist_normal`: 0 %)."""
+    c = _mnist("mnist_small", "none")
+    c.name = "mnist_ibp"
+    c.train.steps = 3000
+    c.defense.ibp_weight = 1.0
+    c.defense.ibp_eps = 0.1
+    c.defense.eps_warmup = 1500
+    c.eval.robust_eps = 0.1
+    return c
+
+
 def mnist_pgd() -> ConfigDict:
     """The small MNIST CNN, PGD-trained at ε 0.3 (10 steps of 0.04), CPU scale."""
     c = _mnist("mnist_small", "linf")
@@ -185,6 +200,7 @@ PRESETS = {
         dmnist_stable,
         dmnist_linf_stable,
         mnist_normal,
+        mnist_ibp,
         mnist_pgd,
         mnist_madry_normal,
         mnist_madry_pgd,
