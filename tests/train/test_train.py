@@ -141,8 +141,8 @@ def test_ibp_worst_case_loss_bounds_the_loss_in_the_box(task):
     swapped = np.asarray(loss_fn(worst_case_logits(hi, lo, jnp.asarray(y), task), jnp.asarray(y)))
     u = jax.random.uniform(jax.random.key(6), (256, *x.shape), minval=-eps, maxval=eps)
     points = jnp.clip(jnp.asarray(x)[None] + u, 0.0, 1.0)
-    sampled = np.stack(
-        [np.asarray(loss_fn(model.apply({"params": params}, p), jnp.asarray(y))) for p in points]
+    sampled = np.asarray(
+        jax.jit(jax.vmap(lambda p: loss_fn(model.apply({"params": params}, p), jnp.asarray(y))))(points)
     )
     assert np.all(sampled <= worst[None] + 1e-5)
     assert np.all(swapped < sampled.max(axis=0))
