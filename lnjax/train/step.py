@@ -215,12 +215,11 @@ def _build_train_step(
         loss = loss_fn(logits, y).mean()
         total = loss
         rs = ibp = jnp.zeros(())
-        if defense.rs_weight > 0:
-            view = layer_view(model, params)
+        view = layer_view(model, params) if defense.rs_weight > 0 or defense.ibp_weight > 0 else None
+        if view is not None and defense.rs_weight > 0:
             rs = jax.vmap(lambda xi: relu_stability_loss(view, xi, defense.rs_eps))(x).mean()
             total = total + defense.rs_weight * rs
-        if defense.ibp_weight > 0:
-            view = layer_view(model, params)
+        if view is not None and defense.ibp_weight > 0:
             eps = defense.ibp_eps * ramp(step)
             centre = x_clean
             if defense.ibp_at == "attack":
