@@ -5,6 +5,9 @@ history.jsonl (each logged training metric appended as it is logged, so it survi
 history.json (all of it, rewritten at the end of each run), metrics.json (test metrics, clean and
 under PGD), figures/training.png, log.txt.
 
+`init_from` (a workdir of a finished `train` run of the same model on the same dataset) fine-tunes:
+the run starts from those params with a fresh optimiser and schedule.
+
 Failures: invalid values, missing or damaged data and damaged checkpoints are one UsageError line
 (exit 2) and, before training starts, leave no trace; a diverging run (non-finite loss) stops with
 a UsageError (exit 2) keeping its last finite checkpoint; Ctrl-C checkpoints the last finished step
@@ -34,7 +37,7 @@ from experiments.common import (
     require,
     to_dict,
 )
-from experiments.runs import NUM_CLASSES, DataConfig, load_split, task_of
+from experiments.runs import NUM_CLASSES, DataConfig, load_split, load_trained, task_of
 from lnjax import models, plots
 from lnjax.io import append_jsonl, read_json, read_jsonl, write_json_atomic
 from lnjax.train import DefenseConfig, TrainConfig, evaluate, train
@@ -133,7 +136,24 @@ def setup(c: ConfigDict) -> Setup:
     if defense.name == "l0":
         side = min(shape[:2])
         require(defense.l0_max <= side, f"defense.l0_max = {defense.l0_max} must be ≤ the image side {side}")
+    require(isinstance(c.init_from, str), f"init_from = {c.init_from!r} must be a workdir path (a string)")
     return Setup(data_config, train_config, defense, eval_config, model, task_of(data_config.dataset))
+
+
+def _init_params(c: ConfigDict) -> Any:
+    """The params of the finished run at `c.init_from` (fine-tuning: a workdir of a finished `train` run
+    of the same model on the same dataset), checked to be of `c.model` on `c.data.dataset`."""
+    parent_model, params, parent = load_trained(c.init_from)
+    del parent_model
+    for field, want, got in (
+        ("model", c.model, parent.get("model")),
+        ("dataset", c.data.dataset, parent.get("data", {}).get("dataset")),
+    ):
+        require(
+            got == want,
+            f"init_from = {c.init_from} holds a run with {field} {got!r}; this run trains {field} {want!r}",
+        )
+    return params
 
 
 def validate(c: ConfigDict) -> None:
@@ -167,6 +187,7 @@ def run(
       Interrupted: Ctrl-C (the last finished step is checkpointed; rerunning resumes).
     """
     s = setup(c)
+    init_params = _init_params(c) if c.init_from else None
     train_ds, test_ds = load_split(c, "train"), load_split(c, "test")
     require(
         train_ds.num_examples >= s.train.batch_size,
@@ -193,6 +214,7 @@ def run(
             stop_after=stop_after,
             progress=progress,
             on_log=lambda m: _log_metrics(path, m),
+            init_params=init_params,
         )
     except CheckpointError as e:
         raise UsageError(

@@ -23,6 +23,9 @@ def base() -> ConfigDict:
     c.data = config_dict_from(DataConfig())
     c.model = "dmnist_small"
     c.k = 2  # top-k exact set for multi-label data (DOUBLE-MNIST: 2 digits); ignored for single-label
+    # Fine-tuning: the workdir of a finished train run of the same model and dataset whose params start
+    # this run (fresh optimiser and schedule); empty = a fresh initialisation.
+    c.init_from = ""
     c.train = config_dict_from(TrainConfig())
     c.defense = config_dict_from(DefenseConfig())
     # Robust accuracy under L∞ PGD on the first `robust_n` test examples (eps 0 = skipped).

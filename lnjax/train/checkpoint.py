@@ -132,8 +132,14 @@ def restore_params(directory: str, params_like: Any) -> Any:
     if found is None:
         raise FileNotFoundError(f"no checkpoint in {directory}; train the model first")
     params = jax.tree.map(jnp.asarray, found[1]["params"])
-    want = jax.tree.map(lambda a: (a.shape, a.dtype), params_like)
-    got = jax.tree.map(lambda a: (a.shape, a.dtype), params)
-    if jax.tree.structure(params_like) != jax.tree.structure(params) or want != got:
+    if not params_fit(params, params_like):
         raise ValueError(f"the checkpoint in {directory} does not hold params of this model")
     return params
+
+
+def params_fit(params: Any, params_like: Any) -> bool:
+    """Whether `params` have the tree structure, shapes and dtypes of `params_like`."""
+    if jax.tree.structure(params_like) != jax.tree.structure(params):
+        return False
+    shape = lambda a: (jnp.shape(a), jnp.result_type(a))  # noqa: E731
+    return jax.tree.leaves(jax.tree.map(shape, params_like)) == jax.tree.leaves(jax.tree.map(shape, params))

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from lnjax.checks import check_choice, check_float, check_int
 from lnjax.models import Sequential
-from lnjax.train.checkpoint import Checkpointer
+from lnjax.train.checkpoint import Checkpointer, params_fit
 from lnjax.train.step import DefenseConfig, TrainState, make_eval_step, make_mesh, make_train_step
 from lnjax.types import Params
 
@@ -125,6 +125,7 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
     on_log: Callable[[dict[str, Any]], None] | None = None,
+    init_params: Params | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Trains `model` and returns its params.
 
@@ -137,11 +138,16 @@ def train(
       stop_after: stop (after checkpointing) once this step is reached, as if killed (tests).
       on_log: called with each logged metric dict (step, loss, rs_loss, ibp_loss, examples_per_s) as it is
         logged, e.g. to append it to a file that survives a kill.
+      init_params: the params to start from (fine-tuning a trained model: a fresh optimiser and
+        schedule, step 0); None: `model.init_params` from the init key. A resumed run starts from its
+        checkpoint either way.
 
     Returns:
       (params, history) with history a list of logged metric dicts.
 
     Raises:
+      ValueError: `init_params` are not params of `model` (another structure, shape or dtype), or
+        not finite.
       TrainingDiverged: a logged loss or the params at a checkpoint became non-finite; the last
         finite checkpoint is kept and nothing later is saved.
       TrainingInterrupted: Ctrl-C (KeyboardInterrupt, also from `on_log`); the last finished step is
@@ -157,7 +163,14 @@ def train(
     init_key, data_key, step_key = jax.random.split(key, 3)
     tx = optax.adam(make_schedule(config))
     repl = NamedSharding(mesh, P())
-    state = jax.device_put(TrainState.create(params=model.init_params(init_key), tx=tx), repl)
+    fresh = model.init_params(init_key)
+    if init_params is not None:
+        if not params_fit(init_params, fresh):
+            raise ValueError("init_params are not params of this model (another structure, shape or dtype)")
+        if not _all_finite(init_params):
+            raise ValueError("init_params hold non-finite values")
+        fresh = jax.tree.map(jnp.asarray, init_params)
+    state = jax.device_put(TrainState.create(params=fresh, tx=tx), repl)
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir else None
     try:
         if ckpt is not None and ckpt.latest_step() is not None:

@@ -3,6 +3,7 @@
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -137,3 +138,14 @@ def test_ctrl_c_checkpoints_the_last_step_and_a_rerun_resumes_to_the_same_result
     resumed, history = train(**_kw(tmp_path))
     assert history[0]["step"] == 4
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), full, resumed)
+
+
+def test_init_params_of_another_model_or_not_finite_are_refused(tmp_path):
+    params = tiny_model().init_params(jax.random.key(1))
+    wrong = jax.tree.map(lambda a: a[..., :1], params)
+    with pytest.raises(ValueError, match="init_params are not params of this model"):
+        train(**_kw(tmp_path), init_params=wrong)
+    bad = jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(jnp.nan), params)
+    with pytest.raises(ValueError, match="init_params hold non-finite values"):
+        train(**_kw(tmp_path), init_params=bad)
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
