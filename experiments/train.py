@@ -143,8 +143,7 @@ def setup(c: ConfigDict) -> Setup:
 def _init_params(c: ConfigDict) -> Any:
     """The params of the finished run at `c.init_from` (fine-tuning: a workdir of a finished `train` run
     of the same model on the same dataset), checked to be of `c.model` on `c.data.dataset`."""
-    parent_model, params, parent = load_trained(c.init_from)
-    del parent_model
+    _, params, parent = load_trained(c.init_from)
     for field, want, got in (
         ("model", c.model, parent.get("model")),
         ("dataset", c.data.dataset, parent.get("data", {}).get("dataset")),
