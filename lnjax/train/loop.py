@@ -163,14 +163,14 @@ def train(
     init_key, data_key, step_key = jax.random.split(key, 3)
     tx = optax.adam(make_schedule(config))
     repl = NamedSharding(mesh, P())
-    fresh = model.init_params(init_key)
+    params = model.init_params(init_key)
     if init_params is not None:
-        if not params_fit(init_params, fresh):
+        if not params_fit(init_params, params):
             raise ValueError("init_params are not params of this model (another structure, shape or dtype)")
         if not _all_finite(init_params):
             raise ValueError("init_params hold non-finite values")
-        fresh = jax.tree.map(jnp.asarray, init_params)
-    state = jax.device_put(TrainState.create(params=fresh, tx=tx), repl)
+        params = jax.tree.map(jnp.asarray, init_params)
+    state = jax.device_put(TrainState.create(params=params, tx=tx), repl)
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir else None
     try:
         if ckpt is not None and ckpt.latest_step() is not None:
