@@ -93,15 +93,18 @@ def dmnist_linf_stable() -> ConfigDict:
 
 def dmnist_ibp() -> ConfigDict:
     """Certified training on DOUBLE-MNIST: IBP's worst-case loss at ε 0.05 beside the natural loss,
-    weight 1, ε ramped over the first 1,500 of 3,000 steps. Not a good classifier (top-2 exact
-    34.6 %; at ε 0.1 15.5 %: this small CNN needs a longer schedule or Shi et al. 2021's
-    initialisation), but one whose neighborhoods the verifier proves close to where the attack breaks
-    them (neighborhood_bench, benchmarks/RESULTS.md)."""
+    weight 1, ε ramped over the first 3,000 of 9,000 steps (~43 min on 2 CPU cores): top-2 exact
+    68.0 %, PGD-robust at 0.05 55.0 %, and neighborhoods the verifier proves close to where the
+    attack breaks them (neighborhood_bench; benchmarks/RESULTS.md). The schedule is what makes it a
+    classifier: 3,000 steps with the ramp over 1,500 gave 34.6 % (27.4 % robust); IBP at ε 0.02 in
+    3,000 steps 65.6 %, but gaps no better than PGD training's; at ε 0.1 the CNN stays at the label
+    prior (15.5 %)."""
     c = _dmnist("none")
     c.name = "dmnist_ibp"
+    c.train.steps = 9000
     c.defense.ibp_weight = 1.0
     c.defense.ibp_eps = 0.05
-    c.defense.eps_warmup = 1500
+    c.defense.eps_warmup = 3000
     c.eval.robust_eps = 0.05
     return c
 
