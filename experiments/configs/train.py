@@ -97,8 +97,8 @@ def dmnist_ibp() -> ConfigDict:
     68.0 %, PGD-robust at 0.05 55.0 %, and neighborhoods the verifier proves close to where the
     attack breaks them (neighborhood_bench; benchmarks/RESULTS.md). The schedule is what makes it a
     classifier: 3,000 steps with the ramp over 1,500 gave 34.6 % (27.4 % robust); IBP at ε 0.02 in
-    3,000 steps 65.6 %, but gaps no better than PGD training's; at ε 0.1 the CNN stays at the label
-    prior (15.5 %)."""
+    3,000 steps 65.6 %, but gaps no better than PGD training's; at ε 0.1 in 3,000 steps the CNN
+    stayed at the label prior (15.5 %)."""
     c = _dmnist("none")
     c.name = "dmnist_ibp"
     c.train.steps = 9000
