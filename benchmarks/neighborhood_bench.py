@@ -34,7 +34,10 @@ a gap as low as 1 / (1 + tol)² — 0.907 at 0.05, too close to the 0.9 target t
 
 Per image: queries, wall time, log-volume Σ|l_d| log ε_d over the pixels with ε > 0 (pixels at
 ε = 0 counted apart) and Σ|l_d| ε_d. Ratios are bisection / optimizer per image; reported are
-medians over images. The last stdout line is one JSON object with the keys of issue 18.
+medians over images. The last stdout line is one JSON object with the keys of issue 18. Two boxes
+are compared by volume (`logvol_wins_*`) on (pixels at ε = 0, log-volume): a box flat in more
+pixels has volume 0 against one that is not, whatever its log-volume over its remaining pixels, so
+the medians `logvol_*` of boxes with different `zero_pixels_*` are not comparable.
 
 Defaults = the experiment's configuration (the `neighborhood_*` presets): 16 rings (rings 0–14 and
 the far background) plus the target digit, 3 s per query. An image takes ~10 min on 2 idle cores
@@ -273,7 +276,7 @@ def main(argv=None) -> None:
         values = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
         return float(np.median(values)) if values else None
 
-    head = ("image", "opt q", "opt s", "opt logvol", "bis q", "bis logvol", "uni logvol", "gap")
+    head = ("image", "opt q", "opt s", "opt logvol", "bis q", "bis logvol", "bis zero", "uni logvol", "gap")
     print(" ".join(f"{h:>11}" for h in head))
     for r in rows:
         keys = ("optimizer_queries", "optimizer_time_s", "optimizer_log_volume", "bisection_queries")
@@ -281,6 +284,7 @@ def main(argv=None) -> None:
             r["image"],
             *(r.get(k) for k in keys),
             r.get("bisection_log_volume"),
+            r.get("bisection_zero_pixels"),
             r.get("uniform_log_volume"),
             r["gap"],
         )
@@ -302,7 +306,7 @@ def main(argv=None) -> None:
         "time_s_optimizer": med("optimizer_time_s"),
         "time_s_bisection": med("bisection_time_s"),
         **{
-            f"logvol_wins_{n}": int(sum(r["optimizer_log_volume"] >= r[f"{n}_log_volume"] for r in rows))
+            f"logvol_wins_{n}": int(sum(volume_key(r, "optimizer") >= volume_key(r, n) for r in rows))
             for n in a.methods[1:]
         },
         **{
@@ -316,6 +320,12 @@ def main(argv=None) -> None:
     }
     common.write_json(common.OUT / "neighborhood_bench.json", {"summary": summary, "rows": rows})
     common.last_line(summary)
+
+
+def volume_key(row: dict, method: str) -> tuple[int, float]:
+    """Orders `method`'s boxes in a bench row by volume: fewer pixels at ε = 0 first (a box flat in a
+    pixel the other is not has volume 0 against it), then the log-volume over the pixels with ε > 0."""
+    return -row[f"{method}_zero_pixels"], row[f"{method}_log_volume"]
 
 
 def _facts(r) -> dict:
