@@ -30,14 +30,13 @@ s per query; a time-out is not robust):
 `--methods` runs a subset (the optimizer always; without the bisection the ratios are null).
 Every final ε is re-verified by an independent verifier (a fresh `make_verifier`, the same stages,
 120 s per query; excluded from the timing; without PGD until 2026-12-07; the row keeps its verdict,
-`*_reverify`, since then),
-and the optimizer's gets a maximality certificate (`lnjax.neighborhood.certify_maximality`: the
-largest proved and smallest attacked scale of ε, a 32-restart box PGD; gap = s_proved / s_attack,
-1 = shown maximal along ε's direction). Both brackets end `--cert_rel_tol` wide (0.02; 0.05 until
-2026-12-06): s_proved is the lower end of its bracket and s_attack the upper end of its, so even a
-verifier and an attack that are both exact read a gap as low as 1 / (1 + tol)² — 0.907 at 0.05, too
-close to the 0.9 target to tell; 0.961 at 0.02 (~2 more verifier queries and ~2 more attack calls
-per image).
+`*_reverify`, since then), and the optimizer's gets a maximality certificate
+(`lnjax.neighborhood.certify_maximality`: the largest proved and smallest attacked scale of ε, a
+32-restart box PGD; gap = s_proved / s_attack, 1 = shown maximal along ε's direction). Both
+brackets end `--cert_rel_tol` wide (0.02; 0.05 until 2026-12-06): s_proved is the lower end of its
+bracket and s_attack the upper end of its, so even a verifier and an attack that are both exact read
+a gap as low as 1 / (1 + tol)² — 0.907 at 0.05, too close to the 0.9 target to tell; 0.961 at 0.02
+(~2 more verifier queries and ~2 more attack calls per image).
 
 Per image: queries, wall time, log-volume Σ|l_d| log ε_d over the pixels with ε > 0 (pixels at
 ε = 0 counted apart) and Σ|l_d| ε_d. Ratios are bisection / optimizer per image; reported are
@@ -48,8 +47,8 @@ the medians `logvol_*` of boxes with different `zero_pixels_*` are not comparabl
 
 Defaults = the experiment's layers (the `neighborhood_*` presets: 16 rings, rings 0–14 and the far
 background, plus the target digit) and 10 s per query (the presets: 3 s; every `dmnist_ibp` result
-in RESULTS.md was made at 10 s). An image takes ~22 min on 2 idle cores (the
-bisection's 170 queries ~17), so 20 images are ~7 h: the run is resumable. Each finished image
+in RESULTS.md was made at 10 s). An image takes ~22 min on 2 idle cores (the bisection's 170
+queries ~17), so 20 images are ~7 h: the run is resumable. Each finished image
 is appended to `--out` (JSON lines) with its settings (the params' fingerprint and the library's
 version, `common.code_version`, among them); a rerun with the same settings reuses it and runs only
 the missing images (`bench_s` sums the images' own times). `--report` only summarises what `--out`
