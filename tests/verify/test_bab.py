@@ -16,8 +16,8 @@ from lnjax import bounds as B, models, specs
 from lnjax.bounds import beta_crown as BC
 from lnjax.models import ops
 from lnjax.verify import BabOptions, BoundOptions, bab as BB, domains as D, make_verifier, milp as M
-from lnjax.verify.reference import brute_force_min
 from lnjax.verify.verdict import Status
+from tests.verify.exact import exact_min
 
 SPECS = {
     "argmax": specs.Argmax,
@@ -60,6 +60,12 @@ def feasible_splits(view, rng, lo, hi):
     return (np.where(z >= 0, 1, -1) * (rng.uniform(size=z.size) < 0.5)).astype(np.int32)
 
 
+# CROWN and interval bounds jitted once for the file: called eagerly, CROWN compiles its chunk loops
+# again at every call.
+crown_jit = jax.jit(B.crown_bounds)
+interval_jit = jax.jit(B.interval_bounds)
+
+
 @functools.lru_cache(maxsize=8)
 def bound_fn(k, refine_chunk, steps=25, last_pass=True, clip_rounds=0):
     return jax.jit(
@@ -96,7 +102,7 @@ def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0, last_pass=True, c
         spec = SPECS[name](int(np.argmax(models.apply_layers(view, jnp.asarray(x)))))
         rows = spec.rows(4)
         c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
-        root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+        root = crown_jit(view, jnp.asarray(lo), jnp.asarray(hi))
         layout = BC.split_layout(view, root)
         s = random_splits(rng, layout.total) if rng.uniform() < 0.5 else feasible_splits(view, rng, lo, hi)
         a0 = BC.init_alphas(layout, root, jnp.asarray(s), len(off))
@@ -104,7 +110,7 @@ def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0, last_pass=True, c
             view, root, lo, hi, c, off, jnp.asarray(s), a0, jnp.zeros_like(a0)
         )
         lb = BB.domain_lower(np.asarray(res.row_lower)[None], np.asarray(rows.offset), rows.k)[0]
-        ref = brute_force_min(view, lo, hi, rows, phases=s).minimum
+        ref = exact_min(view, lo, hi, rows, phases=s).minimum
         if np.isfinite(ref):
             worst = max(worst, lb - ref)
         beta_max = max(beta_max, float(np.max(res.betas)))
@@ -138,10 +144,10 @@ def test_the_root_domain_starts_at_the_alpha_crown_bound():
     x = (lo + hi) / 2
     rows = specs.Argmax(int(np.argmax(models.apply_layers(view, jnp.asarray(x))))).rows(4)
     c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
-    root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    root = crown_jit(view, jnp.asarray(lo), jnp.asarray(hi))
     layout = BC.split_layout(view, root)
-    alpha_rows, slopes = B.alpha_crown_spec(
-        view, jnp.asarray(lo), jnp.asarray(hi), c, bounds=root, steps=20, lr=0.5
+    alpha_rows, slopes = jax.jit(functools.partial(B.alpha_crown_spec, steps=20, lr=0.5))(
+        view, jnp.asarray(lo), jnp.asarray(hi), c, bounds=root
     )
     every = np.arange(len(rows.offset))
     s0 = jnp.zeros(layout.total, jnp.int32)
@@ -167,7 +173,7 @@ def clip_violations(seed, rounds=2):
     bad, shrunk = 0, 0.0
     for _ in range(6):
         lo, hi = random_box(rng, 3, 0.2, 0.4)
-        root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+        root = crown_jit(view, jnp.asarray(lo), jnp.asarray(hi))
         layout = BC.split_layout(view, root)
         s = jnp.asarray(feasible_splits(view, rng, lo, hi))
         c_lo, c_hi, dom = fn(
@@ -210,7 +216,7 @@ def test_without_a_last_pass_the_bound_is_the_warm_start_evaluation_and_the_upda
     lo, hi = random_box(rng, view.input_shape[0])
     rows = SPECS["argmax"](0).rows(4)
     c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
-    root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    root = crown_jit(view, jnp.asarray(lo), jnp.asarray(hi))
     layout = BC.split_layout(view, root)
     s = jnp.asarray(feasible_splits(view, rng, lo, hi))
     a0 = BC.init_alphas(layout, root, s, len(off))
@@ -262,7 +268,7 @@ def containment_violations(domain_bounds_fn, seed):
     fn = jax.jit(lambda *args: domain_bounds_fn(*args), static_argnums=(1, 6))  # a fresh trace per call
     for _ in range(4):
         lo, hi = random_box(rng, 3, 0.2, 0.4)
-        root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+        root = crown_jit(view, jnp.asarray(lo), jnp.asarray(hi))
         layout = BC.split_layout(view, root)
         s = feasible_splits(view, rng, lo, hi)
         dom = fn(view, layout, root, jnp.asarray(s), jnp.asarray(lo), jnp.asarray(hi), 4)
@@ -312,7 +318,7 @@ def bab_verifier(seed, joint_domains=16):
 def milp_min(view, lo, hi, rows):
     """The exact minimum margin over the box, by the MILP solved to optimality (CBC, in process)."""
     net = M.network_from_view(view)
-    b = B.interval_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    b = interval_jit(view, jnp.asarray(lo), jnp.asarray(hi))
     r = M.solve(net, M.make_query(net, lo, hi, b, rows), M.MilpOptions(mode="optimise"))
     assert r.status == "optimal"
     return r.objective
@@ -406,7 +412,7 @@ def test_candidate_margins_are_the_querys_whatever_rows_the_run_bounds():
     spec = specs.TopK(1, 2)
     rows = spec.rows(4)
     c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
-    root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+    root = crown_jit(view, jnp.asarray(lo), jnp.asarray(hi))
     layout = BC.split_layout(view, root)
     splits = jnp.stack([jnp.asarray(random_splits(rng, layout.total)) for _ in range(6)])
     a0 = jax.vmap(lambda s: BC.init_alphas(layout, root, s, 1))(splits)
@@ -589,7 +595,7 @@ def test_past_the_memory_cap_domains_drop_their_warm_starts_and_the_query_goes_o
     def capped(memory_mb):
         return bab_again(view, i, lo, hi, spec, memory_mb=memory_mb)
 
-    total = BC.split_layout(view, B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))).total
+    total = BC.split_layout(view, crown_jit(view, jnp.asarray(lo), jnp.asarray(hi))).total
     # Room for the open domains' records (phases, bounds, counts), not for their α, β.
     out = capped(v.stats.bab["max_open"] * 1.5 * D.record_bytes(total, 1) / 2**20)
     assert out.stats.bab["cold_starts"] > 0 and not any("memory_mb" in n for n in out.stats.notes)
@@ -683,7 +689,7 @@ def test_children_cover_their_parent_and_a_missing_half_is_caught(monkeypatch):
 
 def test_bab_stats_and_weakest_points():
     """The verdict carries BaB's facts, its proven bound and the candidate points it scored."""
-    view, results = run_boxes(0, 12)
+    view, results = run_boxes(0, 20)  # test_bab_agrees_with_the_exact_minimum's run
     for lo, hi, spec, _, v, exact in results:
         if v.stats.bab:
             assert v.stats.bab["domains"] >= 1 and v.stats.bab["batches"] >= 1
@@ -722,7 +728,7 @@ def fsb_choice_gap(candidates):
         spec = SPECS["argmax"](int(np.argmax(models.apply_layers(view, jnp.asarray((lo + hi) / 2)))))
         rows = spec.rows(4)
         c, off = jnp.asarray(rows.c), jnp.asarray(rows.offset)
-        root = B.crown_bounds(view, jnp.asarray(lo), jnp.asarray(hi))
+        root = crown_jit(view, jnp.asarray(lo), jnp.asarray(hi))
         layout = BC.split_layout(view, root)
         s0 = jnp.zeros(layout.total, jnp.int32)
         a0 = BC.init_alphas(layout, root, s0, len(off))
