@@ -12,7 +12,7 @@ from importlib.metadata import version
 
 # XLA's LLVM back end at -O0 for the tests: two thirds of `make test` was XLA compiling small
 # programs that then run for milliseconds; -O0 compiles them ~2x faster and computes the same
-# values up to float rounding (BUILD.md, "Test budget"). Before any JAX computation starts the
+# values up to float rounding (BUILD.md, "Tests compile at -O0"). Before any JAX computation starts the
 # backend; subprocesses inherit it. A flag already given in XLA_FLAGS wins.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
