@@ -15,7 +15,7 @@ from lnjax import bounds as B, models, specs
 from lnjax.io.onnx import OnnxImportError, load_onnx, save_onnx
 from lnjax.models import ops
 from lnjax.verify import milp as M
-from tests.verify.exact import exact_min
+from lnjax.verify.reference import brute_force_min
 
 TOL = 1e-5
 
@@ -364,7 +364,7 @@ def test_imported_network_bounds_and_milp_are_exact(tmp_path):
         assert np.all(logits >= np.asarray(b[-1][0]) - 1e-4) and np.all(logits <= np.asarray(b[-1][1]) + 1e-4)
     spec = specs.Argmax(int(np.argmax(models.apply_layers(view, jnp.asarray(x0)))))
     rows = spec.rows(3)
-    ref = exact_min(view, lo, hi, rows)
+    ref = brute_force_min(view, lo, hi, rows)
     query = M.make_query(M.network_from_view(view), jnp.asarray(lo), jnp.asarray(hi), ib, rows, None)
     result = M.solve(M.network_from_view(view), query, M.MilpOptions(mode="optimise"))
     assert result.status == "optimal"

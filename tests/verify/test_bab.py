@@ -16,8 +16,8 @@ from lnjax import bounds as B, models, specs
 from lnjax.bounds import beta_crown as BC
 from lnjax.models import ops
 from lnjax.verify import BabOptions, BoundOptions, bab as BB, domains as D, make_verifier, milp as M
+from lnjax.verify.reference import brute_force_min
 from lnjax.verify.verdict import Status
-from tests.verify.exact import exact_min
 
 SPECS = {
     "argmax": specs.Argmax,
@@ -110,7 +110,7 @@ def subdomain_gaps(view, name, trials, seed=0, refine_chunk=0, last_pass=True, c
             view, root, lo, hi, c, off, jnp.asarray(s), a0, jnp.zeros_like(a0)
         )
         lb = BB.domain_lower(np.asarray(res.row_lower)[None], np.asarray(rows.offset), rows.k)[0]
-        ref = exact_min(view, lo, hi, rows, phases=s).minimum
+        ref = brute_force_min(view, lo, hi, rows, phases=s).minimum
         if np.isfinite(ref):
             worst = max(worst, lb - ref)
         beta_max = max(beta_max, float(np.max(res.betas)))

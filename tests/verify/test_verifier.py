@@ -32,8 +32,8 @@ from lnjax.verify import (
 )
 from lnjax.verify.cost import CostModel
 from lnjax.verify.inputs import checked_box
+from lnjax.verify.reference import brute_force_min
 from lnjax.verify.verdict import milp_proof
-from tests.verify.exact import exact_min
 
 
 def not_minimal(t, classes=4):
@@ -142,7 +142,7 @@ def reference_min(seed, view, lo, hi, name, spec):
     the configurations."""
     key = (seed, lo.tobytes(), hi.tobytes(), name)
     if key not in _REFERENCE:
-        _REFERENCE[key] = exact_min(view, lo, hi, spec.rows(4)).minimum
+        _REFERENCE[key] = brute_force_min(view, lo, hi, spec.rows(4)).minimum
     return _REFERENCE[key]
 
 
