@@ -31,7 +31,7 @@ ROBUST when every domain is closed; NOT_ROBUST on a confirmed counterexample; UN
 deadline (each batch is the largest padded size predicted to end in time: from the last batch of
 that size, else the nearest timed size scaled linearly) or when the open
 domains would exceed `bab.memory_mb` even without their warm starts (past the cap the domains with
-the highest bounds drop their α and β first: `Bab._fit_memory`; then the query goes on to the next
+the highest bounds drop their α and β first: `OpenDomains.fit`; then the query goes on to the next
 stage, the whole-box MILP, with what is left of the budget). The proven lower bound of an
 undecided query is the smallest bound of the open domains: it is recorded, with the weakest points
 found, in the verdict.
@@ -68,7 +68,7 @@ import numpy as np
 from lnjax.attacks.pgd import target_sets, view_box_pgd_targeted, view_margin
 from lnjax.bounds import beta_crown as BC
 from lnjax.specs import SpecRows, kth_lower
-from lnjax.verify.domains import Domain, OpenDomains, record_bytes, split_children, warm_bytes
+from lnjax.verify.domains import Domain, OpenDomains, split_children, warm_bytes
 from lnjax.verify.verdict import Status, Verdict, milp_proof
 
 UP_FACTOR = 2.0
@@ -252,9 +252,6 @@ class Bab:
         self.m = len(rows)
         self.offset = np.asarray(self.spec.offset, np.float64)
         self.sizes = batch_sizes(cfg.bab.batch, self.m, cfg.bab.batch_ladder)
-        # Host bytes of an open domain, plus its α and β while it keeps its warm start (`_fit_memory`).
-        self.bare_bytes = record_bytes(self.layout.total, self.m)
-        self.warm_bytes = warm_bytes(self.layout.total, self.m)
         self.memory = cfg.bab.memory_mb * 2**20
         self.open: OpenDomains | None = None  # made by the loop, from the root's α
         # Seconds of the last batch of each (rows, padded size), shared by the verifier's queries;
@@ -269,6 +266,7 @@ class Bab:
             "leaves_closed_milp": 0,
             "unresolved_leaves": 0,
             "cold_starts": 0,
+            "pool_copies": 0,
         }
         self.unresolved: list[float] = []  # bounds of leaves nothing could close
         self.weakest: tuple[np.ndarray, float] | None = None
@@ -320,6 +318,9 @@ class Bab:
         finally:
             ctx.lap("bab", t0)
             self.facts["open_at_end"] = 0 if self.open is None else len(self.open)
+            if self.open is not None:  # warm starts dropped for the memory cap, pool copies
+                self.facts["cold_starts"] = self.open.dropped
+                self.facts["pool_copies"] = self.open.compactions
 
     def _loop(self) -> Outcome:
         ctx, cfg = self.ctx, self.ctx.cfg
@@ -332,14 +333,16 @@ class Bab:
         root_splits = np.zeros((1, total), np.int8)
         alphas = root_alphas(self.layout, ctx.best, self.rows, ctx.spec_alphas)
         cold = (alphas.astype(np.float16), np.zeros(alphas.shape, np.float16))
-        self.open = store = OpenDomains(total, self.m, cold, warm_limit=int(self.memory // self.warm_bytes))
+        self.open = store = OpenDomains(
+            total, self.m, cold, warm_limit=int(self.memory // warm_bytes(total, self.m))
+        )
         res, margins = self._bound(root_splits, np.asarray([-1]), store)
         zero = np.zeros(1, int)
         verdict = self._absorb(root_splits, res, margins, self.root_rows[None], zero, zero)
         if verdict is not None:
             return Outcome(verdict, False, None, False)
         while len(store):
-            if not self._fit_memory():
+            if not store.fit(self.memory):
                 ctx.stats.notes.append(
                     f"bab stopped: {len(store)} open domains exceed the verifier.bab.memory_mb cap "
                     f"({cfg.bab.memory_mb:g} MB) even without their warm starts"
@@ -386,28 +389,6 @@ class Bab:
         if self.unresolved:
             return self._give_up(timed_out=True)
         return Outcome(None, True, ctx.safety, False)
-
-    def _fit_memory(self) -> bool:
-        """Keeps the open domains within `bab.memory_mb`: the live records plus the warm-start pool
-        as allocated (it grows by doubling and never shrinks by itself). Past the cap, the domains
-        with the highest bounds (the last to be popped) drop their α and β until they take 3/4 of
-        what the records leave, and the pool is compacted to that room (`OpenDomains.compact_warm`);
-        popped, they start from the root's α and zero β (sound for any α ∈ [0, 1], β ≥ 0: only the
-        warm start is lost). False when even the bare domains exceed the cap."""
-        store = self.open
-        assert store is not None
-        records = len(store) * self.bare_bytes
-        room = max(0, int((self.memory - records) // self.warm_bytes))  # warm starts that fit
-        store.warm_limit = room  # the pool's doubling stops there
-        if records + len(store.alphas) * self.warm_bytes <= self.memory:
-            return True
-        if records > self.memory:
-            return False
-        excess = store.warm - int(0.75 * room)
-        if excess > 0:
-            self.facts["cold_starts"] += store.drop_warm(excess)
-        store.compact_warm(room)
-        return True
 
     def _absorb(
         self,

@@ -99,13 +99,19 @@ class OpenDomains:
 
     `push` stores a batch, `pop(n)` takes the n with the lowest bounds (ties: first pushed first) and
     returns their slots; read them (`meta_of`, `pool_of` and `warm_starts`, or `domain`), then
-    `release` them. `drop_warm` strips the warm starts of the domains with the highest bounds (for
-    the memory cap)."""
+    `release` them. `fit(memory)` keeps the store within a byte cap (the memory cap: `drop_warm`
+    strips the warm starts of the domains with the highest bounds, `compact_warm` returns the pool's
+    memory); `dropped` counts the warm starts stripped, `compactions` the pool's copies."""
 
     def __init__(
         self, total: int, rows: int, cold: tuple[np.ndarray, np.ndarray], warm_limit: int | None = None
     ):
-        self.warm_limit = warm_limit  # the warm-start pool doubles up to this many slots (None: always)
+        # The warm-start pool doubles up to this many slots (None: always); past it a push strips the
+        # warm starts of the highest open domains for its own (`push`): the pool does not grow.
+        self.warm_limit = warm_limit
+        self.record_bytes, self.warm_bytes = record_bytes(total, rows), warm_bytes(total, rows)
+        self.dropped = 0  # warm starts stripped (`drop_warm`), over the store's life
+        self.compactions = 0  # copies of the pool (`compact_warm`)
         self.cold = cold  # the root's α and zero β (float16, [M, total]): a cold domain's warm start
         self.splits = np.zeros((0, total), np.int8)
         self.row_lower = np.zeros((0, rows), np.float64)
@@ -158,6 +164,11 @@ class OpenDomains:
         if n == 0:
             return
         slots = self._take(self.free_slots, n, ("splits", "row_lower", "meta"))
+        short = n - len(self.free_warm)
+        if self.warm_limit is not None and short > 0:
+            over = len(self.alphas) + short - self.warm_limit
+            if over > 0:  # at the limit: the highest open domains give up their warm starts' slots
+                self.drop_warm(min(over, short))
         warm = self._take(self.free_warm, n, ("alphas", "betas"), self.warm_limit)
         self.splits[slots] = splits
         self.row_lower[slots] = row_lower
@@ -224,6 +235,7 @@ class OpenDomains:
         """Moves the open domains' warm starts to the front of the pool and gives it `capacity` slots
         (at least as many as are live): the pool never shrinks otherwise, so after `drop_warm` this
         is what returns its memory. One copy of the live warm starts."""
+        self.compactions += 1
         open_slots = self.order_slot[self.head :]
         pool = self.meta[open_slots, 4]
         live = pool >= 0
@@ -245,4 +257,37 @@ class OpenDomains:
             self.free_warm.extend(self.meta[slots, 4].tolist())
             self.meta[slots, 4] = -1
             self.warm -= len(slots)
+            self.dropped += len(slots)
         return len(slots)
+
+    def nbytes(self) -> int:
+        """Host bytes the memory cap counts: the open domains' records and the warm-start pool as
+        allocated."""
+        return len(self) * self.record_bytes + len(self.alphas) * self.warm_bytes
+
+    def fit(self, memory: float) -> bool:
+        """Keeps `nbytes()` within `memory` bytes; False when even the open domains' records exceed it.
+
+        When the records and the pool as allocated no longer fit, the pool is cut to 3/4 of the room
+        the records leave: the domains with the highest bounds (the last to be popped) drop their α
+        and β until the live ones fit (popped, they start from the root's α and zero β: sound for any
+        α ∈ [0, 1], β ≥ 0, only the warm start is lost), the pool is compacted to that size, and it
+        grows no further
+        (`warm_limit`: a push past it strips the next highest warm starts for its own slots, a free
+        list operation). The quarter left over is for the records to grow into, so the pool is
+        copied again only once they have taken it. (Cut to the whole room, as before 2026-12-07, the
+        next domain's record put the store over the cap again: on the 784-256x2 MLP the ~2 GB pool
+        was copied every few batches once the cap was reached, and a 120 s query bounded 1.1 M
+        domains where 2.4 M were bounded under a cap it never reached.)
+        """
+        records = len(self) * self.record_bytes
+        if records > memory:
+            return False
+        if self.nbytes() <= memory:
+            return True
+        capacity = int(0.75 * (memory - records) // self.warm_bytes)
+        if self.warm > capacity:
+            self.drop_warm(self.warm - capacity)
+        self.compact_warm(capacity)
+        self.warm_limit = capacity
+        return True

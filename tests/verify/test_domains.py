@@ -32,24 +32,37 @@ def batch(rng, n, tag):
     )
 
 
-def test_the_store_matches_a_list_of_records_through_pushes_pops_and_dropped_warm_starts():
+def strip_highest(ref, count):
+    """The reference's memory cap: the last to be popped (highest bound, then the later pushed) of the
+    warm records lose their warm starts, up to `count`; returns how many did."""
+    warm = sorted((r for r in ref if r[3]), key=lambda r: (r[0], r[1]), reverse=True)
+    for r in warm[:count]:
+        r[3] = False
+    return min(count, len(warm))
+
+
+@pytest.mark.parametrize("limit", [None, 8])
+def test_the_store_matches_a_list_of_records_through_pushes_pops_and_dropped_warm_starts(limit):
+    """limit 8: pushes past the warm pool's limit strip the highest open domains' warm starts for
+    their own (the pool stays at 8 slots); None: the pool grows."""
     rng = np.random.default_rng(0)
-    store = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=8)
+    store = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=limit)
     ref = []  # (lower, order pushed, record dict, warm)
-    order = largest = 0
+    order = largest = widest = 0
     for step in range(40):
         b = batch(rng, int(rng.integers(0, 12)), step)
+        short = len(b["lower"]) - len(store.free_warm)
+        if limit is not None and short > 0:
+            strip_highest(ref, min(len(store.alphas) + short - limit, short))
         store.push(**b)
+        widest = max(widest, len(b["lower"]))
+        if limit is not None:  # the pool grows past the limit only as far as one push needs
+            assert len(store.alphas) <= max(limit, widest)
         for i in range(len(b["lower"])):
             ref.append([b["lower"][i], order, {k: v[i] for k, v in b.items()}, True])
             order += 1
         if step % 7 == 3 and ref:  # the memory cap: the highest bounds lose their warm starts
-            dropped = store.drop_warm(3)
-            # The last to be popped lose theirs first: highest bound, then the later pushed.
-            warm = sorted((r for r in ref if r[3]), key=lambda r: (r[0], r[1]), reverse=True)
-            assert dropped == min(3, len(warm))
-            for r in warm[:dropped]:
-                r[3] = False
+            assert store.drop_warm(3) == strip_highest(ref, 3)
             live = sum(r[3] for r in ref)
             store.compact_warm(live + step % 3)  # and the pool shrinks to what is live (+ a little)
             assert len(store.alphas) == live + step % 3
@@ -90,15 +103,65 @@ def test_the_root_is_cold_before_anything_is_pushed():
     assert alphas.shape == (3, ROWS, TOTAL) and np.all(alphas == 0.5) and np.all(betas == 0)
 
 
-def test_the_warm_pool_grows_past_its_limit_only_as_far_as_a_push_needs():
+def test_a_push_past_the_warm_limit_strips_the_highest_warm_starts_instead_of_growing_the_pool():
     rng = np.random.default_rng(1)
     store = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=20)
-    store.push(**batch(rng, 12, 0))
-    store.push(**batch(rng, 12, 1))  # 24 > 20: exactly what it needs, not the doubling's 32
-    assert len(store.alphas) == 24 and store.warm == 24
+    first = batch(rng, 12, 0)
+    store.push(**first)
+    store.push(**batch(rng, 12, 1))  # 24 > 20: 4 of the open ones go cold, the pool stays at 20
+    assert len(store.alphas) == 20 and store.warm == 20 and store.dropped == 4
     store.release(store.pop(5))
-    store.push(**batch(rng, 5, 2))  # reuses the released warm slots
-    assert len(store.alphas) == 24
+    store.push(**batch(rng, 5, 2))  # reuses the released warm slots: nothing more stripped
+    assert len(store.alphas) == 20 and store.dropped == 4
+    big = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=4)
+    big.push(**batch(rng, 6, 3))  # one push larger than the limit: it grows as far as it needs
+    assert len(big.alphas) == 6 and big.warm == 6
+
+
+def run_under_cap(memory, steps=300, seed=4):
+    """A best-first run's pattern of pushes and pops (2 children per popped parent, most kept, so the
+    open set grows) under `memory` bytes, `fit` before every pop as `Bab` does. Returns the store
+    and whether `fit` ever let it exceed the cap."""
+    rng = np.random.default_rng(seed)
+    store = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=int(memory // D.warm_bytes(TOTAL, ROWS)))
+    store.push(**batch(rng, 4, 0))
+    over = False
+    for step in range(1, steps):
+        assert store.fit(memory)
+        over |= store.nbytes() > memory
+        parents = store.pop(4)
+        store.release(parents)
+        store.push(**batch(rng, 2 * len(parents) - int(rng.integers(0, 2)), step))
+    return store, over
+
+
+def test_fit_keeps_the_store_under_the_cap_and_copies_the_pool_rarely():
+    """Records of ~1.2 k domains and warm starts of ~300 fit in the cap: the run goes far past both
+    (~1 k open at the end) and the pool is cut a few times, not at every batch; with the cut to the
+    whole room (the bug of 2026-12-07: `fit` without the quarter left for the records to grow
+    into) it was copied at almost every batch."""
+    rec, warm = D.record_bytes(TOTAL, ROWS), D.warm_bytes(TOTAL, ROWS)
+    memory = 1200 * rec + 300 * warm
+    store, over = run_under_cap(memory)
+    assert not over and len(store) > 1000
+    assert store.dropped > 0 and 1 <= store.compactions <= 8
+    # Every open domain still reads its own record; the warm ones their own α (`batch` tags them).
+    slots = store.pop(len(store))
+    alphas, _ = store.warm_starts(store.pool_of(slots))
+    for j, s in enumerate(slots):
+        d = store.domain(int(s))
+        tag = d.depth % 97 / 97
+        want = cold()[0] if d.alphas is None else np.full((ROWS, TOTAL), tag, np.float16)
+        np.testing.assert_array_equal(alphas[j], want)
+
+
+def test_fit_says_no_when_the_records_alone_exceed_the_cap():
+    rng = np.random.default_rng(5)
+    store = D.OpenDomains(TOTAL, ROWS, cold())
+    store.push(**batch(rng, 50, 0))
+    assert not store.fit(10 * D.record_bytes(TOTAL, ROWS))
+    assert store.fit(50 * D.record_bytes(TOTAL, ROWS))  # the records fit: every warm start goes
+    assert store.warm == 0 and store.nbytes() <= 50 * D.record_bytes(TOTAL, ROWS)
 
 
 def test_the_records_grow_geometrically():
