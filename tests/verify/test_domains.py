@@ -41,10 +41,15 @@ def strip_highest(ref, count):
     return min(count, len(warm))
 
 
-@pytest.mark.parametrize("limit", [None, 8])
-def test_the_store_matches_a_list_of_records_through_pushes_pops_and_dropped_warm_starts(limit):
+@pytest.mark.parametrize("limit, chunk", [(None, 256), (8, 256), (None, 2)])
+def test_the_store_matches_a_list_of_records_through_pushes_pops_and_dropped_warm_starts(
+    limit, chunk, monkeypatch
+):
     """limit 8: pushes past the warm pool's limit strip the highest open domains' warm starts for
-    their own (the pool stays at 8 slots); None: the pool grows."""
+    their own (the pool stays at 8 slots); None: the pool grows. chunk 2: the in-place compaction
+    moves its warm starts 2 at a time (a move order that overwrote a slot still to be read fails
+    here: checked by running the chunks last first)."""
+    monkeypatch.setattr(D, "COMPACT_CHUNK", chunk)
     rng = np.random.default_rng(0)
     store = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=limit)
     ref = []  # (lower, order pushed, record dict, warm)
@@ -219,3 +224,22 @@ def test_batched_children_equal_the_per_domain_ones(seed, monkeypatch):
         assert [kids[r][branch[j]] for r in rows] == list(D.PHASES)
         for r in rows:
             np.testing.assert_array_equal(np.delete(kids[r], branch[j]), np.delete(splits[j], branch[j]))
+
+
+def test_the_pool_shrinks_in_place_or_by_a_copy_when_a_view_is_held():
+    """`compact_warm` cuts the pool with `_grow` (realloc); a view held elsewhere makes numpy refuse
+    and the store copies the first rows instead (a shrink, so only as many as fit)."""
+    rng = np.random.default_rng(6)
+    for hold in (False, True):
+        store = D.OpenDomains(TOTAL, ROWS, cold())
+        b = batch(rng, 16, 0)
+        store.push(**b)
+        store.drop_warm(10)
+        view = store.alphas[:4] if hold else None
+        store.compact_warm(8)
+        assert len(store.alphas) == 8 and store.warm == 6
+        alphas, _ = store.warm_starts(store.pool_of(store.pop(16)))
+        warm = sorted(np.argsort(b["lower"], kind="stable")[:6])  # the 6 lowest kept theirs
+        got = sorted(round(float(a[0, 0]) * 97) for a in alphas if a[0, 0] != cold()[0][0, 0])
+        assert got == sorted(int(b["depth"][i]) % 97 for i in warm)
+        assert view is None or view.shape == (4, ROWS, TOTAL)
