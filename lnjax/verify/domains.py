@@ -29,6 +29,13 @@ COMPACT_CHUNK = 256
 """Warm starts moved per step of `OpenDomains.compact_warm` (a copy of that many is the only
 temporary: ~50 MB on the 64×64 CNN)."""
 
+DROP_SHARE = 32
+"""A push past the warm pool's limit strips at least limit / DROP_SHARE warm starts (`push`): a drop
+scans the whole open order (~10 ms at a million open domains, half a batch on the 784-256x2 MLP), so
+it is done once per many batches, not at every one (one open 784-256x2 query, 120 s: 2.63 M
+subdomains against 1.85 M with a drop at every push past the limit; 2.44 M under a cap it never
+reached)."""
+
 PHASES = (1, -1)
 """The children of a split: the ReLU active (pre-activation ≥ 0), then inactive (≤ 0); together they
 cover the parent (a test replaces this with a deliberately incomplete pair and sees BaB go wrong)."""
@@ -172,8 +179,9 @@ class OpenDomains:
         short = n - len(self.free_warm)
         if self.warm_limit is not None and short > 0:
             over = len(self.alphas) + short - self.warm_limit
-            if over > 0:  # at the limit: the highest open domains give up their warm starts' slots
-                self.drop_warm(min(over, short))
+            if over > 0:  # at the limit: the highest open domains give up their warm starts' slots,
+                # at least 1/32 of the pool at a time (each drop scans the open domains' order)
+                self.drop_warm(max(min(over, short), self.warm_limit // DROP_SHARE))
         warm = self._take(self.free_warm, n, ("alphas", "betas"), self.warm_limit)
         self.splits[slots] = splits
         self.row_lower[slots] = row_lower
@@ -287,13 +295,12 @@ class OpenDomains:
         the records leave: the domains with the highest bounds (the last to be popped) drop their α
         and β until the live ones fit (popped, they start from the root's α and zero β: sound for any
         α ∈ [0, 1], β ≥ 0, only the warm start is lost), the pool is compacted to that size, and it
-        grows no further
-        (`warm_limit`: a push past it strips the next highest warm starts for its own slots, a free
-        list operation). The quarter left over is for the records to grow into, so the pool is
-        copied again only once they have taken it. (Cut to the whole room, as before 2026-12-07, the
-        next domain's record put the store over the cap again: on the 784-256x2 MLP the ~2 GB pool
-        was copied every few batches once the cap was reached, and a 120 s query bounded 1.1 M
-        domains where 2.4 M were bounded under a cap it never reached.)
+        grows no further (`warm_limit`: a push past it strips the next highest warm starts for its
+        own slots, a free-list operation). The quarter left over is for the records to grow into,
+        so the pool is copied again only once they have taken it. (Cut to the whole room, as before
+        2026-12-07, the next domain's record put the store over the cap again: on the 784-256x2 MLP
+        the ~2 GB pool was copied every few batches once the cap was reached, and a 120 s query
+        bounded 1.1 M domains where 2.4 M were bounded under a cap it never reached.)
         """
         records = len(self) * self.record_bytes
         if records > memory:

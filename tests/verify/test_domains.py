@@ -243,3 +243,16 @@ def test_the_pool_shrinks_in_place_or_by_a_copy_when_a_view_is_held():
         got = sorted(round(float(a[0, 0]) * 97) for a in alphas if a[0, 0] != cold()[0][0, 0])
         assert got == sorted(int(b["depth"][i]) % 97 for i in warm)
         assert view is None or view.shape == (4, ROWS, TOTAL)
+
+
+def test_a_push_past_the_limit_strips_a_share_of_the_pool_at_once():
+    """At least limit / DROP_SHARE warm starts go at a time (each strip scans the open order), so the
+    next pushes find free slots without another scan."""
+    rng = np.random.default_rng(7)
+    limit = 4 * D.DROP_SHARE
+    store = D.OpenDomains(TOTAL, ROWS, cold(), warm_limit=limit)
+    store.push(**batch(rng, limit, 0))
+    store.push(**batch(rng, 1, 1))  # one past the limit: 4 stripped, not 1
+    assert store.dropped == 4 and len(store.alphas) == limit and store.warm == limit - 3
+    store.push(**batch(rng, 3, 2))  # fits in what was freed: no strip
+    assert store.dropped == 4 and store.warm == limit
