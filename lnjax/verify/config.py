@@ -188,7 +188,7 @@ class BabOptions:
         warm domain holds ~0.2 MB: at the old hard cap 60 s queries stopped at 19–32 s. The pool
         is cut to 3/4 of the room so that it is copied rarely (`OpenDomains.fit`): cut to all of
         it (before 2026-12-07), one query on the 784-256x2 MLP bounded 1.13 M domains in 300 s,
-        copying the ~2 GB pool every few batches; 1.85 M in 120 s since.
+        copying the ~2 GB pool every few batches; 2.63 M in 120 s since.
       attack_every: a box PGD from the weakest candidate point every this many batches (0: never).
       attack_targets: with it, the multi-targeted box PGD (`attacks.pgd.view_box_pgd_targeted`) on
         this many of the query's target row sets in turn (`attacks.pgd.target_sets`, ranked at the
