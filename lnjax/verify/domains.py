@@ -93,8 +93,9 @@ def warm_bytes(total: int, rows: int) -> int:
 def _grow(obj: object, name: str, size: int) -> None:
     """Gives the array attribute `name` of `obj` `size` rows (the first ones kept, as many as fit):
     in place where numpy can (realloc moves large blocks by remapping their pages: 3x faster than a
-    copy when a 2 GB pool doubles), else by a copy. numpy refuses in place (ValueError) while anything else
-    holds a reference to the array, so a view is never left dangling: the copy is the fallback."""
+    copy when a 2 GB pool doubles), else by a copy. numpy refuses in place (ValueError) while
+    anything else holds a reference to the array, so a view is never left dangling: the copy is the
+    fallback."""
     shape = (size, *getattr(obj, name).shape[1:])
     try:
         getattr(obj, name).resize(shape)  # no other reference here: the attribute and the call's own
@@ -258,8 +259,9 @@ class OpenDomains:
         open_slots = self.order_slot[self.head :]
         pool = self.meta[open_slots, 4]
         live = pool >= 0
-        by = np.argsort(pool[live], kind="stable")
-        sources, owners = pool[live][by], open_slots[live][by]
+        live_pool = pool[live]
+        by = np.argsort(live_pool, kind="stable")
+        sources, owners = live_pool[by], open_slots[live][by]
         n = len(sources)
         for start in range(0, n, COMPACT_CHUNK):
             part = slice(start, min(start + COMPACT_CHUNK, n))
